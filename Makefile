@@ -1,0 +1,47 @@
+# ate_ros developer entry points. `make demo` runs the main job, `make test` the checks.
+# Everything lives in .venv (Python 3.11, ROS 2 Kilted from PyPI wheels); no ROS install needed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+export PYTHONDONTWRITEBYTECODE := 1
+export MUJOCO_GL ?= egl
+
+STAMP_VENV := $(VENV)/.stamp-venv
+STAMP_PKG := $(VENV)/.stamp-package
+STAMP_IFACE := $(VENV)/.stamp-interfaces
+
+.PHONY: setup test lint pytest demo demo-tiny bench clean
+
+setup: $(STAMP_PKG) $(STAMP_IFACE)
+
+$(STAMP_VENV): tools/setup_venv.sh requirements-dev.txt
+	bash tools/setup_venv.sh $(VENV)
+	touch $@
+
+$(STAMP_PKG): $(STAMP_VENV) setup.py
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -E "ignored|^ *$$" || true
+	touch $@
+
+$(STAMP_IFACE): $(STAMP_PKG) $(wildcard msg/*.msg action/*.action) CMakeLists.txt package.xml tools/build_interfaces.sh
+	bash tools/build_interfaces.sh $(VENV)
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+pytest: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test: lint pytest
+
+demo: setup
+	$(VENV)/bin/ate-ros demo
+
+demo-tiny: setup
+	$(VENV)/bin/ate-ros demo --tiny
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(PY) $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

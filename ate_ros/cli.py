@@ -1,0 +1,78 @@
+"""The ``ate-ros`` command.
+
+Each subcommand lives in ``ate_ros/commands/<name>.py`` and provides ``add_arguments(parser)``
+and ``run(args) -> int``. Command modules import heavy libraries (torch, mujoco, rclpy) inside
+``run`` so that ``ate-ros --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+# (subcommand, module, one-line help), in pipeline order.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("sim-record", "ate_ros.commands.sim_record",
+     "record scripted-expert demonstrations in MuJoCo as MCAP rosbags"),
+    ("bag2dataset", "ate_ros.commands.bag2dataset",
+     "convert rosbags (ROS 1, ROS 2 sqlite3/MCAP) into ATE alignment + training episodes"),
+    ("verify-dataset", "ate_ros.commands.verify_dataset",
+     "re-read a converted dataset and check shapes, rates, limits and hashes"),
+    ("align", "ate_ros.commands.align",
+     "train the two-stage alignment VAEs (pre-training prior, reverse-KL adaptation)"),
+    ("pretrain", "ate_ros.commands.pretrain",
+     "train the compact VLA policy on pre-training embodiments"),
+    ("steer", "ate_ros.commands.steer",
+     "fine-tune a policy on adaptation data with ATE latent guidance (or without)"),
+    ("eval", "ate_ros.commands.eval",
+     "closed-loop evaluation of a policy in the MuJoCo simulation"),
+    ("plot-chunks", "ate_ros.commands.plot_chunks",
+     "render predicted/recorded chunks (end-effector paths) to PNG, no RViz needed"),
+    ("run", "ate_ros.commands.run",
+     "run the ROS 2 graph (perception, policy, executor[, sim robot]) in one process"),
+    ("demo", "ate_ros.commands.demo",
+     "the whole pipeline on the simulation: record, convert, align, pretrain, steer, eval, ROS"),
+]
+
+
+def available_commands() -> list[tuple[str, str, str]]:
+    """The subcommands whose module is present in this installation."""
+    return [c for c in COMMANDS if importlib.util.find_spec(c[1]) is not None]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ate-ros",
+        description="Align-Then-stEer (ATE) for ROS 2: adapt diffusion/flow VLA policies to new "
+                    "robots with few demonstrations.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in available_commands():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The project's one on-disk episode format (HDF5): bag tool, simulation, VAEs and policy.
+
+A dataset is a folder::
+
+    DATASET/
+      train/<episode>.hdf5     # one file per episode
+      val/<episode>.hdf5
+      embodiment.yaml          # the embodiment the episodes were recorded with (optional)
+      manifest.json            # written by the bag tool / sim recorder (optional)
+
+Each episode file is a superset of the ATE reference layout (whose loader reads only ``qpos``):
+
+=====================  ===========================  ==========================================
+key                    shape / dtype                meaning
+=====================  ===========================  ==========================================
+``qpos``               (T, D) float32               measured joint positions, joints in
+                                                    ascending unified-slot order
+``action``             (T, D) float32 (optional)    commanded joint positions; ``action[t]`` is
+                                                    the target sent at ``timestamps[t]``, to be
+                                                    reached one control period later
+``timestamps``         (T,) float64 (optional)      seconds (header clock of the source)
+``images/<camera>``    (T, H, W, 3) uint8 (opt.)    RGB frames aligned to ``timestamps``
+=====================  ===========================  ==========================================
+
+File attributes: ``format`` (= ``FORMAT_NAME``), ``format_version``, ``embodiment``,
+``joint_names`` (D strings), ``slots`` (D ints, unified-space index of each column), ``rate_hz``,
+``instruction``, ``task``, ``success`` (bool), ``source`` (e.g. the bag path). Plain reference
+files carry only ``qpos``; readers then need the embodiment to know the slots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "ate_ros.episode"
+FORMAT_VERSION = 1
+EPISODE_SUFFIX = ".hdf5"
+SPLITS = ("train", "val")
+
+# Dataset keys (constants, never bare strings elsewhere).
+QPOS = "qpos"
+ACTION = "action"
+TIMESTAMPS = "timestamps"
+IMAGES = "images"
+ATTR_FORMAT = "format"
+ATTR_VERSION = "format_version"
+ATTR_EMBODIMENT = "embodiment"
+ATTR_JOINT_NAMES = "joint_names"
+ATTR_SLOTS = "slots"
+ATTR_RATE = "rate_hz"
+ATTR_INSTRUCTION = "instruction"
+ATTR_TASK = "task"
+ATTR_SUCCESS = "success"
+ATTR_SOURCE = "source"
+MANIFEST = "manifest.json"
+EMBODIMENT_FILE = "embodiment.yaml"
+
+
+class EpisodeFormatError(ValueError):
+    """An episode file or dataset folder does not follow the format."""
+
+
+@dataclass
+class Episode:
+    """One episode in memory. Arrays follow the table in the module docstring."""
+
+    qpos: np.ndarray
+    action: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    instruction: str = ""
+    task: str = ""
+    embodiment: str = ""
+    joint_names: list[str] = field(default_factory=list)
+    slots: np.ndarray | None = None
+    rate_hz: float = 0.0
+    success: bool | None = None
+    source: str = ""
+    path: str = ""
+
+    def __len__(self) -> int:
+        return int(self.qpos.shape[0])
+
+    def validate(self) -> None:
+        """Raise :class:`EpisodeFormatError` naming the first problem found."""
+        where = self.path or self.source or "episode"
+        q = np.asarray(self.qpos)
+        if q.ndim != 2 or q.shape[0] == 0:
+            raise EpisodeFormatError(f"{where}: qpos must be (T>0, D), got {q.shape}")
+        if not np.all(np.isfinite(q)):
+            bad = np.argwhere(~np.isfinite(q))[0]
+            raise EpisodeFormatError(
+                f"{where}: qpos has NaN/inf (first at row {bad[0]}, column {bad[1]})")
+        T, D = q.shape
+        if self.action is not None:
+            a = np.asarray(self.action)
+            if a.shape != (T, D):
+                raise EpisodeFormatError(
+                    f"{where}: action shape {a.shape} != qpos shape {q.shape}")
+            if not np.all(np.isfinite(a)):
+                raise EpisodeFormatError(f"{where}: action has NaN/inf")
+        if self.timestamps is not None:
+            t = np.asarray(self.timestamps)
+            if t.shape != (T,):
+                raise EpisodeFormatError(f"{where}: timestamps shape {t.shape} != ({T},)")
+            if T > 1 and not np.all(np.diff(t) > 0):
+                raise EpisodeFormatError(f"{where}: timestamps are not strictly increasing")
+        for cam, img in self.images.items():
+            if img.dtype != np.uint8 or img.ndim != 4 or img.shape[0] != T or img.shape[-1] != 3:
+                raise EpisodeFormatError(
+                    f"{where}: images/{cam} must be uint8 (T={T}, H, W, 3), got "
+                    f"{img.dtype} {img.shape}")
+        if self.joint_names and len(self.joint_names) != D:
+            raise EpisodeFormatError(f"{where}: {len(self.joint_names)} joint names for D={D}")
+        if self.slots is not None and len(self.slots) != D:
+            raise EpisodeFormatError(f"{where}: {len(self.slots)} slots for D={D}")
+
+
+def write_episode(path: str | Path, ep: Episode, compression: str | None = "lzf") -> None:
+    """Write ``ep`` to ``path`` atomically (temp file + rename)."""
+    import h5py
+
+    ep.validate()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset(QPOS, data=np.asarray(ep.qpos, dtype=np.float32))
+            if ep.action is not None:
+                f.create_dataset(ACTION, data=np.asarray(ep.action, dtype=np.float32))
+            if ep.timestamps is not None:
+                f.create_dataset(TIMESTAMPS, data=np.asarray(ep.timestamps, dtype=np.float64))
+            if ep.images:
+                g = f.create_group(IMAGES)
+                for cam, img in ep.images.items():
+                    g.create_dataset(cam, data=img, compression=compression,
+                                     chunks=(1,) + tuple(img.shape[1:]))
+            f.attrs[ATTR_FORMAT] = FORMAT_NAME
+            f.attrs[ATTR_VERSION] = FORMAT_VERSION
+            f.attrs[ATTR_EMBODIMENT] = ep.embodiment
+            f.attrs[ATTR_JOINT_NAMES] = json.dumps(list(ep.joint_names))
+            if ep.slots is not None:
+                f.attrs[ATTR_SLOTS] = np.asarray(ep.slots, dtype=np.int64)
+            f.attrs[ATTR_RATE] = float(ep.rate_hz)
+            f.attrs[ATTR_INSTRUCTION] = ep.instruction
+            f.attrs[ATTR_TASK] = ep.task
+            if ep.success is not None:
+                f.attrs[ATTR_SUCCESS] = bool(ep.success)
+            f.attrs[ATTR_SOURCE] = ep.source
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _attr_str(attrs: Any, key: str) -> str:
+    v = attrs.get(key, "")
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def read_episode(path: str | Path, load_images: bool = True, cameras: list[str] | None = None
+                 ) -> Episode:
+    """Read an episode file (ours or the reference layout). Errors name the file."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if QPOS not in f:
+                raise EpisodeFormatError(f"{path}: no '{QPOS}' dataset (keys: {list(f.keys())})")
+            ep = Episode(qpos=np.asarray(f[QPOS][()], dtype=np.float32), path=str(path))
+            if ACTION in f:
+                ep.action = np.asarray(f[ACTION][()], dtype=np.float32)
+            if TIMESTAMPS in f:
+                ep.timestamps = np.asarray(f[TIMESTAMPS][()], dtype=np.float64)
+            if load_images and IMAGES in f:
+                for cam in f[IMAGES]:
+                    if cameras is None or cam in cameras:
+                        ep.images[cam] = np.asarray(f[IMAGES][cam][()])
+            a = f.attrs
+            ep.embodiment = _attr_str(a, ATTR_EMBODIMENT)
+            names = _attr_str(a, ATTR_JOINT_NAMES)
+            ep.joint_names = json.loads(names) if names else []
+            if ATTR_SLOTS in a:
+                ep.slots = np.asarray(a[ATTR_SLOTS], dtype=np.int64)
+            ep.rate_hz = float(a.get(ATTR_RATE, 0.0))
+            ep.instruction = _attr_str(a, ATTR_INSTRUCTION)
+            ep.task = _attr_str(a, ATTR_TASK)
+            ep.success = bool(a[ATTR_SUCCESS]) if ATTR_SUCCESS in a else None
+            ep.source = _attr_str(a, ATTR_SOURCE)
+    except EpisodeFormatError:
+        raise
+    except OSError as exc:
+        raise EpisodeFormatError(f"{path}: cannot read HDF5 ({exc})") from exc
+    ep.validate()
+    return ep
+
+
+def episode_paths(dataset: str | Path, split: str) -> list[Path]:
+    """Sorted episode files of ``split``; error if the split folder is missing or empty."""
+    if split not in SPLITS:
+        raise EpisodeFormatError(f"split must be one of {SPLITS}, got {split!r}")
+    folder = Path(dataset) / split
+    if not folder.is_dir():
+        raise EpisodeFormatError(f"{dataset}: missing '{split}/' folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix in (EPISODE_SUFFIX, ".h5"))
+    if not files:
+        raise EpisodeFormatError(f"{folder}: no episode files (*{EPISODE_SUFFIX})")
+    return files

