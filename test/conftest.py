@@ -1,0 +1,40 @@
+"""Test-session set-up shared by every test.
+
+A unique ROS_DOMAIN_ID per session (from the pid) and localhost-only discovery keep parallel
+runs on one machine, and CI, from ever seeing each other's DDS traffic. Set before anything imports
+rclpy (the wheels' bootstrapper re-executes Python with the environment it finds).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    # Two cores: more intra-op threads only add contention between pytest and DDS threads.
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def small_embodiment():
+    """A 3-joint toy robot in slots 0-2 (tests that need any embodiment)."""
+    from ate_ros.core.embodiment import Embodiment, JointSpec
+
+    return Embodiment(
+        name="toy3",
+        joints=[JointSpec(name=f"j{i}", slot=i, lower=-2.0, upper=2.0, max_velocity=1.5,
+                          max_acceleration=10.0) for i in range(3)],
+        control_rate_hz=10.0,
+    )
