@@ -11,14 +11,15 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from ate_ros.action import ExecuteChunk  # noqa: E402
-from ate_ros.msg import ActionChunk  # noqa: E402
 from builtin_interfaces.msg import Duration  # noqa: E402
 from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse  # noqa: E402
 from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from trajectory_msgs.msg import JointTrajectoryPoint  # noqa: E402
+
+from ate_ros.action import ExecuteChunk  # noqa: E402
+from ate_ros.msg import ActionChunk  # noqa: E402
 
 
 def _chunk(n_points: int = 5) -> ActionChunk:

@@ -326,8 +326,9 @@ def config_dir() -> Path:
     ``<prefix>/share/ate_ros/config``.
     """
     here = Path(__file__).resolve()
-    candidates = [here.parents[2] / "config", here.parents[5] / "share" / "ate_ros" / "config",
-                  Path(sys.prefix) / "share" / "ate_ros" / "config"]
+    candidates = [here.parents[2] / "config", Path(sys.prefix) / "share" / "ate_ros" / "config"]
+    if len(here.parents) > 5:  # <prefix>/lib/pythonX/site-packages/ate_ros/core/embodiment.py
+        candidates.insert(1, here.parents[5] / "share" / "ate_ros" / "config")
     for c in candidates:
         if (c / "embodiments").is_dir():
             return c
