@@ -1,0 +1,208 @@
+"""Closed-loop evaluation of a :class:`~ate_ros.core.policy_io.ChunkPolicy` in the simulation.
+
+Chunks go through :class:`~ate_ros.core.execution.ChunkScheduler`, the same safety, blending and
+latency logic as the robot's executor node, so a policy is judged the way it would run on the
+robot: every control tick the scheduler produces the target; whenever it runs low on planned
+points the policy is asked for a new chunk from the current observation.
+
+Evaluation episodes draw their initial states from a seed stream separate from the recorder's,
+so evaluating with the recording seed never replays a training episode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ate_ros.core.embodiment import Embodiment
+from ate_ros.core.policy_io import ChunkPolicy
+from ate_ros.core.sim.env import SimEnv
+from ate_ros.core.sim.recording import episode_seed
+
+logger = logging.getLogger(__name__)
+
+EVAL_SEED_STREAM = 7
+"""Stream index of :func:`episode_seed` for evaluation episodes (recording uses 0)."""
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% for ``z = 1.96``).
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n successes,
+    which matters for the small episode counts of closed-loop evaluation.
+    """
+    if n <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes ({successes}) must be within [0, n={n}]")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+@dataclass
+class EpisodeRecord:
+    """Outcome of one evaluation episode."""
+
+    index: int
+    seed: int
+    instruction: str
+    success: bool
+    failed: bool
+    steps: int
+    duration: float
+    chunks: int
+    rejected_chunks: int
+    final_ee: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    """Success rate with its 95% Wilson interval, lengths and per-episode records."""
+
+    embodiment: str
+    task: str
+    episodes: int
+    successes: int
+    success_rate: float
+    ci_low: float
+    ci_high: float
+    mean_steps: float
+    mean_success_steps: float
+    records: list[EpisodeRecord]
+    execution: dict = field(default_factory=dict)
+    policy_seconds: float = 0.0
+    seconds: float = 0.0
+    renders: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), indent=2))
+
+    def summary(self) -> str:
+        return (f"{self.embodiment}/{self.task}: success {self.successes}/{self.episodes} = "
+                f"{self.success_rate:.2f} (95% CI {self.ci_low:.2f}-{self.ci_high:.2f}), "
+                f"mean length {self.mean_steps:.1f} steps")
+
+
+def _save_strip(path: Path, frames: list[np.ndarray], scale: int = 2) -> None:
+    import cv2
+
+    strip = np.concatenate(frames, axis=1)
+    if scale > 1:
+        strip = cv2.resize(strip, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+
+
+def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str,
+                    episodes: int = 20, seed: int = 0, num_steps: int | None = None,
+                    execution=None, render_dir: str | Path | None = None,
+                    render_episodes: int = 3, render_every: int = 4,
+                    env: SimEnv | None = None) -> EvalResult:
+    """Run ``episodes`` closed-loop episodes and report the success rate.
+
+    Args:
+        policy: Any :class:`ChunkPolicy` (unified-space chunks).
+        embodiment: Simulated embodiment (name, YAML path or object).
+        task: Task name.
+        episodes: Number of episodes.
+        seed: Evaluation seed (episode initial states and policy sampling seeds).
+        num_steps: Denoising/integration steps passed to the policy (``None``: its default).
+        execution: An :class:`~ate_ros.core.execution.ExecutionConfig` (default settings if
+            ``None``).
+        render_dir: If set, save PNG strips of the first ``render_episodes`` episodes here.
+        render_episodes: Episodes to render.
+        render_every: Control ticks between frames of a strip.
+        env: Use this environment instead of creating one (it is not closed); needed by
+            oracles such as :class:`~ate_ros.core.sim.experts.ExpertPolicy` that read its
+            state.
+
+    Returns:
+        The :class:`EvalResult`.
+    """
+    from ate_ros.core.execution import ChunkScheduler, ExecutionConfig
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    own_env = env is None
+    if env is None:
+        env = SimEnv(embodiment, task, seed=seed)
+    elif env.task.name != task:
+        raise ValueError(f"env runs task {env.task.name!r} but task={task!r} was requested")
+    emb = env.embodiment
+    missing = [c for c in getattr(policy, "camera_names", []) if c not in env.camera_names]
+    if missing:
+        raise ValueError(f"policy expects cameras {missing}; the simulation has "
+                         f"{env.camera_names}")
+    scheduler = ChunkScheduler(emb, execution or ExecutionConfig())
+    render_path = Path(render_dir) if render_dir is not None else None
+    if render_path is not None:
+        render_path.mkdir(parents=True, exist_ok=True)
+    records: list[EpisodeRecord] = []
+    renders: list[str] = []
+    t_start = time.perf_counter()
+    policy_time = 0.0
+    try:
+        for i in range(episodes):
+            ep_seed = episode_seed(seed, i, EVAL_SEED_STREAM)
+            env.reset(seed=ep_seed, render=False)
+            scheduler.reset()
+            chunks = rejected = steps = 0
+            strip: list[np.ndarray] = []
+            rendering = render_path is not None and i < render_episodes
+            while not env.done():
+                now = env.time
+                q = env.qpos()
+                if scheduler.needs_chunk(now):
+                    obs = env.observe(render=True)
+                    t0 = time.perf_counter()
+                    chunk = policy.predict_chunk(obs.to_policy(emb), num_steps=num_steps,
+                                                 seed=episode_seed(seed, i, 1000 + chunks))
+                    policy_time += time.perf_counter() - t0
+                    chunks += 1
+                    res = scheduler.submit(emb.from_unified(np.asarray(chunk)), obs_stamp=now,
+                                           now=now, measured_q=q)
+                    if not res.accepted:
+                        rejected += 1
+                        logger.debug("episode %d: chunk rejected (%s)", i, res.reason)
+                if rendering and steps % render_every == 0:
+                    strip.append(env.render(env.camera_names[0]))
+                env.step(scheduler.command(now, q), render=False)
+                steps += 1
+            if rendering:
+                strip.append(env.render(env.camera_names[0]))
+                tag = "success" if env.success() else "fail"
+                path = render_path / f"{emb.name}_{task}_ep{i:03d}_{tag}.png"
+                _save_strip(path, strip)
+                renders.append(str(path))
+            records.append(EpisodeRecord(
+                index=i, seed=ep_seed, instruction=env.instruction, success=env.success(),
+                failed=env.failed(), steps=steps, duration=env.time, chunks=chunks,
+                rejected_chunks=rejected, final_ee=env.ee_position().round(4).tolist()))
+            logger.debug("episode %d (%s): %s in %d steps", i, env.instruction,
+                         "success" if env.success() else "failure", steps)
+    finally:
+        if own_env:
+            env.close()
+    k = sum(r.success for r in records)
+    lo, hi = wilson_interval(k, len(records))
+    ok_steps = [r.steps for r in records if r.success]
+    result = EvalResult(
+        embodiment=emb.name, task=task, episodes=len(records), successes=k,
+        success_rate=k / len(records), ci_low=lo, ci_high=hi,
+        mean_steps=float(np.mean([r.steps for r in records])),
+        mean_success_steps=float(np.mean(ok_steps)) if ok_steps else math.nan,
+        records=records, execution=scheduler.stats.as_dict(), policy_seconds=policy_time,
+        seconds=time.perf_counter() - t_start, renders=renders)
+    logger.info(result.summary())
+    return result
