@@ -1,0 +1,111 @@
+"""Configuration of chunk execution (safety limits, blending, watchdog) and of the executor node.
+
+Field metadata (``help``, ``min``, ``max``, ``read_only``, ``choices``) becomes the ROS parameter
+descriptors through ``ate_ros.ros.params``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BLEND_MODES = ("replace", "crossfade", "ensemble")
+OUTPUT_MODES = ("auto", "topic", "action")
+
+
+@dataclass
+class ExecutionConfig:
+    """How action chunks are made safe and scheduled onto the control ticks."""
+
+    blend: str = field(default="crossfade", metadata={
+        "help": "How a new chunk joins the current plan: 'replace' (new chunk wins at once), "
+                "'crossfade' (linear blend over crossfade_steps points) or 'ensemble' "
+                "(ACT-style temporal ensembling of every prediction for a time, exponential "
+                "weights)", "choices": BLEND_MODES})
+    crossfade_steps: int = field(default=3, metadata={
+        "help": "Points over which a new chunk is cross-faded into the current plan",
+        "min": 0, "max": 1000})
+    ensemble_decay: float = field(default=0.01, metadata={
+        "help": "ACT temporal-ensembling coefficient m: the k-th prediction for a time (oldest "
+                "k=0) gets weight exp(-m*k); 0 averages uniformly, larger favours old chunks",
+        "min": 0.0, "max": 10.0})
+    watchdog_timeout: float = field(default=2.0, metadata={
+        "help": "Seconds without a newly accepted chunk after which the executor stops following "
+                "the plan and holds position (decelerating within the acceleration limit)",
+        "min": 1e-3, "max": 3600.0})
+    max_start_deviation: float | None = field(default=None, metadata={
+        "help": "Largest |first chunk point - measured position| (per joint, rad or m) accepted; "
+                "unset uses the embodiment's max_start_deviation", "min": 0.0})
+    replan_steps: int = field(default=4, metadata={
+        "help": "needs_chunk() turns true when fewer than this many planned future points remain",
+        "min": 0, "max": 100000})
+    latency_compensation: bool = field(default=True, metadata={
+        "help": "Drop chunk points whose time (observation stamp + (i+1)*dt) is already past"})
+    velocity_scale: float = field(default=1.0, metadata={
+        "help": "Fraction of each joint's max_velocity the executor lets through",
+        "min": 1e-3, "max": 1.0})
+    acceleration_scale: float = field(default=1.0, metadata={
+        "help": "Fraction of each joint's max_acceleration the executor lets through",
+        "min": 1e-3, "max": 1.0})
+
+    def __post_init__(self) -> None:
+        if self.blend not in BLEND_MODES:
+            raise ValueError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
+        if self.crossfade_steps < 0:
+            raise ValueError(f"crossfade_steps ({self.crossfade_steps}) must be >= 0")
+        if not self.ensemble_decay >= 0:
+            raise ValueError(f"ensemble_decay ({self.ensemble_decay}) must be >= 0")
+        if not self.watchdog_timeout > 0:
+            raise ValueError(f"watchdog_timeout ({self.watchdog_timeout}) must be > 0 s")
+        if self.max_start_deviation is not None and not self.max_start_deviation >= 0:
+            raise ValueError(
+                f"max_start_deviation ({self.max_start_deviation}) must be >= 0 or unset")
+        if self.replan_steps < 0:
+            raise ValueError(f"replan_steps ({self.replan_steps}) must be >= 0")
+        for name in ("velocity_scale", "acceleration_scale"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise ValueError(f"{name} ({v}) must be in (0, 1]: it scales the embodiment's "
+                                 f"limits and can only make them stricter")
+
+
+@dataclass
+class ExecutorNodeConfig:
+    """Parameters of ``executor_node`` (``config/executor.yaml``)."""
+
+    embodiment: str = field(default="sim_arm6", metadata={
+        "help": "Embodiment name (config/embodiments/<name>.yaml) or path to its YAML",
+        "read_only": True})
+    controller: str = field(default="joint_trajectory_controller", metadata={
+        "help": "Controller name: trajectories go to <controller>/joint_trajectory (topic) or "
+                "<controller>/follow_joint_trajectory (action)", "read_only": True})
+    output: str = field(default="topic", metadata={
+        "help": "'topic' streams JointTrajectory on <controller>/joint_trajectory; 'action' sends "
+                "FollowJointTrajectory goals (needs control_msgs); 'auto' uses the action when "
+                "control_msgs is importable", "choices": OUTPUT_MODES, "read_only": True})
+    dry_run: bool = field(default=False, metadata={
+        "help": "Publish what would be sent on ~/dry_run_trajectory instead of the controller"})
+    stream_horizon: int = field(default=20, metadata={
+        "help": "Largest number of planned points per streamed JointTrajectory",
+        "min": 1, "max": 10000})
+    state_timeout: float = field(default=0.5, metadata={
+        "help": "Seconds after which joint_states count as stale: chunks are refused and the "
+                "executor holds", "min": 1e-3, "max": 3600.0})
+    diagnostics_period: float = field(default=1.0, metadata={
+        "help": "Seconds between /diagnostics messages", "min": 0.01, "max": 3600.0})
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.execution, dict):
+            self.execution = ExecutionConfig(**self.execution)
+        if self.output not in OUTPUT_MODES:
+            raise ValueError(f"output must be one of {OUTPUT_MODES}, got {self.output!r}")
+        if not self.embodiment:
+            raise ValueError("embodiment must name an embodiment or a YAML file")
+        if not self.controller or self.controller.startswith("/") and len(self.controller) == 1:
+            raise ValueError(f"controller {self.controller!r} is not a valid name")
+        if self.stream_horizon < 1:
+            raise ValueError(f"stream_horizon ({self.stream_horizon}) must be >= 1")
+        if not self.state_timeout > 0:
+            raise ValueError(f"state_timeout ({self.state_timeout}) must be > 0")
+        if not self.diagnostics_period > 0:
+            raise ValueError(f"diagnostics_period ({self.diagnostics_period}) must be > 0")

@@ -1,0 +1,377 @@
+"""executor_node: run action chunks safely on one embodiment through its trajectory controller.
+
+Inputs
+    ``joint_states`` (sensor_msgs/JointState, sensor QoS): measured positions (mapped by name).
+    ``action_chunk`` (ate_ros/ActionChunk, reliable): chunks from the policy node.
+    ``execute_chunk`` (ate_ros/ExecuteChunk action): one supervised chunk with feedback
+    (index, tracking error); cancel holds position.
+Outputs
+    ``<controller>/joint_trajectory`` (trajectory_msgs/JointTrajectory): every control tick, the
+    committed point plus the planned future points (``header.stamp`` = now, node clock), as the
+    ros2_control joint_trajectory_controller topic interface expects; or, with ``output:
+    action`` (or ``auto`` when control_msgs is importable), a FollowJointTrajectory goal per
+    accepted chunk on ``<controller>/follow_joint_trajectory``.
+    ``~/dry_run_trajectory``: the same trajectories when ``dry_run`` is true (nothing else sent).
+    ``/diagnostics``: rates, ages, counters (accepted/rejected/clipped/dropped/watchdog holds).
+
+Safety and scheduling live in the ROS-free :class:`ate_ros.core.execution.ChunkScheduler`; this
+node feeds it node-clock time (``use_sim_time`` works) and the latest measured state.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from ate_ros.action import ExecuteChunk
+from ate_ros.core.embodiment import Embodiment, load_embodiment
+from ate_ros.core.execution import ChunkScheduler, ExecutorNodeConfig
+from ate_ros.msg import ActionChunk
+from ate_ros.ros.conversions import (
+    ConversionError,
+    joint_state_to_embodiment,
+    msg_to_chunk,
+    sec_to_time,
+    times_to_trajectory,
+)
+from ate_ros.ros.diagnostics import DiagnosticStatus, NodeDiagnostics
+from ate_ros.ros.params import DataclassParameters
+from ate_ros.ros.qos import COMMAND_QOS, STATE_QOS
+
+__all__ = ["ExecutorNode", "main"]
+
+CHUNK_TOPIC = "action_chunk"
+JOINT_STATES_TOPIC = "joint_states"
+EXECUTE_ACTION = "execute_chunk"
+DRY_RUN_TOPIC = "~/dry_run_trajectory"
+
+
+def control_msgs_available() -> bool:
+    return importlib.util.find_spec("control_msgs") is not None
+
+
+@dataclass
+class _Goal:
+    """Book-keeping of the running ExecuteChunk goal."""
+
+    handle: Any
+    obs_stamp: float
+    length: int
+    end_time: float
+    clipped: int
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: int = ExecuteChunk.Result.SUCCEEDED
+    message: str = ""
+    executed: int = 0
+    max_error: float = 0.0
+
+
+class ExecutorNode(Node):
+    """The executor. Tests build it directly: ``ExecutorNode(ExecutorNodeConfig(...))``.
+
+    Args:
+        config: Parameter defaults (YAML / overrides still win); ``None`` uses the dataclass's.
+        embodiment: Use this embodiment instead of loading ``config.embodiment``.
+        node_name: Node name (``executor_node`` matches config/executor.yaml).
+        **kwargs: Passed to :class:`rclpy.node.Node` (``parameter_overrides``, ``namespace``,
+            ``context``...).
+    """
+
+    def __init__(self, config: ExecutorNodeConfig | None = None, *,
+                 embodiment: Embodiment | None = None, node_name: str = "executor_node",
+                 **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._cb = ReentrantCallbackGroup()
+        self._lock = threading.RLock()
+        self.params = DataclassParameters(self, ExecutorNodeConfig, defaults=config,
+                                          on_change=self._on_params)
+        cfg = self.params.config
+        self.config = cfg
+        self.embodiment = embodiment if embodiment is not None else load_embodiment(
+            cfg.embodiment)
+        self.scheduler = ChunkScheduler(self.embodiment, cfg.execution)
+        self.dt = self.embodiment.control_period
+        self._measured: np.ndarray | None = None
+        self._measured_at = -math.inf
+        self._goal: _Goal | None = None
+        self._last_hold_sent: np.ndarray | None = None
+        self._send_action_goal = False
+        self._shutting_down = False
+
+        self.diag = NodeDiagnostics(self, "executor", cfg.diagnostics_period,
+                                    hardware_id=self.embodiment.name, callback_group=self._cb)
+        self.diag.add_provider(lambda: self.scheduler.stats.as_dict())
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state,
+                                 STATE_QOS, callback_group=self._cb)
+        self.create_subscription(ActionChunk, CHUNK_TOPIC, self._on_chunk, COMMAND_QOS,
+                                 callback_group=self._cb)
+        self._dry_pub = self.create_publisher(JointTrajectory, DRY_RUN_TOPIC, COMMAND_QOS)
+        self._traj_pub = None
+        self._fjt_client = None
+        use_action = cfg.output == "action" or (cfg.output == "auto" and control_msgs_available())
+        if use_action:
+            if not control_msgs_available():
+                raise RuntimeError("output: action needs control_msgs (FollowJointTrajectory); "
+                                   "install ros-<distro>-control-msgs or use output: topic")
+            from control_msgs.action import FollowJointTrajectory
+            from rclpy.action import ActionClient
+
+            self._fjt_type = FollowJointTrajectory
+            self._fjt_client = ActionClient(self, FollowJointTrajectory,
+                                            f"{cfg.controller}/follow_joint_trajectory",
+                                            callback_group=self._cb)
+        else:
+            self._traj_pub = self.create_publisher(
+                JointTrajectory, f"{cfg.controller}/joint_trajectory", COMMAND_QOS)
+        self._action_server = ActionServer(
+            self, ExecuteChunk, EXECUTE_ACTION, execute_callback=self._execute,
+            goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+            callback_group=self._cb)
+        self._timer = self.create_timer(self.dt, self._tick, callback_group=self._cb)
+        self.get_logger().info(
+            f"executing for {self.embodiment.name} ({self.embodiment.dof} joints) at "
+            f"{1 / self.dt:.1f} Hz -> {cfg.controller} via "
+            f"{'FollowJointTrajectory' if use_action else 'joint_trajectory topic'}"
+            f"{' (DRY RUN)' if cfg.dry_run else ''}")
+
+    # ----- helpers ----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_params(self, cfg: ExecutorNodeConfig) -> None:
+        with self._lock:
+            self.config = cfg
+            self.scheduler.set_config(cfg.execution)
+        self.get_logger().info(f"parameters updated (dry_run={cfg.dry_run}, "
+                               f"blend={cfg.execution.blend})")
+
+    def _state_fresh(self, now: float) -> bool:
+        return (self._measured is not None
+                and now - self._measured_at <= self.config.state_timeout)
+
+    # ----- inputs -----------------------------------------------------------------------------
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            q = joint_state_to_embodiment(msg, self.embodiment)
+        except ConversionError as exc:
+            self.diag.count("bad_joint_states")
+            self.get_logger().warn(f"ignoring joint_states: {exc}",
+                                   throttle_duration_sec=5.0)
+            return
+        if not np.isfinite(q).all():
+            self.diag.count("bad_joint_states")
+            return
+        now = self._now()
+        with self._lock:
+            self._measured = q
+            self._measured_at = now
+        self.diag.rate("joint_states", now)
+
+    def _submit(self, chunk: np.ndarray, obs_stamp: float) -> tuple[bool, str, int]:
+        """Submit under the lock; returns (accepted, reason, clipped)."""
+        now = self._now()
+        with self._lock:
+            if not self._state_fresh(now):
+                self.scheduler.stats.rejected["bad_state"] += 1
+                return False, "bad_state: no recent joint_states", 0
+            r = self.scheduler.submit(chunk, obs_stamp, now, self._measured)
+            if r.accepted:
+                self._send_action_goal = True
+        self.diag.set("chunk_age_s", now - obs_stamp)
+        return r.accepted, r.reason, r.clipped
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        now = self._now()
+        self.diag.rate("action_chunk", now)
+        self.diag.set("inference_latency_s", float(msg.inference_latency))
+        try:
+            chunk, obs = msg_to_chunk(msg, self.embodiment)
+        except ConversionError as exc:
+            self.scheduler.stats.rejected["shape"] += 1
+            self.get_logger().warn(f"rejected chunk: {exc}", throttle_duration_sec=2.0)
+            return
+        accepted, reason, _ = self._submit(chunk, obs)
+        if not accepted:
+            self.get_logger().warn(f"rejected chunk: {reason}", throttle_duration_sec=2.0)
+            return
+        with self._lock:
+            goal = self._goal
+        if goal is not None:  # a topic chunk takes over from the supervised one
+            self._finish_goal(goal, ExecuteChunk.Result.PREEMPTED, "preempted by action_chunk")
+
+    # ----- control tick -----------------------------------------------------------------------
+    def _tick(self) -> None:
+        if self._shutting_down:
+            return
+        now = self._now()
+        with self._lock:
+            if self._measured is None:
+                return  # nothing known about the robot yet: send nothing
+            if not self._state_fresh(now) and not self.scheduler.holding:
+                self.get_logger().warn("joint_states stale: holding position",
+                                       throttle_duration_sec=2.0)
+                self.scheduler.hold()
+            goal = self._goal
+            if goal is not None:
+                self.scheduler.touch(now)
+            q = self.scheduler.command(now, self._measured)
+            times, pos = self.scheduler.planned(now, max_points=self.config.stream_horizon)
+            holding = self.scheduler.holding
+            moving = self.scheduler.moving
+            send_goal = self._send_action_goal
+            self._send_action_goal = False
+            tracking = self.scheduler.tracking_error
+            dry = self.config.dry_run
+        self.diag.set("tracking_error", tracking)
+        self.diag.status(DiagnosticStatus.WARN if self.scheduler.watchdog_expired
+                         else DiagnosticStatus.OK,
+                         "watchdog expired: holding" if self.scheduler.watchdog_expired
+                         else ("holding" if holding else "executing"))
+        if goal is not None:
+            self._update_goal(goal, now, q, tracking)
+        # Streaming: skip repeated identical hold messages once the robot is at rest.
+        if holding and not moving:
+            if self._last_hold_sent is not None and np.array_equal(self._last_hold_sent, q):
+                return
+            self._last_hold_sent = q.copy()
+        else:
+            self._last_hold_sent = None
+        traj = times_to_trajectory(times - now, pos, self.embodiment.joint_names,
+                                   stamp=sec_to_time(now))
+        if dry:
+            self._dry_pub.publish(traj)
+        elif self._traj_pub is not None:
+            self._traj_pub.publish(traj)
+        elif self._fjt_client is not None and (send_goal or (holding and not moving)):
+            self._send_fjt(traj)
+        self.diag.count("trajectories_sent")
+
+    def _send_fjt(self, traj: JointTrajectory) -> None:
+        if not self._fjt_client.server_is_ready():
+            self.get_logger().warn("FollowJointTrajectory server not available",
+                                   throttle_duration_sec=5.0)
+            return
+        goal = self._fjt_type.Goal()
+        goal.trajectory = traj
+        self._fjt_client.send_goal_async(goal)
+
+    # ----- ExecuteChunk action ----------------------------------------------------------------
+    def _on_goal(self, goal_request: Any) -> GoalResponse:
+        return GoalResponse.REJECT if self._shutting_down else GoalResponse.ACCEPT
+
+    def _on_cancel(self, goal_handle: Any) -> CancelResponse:
+        return CancelResponse.ACCEPT
+
+    def _update_goal(self, goal: _Goal, now: float, q: np.ndarray, tracking: float) -> None:
+        t_next = now + self.dt
+        index = int(min(max(round((t_next - goal.obs_stamp) / self.dt) - 1, 0),
+                        goal.length - 1))
+        goal.executed += 1
+        goal.max_error = max(goal.max_error, tracking)
+        fb = ExecuteChunk.Feedback()
+        fb.index = index
+        fb.tracking_error = float(tracking)
+        try:
+            goal.handle.publish_feedback(fb)
+        except Exception:  # goal already finished/destroyed
+            pass
+        if t_next >= goal.end_time - 1e-9:
+            self._finish_goal(goal, ExecuteChunk.Result.SUCCEEDED, "executed")
+
+    def _finish_goal(self, goal: _Goal, outcome: int, message: str) -> None:
+        with self._lock:
+            if goal.done.is_set():
+                return
+            goal.outcome, goal.message = outcome, message
+            if self._goal is goal:
+                self._goal = None
+            goal.done.set()
+
+    def _execute(self, goal_handle: Any) -> Any:
+        msg = goal_handle.request.chunk
+        result = ExecuteChunk.Result()
+        try:
+            chunk, obs = msg_to_chunk(msg, self.embodiment)
+        except ConversionError as exc:
+            self.scheduler.stats.rejected["shape"] += 1
+            result.outcome, result.message = ExecuteChunk.Result.REJECTED, str(exc)
+            goal_handle.abort()
+            return result
+        with self._lock:
+            previous = self._goal
+        if previous is not None:
+            self._finish_goal(previous, ExecuteChunk.Result.PREEMPTED, "preempted by a new goal")
+        accepted, reason, clipped = self._submit(chunk, obs)
+        if not accepted:
+            result.outcome, result.message = ExecuteChunk.Result.REJECTED, reason
+            goal_handle.abort()
+            return result
+        goal = _Goal(handle=goal_handle, obs_stamp=obs, length=chunk.shape[0],
+                     end_time=obs + chunk.shape[0] * self.dt, clipped=clipped)
+        with self._lock:
+            self._goal = goal
+        # Wait for the control tick to finish the goal. The wait is on an event (set from the
+        # tick), polled so cancel requests and shutdown are noticed; no clock logic here.
+        while not goal.done.wait(0.02):
+            if goal_handle.is_cancel_requested:
+                with self._lock:
+                    self.scheduler.hold()
+                self._finish_goal(goal, ExecuteChunk.Result.CANCELED, "canceled: holding")
+            elif self._shutting_down or not rclpy.ok(context=self.context):
+                self._finish_goal(goal, ExecuteChunk.Result.ABORTED, "executor shutting down")
+        result.outcome = goal.outcome
+        result.message = goal.message
+        result.executed_points = goal.executed
+        result.clipped_points = goal.clipped
+        result.max_tracking_error = float(goal.max_error)
+        if goal.outcome == ExecuteChunk.Result.SUCCEEDED:
+            goal_handle.succeed()
+        elif goal.outcome == ExecuteChunk.Result.CANCELED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return result
+
+    # ----- shutdown ---------------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        self._shutting_down = True
+        with self._lock:
+            goal = self._goal
+            self.scheduler.hold()
+        if goal is not None:
+            self._finish_goal(goal, ExecuteChunk.Result.ABORTED, "executor shutting down")
+        self._action_server.destroy()
+        self.diag.destroy()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = ExecutorNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

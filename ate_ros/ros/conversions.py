@@ -1,0 +1,369 @@
+"""Message <-> core type conversions (the only place nodes touch message fields in bulk).
+
+- Time: :func:`time_to_sec`, :func:`sec_to_time`, :func:`time_to_ns`, :func:`ns_to_time`,
+  :func:`duration_to_sec`, :func:`sec_to_duration` (builtin_interfaces Time/Duration).
+- Joint states: :func:`joint_state_to_arrays`, :func:`joint_state_to_embodiment`.
+- Chunks: :func:`chunk_to_trajectory`, :func:`trajectory_to_chunk`, :func:`chunk_to_msg`,
+  :func:`msg_to_chunk` (``ate_ros/ActionChunk``), following the chunk timing convention of
+  ``ate_ros.core.policy_io``: point i has ``time_from_start = (i + 1) * dt`` from the
+  observation stamp.
+- Images: :func:`image_to_numpy` (rgb8/bgr8/rgba8/bgra8/mono8, row padding),
+  :func:`numpy_to_image`,
+  :func:`compressed_to_numpy` (JPEG/PNG via OpenCV), :func:`numpy_to_compressed`.
+- Observations: :func:`observation_to_msg`, :func:`msg_to_observation_data`,
+  :func:`msg_to_policy_observation`.
+
+Errors are :class:`ConversionError` (a ValueError) with a message that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Header
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ate_ros.core.embodiment import Embodiment, EmbodimentError
+
+__all__ = [
+    "ConversionError",
+    "chunk_to_msg",
+    "chunk_to_trajectory",
+    "compressed_to_numpy",
+    "duration_to_sec",
+    "image_to_numpy",
+    "joint_state_to_arrays",
+    "joint_state_to_embodiment",
+    "msg_to_chunk",
+    "msg_to_observation_data",
+    "msg_to_policy_observation",
+    "ns_to_time",
+    "numpy_to_compressed",
+    "numpy_to_image",
+    "observation_to_msg",
+    "sec_to_duration",
+    "sec_to_time",
+    "time_to_ns",
+    "time_to_sec",
+    "times_to_trajectory",
+    "trajectory_to_chunk",
+]
+
+_NS = 1_000_000_000
+
+
+class ConversionError(ValueError):
+    """A message cannot be converted (wrong lengths, unknown joints, bad encoding ...)."""
+
+
+# ----- time ---------------------------------------------------------------------------------
+def time_to_ns(t: Time) -> int:
+    return int(t.sec) * _NS + int(t.nanosec)
+
+
+def ns_to_time(ns: int) -> Time:
+    sec, nsec = divmod(int(ns), _NS)
+    return Time(sec=int(sec), nanosec=int(nsec))
+
+
+def time_to_sec(t: Time) -> float:
+    """builtin_interfaces/Time (or an rclpy Time's ``to_msg()``) -> float seconds."""
+    return float(t.sec) + float(t.nanosec) * 1e-9
+
+
+def sec_to_time(s: float) -> Time:
+    if not math.isfinite(s):
+        raise ConversionError(f"cannot convert {s} seconds to a time stamp")
+    return ns_to_time(round(s * _NS))
+
+
+def duration_to_sec(d: Duration) -> float:
+    return float(d.sec) + float(d.nanosec) * 1e-9
+
+
+def sec_to_duration(s: float) -> Duration:
+    if not math.isfinite(s):
+        raise ConversionError(f"cannot convert {s} seconds to a duration")
+    sec, nsec = divmod(round(s * _NS), _NS)
+    return Duration(sec=int(sec), nanosec=int(nsec))
+
+
+# ----- joint states -------------------------------------------------------------------------
+def joint_state_to_arrays(msg: JointState) -> tuple[list[str], np.ndarray]:
+    """JointState -> (names, positions (N,) float64). Raises on mismatched lengths."""
+    names = list(msg.name)
+    pos = np.asarray(msg.position, dtype=np.float64)
+    if len(names) != pos.shape[0]:
+        raise ConversionError(
+            f"JointState has {len(names)} names but {pos.shape[0]} positions")
+    return names, pos
+
+
+def joint_state_to_embodiment(msg: JointState, embodiment: Embodiment) -> np.ndarray:
+    """JointState -> (D,) positions in the embodiment's joint order (extra joints ignored)."""
+    names, pos = joint_state_to_arrays(msg)
+    try:
+        return embodiment.order_by_name(names, pos)
+    except EmbodimentError as exc:
+        raise ConversionError(str(exc)) from exc
+
+
+# ----- chunks / trajectories ----------------------------------------------------------------
+def chunk_to_trajectory(chunk: np.ndarray, embodiment: Embodiment, stamp: Time | None = None,
+                        frame_id: str = "", dt: float | None = None) -> JointTrajectory:
+    """(H, D) chunk in embodiment order -> JointTrajectory, ``time_from_start = (i+1) * dt``.
+
+    ``stamp`` is the observation time (ActionChunk convention); ``dt`` defaults to the
+    embodiment's control period.
+    """
+    c = np.asarray(chunk, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != embodiment.dof:
+        raise ConversionError(f"chunk must be (H, {embodiment.dof}) for {embodiment.name}, "
+                              f"got {c.shape}")
+    dt = embodiment.control_period if dt is None else float(dt)
+    times = dt * np.arange(1, c.shape[0] + 1)
+    return times_to_trajectory(times, c, embodiment.joint_names, stamp, frame_id)
+
+
+def times_to_trajectory(times_from_start: np.ndarray, positions: np.ndarray,
+                        joint_names: Sequence[str], stamp: Time | None = None,
+                        frame_id: str = "") -> JointTrajectory:
+    """Relative times (N,) and positions (N, D) -> JointTrajectory."""
+    msg = JointTrajectory()
+    msg.header = Header(stamp=stamp if stamp is not None else Time(), frame_id=frame_id)
+    msg.joint_names = list(joint_names)
+    pts = []
+    for t, q in zip(np.asarray(times_from_start, dtype=np.float64),
+                    np.asarray(positions, dtype=np.float64)):
+        p = JointTrajectoryPoint()
+        p.positions = q.tolist()
+        p.time_from_start = sec_to_duration(float(t))
+        pts.append(p)
+    msg.points = pts
+    return msg
+
+
+def trajectory_to_chunk(traj: JointTrajectory, embodiment: Embodiment,
+                        dt: float | None = None, check_timing: bool = True) -> np.ndarray:
+    """JointTrajectory -> (H, D) chunk in embodiment order (columns mapped by joint name).
+
+    Raises :class:`ConversionError` for unknown joints (a trajectory for another robot),
+    missing or duplicate joints, points whose length differs from ``joint_names``, no points,
+    or (with ``check_timing``) ``time_from_start`` not equal to ``(i + 1) * dt``.
+    """
+    names = list(traj.joint_names)
+    unknown = embodiment.unknown_joints(names)
+    if unknown:
+        raise ConversionError(f"unknown joints {unknown} for embodiment {embodiment.name} "
+                              f"(joints: {embodiment.joint_names})")
+    if len(set(names)) != len(names):
+        raise ConversionError(f"duplicate joint names in trajectory: {names}")
+    missing = [n for n in embodiment.joint_names if n not in names]
+    if missing:
+        raise ConversionError(f"trajectory lacks joints {missing} of {embodiment.name}")
+    if not traj.points:
+        raise ConversionError("trajectory has no points")
+    n = len(names)
+    rows = []
+    for i, p in enumerate(traj.points):
+        if len(p.positions) != n:
+            raise ConversionError(
+                f"point {i} has {len(p.positions)} positions for {n} joint names")
+        rows.append(p.positions)
+    arr = np.asarray(rows, dtype=np.float64)  # (H, n) in message order
+    if check_timing:
+        dt = embodiment.control_period if dt is None else float(dt)
+        t = np.array([duration_to_sec(p.time_from_start) for p in traj.points])
+        expect = dt * np.arange(1, len(traj.points) + 1)
+        if not np.allclose(t, expect, atol=1e-3 * dt + 1e-6):
+            raise ConversionError(
+                f"time_from_start must be (i+1)*dt with dt={dt:.4f} s; got {t[:4].tolist()}...")
+    order = [names.index(j) for j in embodiment.joint_names]
+    return arr[:, order]
+
+
+def chunk_to_msg(chunk: np.ndarray, embodiment: Embodiment, obs_stamp: Time,
+                 model_id: str = "", inference_latency: float = 0.0,
+                 ood_score: float = float("nan"),
+                 samples: Sequence[np.ndarray] = ()) -> Any:
+    """(H, D) chunk -> ``ate_ros/ActionChunk`` (header.stamp = observation time)."""
+    from ate_ros.msg import ActionChunk
+
+    msg = ActionChunk()
+    msg.header = Header(stamp=obs_stamp, frame_id=embodiment.base_frame)
+    msg.embodiment = embodiment.name
+    msg.model_id = model_id
+    msg.trajectory = chunk_to_trajectory(chunk, embodiment, obs_stamp, embodiment.base_frame)
+    msg.inference_latency = float(inference_latency)
+    msg.ood_score = float(ood_score)
+    msg.samples = [chunk_to_trajectory(s, embodiment, obs_stamp, embodiment.base_frame)
+                   for s in samples]
+    return msg
+
+
+def msg_to_chunk(msg: Any, embodiment: Embodiment,
+                 check_timing: bool = True) -> tuple[np.ndarray, float]:
+    """``ate_ros/ActionChunk`` -> ((H, D) chunk in embodiment order, observation stamp in s).
+
+    Raises :class:`ConversionError` if the chunk names another embodiment or its trajectory
+    does not map onto this one.
+    """
+    if msg.embodiment and msg.embodiment != embodiment.name:
+        raise ConversionError(f"chunk is for embodiment {msg.embodiment!r}, "
+                              f"this executor drives {embodiment.name!r}")
+    return (trajectory_to_chunk(msg.trajectory, embodiment, check_timing=check_timing),
+            time_to_sec(msg.header.stamp))
+
+
+# ----- images -------------------------------------------------------------------------------
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
+
+
+def image_to_numpy(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> RGB uint8 (H, W, 3), honouring ``step`` (row padding).
+
+    Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8/8UC1 (grey replicated), 8UC3 (as rgb).
+    """
+    enc = msg.encoding
+    if enc not in _CHANNELS:
+        raise ConversionError(f"unsupported image encoding {enc!r}; supported: "
+                              f"{sorted(_CHANNELS)}")
+    ch = _CHANNELS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if step < w * ch:
+        raise ConversionError(f"image step {step} is smaller than width*channels {w * ch}")
+    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, bytearray,
+                                                                        memoryview))
+                         else msg.data, dtype=np.uint8)
+    if data.size < h * step:
+        raise ConversionError(f"image data has {data.size} bytes, expected {h * step} "
+                              f"({h} rows of {step})")
+    img = data[: h * step].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
+    if enc in ("bgr8", "bgra8"):
+        img = img[..., 2::-1]
+    elif ch == 4:
+        img = img[..., :3]
+    elif ch == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img)
+
+
+def numpy_to_image(img: np.ndarray, stamp: Time | None = None, frame_id: str = "",
+                   encoding: str = "rgb8") -> Image:
+    """uint8 (H, W, 3) RGB (or (H, W) grey with encoding mono8) -> sensor_msgs/Image."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        raise ConversionError(f"image must be uint8, got {a.dtype}")
+    if encoding == "mono8":
+        if a.ndim == 3:
+            a = a[..., 0]
+        if a.ndim != 2:
+            raise ConversionError(f"mono8 image must be (H, W), got {img.shape}")
+        ch = 1
+    elif encoding in ("rgb8", "bgr8"):
+        if a.ndim != 3 or a.shape[2] != 3:
+            raise ConversionError(f"{encoding} image must be (H, W, 3), got {a.shape}")
+        if encoding == "bgr8":
+            a = a[..., ::-1]
+        ch = 3
+    else:
+        raise ConversionError(f"unsupported encoding {encoding!r} (rgb8, bgr8, mono8)")
+    msg = Image()
+    msg.header = Header(stamp=stamp if stamp is not None else Time(), frame_id=frame_id)
+    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = msg.width * ch
+    msg.data = np.ascontiguousarray(a).tobytes()
+    return msg
+
+
+def compressed_to_numpy(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 (H, W, 3) via OpenCV."""
+    try:
+        import cv2
+    except ImportError as exc:  # pragma: no cover - opencv is a dev requirement
+        raise ConversionError("CompressedImage needs OpenCV: pip install "
+                              "opencv-python-headless") from exc
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is None:
+        raise ConversionError(f"could not decode compressed image (format {msg.format!r}, "
+                              f"{buf.size} bytes)")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def numpy_to_compressed(img: np.ndarray, stamp: Time | None = None, frame_id: str = "",
+                        fmt: str = "jpeg", quality: int = 90) -> CompressedImage:
+    """RGB uint8 (H, W, 3) -> sensor_msgs/CompressedImage (jpeg or png)."""
+    import cv2
+
+    ext = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}.get(fmt)
+    if ext is None:
+        raise ConversionError(f"unsupported compressed format {fmt!r} (jpeg, png)")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(np.asarray(img)[..., ::-1]), params)
+    if not ok:
+        raise ConversionError("OpenCV failed to encode the image")
+    msg = CompressedImage()
+    msg.header = Header(stamp=stamp if stamp is not None else Time(), frame_id=frame_id)
+    msg.format = "jpeg" if ext == ".jpg" else "png"
+    msg.data = buf.tobytes()
+    return msg
+
+
+# ----- observations -------------------------------------------------------------------------
+def observation_to_msg(images: dict[str, np.ndarray], joint_names: Sequence[str],
+                       joint_positions: np.ndarray, stamp: Time, instruction: str = "",
+                       frame_id: str = "") -> Any:
+    """Camera images (RGB uint8), joint positions -> ``ate_ros/Observation``."""
+    from ate_ros.msg import Observation
+
+    q = np.asarray(joint_positions, dtype=np.float64)
+    if q.shape != (len(joint_names),):
+        raise ConversionError(f"{len(joint_names)} joint names but positions of shape {q.shape}")
+    msg = Observation()
+    msg.header = Header(stamp=stamp, frame_id=frame_id)
+    msg.camera_names = list(images)
+    msg.images = [numpy_to_image(img, stamp, name) for name, img in images.items()]
+    msg.joint_names = list(joint_names)
+    msg.joint_positions = q.tolist()
+    msg.instruction = instruction
+    return msg
+
+
+def msg_to_observation_data(msg: Any, embodiment: Embodiment | None = None
+                            ) -> tuple[dict[str, np.ndarray], np.ndarray, str, float]:
+    """``ate_ros/Observation`` -> (images RGB by camera, q (D,), instruction, stamp seconds).
+
+    With an embodiment, ``q`` is in its joint order (by name); otherwise in message order.
+    """
+    if len(msg.camera_names) != len(msg.images):
+        raise ConversionError(f"{len(msg.camera_names)} camera names but {len(msg.images)} "
+                              f"images")
+    images = {n: image_to_numpy(im) for n, im in zip(msg.camera_names, msg.images)}
+    q = np.asarray(msg.joint_positions, dtype=np.float64)
+    if len(msg.joint_names) != q.shape[0]:
+        raise ConversionError(f"{len(msg.joint_names)} joint names but {q.shape[0]} positions")
+    if embodiment is not None:
+        try:
+            q = embodiment.order_by_name(list(msg.joint_names), q)
+        except EmbodimentError as exc:
+            raise ConversionError(str(exc)) from exc
+    return images, q, msg.instruction, time_to_sec(msg.header.stamp)
+
+
+def msg_to_policy_observation(msg: Any, embodiment: Embodiment) -> Any:
+    """``ate_ros/Observation`` -> ``PolicyObservation`` (unified qpos + mask)."""
+    from ate_ros.core.policy_io import PolicyObservation
+
+    images, q, instruction, stamp = msg_to_observation_data(msg, embodiment)
+    if not np.isfinite(q).all():
+        raise ConversionError("observation joint positions contain NaN or inf")
+    return PolicyObservation(images=images, qpos=embodiment.to_unified(q.astype(np.float32)),
+                             mask=embodiment.mask, instruction=instruction, stamp=stamp)

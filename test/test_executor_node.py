@@ -1,0 +1,242 @@
+"""executor_node over real DDS (loopback): limits at the controller, ExecuteChunk, dry_run."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.action import ActionClient  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from ate_ros.action import ExecuteChunk  # noqa: E402
+from ate_ros.core.embodiment import Embodiment, JointSpec  # noqa: E402
+from ate_ros.core.execution import ExecutionConfig, ExecutorNodeConfig  # noqa: E402
+from ate_ros.msg import ActionChunk  # noqa: E402
+from ate_ros.nodes.executor_node import ExecutorNode  # noqa: E402
+from ate_ros.ros.conversions import (  # noqa: E402
+    chunk_to_msg,
+    duration_to_sec,
+    sec_to_time,
+    time_to_sec,
+)
+from ate_ros.ros.qos import COMMAND_QOS  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+RATE = 20.0
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return Embodiment(name="toy3", control_rate_hz=RATE, max_start_deviation=0.5, joints=[
+        JointSpec(name=f"j{i}", slot=i, lower=-1.0, upper=1.0 + 0.5 * i, max_velocity=1.0,
+                  max_acceleration=10.0) for i in range(3)])
+
+
+class FakeRobot:
+    """A perfect robot: publishes joint_states at the last commanded point; records traffic."""
+
+    def __init__(self, node, emb, controller="ctrl"):
+        self.node, self.emb = node, emb
+        self.q = np.zeros(emb.dof)
+        self.lock = threading.Lock()
+        self.received: list[JointTrajectory] = []
+        self.dry: list[JointTrajectory] = []
+        self.diag: list[DiagnosticArray] = []
+        self.js_pub = node.create_publisher(JointState, "joint_states", 10)
+        self.chunk_pub = node.create_publisher(ActionChunk, "action_chunk", COMMAND_QOS)
+        node.create_subscription(JointTrajectory, f"{controller}/joint_trajectory",
+                                 self._on_traj, COMMAND_QOS)
+        node.create_subscription(JointTrajectory, "executor_node/dry_run_trajectory",
+                                 lambda m: self.dry.append(m), COMMAND_QOS)
+        node.create_subscription(DiagnosticArray, "/diagnostics",
+                                 lambda m: self.diag.append(m), 10)
+        node.create_timer(1.0 / 50, self._publish_state)
+
+    def _on_traj(self, msg):
+        with self.lock:
+            self.received.append(msg)
+            if msg.points:
+                self.q = np.array(msg.points[0].positions)
+
+    def _publish_state(self):
+        with self.lock:
+            q = self.q.copy()
+        self.js_pub.publish(JointState(name=self.emb.joint_names, position=q.tolist()))
+
+    def now(self):
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+
+@pytest.fixture
+def graph(emb, request):
+    """(executor node, fake robot), spinning in a background MultiThreadedExecutor."""
+    params = getattr(request, "param", {})
+    rclpy.init()
+    cfg = ExecutorNodeConfig(embodiment="toy3", controller="ctrl", diagnostics_period=0.2,
+                             execution=ExecutionConfig(watchdog_timeout=5.0), **params)
+    node = ExecutorNode(cfg, embodiment=emb)
+    robot_node = rclpy.create_node("fake_robot")
+    robot = FakeRobot(robot_node, emb)
+    ex = MultiThreadedExecutor(num_threads=4)
+    ex.add_node(node)
+    ex.add_node(robot_node)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    _wait(lambda: node._measured is not None, 5.0)
+    yield node, robot
+    ex.shutdown()
+    node.destroy_node()
+    robot_node.destroy_node()
+    rclpy.shutdown()
+    th.join(2.0)
+
+
+def _wait(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _check_limits(emb, trajs):
+    vmax_step = emb.max_velocity / RATE
+    firsts = []
+    for m in trajs:
+        assert list(m.joint_names) == emb.joint_names
+        qs = np.array([p.positions for p in m.points])
+        ts = np.array([duration_to_sec(p.time_from_start) for p in m.points])
+        assert np.isfinite(qs).all()
+        assert emb.within_limits(qs).all()
+        assert (ts > 0).all() and (np.diff(ts) > 0).all()
+        assert (np.abs(np.diff(qs, axis=0)) <= vmax_step + 1e-9).all()
+        firsts.append((time_to_sec(m.header.stamp) + ts[0], qs[0]))
+    # Across messages: the committed points form one velocity-limited sequence.
+    for (t0, q0), (t1, q1) in zip(firsts, firsts[1:]):
+        if t1 > t0 + 1e-6:
+            assert (np.abs(q1 - q0) <= emb.max_velocity * (t1 - t0) + 1e-6).all()
+
+
+def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):
+    node, robot = graph
+    rng = np.random.default_rng(0)
+    n = 120
+    for i in range(n):
+        q = robot.q.copy()
+        chunk = q + np.cumsum(rng.normal(0, 0.15, (8, 3)), axis=0)
+        chunk[0] = q + rng.normal(0, 0.05, 3)
+        kind = i % 6
+        if kind == 1:
+            chunk[3, 1] = np.nan
+        elif kind == 2:
+            chunk *= 1e6
+        msg = chunk_to_msg(chunk, emb, sec_to_time(robot.now() - 0.03))
+        if kind == 3:
+            msg.trajectory.joint_names = ["j0", "j1", "elbow"]
+        elif kind == 4:
+            msg.trajectory.points[2].positions = [0.0]
+        elif kind == 5:  # columns in another order: mapped by name
+            msg.trajectory.joint_names = ["j2", "j0", "j1"]
+            for p, row in zip(msg.trajectory.points, chunk):
+                p.positions = [row[2], row[0], row[1]]
+        robot.chunk_pub.publish(msg)
+        time.sleep(0.02)
+    assert _wait(lambda: node.scheduler.stats.accepted + node.scheduler.stats.rejected_total
+                 >= n, 10.0)
+    time.sleep(0.3)
+    stats = node.scheduler.stats
+    assert stats.accepted >= n // 6  # the plausible ones (and some others, clamped)
+    assert stats.rejected["non_finite"] >= 1 and stats.rejected["shape"] >= n // 3
+    with robot.lock:
+        trajs = list(robot.received)
+    assert len(trajs) > 10
+    _check_limits(emb, trajs)
+    # /diagnostics carries the counters.
+    assert _wait(lambda: any(kv.key == "clipped_points" for m in robot.diag
+                             for s in m.status for kv in s.values), 3.0)
+
+
+def test_execute_chunk_feedback_and_cancel(graph, emb):
+    node, robot = graph
+    client_node = rclpy.create_node("exec_client")
+    client = ActionClient(client_node, ExecuteChunk, "execute_chunk")
+    ex = MultiThreadedExecutor(num_threads=2)
+    ex.add_node(client_node)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        assert client.wait_for_server(timeout_sec=5.0)
+        # 1) A short chunk succeeds, with feedback.
+        feedback = []
+        q = robot.q.copy()
+        chunk = q + np.linspace(0.0, 0.2, 10)[:, None] * np.array([1.0, -1.0, 0.5])
+        goal = ExecuteChunk.Goal(chunk=chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
+        fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
+            f.feedback))
+        assert _wait(fut.done, 5.0) and fut.result().accepted
+        res_fut = fut.result().get_result_async()
+        assert _wait(res_fut.done, 5.0)
+        res = res_fut.result().result
+        assert res.outcome == ExecuteChunk.Result.SUCCEEDED, res.message
+        assert res.executed_points >= 5 and res.max_tracking_error < 0.5
+        assert feedback and feedback[-1].index >= 5
+        idx = [f.index for f in feedback]
+        assert idx == sorted(idx)
+        # 2) A long chunk, canceled: outcome CANCELED and the executor holds.
+        q = robot.q.copy()
+        chunk = q + np.linspace(0.0, 0.6, 80)[:, None] * np.array([1.0, 1.0, 1.0])
+        goal = ExecuteChunk.Goal(chunk=chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
+        feedback.clear()
+        fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
+            f.feedback))
+        assert _wait(fut.done, 5.0) and fut.result().accepted
+        assert _wait(lambda: len(feedback) >= 5, 5.0)
+        cancel = fut.result().cancel_goal_async()
+        assert _wait(cancel.done, 5.0)
+        res_fut = fut.result().get_result_async()
+        assert _wait(res_fut.done, 5.0)
+        assert res_fut.result().result.outcome == ExecuteChunk.Result.CANCELED
+        assert _wait(lambda: node.scheduler.holding and not node.scheduler.moving, 3.0)
+        held = node.scheduler.last_command
+        time.sleep(0.3)
+        np.testing.assert_array_equal(node.scheduler.last_command, held)
+        assert held[0] < q[0] + 0.5  # stopped well before the chunk's end
+        # 3) A chunk for other joints is rejected with a reason.
+        bad = chunk_to_msg(np.zeros((3, 3)), emb, sec_to_time(robot.now()))
+        bad.trajectory.joint_names = ["a", "b", "c"]
+        fut = client.send_goal_async(ExecuteChunk.Goal(chunk=bad))
+        assert _wait(fut.done, 5.0)
+        res_fut = fut.result().get_result_async()
+        assert _wait(res_fut.done, 5.0)
+        res = res_fut.result().result
+        assert res.outcome == ExecuteChunk.Result.REJECTED and "unknown joints" in res.message
+    finally:
+        ex.shutdown()
+        client.destroy()
+        client_node.destroy_node()
+        th.join(2.0)
+
+
+@pytest.mark.parametrize("graph", [{"dry_run": True}], indirect=True)
+def test_dry_run_sends_nothing_to_the_controller(graph, emb):
+    node, robot = graph
+    q = robot.q.copy()
+    for _ in range(3):
+        chunk = q + np.linspace(0.0, 0.1, 8)[:, None]
+        robot.chunk_pub.publish(chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
+        time.sleep(0.15)
+    assert _wait(lambda: len(robot.dry) >= 3, 5.0)
+    assert node.scheduler.stats.accepted >= 1
+    time.sleep(0.2)
+    assert robot.received == []
+    _check_limits(emb, robot.dry)

@@ -1,0 +1,114 @@
+"""ate_ros.ros.conversions: round trips and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
+
+from ate_ros.ros import conversions as cv  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def test_time_round_trip():
+    t = cv.sec_to_time(12.345678901)
+    assert t.sec == 12 and t.nanosec == 345678901
+    assert cv.time_to_sec(t) == pytest.approx(12.345678901)
+    assert cv.time_to_ns(cv.ns_to_time(5_000_000_123)) == 5_000_000_123
+    assert cv.duration_to_sec(cv.sec_to_duration(0.3)) == pytest.approx(0.3)
+    with pytest.raises(cv.ConversionError):
+        cv.sec_to_time(float("nan"))
+
+
+def test_joint_state_to_embodiment_order(small_embodiment):
+    msg = JointState(name=["extra", "j2", "j0", "j1"], position=[9.0, 2.0, 0.0, 1.0])
+    np.testing.assert_array_equal(cv.joint_state_to_embodiment(msg, small_embodiment),
+                                  [0.0, 1.0, 2.0])
+    with pytest.raises(cv.ConversionError, match="j1"):
+        cv.joint_state_to_embodiment(JointState(name=["j0", "j2"], position=[0.0, 1.0]),
+                                     small_embodiment)
+    with pytest.raises(cv.ConversionError, match="names"):
+        cv.joint_state_to_arrays(JointState(name=["j0"], position=[0.0, 1.0]))
+
+
+def test_chunk_round_trip_by_name(small_embodiment):
+    emb = small_embodiment
+    chunk = np.arange(12, dtype=float).reshape(4, 3) / 10
+    msg = cv.chunk_to_msg(chunk, emb, cv.sec_to_time(3.0), model_id="m", inference_latency=0.1)
+    pts = msg.trajectory.points
+    assert [cv.duration_to_sec(p.time_from_start) for p in pts] == pytest.approx(
+        [0.1, 0.2, 0.3, 0.4])
+    # Reorder the columns: mapping is by name.
+    tr = msg.trajectory
+    tr.joint_names = ["j2", "j0", "j1"]
+    for p, row in zip(tr.points, chunk):
+        p.positions = [row[2], row[0], row[1]]
+    out, stamp = cv.msg_to_chunk(msg, emb)
+    np.testing.assert_allclose(out, chunk)
+    assert stamp == pytest.approx(3.0)
+
+
+def test_chunk_errors(small_embodiment):
+    emb = small_embodiment
+    msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
+    msg.trajectory.joint_names = ["j0", "j1", "bogus"]
+    with pytest.raises(cv.ConversionError, match="unknown joints"):
+        cv.msg_to_chunk(msg, emb)
+    msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
+    msg.trajectory.points[1].positions = [0.0, 0.0]
+    with pytest.raises(cv.ConversionError, match="point 1"):
+        cv.msg_to_chunk(msg, emb)
+    msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
+    msg.embodiment = "other"
+    with pytest.raises(cv.ConversionError, match="other"):
+        cv.msg_to_chunk(msg, emb)
+    msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
+    msg.trajectory.points[1].time_from_start = cv.sec_to_duration(0.5)
+    with pytest.raises(cv.ConversionError, match="time_from_start"):
+        cv.msg_to_chunk(msg, emb)
+    with pytest.raises(cv.ConversionError):
+        cv.chunk_to_trajectory(np.zeros((2, 4)), emb)
+
+
+def test_image_encodings_and_padding():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    for enc in ("rgb8", "bgr8"):
+        np.testing.assert_array_equal(cv.image_to_numpy(cv.numpy_to_image(rgb, encoding=enc)),
+                                      rgb)
+    # Padded rows (step > width * 3) and bgr.
+    pad = np.zeros((5, 7 * 3 + 3), dtype=np.uint8)
+    pad[:, :21] = rgb[..., ::-1].reshape(5, 21)
+    msg = Image(height=5, width=7, encoding="bgr8", step=24, data=pad.tobytes())
+    np.testing.assert_array_equal(cv.image_to_numpy(msg), rgb)
+    grey = rgb[..., 0]
+    out = cv.image_to_numpy(cv.numpy_to_image(grey, encoding="mono8"))
+    assert out.shape == (5, 7, 3) and (out[..., 1] == grey).all()
+    with pytest.raises(cv.ConversionError, match="encoding"):
+        cv.image_to_numpy(Image(height=1, width=1, encoding="16UC1", step=2, data=b"\0\0"))
+    with pytest.raises(cv.ConversionError, match="bytes"):
+        cv.image_to_numpy(Image(height=2, width=2, encoding="rgb8", step=6, data=b"\0" * 6))
+
+
+def test_compressed_png_round_trip():
+    rgb = np.random.default_rng(1).integers(0, 255, (8, 6, 3), dtype=np.uint8)
+    msg = cv.numpy_to_compressed(rgb, fmt="png")
+    np.testing.assert_array_equal(cv.compressed_to_numpy(msg), rgb)
+    with pytest.raises(cv.ConversionError):
+        cv.compressed_to_numpy(CompressedImage(format="jpeg", data=b"garbage"))
+
+
+def test_observation_round_trip(small_embodiment):
+    rgb = np.full((4, 4, 3), 7, dtype=np.uint8)
+    msg = cv.observation_to_msg({"front": rgb}, ["j1", "j0", "j2"], np.array([1.0, 0.0, 2.0]),
+                                cv.sec_to_time(1.5), "pick")
+    images, q, instr, stamp = cv.msg_to_observation_data(msg, small_embodiment)
+    np.testing.assert_array_equal(images["front"], rgb)
+    np.testing.assert_array_equal(q, [0.0, 1.0, 2.0])
+    assert instr == "pick" and stamp == 1.5
+    obs = cv.msg_to_policy_observation(msg, small_embodiment)
+    assert obs.qpos[1] == 1.0 and obs.mask[:3].all() and obs.stamp == 1.5
