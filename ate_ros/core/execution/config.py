@@ -75,7 +75,7 @@ class ExecutorNodeConfig:
     embodiment: str = field(default="sim_arm6", metadata={
         "help": "Embodiment name (config/embodiments/<name>.yaml) or path to its YAML",
         "read_only": True})
-    controller: str = field(default="joint_trajectory_controller", metadata={
+    controller: str = field(default="arm_controller", metadata={
         "help": "Controller name: trajectories go to <controller>/joint_trajectory (topic) or "
                 "<controller>/follow_joint_trajectory (action)", "read_only": True})
     output: str = field(default="topic", metadata={

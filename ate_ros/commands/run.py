@@ -1,0 +1,235 @@
+"""``ate-ros run``: the ROS 2 graph in one process, for machines without ``ros2 launch``.
+
+    ate-ros run --sim [--policy DIR] [--vae DIR] [--embodiment E] [--task T] [--duration S]
+
+Starts sim_robot_node (with ``--sim``) + perception_node + policy_node + executor_node in one
+process on a MultiThreadedExecutor, with the same parameter files the launch files use
+(``config/{perception,policy,executor,sim_robot}.yaml``), configures and activates the policy
+node, runs for ``--duration`` seconds (sim time with ``--sim``, else wall time; Ctrl-C stops
+early) and prints a summary: chunks, chunk latency p50/p99, model time, task success.
+Without ``--sim`` it drives a real robot's ``joint_states``/cameras/controller topics (and
+defaults to ``--dry-run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+NODES = ("sim_robot_node", "perception_node", "policy_node", "executor_node")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sim", action="store_true",
+                        help="add sim_robot_node: run closed loop on the MuJoCo simulation")
+    parser.add_argument("--policy", default="wave",
+                        help="policy checkpoint directory, or a built-in policy (hold, wave)")
+    parser.add_argument("--vae", default="", help="stage-2 alignment directory (OOD monitor)")
+    parser.add_argument("--embodiment", default="",
+                        help="embodiment name or YAML ('' = the simulation's adaptation arm)")
+    parser.add_argument("--task", default="", help="simulation task ('' = default)")
+    parser.add_argument("--seed", type=int, default=0, help="simulation episode seed")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="seconds to run (sim time with --sim)")
+    parser.add_argument("--real-time-factor", type=float, default=1.0,
+                        help="sim seconds per wall second (--sim)")
+    parser.add_argument("--device", default="cpu", help="torch device of the policy")
+    parser.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=None,
+                        help="executor sends nothing (default: off with --sim, on without)")
+    parser.add_argument("--controller", default="arm_controller",
+                        help="commands go to <controller>/joint_trajectory")
+    parser.add_argument("--config-dir", default="",
+                        help="folder with the node YAMLs (default: the package's config/)")
+    parser.add_argument("--until-success", action="store_true",
+                        help="stop as soon as the simulated task succeeds")
+    parser.add_argument("--json", default="", help="also write the summary to this JSON file")
+
+
+def node_parameters(config_dir: Path, node: str) -> dict[str, Any]:
+    """``<node>: ros__parameters:`` of ``config/<node without _node>.yaml``, flattened."""
+    import yaml
+
+    path = config_dir / f"{node.removesuffix('_node')}.yaml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    section = (data.get(node) or {}).get("ros__parameters") or {}
+
+    def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    return flat(section)
+
+
+def to_overrides(values: dict[str, Any]) -> list:
+    from rclpy.parameter import Parameter
+
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
+    """Create the nodes (not spinning yet). Returns name -> node."""
+    from ate_ros.core.deploy import resolve_embodiment
+    from ate_ros.nodes.executor_node import ExecutorNode
+    from ate_ros.nodes.perception_node import PerceptionNode
+    from ate_ros.nodes.policy_node import PolicyNode
+
+    cfg_dir = Path(args.config_dir) if args.config_dir else default_config_dir()
+    embodiment = args.embodiment
+    if not embodiment:
+        from ate_ros.nodes.sim_robot_node import default_embodiment
+
+        embodiment = default_embodiment()
+    emb = resolve_embodiment(embodiment)
+    emb_spec = str(Path(embodiment).resolve()) if Path(embodiment).suffix in (
+        ".yaml", ".yml") else embodiment
+    dry_run = (not args.sim) if args.dry_run is None else args.dry_run
+    common = {"embodiment": emb_spec, "use_sim_time": bool(args.sim)}
+    params = {n: {**node_parameters(cfg_dir, n), **common} for n in NODES}
+    params["policy_node"].update(policy=args.policy, vae=args.vae, device=args.device)
+    params["executor_node"].update(dry_run=dry_run, controller=args.controller)
+    params["sim_robot_node"].update(task=args.task, seed=args.seed, controller=args.controller,
+                                    real_time_factor=args.real_time_factor)
+    params["sim_robot_node"].pop("use_sim_time")
+    nodes: dict[str, Any] = {}
+    if args.sim:
+        from ate_ros.nodes.sim_robot_node import SimRobotNode
+
+        nodes["sim_robot_node"] = SimRobotNode(
+            context=context, parameter_overrides=to_overrides(params["sim_robot_node"]))
+    nodes["perception_node"] = PerceptionNode(
+        context=context, parameter_overrides=to_overrides(params["perception_node"]))
+    nodes["policy_node"] = PolicyNode(
+        context=context, parameter_overrides=to_overrides(params["policy_node"]))
+    nodes["executor_node"] = ExecutorNode(
+        embodiment=emb, context=context,
+        parameter_overrides=to_overrides(params["executor_node"]))
+    return nodes
+
+
+def default_config_dir() -> Path:
+    local = Path(__file__).resolve().parents[2] / "config"
+    if (local / "policy.yaml").is_file():
+        return local
+    from ate_ros.core.embodiment import config_dir
+
+    return config_dir()
+
+
+class Monitor:
+    """Listens to the graph's outputs for the summary (chunks, latencies, success)."""
+
+    def __init__(self, context: Any) -> None:
+        import rclpy
+        from std_msgs.msg import Bool
+
+        from ate_ros.core.deploy import ACTION_CHUNK, TASK_SUCCESS, LatencyStats
+        from ate_ros.msg import ActionChunk
+        from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS
+
+        self.node = rclpy.create_node("ate_run_monitor", context=context)
+        self.latency = LatencyStats()
+        self.chunks = 0
+        self.ood: list[float] = []
+        self.success = False
+        self.node.create_subscription(ActionChunk, ACTION_CHUNK, self._on_chunk, COMMAND_QOS)
+        self.node.create_subscription(Bool, TASK_SUCCESS, self._on_success, LATCHED_QOS)
+
+    def _on_chunk(self, msg) -> None:
+        if msg.model_id.startswith("hold"):
+            return
+        self.chunks += 1
+        self.latency.add(msg.inference_latency)
+        if math.isfinite(msg.ood_score):
+            self.ood.append(msg.ood_score)
+
+    def _on_success(self, msg) -> None:
+        self.success = self.success or bool(msg.data)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    nodes: dict[str, Any] = {}
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    spinner = None
+    t_wall0 = time.monotonic()
+    summary: dict[str, Any] = {}
+    try:
+        nodes = build_graph(args, context)
+        monitor = Monitor(context)
+        for n in [*nodes.values(), monitor.node]:
+            executor.add_node(n)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        policy = nodes["policy_node"]
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        if policy.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
+                policy.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            print("policy_node failed to configure/activate (see log above)")
+            return 1
+        sim = nodes.get("sim_robot_node")
+        t0 = sim.sim_time if sim else 0.0
+        try:
+            while True:
+                elapsed = (sim.sim_time - t0) if sim else time.monotonic() - t_wall0
+                if elapsed >= args.duration or (args.until_success and monitor.success):
+                    break
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            print("interrupted: stopping")
+        policy.trigger_deactivate()
+        lat = monitor.latency.summary()
+        summary = {
+            "embodiment": policy.embodiment.name if policy.embodiment else "",
+            "policy": args.policy, "chunks": monitor.chunks,
+            "latency_p50_ms": 1e3 * lat["p50"], "latency_p99_ms": 1e3 * lat["p99"],
+            "model_time_p50_ms": 1e3 * policy.model_time.percentile(50),
+            "stale_observations_refused": policy.refused_stale,
+            "ood_score_mean": (sum(monitor.ood) / len(monitor.ood)) if monitor.ood else None,
+            "success": bool(monitor.success or (sim.success if sim else False)),
+            "sim_time_s": (sim.sim_time - t0) if sim else None,
+            "wall_time_s": time.monotonic() - t_wall0,
+        }
+    finally:
+        executor.shutdown()
+        if spinner is not None:
+            spinner.join(timeout=5.0)
+        for n in nodes.values():
+            if hasattr(n, "_stop_worker"):
+                n._stop_worker()
+            n.destroy_node()
+        rclpy.try_shutdown(context=context)
+    print_summary(summary)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    def fmt(v):
+        if v is None:
+            return "-"
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    print("ate-ros run summary")
+    for k, v in s.items():
+        print(f"  {k:28s} {fmt(v)}")

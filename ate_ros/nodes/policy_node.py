@@ -1,0 +1,434 @@
+"""policy_node (lifecycle): ``ate_ros/Observation`` -> ``ate_ros/ActionChunk``.
+
+Lifecycle:
+    configure  loads the embodiment, the policy (checkpoint directory or a built-in: hold, wave)
+               and, when ``vae`` is set, the stage-2 alignment VAE (OOD monitor); creates the
+               publishers, the observation subscription and the RunPolicy action server.
+    activate   warms the policy up (one dummy inference) and starts the inference thread.
+    deactivate publishes a hold chunk (``hold_on_stop``), stops the thread, aborts goals.
+    cleanup    destroys publishers/subscription/action server and frees the model.
+
+Topics (relative): subscribes ``observation`` (SensorDataQoS depth 1: the freshest only);
+publishes ``action_chunk`` (stamped with the observation time, inference latency and OOD score:
+the latent distance of the chunk to the adaptation distribution, NaN without a VAE),
+``~/predicted_chunks`` (visualization_msgs/MarkerArray), ``/diagnostics``.
+Action: ``run_policy`` (ate_ros/action/RunPolicy): the goal's instruction overrides the
+observation's; feedback per chunk; ends after ``max_duration`` (node clock) or on cancel, after
+which the node publishes a hold chunk and pauses until the next goal.
+
+Inference runs in a dedicated thread: the executor thread only stores the newest observation,
+so a slow model never blocks subscriptions, services or the action server. Observations older
+than ``max_obs_age`` (node clock; sim time with use_sim_time) are refused and counted.
+Parameters: :class:`ate_ros.core.deploy.PolicyNodeConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import rclpy
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from visualization_msgs.msg import MarkerArray
+
+from ate_ros.action import RunPolicy
+from ate_ros.core.deploy import (
+    ACTION_CHUNK,
+    OBSERVATION,
+    PREDICTED_CHUNKS,
+    RUN_POLICY,
+    LatencyStats,
+    PolicyNodeConfig,
+    builtin_policy,
+    resolve_embodiment,
+)
+from ate_ros.core.embodiment import Embodiment
+from ate_ros.core.policy_io import ChunkPolicy, PolicyObservation
+from ate_ros.msg import ActionChunk, Observation
+from ate_ros.nodes.visualization import polylines_to_markers
+from ate_ros.ros import conversions as conv
+from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
+from ate_ros.ros.params import DataclassParameters
+from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+
+PolicyFactory = Callable[[PolicyNodeConfig, Embodiment], ChunkPolicy]
+
+
+_to_s = conv.time_to_sec
+
+
+def load_chunk_policy(config: PolicyNodeConfig, embodiment: Embodiment) -> ChunkPolicy:
+    """The default policy factory: a built-in by name, else a checkpoint directory."""
+    policy = builtin_policy(config.policy, embodiment)
+    if policy is not None:
+        return policy
+    from ate_ros.core.steer.policies import load_policy  # torch: only when a model is used
+
+    return load_policy(config.policy, device=config.device)
+
+
+class PolicyNode(LifecycleNode):
+    """Runs a chunk policy on observations. See the module docstring.
+
+    Args:
+        config: Defaults for the parameters (overrides and YAML still win).
+        policy_factory: Builds the policy in on_configure (tests inject doubles here);
+            default :func:`load_chunk_policy`.
+    """
+
+    def __init__(self, config: PolicyNodeConfig | None = None, *,
+                 policy_factory: PolicyFactory | None = None, node_name: str = "policy_node",
+                 **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params = DataclassParameters(self, PolicyNodeConfig, defaults=config)
+        self._factory = policy_factory or load_chunk_policy
+        self.embodiment: Embodiment | None = None
+        self.policy: ChunkPolicy | None = None
+        self.alignment = None
+        self.history = None
+        self._chunk_pub = self._marker_pub = self._obs_sub = self._action_server = None
+        self._obs_group = MutuallyExclusiveCallbackGroup()
+        self._action_group = ReentrantCallbackGroup()
+        self._cv = threading.Condition()
+        self._pending: Observation | None = None
+        self._worker: threading.Thread | None = None
+        self._stop = True
+        self._running = False  # publishing chunks (cleared by a finished/canceled goal)
+        self._goal_instruction: str | None = None
+        self._goal_seq = 0
+        self._last_q: np.ndarray | None = None
+        self._last_infer_stamp = -math.inf
+        self.chunks = 0
+        self.refused_stale = 0
+        self.dropped_busy = 0
+        self.errors = 0
+        self.last_latency = float("nan")
+        self.last_ood = float("nan")
+        self.latency = LatencyStats()
+        self.model_time = LatencyStats()
+        self.diagnostics = NodeDiagnostics(self, "policy",
+                                           period=self.params.config.diagnostics_period)
+        self.diagnostics.add_provider(self._diagnose)
+
+    @property
+    def config(self) -> PolicyNodeConfig:
+        return self.params.config
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ----- lifecycle ----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        cfg = self.config
+        try:
+            self.embodiment = resolve_embodiment(cfg.embodiment)
+            self.policy = self._factory(cfg, self.embodiment)
+            if cfg.vae:
+                from ate_ros.core.align.artifacts import load_alignment
+
+                self.alignment = load_alignment(cfg.vae, device=cfg.device)
+        except Exception as exc:  # noqa: BLE001 - any load failure is a failed transition
+            self.get_logger().error(f"configure failed: {exc}")
+            self.policy = self.alignment = None
+            return TransitionCallbackReturn.FAILURE
+        if cfg.publish_markers:
+            from ate_ros.core.chunk_viz import ChunkHistory, ChunkVizConfig
+            from ate_ros.core.kinematics import load_kinematics
+
+            self.history = ChunkHistory(load_kinematics(self.embodiment, cfg.kinematics),
+                                        ChunkVizConfig(history=cfg.viz_history))
+            self._marker_pub = self.create_lifecycle_publisher(MarkerArray, PREDICTED_CHUNKS,
+                                                               LATCHED_QOS)
+        self._chunk_pub = self.create_lifecycle_publisher(ActionChunk, ACTION_CHUNK, COMMAND_QOS)
+        self._obs_sub = self.create_subscription(Observation, OBSERVATION, self._on_observation,
+                                                 SENSOR_QOS, callback_group=self._obs_group)
+        self._action_server = ActionServer(
+            self, RunPolicy, RUN_POLICY, self._execute_goal, callback_group=self._action_group,
+            goal_callback=self._on_goal, cancel_callback=lambda _req: CancelResponse.ACCEPT)
+        self.get_logger().info(
+            f"configured: policy {cfg.policy!r} (H={self.policy.chunk_size}) for "
+            f"{self.embodiment.name}, OOD monitor {'on' if self.alignment else 'off'}")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.config.warmup:
+            try:
+                t0 = time.perf_counter()
+                self._predict(self._dummy_observation())
+                self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.1f}"
+                                       " ms")
+            except Exception as exc:  # noqa: BLE001
+                self.get_logger().error(f"warm-up failed: {exc}")
+                return TransitionCallbackReturn.FAILURE
+        with self._cv:
+            self._pending = None
+            self._stop = False
+            self._running = not self.config.require_goal
+        self._worker = threading.Thread(target=self._work, name="policy_inference", daemon=True)
+        self._worker.start()
+        ret = super().on_activate(state)
+        self.get_logger().info("activated")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        if self.config.hold_on_stop:
+            self._publish_hold("deactivated")
+        self._goal_seq += 1  # any running goal aborts
+        self.get_logger().info("deactivated: holding")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model freed")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._release()
+        return super().on_shutdown(state)
+
+    def _stop_worker(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._running = False
+            self._cv.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+
+    def _release(self) -> None:
+        if self._action_server is not None:
+            self._action_server.destroy()
+            self._action_server = None
+        if self._obs_sub is not None:
+            self.destroy_subscription(self._obs_sub)
+            self._obs_sub = None
+        for pub in (self._chunk_pub, self._marker_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._chunk_pub = self._marker_pub = None
+        self.policy = self.alignment = self.history = None
+        torch = sys.modules.get("torch")  # only if a model imported it
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ----- observations -------------------------------------------------------------------
+    def _on_observation(self, msg: Observation) -> None:
+        now = self._now()
+        age = now - _to_s(msg.header.stamp)
+        if age > self.config.max_obs_age:
+            self.refused_stale += 1
+            self.get_logger().warning(f"stale observation refused ({age:.3f}s old > "
+                                      f"max_obs_age {self.config.max_obs_age}s)",
+                                      throttle_duration_sec=5.0)
+            return
+        with self._cv:
+            if self._pending is not None:
+                self.dropped_busy += 1  # the model is slower than the observation rate
+            self._pending = msg
+            self._cv.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                msg, self._pending = self._pending, None
+                running = self._running
+            stamp = _to_s(msg.header.stamp)
+            self._last_q = np.asarray(msg.joint_positions, dtype=np.float64)
+            self._last_names = list(msg.joint_names)
+            if not running:
+                continue
+            rate = self.config.rate_hz
+            if rate > 0 and stamp - self._last_infer_stamp < 1.0 / rate - 1e-6:
+                continue
+            if self._now() - stamp > self.config.max_obs_age:
+                self.refused_stale += 1  # went stale while the model was busy
+                continue
+            try:
+                self._infer(msg)
+            except Exception as exc:  # noqa: BLE001 - keep serving; report in diagnostics
+                self.errors += 1
+                self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=5.0)
+
+    def _policy_observation(self, msg: Observation) -> PolicyObservation:
+        obs = conv.msg_to_policy_observation(msg, self.embodiment)
+        if self._goal_instruction is not None:
+            obs.instruction = self._goal_instruction  # the RunPolicy goal wins
+        return obs
+
+    def _dummy_observation(self) -> PolicyObservation:
+        emb = self.embodiment
+        images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in emb.cameras}
+        mid = ((emb.lower + emb.upper) / 2).astype(np.float32)
+        return PolicyObservation(images=images, qpos=emb.to_unified(mid), mask=emb.mask,
+                                 instruction="warm up", stamp=0.0)
+
+    def _predict(self, obs: PolicyObservation, seed: int | None = None) -> np.ndarray:
+        steps = self.config.num_steps or None
+        return np.asarray(self.policy.predict_chunk(obs, num_steps=steps, seed=seed))
+
+    def _infer(self, msg: Observation) -> None:
+        cfg, emb = self.config, self.embodiment
+        obs = self._policy_observation(msg)
+        seed = None if cfg.seed < 0 else cfg.seed
+        t0 = time.perf_counter()
+        chunk_u = self._predict(obs, seed)  # (H, 128) unified joint targets
+        model_s = time.perf_counter() - t0
+        samples_u = [self._predict(obs, None if seed is None else seed + k + 1)
+                     for k in range(cfg.num_samples)]
+        ood = self._ood(chunk_u)
+        self._last_infer_stamp = obs.stamp
+        latency = self._now() - obs.stamp
+        chunk = emb.from_unified(chunk_u)  # (H, D) in joint order
+        samples = [emb.from_unified(s) for s in samples_u]
+        out = conv.chunk_to_msg(chunk, emb, msg.header.stamp, model_id=str(cfg.policy),
+                                inference_latency=latency, ood_score=ood, samples=samples)
+        with self._cv:
+            if self._stop or not self._running:
+                return  # deactivated or canceled while the model was running
+            self._chunk_pub.publish(out)
+        self.chunks += 1
+        self.last_latency, self.last_ood = latency, ood
+        self.latency.add(latency)
+        self.model_time.add(model_s)
+        if self.history is not None and self._marker_pub is not None:
+            self.history.add_executed(obs.qpos[emb.slots])
+            self.history.add_chunk(chunk, samples)
+            self._marker_pub.publish(polylines_to_markers(self.history.polylines(),
+                                                          self.history.frame, msg.header.stamp))
+
+    def _ood(self, chunk_u: np.ndarray) -> float:
+        """Latent distance of a (H, 128) chunk to the adaptation distribution (NaN: no VAE)."""
+        if self.alignment is None:
+            return float("nan")
+        import torch
+
+        n = self.alignment.chunk_size
+        # The VAE's window may differ from the policy's H: truncate, or hold the last point.
+        if len(chunk_u) >= n:
+            window = chunk_u[:n]
+        else:
+            window = np.concatenate([chunk_u, np.repeat(chunk_u[-1:], n - len(chunk_u), 0)])
+        with torch.no_grad():
+            return float(self.alignment.ood_score(
+                torch.as_tensor(window[None], dtype=torch.float32))[0])
+
+    def _publish_hold(self, why: str) -> None:
+        """A chunk whose every point is the last observed position, stamped now."""
+        if self._chunk_pub is None or self._last_q is None or self.embodiment is None:
+            return
+        try:
+            q = self.embodiment.order_by_name(self._last_names, list(self._last_q))
+        except ValueError:
+            return
+        H = self.policy.chunk_size if self.policy is not None else 10
+        self._chunk_pub.publish(conv.chunk_to_msg(
+            np.repeat(q[None], H, axis=0), self.embodiment, conv.sec_to_time(self._now()),
+            model_id=f"hold ({why})"))
+
+    # ----- RunPolicy action ---------------------------------------------------------------
+    def _on_goal(self, request) -> GoalResponse:
+        if self._worker is None:
+            self.get_logger().warning("RunPolicy goal rejected: node is not active")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _execute_goal(self, goal_handle) -> RunPolicy.Result:
+        req = goal_handle.request
+        self._goal_seq += 1
+        seq = self._goal_seq  # a newer goal (or deactivation) preempts this one
+        start, start_chunks = self._now(), self.chunks
+        self._goal_instruction = req.instruction or None
+        with self._cv:
+            self._running = True
+        self.get_logger().info(f"RunPolicy: {req.instruction!r} for "
+                               f"{req.max_duration or 'unlimited'} s")
+        result = RunPolicy.Result()
+        wake = threading.Event()
+        last_fb = -1
+        outcome, reason = RunPolicy.Result.SUCCEEDED, "duration reached"
+        while True:
+            if goal_handle.is_cancel_requested:
+                outcome, reason = RunPolicy.Result.CANCELED, "canceled"
+                break
+            if seq != self._goal_seq or self._worker is None:
+                outcome, reason = RunPolicy.Result.ABORTED, "preempted or deactivated"
+                break
+            if req.max_duration > 0 and self._now() - start >= req.max_duration:
+                break
+            if self.chunks != last_fb:
+                last_fb = self.chunks
+                fb = RunPolicy.Feedback(chunks=self.chunks - start_chunks,
+                                        last_latency=float(self.last_latency),
+                                        ood_score=float(self.last_ood))
+                goal_handle.publish_feedback(fb)
+            wake.wait(0.02)  # a goal is a long-running loop in the reentrant group
+        if seq == self._goal_seq:
+            with self._cv:
+                self._running = False
+            self._goal_instruction = None
+            if self.config.hold_on_stop:
+                self._publish_hold(reason)
+        result.outcome, result.reason = outcome, reason
+        result.chunks = self.chunks - start_chunks
+        if outcome == RunPolicy.Result.CANCELED:
+            goal_handle.canceled()
+        elif outcome == RunPolicy.Result.ABORTED:
+            goal_handle.abort()
+        else:
+            goal_handle.succeed()
+        self.get_logger().info(f"RunPolicy ended: {reason} after {result.chunks} chunks")
+        return result
+
+    # ----- diagnostics --------------------------------------------------------------------
+    def _diagnose(self) -> dict:
+        lat, model = self.latency.summary(), self.model_time.summary()
+        if self.errors:
+            self.diagnostics.status(ERROR, f"{self.errors} inference errors")
+        elif self._worker is None:
+            self.diagnostics.status(OK, "inactive")
+        elif self.refused_stale:
+            self.diagnostics.status(WARN, f"{self.refused_stale} stale observations refused")
+        else:
+            self.diagnostics.status(OK, "running" if self._running else "paused (holding)")
+        return {"chunks_published": self.chunks, "inference_latency_p50_s": lat["p50"],
+                "inference_latency_p99_s": lat["p99"], "model_time_p50_s": model["p50"],
+                "stale_observations_refused": self.refused_stale,
+                "observations_dropped_busy": self.dropped_busy, "ood_score": self.last_ood,
+                "inference_errors": self.errors}
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    executor = MultiThreadedExecutor()
+    try:
+        node = PolicyNode()
+        executor.add_node(node)
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node._stop_worker()
+            node.destroy_node()
+        executor.shutdown()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""End-to-end ROS overhead: camera image published -> ActionChunk received, minus model time.
+
+    .venv/bin/python benchmarks/bench_ros_latency.py [--quick] [--frames 600] [--rate 30]
+    .venv/bin/python benchmarks/bench_ros_latency.py --soak [--soak-seconds 600]
+
+perception_node (event mode: one Observation per frame) and policy_node (a hold policy with a
+known, tiny model time) run in this process on a MultiThreadedExecutor, talking over real DDS on
+loopback; a driver node publishes an rgb8 image and joint_states at ``--rate`` Hz and receives
+the ActionChunks. Overhead = receive time - publish time - model time (measured inside the
+policy), matched by stamp. ``--soak`` reports drift (latency of the last vs first minute) and
+queue growth (observations the policy dropped while busy, process RSS). Writes
+benchmarks/results/bench_ros_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+class TimedHold:
+    """Hold policy that records its own model time per observation stamp."""
+
+    chunk_size = 16
+
+    def __init__(self, emb):
+        self.emb = emb
+        self.camera_names = [c.name for c in emb.cameras]
+        self.model_time: dict[float, float] = {}
+
+    def predict_chunk(self, obs, num_steps=None, seed=None):
+        t0 = time.perf_counter()
+        out = np.repeat(obs.qpos[None], self.chunk_size, axis=0)
+        self.model_time[round(obs.stamp, 6)] = time.perf_counter() - t0
+        return out
+
+
+def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0.0) -> dict:
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from sensor_msgs.msg import Image, JointState
+
+    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig, resolve_embodiment
+    from ate_ros.msg import ActionChunk
+    from ate_ros.nodes.perception_node import PerceptionNode
+    from ate_ros.nodes.policy_node import PolicyNode
+    from ate_ros.ros import conversions as conv
+    from ate_ros.ros.qos import COMMAND_QOS
+
+    emb = resolve_embodiment(embodiment)
+    cam = emb.cameras[0]
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    holder: dict = {}
+
+    def factory(cfg, e):
+        holder["p"] = TimedHold(e)
+        return holder["p"]
+
+    per = PerceptionNode(PerceptionConfig(embodiment=embodiment, rate_hz=0.0, max_age=1.0,
+                                          max_skew=1.0), context=context)
+    pol = PolicyNode(PolicyNodeConfig(embodiment=embodiment, publish_markers=False,
+                                      max_obs_age=1.0), policy_factory=factory, context=context)
+    drv = rclpy.create_node("bench_driver", context=context)
+    sent: dict[float, float] = {}
+    recv: dict[float, float] = {}
+    drv.create_subscription(ActionChunk, "action_chunk", lambda m: recv.setdefault(
+        round(conv.time_to_sec(m.header.stamp), 6), time.perf_counter()), COMMAND_QOS)
+    img_pub = drv.create_publisher(Image, cam.topic, 10)
+    js_pub = drv.create_publisher(JointState, "joint_states", 10)
+    ex = MultiThreadedExecutor(num_threads=4, context=context)
+    for n in (per, pol, drv):
+        ex.add_node(n)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    pol.trigger_configure()
+    pol.trigger_activate()
+    frame = (np.random.default_rng(0).integers(0, 255, (cam.height, cam.width, 3))
+             .astype(np.uint8))
+    q = (emb.lower + emb.upper) / 2
+    end = time.monotonic() + 3
+    while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    period = 1.0 / rate
+    t_start = time.monotonic()
+    n_total = frames if not soak_seconds else int(soak_seconds * rate)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for i in range(n_total):
+        now = drv.get_clock().now().nanoseconds * 1e-9
+        stamp = conv.sec_to_time(now)
+        key = round(conv.time_to_sec(stamp), 6)
+        js_pub.publish(JointState(header=conv.Header(stamp=stamp), name=emb.joint_names,
+                                  position=q.tolist()))
+        msg = conv.numpy_to_image(frame, stamp, cam.name)
+        sent[key] = time.perf_counter()
+        img_pub.publish(msg)
+        delay = t_start + (i + 1) * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    time.sleep(1.0)
+    model = holder["p"].model_time
+    keys = sorted(k for k in sent if k in recv and k in model)
+    e2e = np.array([recv[k] - sent[k] for k in keys])
+    overhead = np.array([recv[k] - sent[k] - model[k] for k in keys])
+    out = {
+        "frames_sent": len(sent), "chunks_received": len(keys), "rate_hz": rate,
+        "embodiment": emb.name, "image": f"{cam.width}x{cam.height} rgb8",
+        "end_to_end_p50_ms": 1e3 * float(np.percentile(e2e, 50)) if len(e2e) else None,
+        "end_to_end_p99_ms": 1e3 * float(np.percentile(e2e, 99)) if len(e2e) else None,
+        "overhead_p50_ms": 1e3 * float(np.percentile(overhead, 50)) if len(e2e) else None,
+        "overhead_p99_ms": 1e3 * float(np.percentile(overhead, 99)) if len(e2e) else None,
+        "model_p50_ms": 1e3 * float(np.median([model[k] for k in keys])) if keys else None,
+        "dropped_busy": pol.dropped_busy, "stale_refused": pol.refused_stale,
+    }
+    if soak_seconds and len(overhead) > 10:
+        n = max(1, int(min(60.0, soak_seconds / 4) * rate))
+        out["soak_seconds"] = soak_seconds
+        out["overhead_first_p50_ms"] = 1e3 * float(np.median(overhead[:n]))
+        out["overhead_last_p50_ms"] = 1e3 * float(np.median(overhead[-n:]))
+        out["drift_ms"] = out["overhead_last_p50_ms"] - out["overhead_first_p50_ms"]
+        out["rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    pol.trigger_deactivate()
+    ex.shutdown()
+    th.join(timeout=5)
+    pol._stop_worker()
+    for n in (per, pol, drv):
+        n.destroy_node()
+    rclpy.shutdown(context=context)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100 frames instead of --frames")
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--rate", type=float, default=30.0)
+    ap.add_argument("--embodiment", default="sim_arm6")
+    ap.add_argument("--soak", action="store_true", help="long run: drift and queue growth")
+    ap.add_argument("--soak-seconds", type=float, default=600.0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+                                         "bench_ros_latency.json"))
+    a = ap.parse_args()
+    frames = 100 if a.quick else a.frames
+    res = run_bench(frames, a.rate, a.embodiment, a.soak_seconds if a.soak else 0.0)
+    res["mode"] = "soak" if a.soak else ("quick" if a.quick else "full")
+    res["goal_overhead_p50_ms"] = 3.0
+    res["cpu_count"] = os.cpu_count()
+    print(f"{'metric':28s} value")
+    for k, v in res.items():
+        print(f"{k:28s} {v:.3f}" if isinstance(v, float) else f"{k:28s} {v}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

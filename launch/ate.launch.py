@@ -1,0 +1,85 @@
+"""Run a policy on a robot: perception_node + policy_node (lifecycle) + executor_node.
+
+    ros2 launch ate_ros ate.launch.py embodiment:=sim_arm7 policy:=/path/to/policy \
+        vae:=/path/to/align/stage2 dry_run:=true
+
+Node parameters come from config/{perception,policy,executor}.yaml; the arguments below override
+the common ones. `embodiment` names config/embodiments/<name>.yaml (or is a YAML path). The policy
+node is configured and activated automatically (autostart:=false leaves it unconfigured for a
+lifecycle manager). Topics are relative: set namespace:= to run several robots.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from launch_ros.parameter_descriptions import ParameterValue
+from lifecycle_msgs.msg import Transition
+
+from launch import LaunchDescription
+
+ARGUMENTS = [
+    ("embodiment", "sim_arm7", "embodiment name (config/embodiments/<name>.yaml) or YAML path"),
+    ("policy", "wave", "policy checkpoint directory, or a built-in policy: hold, wave"),
+    ("vae", "", "stage-2 alignment directory for the OOD monitor ('' = none)"),
+    ("dry_run", "true", "executor computes and checks trajectories but sends nothing"),
+    ("use_sim_time", "false", "all nodes use /clock"),
+    ("namespace", "", "namespace of every node and topic"),
+    ("controller", "arm_controller", "commands go to <controller>/joint_trajectory"),
+    ("device", "cpu", "torch device of the policy"),
+    ("autostart", "true", "configure and activate the policy node at start"),
+]
+
+
+def config_file(name):
+    return os.path.join(get_package_share_directory("ate_ros"), "config", name)
+
+
+def robot_nodes():
+    """perception + policy + executor (shared with sim.launch.py)."""
+    embodiment = LaunchConfiguration("embodiment")
+    use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
+    namespace = LaunchConfiguration("namespace")
+    common = {"embodiment": embodiment, "use_sim_time": use_sim_time}
+
+    perception = Node(
+        package="ate_ros", executable="perception_node", name="perception_node",
+        namespace=namespace, output="screen",
+        parameters=[config_file("perception.yaml"), common])
+    policy = LifecycleNode(
+        package="ate_ros", executable="policy_node", name="policy_node",
+        namespace=namespace, output="screen",
+        parameters=[config_file("policy.yaml"), common, {
+            "policy": LaunchConfiguration("policy"),
+            "vae": LaunchConfiguration("vae"),
+            "device": LaunchConfiguration("device"),
+        }])
+    executor = Node(
+        package="ate_ros", executable="executor_node", name="executor_node",
+        namespace=namespace, output="screen",
+        parameters=[config_file("executor.yaml"), common, {
+            "dry_run": ParameterValue(LaunchConfiguration("dry_run"), value_type=bool),
+            "controller": LaunchConfiguration("controller"),
+        }])
+
+    autostart = IfCondition(LaunchConfiguration("autostart"))
+    configure = EmitEvent(condition=autostart, event=ChangeState(
+        lifecycle_node_matcher=matches_action(policy),
+        transition_id=Transition.TRANSITION_CONFIGURE))
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=policy, goal_state="inactive",
+        entities=[EmitEvent(event=ChangeState(
+            lifecycle_node_matcher=matches_action(policy),
+            transition_id=Transition.TRANSITION_ACTIVATE))]), condition=autostart)
+    return [perception, policy, executor, activate, configure]
+
+
+def generate_launch_description():
+    args = [DeclareLaunchArgument(n, default_value=d, description=h) for n, d, h in ARGUMENTS]
+    return LaunchDescription(args + robot_nodes())

@@ -1,0 +1,102 @@
+"""perception_node over real DDS: synchronised, resized observations; stale inputs refused."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture
+def emb_yaml(tmp_path):
+    from ate_ros.core.embodiment import CameraSpec, Embodiment, JointSpec
+
+    emb = Embodiment(name="cam2", joints=[JointSpec("a", 0, -1, 1), JointSpec("b", 1, -1, 1)],
+                     cameras=[CameraSpec("wrist", 32, 24)])
+    path = tmp_path / "cam2.yaml"
+    emb.to_yaml(path)
+    return path
+
+
+def wait_for(pred, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_observation_and_staleness(emb_yaml, compressed):
+    from rclpy.executors import MultiThreadedExecutor
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from ate_ros.core.deploy import PerceptionConfig
+    from ate_ros.msg import Observation
+    from ate_ros.nodes.perception_node import PerceptionNode
+    from ate_ros.ros import conversions as conv
+    from ate_ros.ros.qos import LATCHED_QOS
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = PerceptionNode(PerceptionConfig(embodiment=str(emb_yaml), rate_hz=0.0,
+                                               max_age=0.5, compressed=compressed),
+                              context=context)
+        peer = rclpy.create_node("peer", context=context)
+        got: list = []
+        peer.create_subscription(Observation, "observation", got.append, 10)
+        img_type = conv.CompressedImage if compressed else conv.Image
+        img_pub = peer.create_publisher(img_type, "wrist/image_raw" + ("/compressed" if
+                                                                      compressed else ""), 10)
+        js_pub = peer.create_publisher(JointState, "joint_states", 10)
+        peer.create_publisher(String, "instruction", LATCHED_QOS).publish(
+            String(data="pick the cube"))
+        ex = MultiThreadedExecutor(num_threads=2, context=context)
+        ex.add_node(node)
+        ex.add_node(peer)
+        th = threading.Thread(target=ex.spin, daemon=True)
+        th.start()
+        frame = np.zeros((48, 80, 3), np.uint8)
+        frame[:, 8:72] = (255, 0, 0)  # red centre 64x48 (4:3): the centre crop keeps only red
+
+        def send(age: float) -> None:
+            stamp = conv.sec_to_time(peer.get_clock().now().nanoseconds * 1e-9 - age)
+            js_pub.publish(JointState(name=["b", "a", "gripper"], position=[0.2, 0.1, 9.0],
+                                      header=conv.Header(stamp=stamp)))
+            time.sleep(0.05)
+            msg = (conv.numpy_to_compressed(frame, stamp, fmt="png") if compressed
+                   else conv.numpy_to_image(frame, stamp))
+            img_pub.publish(msg)
+
+        assert wait_for(lambda: node.instruction == "pick the cube")
+        assert wait_for(lambda: (send(0.0), bool(got))[1], timeout=10.0)
+        obs = got[-1]
+        assert list(obs.camera_names) == ["wrist"]
+        img = conv.image_to_numpy(obs.images[0])
+        assert img.shape == (24, 32, 3) and img[..., 0].min() > 200 and img[..., 1].max() < 60
+        assert list(obs.joint_names) == ["a", "b"]
+        np.testing.assert_allclose(obs.joint_positions, [0.1, 0.2])
+        assert obs.instruction == "pick the cube"
+        time.sleep(0.3)  # let frames sent while waiting arrive
+        n = len(got)
+        refused0 = node.sync.refused.get("stale", 0)
+        for _ in range(3):
+            send(2.0)  # two seconds old: refused
+        assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0)
+        time.sleep(0.2)
+        assert len(got) == n
+        assert "stale" in "".join(node.diagnostics.values()) or node.sync.refused["stale"] > 0
+        ex.shutdown()
+        th.join(timeout=5)
+        node.destroy_node()
+        peer.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
