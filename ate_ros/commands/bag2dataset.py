@@ -1,0 +1,134 @@
+"""``ate-ros bag2dataset``: rosbags -> ATE alignment data + training episodes.
+
+Exit codes: 0 when every bag converted; 1 when any bag failed (the others are still converted
+and written, failed bags are listed in manifest.json), unless ``--keep-going`` is given and at
+least one bag succeeded, which returns 0. By design ``--keep-going`` never turns "nothing
+converted" into success. 2 for bad arguments (unknown embodiment, output exists, no bags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = (
+    "exit status: 0 if all bags converted; 1 if any bag failed (the other bags are still "
+    "converted, failures are listed in manifest.json) -- with --keep-going, 0 as long as at "
+    "least one bag converted; 2 for bad arguments. Actions: --action-source auto uses "
+    "JointTrajectory commands, else ActionChunk, else the next joint state (action[t] = "
+    "qpos[t+1]).")
+
+
+def _camera_map(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"--camera expects NAME=TOPIC, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ate_ros.core.data import topics as T
+
+    parser.epilog = EPILOG
+    parser.add_argument("bags", nargs="+", help="bag files/folders, folders of bags, or globs")
+    parser.add_argument("--embodiment", required=True, help="embodiment YAML or name")
+    parser.add_argument("--out", required=True, help="dataset folder to create")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="output rate in Hz (default: the embodiment's control rate)")
+    parser.add_argument("--ros-distro", default=None,
+                        help="typestore for types the bag does not define (default: detect, "
+                             "else kilted)")
+    parser.add_argument("--msg-dir", action="append", default=[],
+                        help="folder of custom .msg files (DIR or PKG=DIR); repeatable")
+    parser.add_argument("--joint-topic", default=T.JOINT_STATES_TOPIC)
+    parser.add_argument("--action-source", default="auto",
+                        choices=["auto", "trajectory", "chunk", "next_state"])
+    parser.add_argument("--command-topic", default=T.COMMAND_TOPIC)
+    parser.add_argument("--action-chunk-topic", default=T.ACTION_CHUNK_TOPIC)
+    parser.add_argument("--camera", action="append", default=[], metavar="NAME=TOPIC",
+                        help="topic of an embodiment camera (default /<camera>/image_raw, or "
+                             "its /compressed sibling)")
+    parser.add_argument("--no-require-cameras", action="store_true",
+                        help="convert bags lacking a camera (no images for it) instead of "
+                             "failing them")
+    parser.add_argument("--instruction", default="",
+                        help="instruction for every episode (overrides topic/metadata)")
+    parser.add_argument("--instruction-topic", default=T.INSTRUCTION_TOPIC)
+    parser.add_argument("--task", default="")
+    parser.add_argument("--split-topic", default="",
+                        help="start a new episode at each message on this topic")
+    parser.add_argument("--time-source", default="header", choices=["header", "receive"])
+    parser.add_argument("--joint-max-age", type=float, default=None, metavar="S")
+    parser.add_argument("--image-max-age", type=float, default=None, metavar="S")
+    parser.add_argument("--action-max-age", type=float, default=None, metavar="S")
+    parser.add_argument("--gaps", default="split", choices=["split", "drop"],
+                        help="stale streams end the episode (split) or drop ticks (drop)")
+    parser.add_argument("--clock-jump", default="split", choices=["split", "error"])
+    parser.add_argument("--min-episode-frames", type=int, default=10)
+    parser.add_argument("--split", type=float, default=0.1, dest="val_fraction",
+                        help="fraction of bags for val/")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"],
+                        help="HDF5 compression of images (lzf: ~2x slower, smaller files)")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="exit 0 when at least one bag converted even if others failed")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from ate_ros.core.data.bags import BagError
+    from ate_ros.core.data.convert import ConversionError, ConversionSpec, convert_bags
+    from ate_ros.core.embodiment import EmbodimentError, load_embodiment
+
+    try:
+        emb = load_embodiment(args.embodiment)
+        spec = ConversionSpec(
+            rate_hz=args.rate, joint_topic=args.joint_topic, action_source=args.action_source,
+            command_topic=args.command_topic, action_chunk_topic=args.action_chunk_topic,
+            camera_topics=_camera_map(args.camera),
+            require_cameras=not args.no_require_cameras, instruction=args.instruction,
+            instruction_topic=args.instruction_topic, task=args.task,
+            split_topic=args.split_topic, time_source=args.time_source,
+            joint_max_age_s=args.joint_max_age, image_max_age_s=args.image_max_age,
+            action_max_age_s=args.action_max_age, gap_policy=args.gaps,
+            clock_jump=args.clock_jump, min_episode_frames=args.min_episode_frames,
+            val_fraction=args.val_fraction, seed=args.seed, ros_distro=args.ros_distro,
+            msg_dirs=args.msg_dir, workers=args.workers, overwrite=args.overwrite,
+            compression=None if args.compression == "none" else args.compression)
+    except (EmbodimentError, ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        manifest = convert_bags(args.bags, emb, args.out, spec, now=time.time())
+    except ConversionError as exc:
+        if exc.manifest is None:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for b in exc.manifest.bags:
+            print(f"FAILED {b['path']}: {b['error']}", file=sys.stderr)
+        print("error: no bag converted; nothing written", file=sys.stderr)
+        return 1
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for b in manifest.bags:
+        if b["status"] == "ok":
+            eps = len(b["episodes"])
+            f = b["frames"]
+            print(f"ok     {b['path']}: {eps} episode(s), {f['written']}/{f['candidates']} "
+                  f"frames, dropped {f['dropped'] or 'none'}")
+            for w in b["warnings"]:
+                print(f"       warning: {w}")
+        else:
+            print(f"FAILED {b['path']}: {b['error']}", file=sys.stderr)
+    print(f"{args.out}: {len(manifest.episodes)} episodes "
+          f"(train {len(manifest.splits['train'])}, val {len(manifest.splits['val'])})")
+    if manifest.failed and not args.keep_going:
+        return 1
+    return 0
