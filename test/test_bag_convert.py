@@ -247,3 +247,16 @@ def test_workers_match_serial(tmp_path):
 
 def test_frame_image_helper_encodes_index():
     assert frame_image(7)[0, 0, 0] == 7
+
+
+def test_discover_bags_descends_into_task_folders(tmp_path) -> None:
+    """bags/<task>/<episode> (how sim-record and many users lay bags out) is found whole."""
+    from ate_ros.core.data.bags import BagError, discover_bags
+
+    a = write_bag(tmp_path / "bags" / "reach" / "ep0", "mcap")
+    b = write_bag(tmp_path / "bags" / "push" / "ep0", "sqlite3")
+    found = discover_bags([tmp_path / "bags"])
+    assert sorted(p.resolve() for p in found) == sorted(p.resolve() for p in (a, b))
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(BagError, match="holds no bags"):
+        discover_bags([tmp_path / "empty"])

@@ -74,8 +74,9 @@ def discover_bags(inputs: Sequence[str | Path]) -> list[Path]:
             if _is_bag(p):
                 found.append(p)
             elif p.is_dir():
-                # A folder of bags: its rosbag2 subfolders and bag files (one level, sorted).
-                inner = sorted(c for c in p.iterdir() if _is_bag(c))
+                # A folder of bags, at any depth (e.g. bags/<task>/<episode>); a bag folder's
+                # own files are not searched further.
+                inner = _bags_below(p)
                 if not inner:
                     raise BagError(p, "not a bag and holds no bags (expected metadata.yaml, "
                                       "*.bag, *.mcap or *.db3)")
@@ -89,6 +90,17 @@ def discover_bags(inputs: Sequence[str | Path]) -> list[Path]:
         if p.resolve() not in {u.resolve() for u in unique}:
             unique.append(p)
     return unique
+
+
+def _bags_below(folder: Path) -> list[Path]:
+    """Bags inside ``folder`` (sorted), descending into sub-folders that are not bags."""
+    out: list[Path] = []
+    for child in sorted(folder.iterdir()):
+        if _is_bag(child):
+            out.append(child)
+        elif child.is_dir():
+            out.extend(_bags_below(child))
+    return out
 
 
 def _rosbag2_info(path: Path) -> dict:

@@ -1,0 +1,217 @@
+"""``ate-ros demo``: the whole ATE pipeline on the MuJoCo simulation, end to end.
+
+    ate-ros demo [--out demo_out] [--tiny]
+
+1. ``sim-record``   scripted-expert demonstrations as MCAP rosbags: the pre-training arms
+                    (``sim_arm6``, ``sim_arm5``) and a few demos of the new robot (``sim_arm7``)
+2. ``bag2dataset``  bags -> verified episode datasets (one per arm), then ``verify-dataset``
+3. ``align``        stage-1 VAE on the pre-training arms, prior, stage-2 VAE on the new arm
+4. ``pretrain``     the compact VLA on the pre-training arms (tiny budget: it shows the step
+                    works; adaptation starts from the committed checkpoint in
+                    ``assets/pretrained_sim/`` when present, see its README for the command)
+5. ``steer``        fine-tune on the new arm twice, same steps/seed/data: ATE guidance and direct
+6. ``eval``         closed-loop success of pre-trained, direct and ATE policies on the new arm
+7. ``run --sim``    the ROS 2 graph (sim robot, perception, policy + OOD monitor, executor) closed
+                    loop with the ATE policy over DDS
+Every step runs the real ``ate-ros`` subcommand (in-process, or a subprocess for the ROS graph),
+so the demo exercises exactly what a user types. A summary table ends the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "assets" / "pretrained_sim"
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    """Budgets of one demo size. ``tiny`` runs inside the test suite (< 2 min)."""
+
+    tasks: tuple[str, ...]
+    pre_episodes: int          # per pre-training arm and task
+    ada_episodes: int          # adaptation demos per task (the "few demonstrations")
+    align_epochs: tuple[int, int]
+    pretrain_steps: int        # the demo's own pre-training run (tiny budget)
+    steer_steps: int
+    eval_episodes: int         # per task and policy
+    ros_duration: float        # sim seconds of the closed-loop ROS run
+    batch_size: int = 32
+
+
+PROFILES = {
+    "tiny": DemoProfile(tasks=("reach",), pre_episodes=3, ada_episodes=4, align_epochs=(2, 2),
+                        pretrain_steps=4, steer_steps=6, eval_episodes=2, ros_duration=3.0,
+                        batch_size=8),
+    "default": DemoProfile(tasks=("reach", "push", "pick_color"), pre_episodes=6,
+                           ada_episodes=10, align_epochs=(20, 40), pretrain_steps=30,
+                           steer_steps=300, eval_episodes=10, ros_duration=12.0),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo_out", help="folder for every artefact")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smallest budgets (CI smoke test, ~1-2 min); numbers mean nothing")
+    parser.add_argument("--pretrained", default=str(PRETRAINED_DIR),
+                        help="pre-trained policy to adapt ('' = use the demo's own pretrain run)")
+    parser.add_argument("--skip-ros", action="store_true", help="skip the ROS 2 graph step")
+    parser.add_argument("--device", default="cpu", help="torch device for training/inference")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+class _Pipeline:
+    """Runs numbered steps, timing each and stopping at the first failure."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.index, self.timings = total, 0, {}
+
+    def step(self, name: str, argv: list[str]) -> None:
+        from ate_ros.cli import main as cli_main
+
+        self.index += 1
+        print(f"\n[{self.index}/{self.total}] ate-ros {' '.join(argv)}", flush=True)
+        t0 = time.monotonic()
+        rc = cli_main(argv)
+        self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - t0
+        if rc != 0:
+            raise SystemExit(f"demo step '{name}' failed with exit code {rc}")
+
+
+def _usable_pretrained(path: str) -> Path | None:
+    p = Path(path) if path else None
+    if p and (p / "config.json").is_file() and any(p.glob("*.safetensors")):
+        return p
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from ate_ros.core.sim import ADAPT_EMBODIMENT, PRETRAIN_EMBODIMENTS
+
+    prof = PROFILES["tiny" if args.tiny else "default"]
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    arms_pre, arm_ada = list(PRETRAIN_EMBODIMENTS), ADAPT_EMBODIMENT
+    pretrained = _usable_pretrained(args.pretrained)
+    n_steps = (len(arms_pre) + 1) * len(prof.tasks) + (len(arms_pre) + 1) * 2 + 1 + 1 + 2 \
+        + 3 * len(prof.tasks) + (0 if args.skip_ros else 1)
+    pipe = _Pipeline(n_steps)
+    t_start = time.monotonic()
+    print(f"ate-ros demo ({'tiny' if args.tiny else 'default'} profile) -> {out}\n"
+          f"pre-training arms {arms_pre}, new robot {arm_ada}, tasks {list(prof.tasks)}; "
+          f"{prof.ada_episodes} demos per task on the new robot")
+
+    # 1. Demonstrations as real rosbags.
+    for arm in [*arms_pre, arm_ada]:
+        n = prof.ada_episodes if arm == arm_ada else prof.pre_episodes
+        for k, task in enumerate(prof.tasks):
+            pipe.step("sim-record", ["sim-record", "--embodiment", arm, "--task", task,
+                                     "--episodes", str(n), "--seed", str(args.seed + 100 * k),
+                                     "--out", str(out / "bags" / arm / task)])
+    # 2. Bags -> datasets, verified.
+    data = {}
+    for arm in [*arms_pre, arm_ada]:
+        data[arm] = out / "data" / arm
+        pipe.step("bag2dataset", ["bag2dataset", str(out / "bags" / arm), "--embodiment", arm,
+                                  "--out", str(data[arm]), "--overwrite",
+                                  "--seed", str(args.seed)])
+        pipe.step("verify-dataset", ["verify-dataset", str(data[arm])])
+    # 3. Alignment VAEs.
+    vae = out / "vae"
+    pipe.step("align", ["align", "--pretrain", ",".join(str(data[a]) for a in arms_pre),
+                        "--embodiment-pre", ",".join(arms_pre), "--adapt", str(data[arm_ada]),
+                        "--embodiment-ada", arm_ada, "--out", str(vae),
+                        "--epochs-stage1", str(prof.align_epochs[0]),
+                        "--epochs-stage2", str(prof.align_epochs[1]), "--short", "pad",
+                        "--no-control", "--device", args.device, "--seed", str(args.seed),
+                        "--no-progress"])
+    # 4. Pre-training (tiny budget; the committed checkpoint is what we adapt when present).
+    own_pretrain = out / "policy_pretrain"
+    pipe.step("pretrain", ["pretrain", "--data", ",".join(str(data[a]) for a in arms_pre),
+                           "--out", str(own_pretrain), "--steps", str(prof.pretrain_steps),
+                           "--batch-size", str(prof.batch_size), "--device", args.device,
+                           "--seed", str(args.seed), "--no-progress"])
+    base = pretrained or own_pretrain
+    # 5. Fine-tuning on the new robot: ATE guidance vs direct, same everything else.
+    policies = {"pretrained (zero-shot)": base}
+    for name, guidance in (("direct fine-tuning", "off"), ("ATE", "on")):
+        dst = out / ("policy_ate" if guidance == "on" else "policy_direct")
+        pipe.step(f"steer ({guidance})", [
+            "steer", "--policy", str(base), "--vae", str(vae), "--data", str(data[arm_ada]),
+            "--out", str(dst), "--guidance", guidance, "--steps", str(prof.steer_steps),
+            "--batch-size", str(prof.batch_size), "--device", args.device,
+            "--seed", str(args.seed), "--no-progress"])
+        policies[name] = dst
+    # 6. Closed-loop evaluation on the new robot.
+    results: dict[str, dict[str, dict]] = {}
+    for name, pol in policies.items():
+        for task in prof.tasks:
+            dst = out / "eval" / pol.name / task
+            pipe.step("eval", ["eval", "--policy", str(pol), "--embodiment", arm_ada,
+                               "--task", task, "--episodes", str(prof.eval_episodes),
+                               "--seed", str(args.seed + 1000), "--out", str(dst),
+                               "--render-episodes", "1", "--device", args.device])
+            results.setdefault(name, {})[task] = json.loads((dst / "results.json").read_text())
+    # 7. The ROS 2 graph, closed loop, with the ATE policy and the OOD monitor.
+    ros_summary = None
+    if not args.skip_ros:
+        ros_json = out / "ros_run.json"
+        argv = ["run", "--sim", "--policy", str(policies["ATE"]), "--vae", str(vae),
+                "--embodiment", arm_ada, "--task", prof.tasks[0], "--duration",
+                str(prof.ros_duration), "--device", args.device, "--json", str(ros_json)]
+        pipe.index += 1
+        print(f"\n[{pipe.index}/{pipe.total}] ate-ros {' '.join(argv)}", flush=True)
+        t0 = time.monotonic()
+        # A subprocess: rclpy's global state and DDS threads stay out of this process.
+        proc = subprocess.run([sys.executable, "-m", "ate_ros.cli", *argv], timeout=600)
+        pipe.timings["ros graph"] = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"demo step 'run --sim' failed with exit code {proc.returncode}")
+        ros_summary = json.loads(ros_json.read_text())
+
+    summary = {"profile": "tiny" if args.tiny else "default", "profile_budgets": asdict(prof),
+               "pretrained_from": str(base), "results": results, "ros": ros_summary,
+               "timings_s": pipe.timings, "total_s": time.monotonic() - t_start,
+               "artefacts": {"bags": str(out / "bags"), "datasets": str(out / "data"),
+                             "vae": str(vae), "policies": {k: str(v) for k, v in
+                                                           policies.items()},
+                             "eval": str(out / "eval")}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print_summary(summary, prof)
+    return 0
+
+
+def print_summary(s: dict, prof: DemoProfile) -> None:
+    tasks = list(prof.tasks)
+    print("\n" + "=" * 78)
+    print(f"ATE demo summary ({s['profile']} profile, {s['total_s'] / 60:.1f} min)")
+    print(f"success on the new robot, {prof.eval_episodes} episodes per task "
+          "[95% Wilson interval]")
+    print(f"{'policy':26s}" + "".join(f"{t:>17s}" for t in tasks))
+    for name, per_task in s["results"].items():
+        cells = []
+        for t in tasks:
+            r = per_task[t]
+            cells.append(f"{100 * r['success_rate']:5.0f}% [{100 * r['ci_low']:2.0f}-"
+                         f"{100 * r['ci_high']:3.0f}]")
+        print(f"{name:26s}" + "".join(f"{c:>17s}" for c in cells))
+    if s.get("ros"):
+        r = s["ros"]
+        ood = r.get("ood_score_mean")
+        print(f"ROS graph ({r.get('embodiment')}): {r.get('chunks')} chunks, latency p50 "
+              f"{r.get('latency_p50_ms', float('nan')):.1f} ms / p99 "
+              f"{r.get('latency_p99_ms', float('nan')):.1f} ms, model p50 "
+              f"{r.get('model_time_p50_ms', float('nan')):.1f} ms, OOD score "
+              f"{'-' if ood is None else f'{ood:.2f}'}, task success {r.get('success')}")
+    print("step times: " + ", ".join(f"{k} {v:.0f}s" for k, v in s["timings_s"].items()))
+    print("artefacts: " + ", ".join(f"{k}={v}" for k, v in s["artefacts"].items()
+                                    if isinstance(v, str)))
+    print("=" * 78)
