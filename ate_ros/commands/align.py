@@ -1,0 +1,88 @@
+"""``ate-ros align``: train the two-stage alignment VAEs.
+
+Examples::
+
+    ate-ros align --pretrain data/pre_a,data/pre_b --embodiment-pre arm_a.yaml,arm_b.yaml \\
+        --adapt data/new --embodiment-ada new.yaml --out runs/align
+    # reuse a stage-1 VAE (and its q_pre) for another robot:
+    ate-ros align --stage1 runs/align --adapt data/other --embodiment-ada other.yaml \\
+        --out runs/align_other
+    # multi-GPU (DDP), no code change:
+    torchrun --nproc_per_node 4 $(which ate-ros) align ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in (s.strip() for s in value.split(",")) if v]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pretrain", type=_csv, default=[],
+                        help="pre-training dataset folder(s), comma separated")
+    parser.add_argument("--embodiment-pre", type=_csv, default=[],
+                        help="embodiment YAML (or name) per pre-training dataset, comma separated")
+    parser.add_argument("--adapt", default="", help="adaptation dataset folder")
+    parser.add_argument("--embodiment-ada", default="", help="adaptation embodiment YAML or name")
+    parser.add_argument("--stage1", default="",
+                        help="skip stage 1: reuse the VAE and q_pre of this earlier align output")
+    parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    parser.add_argument("--chunk", type=int, default=16, help="chunk size H")
+    parser.add_argument("--preset", default="small", choices=("small", "mlp", "paper"),
+                        help="VAE size")
+    parser.add_argument("--latent-dim", type=int, default=0, help="override the latent size Z")
+    parser.add_argument("--epochs-stage1", type=int, default=60)
+    parser.add_argument("--epochs-stage2", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--kl-weight", type=float, default=1e-3, help="KL weight (both stages)")
+    parser.add_argument("--mmd-weight", type=float, default=1.0, help="MMD weight (both stages)")
+    parser.add_argument("--covariance", default="diag", choices=("diag", "full"),
+                        help="Gaussian summary of q_pre / the adaptation latents")
+    parser.add_argument("--key", default="auto", choices=("auto", "action", "qpos"),
+                        help="array to chunk: auto = action when present, else qpos")
+    parser.add_argument("--short", default="drop", choices=("drop", "pad", "error"),
+                        help="episodes shorter than the chunk")
+    parser.add_argument("--no-control", action="store_true",
+                        help="skip the unaligned control VAE of the quality report")
+    parser.add_argument("--control-prior", default="none", choices=("none", "standard"),
+                        help="control VAE: reconstruction only, or the stage-1 losses to N(0,I)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ate_ros.core.align import AlignConfig, StageConfig, format_report, train_alignment
+    from ate_ros.core.training import CheckpointError, read_json
+
+    def stage(epochs: int) -> StageConfig:
+        return StageConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                           kl_weight=args.kl_weight, mmd_weight=args.mmd_weight)
+
+    try:
+        cfg = AlignConfig(
+            out=args.out, pretrain=args.pretrain, embodiment_pre=args.embodiment_pre,
+            adapt=args.adapt, embodiment_ada=args.embodiment_ada, stage1_dir=args.stage1,
+            preset=args.preset, chunk_size=args.chunk,
+            vae_overrides={"latent_dim": args.latent_dim} if args.latent_dim else {},
+            stage1=stage(args.epochs_stage1), stage2=stage(args.epochs_stage2),
+            control=not args.no_control, control_prior=args.control_prior,
+            covariance=args.covariance, key=args.key, short=args.short, device=args.device,
+            seed=args.seed, plots=not args.no_plots, progress=not args.no_progress)
+        out = train_alignment(cfg)
+    except (ValueError, FileExistsError, CheckpointError) as exc:
+        # EpisodeFormatError/EmbodimentError/ChunkDataError are ValueErrors naming the file.
+        print(f"ate-ros align: error: {exc}", file=sys.stderr)
+        return 2
+    metrics = read_json(out / "metrics.json")["summary"] if (out / "metrics.json").exists() \
+        else {}
+    if metrics.get("quality"):
+        print(format_report(metrics["quality"]))
+    print(f"alignment written to {out}")
+    return 0

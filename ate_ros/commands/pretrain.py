@@ -1,0 +1,83 @@
+"""``ate-ros pretrain``: train the compact VLA policy on pre-training embodiments."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in (s.strip() for s in value.split(",")) if v]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float) -> None:
+    """Options shared with ``ate-ros steer``."""
+    parser.add_argument("--data", type=_csv, required=True,
+                        help="dataset folder(s) in the episode format, comma-separated")
+    parser.add_argument("--embodiments", type=_csv, default=None,
+                        help="embodiment YAML/name per dataset (or one for all); default: each "
+                             "dataset's embodiment.yaml")
+    parser.add_argument("--out", required=True, help="output policy folder")
+    parser.add_argument("--steps", type=int, default=steps, help="optimisation steps")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--eval-every", type=int, default=500,
+                        help="evaluate on the val split every N steps")
+    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--eval-samples", type=int, default=64,
+                        help="val frames used for the action MSE")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <out>/checkpoint if it exists")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--max-episodes", type=int, default=None,
+                        help="use at most N episodes per dataset (quick runs)")
+
+
+def common_config(args: argparse.Namespace) -> dict:
+    return dict(data=args.data, out=args.out, embodiments=args.embodiments, steps=args.steps,
+                batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
+                save_every=args.save_every, log_every=args.log_every,
+                eval_samples=args.eval_samples, resume=args.resume, device=args.device,
+                seed=args.seed, amp=not args.no_amp, show_progress=not args.no_progress,
+                max_episodes=args.max_episodes)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, steps=3000, lr=3e-4)
+    parser.add_argument("--head", default="diffusion", choices=("diffusion", "flow"))
+    parser.add_argument("--prediction", default="epsilon", choices=("epsilon", "sample"),
+                        help="diffusion head output")
+    parser.add_argument("--flow-convention", default="openpi", choices=("openpi", "paper"))
+    parser.add_argument("--chunk", type=int, default=16, help="chunk size H")
+    parser.add_argument("--cameras", type=_csv, default=["front"])
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--inference-steps", type=int, default=10)
+    parser.add_argument("--text-encoder", default="minilm", choices=("minilm", "hash"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ate_ros.core.data.policy_dataset import PolicyDatasetError
+    from ate_ros.core.embodiment import EmbodimentError
+    from ate_ros.core.steer.policies import VLAConfig
+    from ate_ros.core.steer.trainer import PretrainConfig, format_summary, pretrain_policy
+    from ate_ros.core.training import CheckpointError
+
+    try:
+        policy = VLAConfig(head=args.head, prediction_type=args.prediction,
+                           flow_convention=args.flow_convention, chunk_size=args.chunk,
+                           camera_names=args.cameras, image_size=args.image_size,
+                           d_model=args.d_model, n_layers=args.layers,
+                           num_inference_steps=args.inference_steps,
+                           text_encoder=args.text_encoder)
+        out = pretrain_policy(PretrainConfig(policy=policy, **common_config(args)))
+    except (ValueError, PolicyDatasetError, EmbodimentError, CheckpointError) as exc:
+        print(f"ate-ros pretrain: error: {exc}")
+        return 2
+    print(f"policy written to {out}")
+    print(format_summary(out))
+    return 0

@@ -1,0 +1,47 @@
+"""``ate-ros steer``: fine-tune a policy on adaptation data with ATE latent guidance."""
+
+from __future__ import annotations
+
+import argparse
+
+from ate_ros.commands.pretrain import add_common_arguments, common_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, steps=2000, lr=1e-4)
+    parser.add_argument("--policy", required=True, help="pre-trained policy folder")
+    parser.add_argument("--vae", default=None, help="`ate-ros align` output folder")
+    parser.add_argument("--guidance", default="on", choices=("on", "off"),
+                        help="off: direct fine-tuning baseline (exactly the plain loss)")
+    parser.add_argument("--lambda", dest="lambda_", type=float, default=2.0,
+                        help="guidance strength lambda")
+    parser.add_argument("--clamp", type=float, default=0.1, help="clamp on the scaled gradient")
+    parser.add_argument("--clamp-mode", default="norm", choices=("norm", "element", "none"),
+                        help="norm: cap per-sample RMS keeping direction; element: reference")
+    parser.add_argument("--refit-stats", default="missing", choices=("missing", "all", "none"),
+                        help="refit normalisation on slots pre-training never saw / all / none")
+    parser.add_argument("--eval-task", default=None,
+                        help="simulation task for closed-loop success during fine-tuning")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ate_ros.core.data.policy_dataset import PolicyDatasetError
+    from ate_ros.core.embodiment import EmbodimentError
+    from ate_ros.core.steer.guidance import GuidanceConfig
+    from ate_ros.core.steer.trainer import FinetuneConfig, finetune_policy, format_summary
+    from ate_ros.core.training import CheckpointError
+
+    try:
+        guidance = GuidanceConfig(enabled=args.guidance == "on", scale=args.lambda_,
+                                  clamp=args.clamp, clamp_mode=args.clamp_mode)
+        cfg = FinetuneConfig(policy_path=args.policy, vae=args.vae, guidance=guidance,
+                             refit_stats=args.refit_stats, eval_task=args.eval_task,
+                             eval_episodes=args.eval_episodes, **common_config(args))
+        out = finetune_policy(cfg)
+    except (ValueError, PolicyDatasetError, EmbodimentError, CheckpointError) as exc:
+        print(f"ate-ros steer: error: {exc}")
+        return 2
+    print(f"policy written to {out}")
+    print(format_summary(out))
+    return 0

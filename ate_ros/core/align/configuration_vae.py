@@ -1,0 +1,219 @@
+"""Configurations of the alignment VAEs and of the two-stage alignment run.
+
+:class:`VAEConfig` rebuilds a model (it is stored in ``config.json``); :class:`StageConfig` holds
+one stage's optimisation and loss weights; :class:`AlignConfig` is the whole pipeline
+(datasets, both stages, the control VAE) that :func:`ate_ros.core.align.train_alignment` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ate_ros.core.embodiment import UNIFIED_DIM
+
+ARCH_TRANSFORMER = "transformer"
+ARCH_MLP = "mlp"
+ARCHS = (ARCH_TRANSFORMER, ARCH_MLP)
+RECON_LOSSES = ("smooth_l1", "mse", "l1")
+COVARIANCES = ("diag", "full")
+CONTROL_PRIORS = ("none", "standard")
+PRESETS = ("small", "mlp", "paper")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass
+class VAEConfig:
+    """Architecture of one action VAE (input: a (H, 128) unified chunk plus its mask)."""
+
+    arch: str = field(default=ARCH_TRANSFORMER, metadata={"help": f"one of {ARCHS}"})
+    chunk_size: int = field(default=16, metadata={"help": "H: actions per chunk"})
+    latent_dim: int = field(default=16, metadata={
+        "help": "Z: flattened latent size (num_latent_tokens * per-token width)"})
+    num_latent_tokens: int = field(default=1, metadata={
+        "help": "transformer: latent tokens (each Z / num_latent_tokens wide)"})
+    d_model: int = field(default=64, metadata={"help": "transformer width"})
+    num_encoder_layers: int = field(default=2, metadata={"help": "transformer encoder depth"})
+    num_decoder_layers: int = field(default=2, metadata={"help": "transformer decoder depth"})
+    num_heads: int = field(default=4, metadata={"help": "attention heads"})
+    ffn_dim: int = field(default=128, metadata={"help": "transformer feed-forward width"})
+    mlp_hidden: int = field(default=256, metadata={"help": "mlp: hidden width"})
+    mlp_layers: int = field(default=2, metadata={"help": "mlp: hidden layers per encoder/decoder"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout in the transformer / mlp"})
+    action_dim: int = field(default=UNIFIED_DIM, metadata={
+        "help": "width of the unified action space (fixed)"})
+
+    def __post_init__(self) -> None:
+        _check_choice("arch", self.arch, ARCHS)
+        for name in ("chunk_size", "latent_dim", "num_latent_tokens", "d_model", "num_heads",
+                     "ffn_dim", "mlp_hidden", "mlp_layers", "num_encoder_layers",
+                     "num_decoder_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.latent_dim % self.num_latent_tokens:
+            raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by "
+                             f"num_latent_tokens ({self.num_latent_tokens})")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads "
+                             f"({self.num_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.action_dim != UNIFIED_DIM:
+            raise ValueError(f"action_dim must be {UNIFIED_DIM} (the unified space)")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> VAEConfig:
+        """Named sizes.
+
+        - ``small``: transformer, width 64, 2+2 layers, Z = 16 (~0.2 M params; CPU minutes).
+        - ``mlp``: a 2x256 MLP encoder/decoder, Z = 16, for tiny robots and slow CPUs.
+        - ``paper``: the paper's transformer: one 512-d latent token, 9 encoder + 9 decoder
+          layers, 4 heads, FFN 1024, width 512 (~52 M params).
+        """
+        _check_choice("preset", name, PRESETS)
+        base: dict[str, Any] = {
+            "small": {},
+            "mlp": {"arch": ARCH_MLP},
+            "paper": {"latent_dim": 512, "d_model": 512, "num_encoder_layers": 9,
+                      "num_decoder_layers": 9, "num_heads": 4, "ffn_dim": 1024},
+        }[name]
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown VAEConfig keys {unknown}")
+        return cls(**data)
+
+
+@dataclass
+class StageConfig:
+    """Optimisation and loss weights of one VAE training stage.
+
+    Loss = recon + kl_weight * KL + mmd_weight * MMD, where recon is the mean over masked
+    elements of the normalised chunk and KL is the mean over latent dimensions (the reference's
+    ``mean`` reduction, so ``kl_weight`` is comparable to its 7.5e-5).
+    """
+
+    epochs: int = field(default=60, metadata={"help": "maximum epochs"})
+    batch_size: int = field(default=128, metadata={"help": "chunks per step (per process)"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear LR warm-up steps"})
+    min_lr_ratio: float = field(default=0.05, metadata={"help": "cosine floor / peak LR"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0: off)"})
+    kl_weight: float = field(default=1e-3, metadata={"help": "weight of the KL term"})
+    mmd_weight: float = field(default=1.0, metadata={"help": "weight of the MMD term"})
+    recon_loss: str = field(default="smooth_l1", metadata={"help": f"one of {RECON_LOSSES}"})
+    patience: int = field(default=15, metadata={
+        "help": "early stop after this many epochs without val-loss improvement (0: off)"})
+    max_steps_per_epoch: int = field(default=0, metadata={
+        "help": "cap on steps per epoch (0: a full pass over the training chunks)"})
+
+    def __post_init__(self) -> None:
+        _check_choice("recon_loss", self.recon_loss, RECON_LOSSES)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must "
+                             "be >= 1")
+        if self.lr <= 0 or self.kl_weight < 0 or self.mmd_weight < 0:
+            raise ValueError("lr must be positive; kl_weight and mmd_weight non-negative")
+        if self.patience < 0 or self.max_steps_per_epoch < 0 or self.warmup_steps < 0:
+            raise ValueError("patience, max_steps_per_epoch and warmup_steps must be >= 0")
+
+
+@dataclass
+class AlignConfig:
+    """The whole two-stage alignment run (what ``ate-ros align`` builds from its flags).
+
+    ``pretrain``/``embodiment_pre`` are parallel lists (one embodiment per dataset). With
+    ``stage1_dir`` set, stage 1 and the prior are loaded from a previous run instead of trained
+    (``pretrain`` is then only used for the PCA plot, and may be empty). Without ``adapt`` only
+    stage 1 and the prior are produced (a reusable stage-1 folder).
+    """
+
+    out: str = field(default="", metadata={"help": "output folder"})
+    pretrain: list[str] = field(default_factory=list, metadata={
+        "help": "pre-training dataset folders"})
+    embodiment_pre: list[str] = field(default_factory=list, metadata={
+        "help": "embodiment YAML (or name) per pre-training dataset"})
+    adapt: str = field(default="", metadata={"help": "adaptation dataset folder"})
+    embodiment_ada: str = field(default="", metadata={"help": "adaptation embodiment"})
+    stage1_dir: str = field(default="", metadata={
+        "help": "reuse stage 1 + prior from this earlier `ate-ros align` output"})
+    preset: str = field(default="small", metadata={"help": f"model size, one of {PRESETS}"})
+    chunk_size: int = field(default=16, metadata={"help": "H for both stages"})
+    vae_overrides: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "VAEConfig fields overriding the preset"})
+    stage1: StageConfig = field(default_factory=StageConfig)
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(epochs=150))
+    control: bool = field(default=True, metadata={
+        "help": "also train an unaligned control VAE on the adaptation data (quality report)"})
+    control_prior: str = field(default="none", metadata={
+        "help": "control VAE regulariser: 'standard' = stage-1 losses toward N(0, I) "
+                "(the paper's adaptation-only ablation), 'none' = reconstruction only"})
+    covariance: str = field(default="diag", metadata={
+        "help": f"Gaussian summaries of the latent distributions, one of {COVARIANCES}"})
+    key: str = field(default="auto", metadata={"help": "auto | action | qpos"})
+    short: str = field(default="drop", metadata={"help": "short episodes: drop | pad | error"})
+    norm_mode: str = field(default="mean_std", metadata={"help": "mean_std | min_max"})
+    mmd_c: float = field(default=2.0, metadata={
+        "help": "IMQ kernel constant on the mean-over-dims squared distance (see losses.py)"})
+    mmd_unbiased: bool = field(default=False, metadata={"help": "unbiased MMD estimator"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:i]"})
+    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (off on CPU)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    plots: bool = field(default=True, metadata={"help": "write PNG plots"})
+    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars"})
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stage1, dict):
+            self.stage1 = StageConfig(**self.stage1)
+        if isinstance(self.stage2, dict):
+            self.stage2 = StageConfig(**self.stage2)
+        self.pretrain = [str(p) for p in self.pretrain]
+        self.embodiment_pre = [str(e) for e in self.embodiment_pre]
+        _check_choice("preset", self.preset, PRESETS)
+        _check_choice("covariance", self.covariance, COVARIANCES)
+        _check_choice("control_prior", self.control_prior, CONTROL_PRIORS)
+        _check_choice("key", self.key, ("auto", "action", "qpos"))
+        _check_choice("short", self.short, ("drop", "pad", "error"))
+        _check_choice("norm_mode", self.norm_mode, ("mean_std", "min_max"))
+        if not self.out:
+            raise ValueError("out (the output folder) must be set")
+        if not self.stage1_dir:
+            if not self.pretrain:
+                raise ValueError("give pre-training datasets (pretrain) or an existing stage-1 "
+                                 "output (stage1_dir)")
+            if len(self.pretrain) != len(self.embodiment_pre):
+                raise ValueError(
+                    f"{len(self.pretrain)} pre-training datasets but {len(self.embodiment_pre)} "
+                    "pre-training embodiments; give one embodiment per dataset")
+        elif self.embodiment_pre and len(self.pretrain) != len(self.embodiment_pre):
+            raise ValueError("pretrain and embodiment_pre must have the same length")
+        if self.adapt and not self.embodiment_ada:
+            raise ValueError("adapt needs embodiment_ada")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.mmd_c <= 0:
+            raise ValueError(f"mmd_c must be positive, got {self.mmd_c}")
+        if Path(self.out).resolve() == Path(self.stage1_dir).resolve() and self.stage1_dir:
+            raise ValueError("out must differ from stage1_dir (the output folder is replaced)")
+        self.vae_config()  # validate overrides now, not after stage 1
+
+    def vae_config(self) -> VAEConfig:
+        return VAEConfig.preset(self.preset, **{"chunk_size": self.chunk_size,
+                                                **self.vae_overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

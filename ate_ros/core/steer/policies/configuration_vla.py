@@ -1,0 +1,111 @@
+"""Configuration of the compact VLA policy (images + instruction + proprioception -> chunk)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ate_ros.core.normalization import NORM_MODES
+from ate_ros.core.steer.schedules import BETA_SCHEDULES, FLOW_CONVENTIONS, PREDICTION_TYPES
+
+HEADS = ("diffusion", "flow")
+SAMPLERS = ("ddim", "ddpm")
+TEXT_ENCODERS = ("minilm", "hash")
+
+
+@dataclass
+class VLAConfig:
+    """Architecture and sampling settings; saved as ``config.json`` next to the weights."""
+
+    chunk_size: int = field(default=16, metadata={"help": "H, points per predicted chunk"})
+    camera_names: list[str] = field(default_factory=lambda: ["front"], metadata={
+        "help": "cameras the policy reads, in this order"})
+    image_size: int = field(default=96, metadata={
+        "help": "square input size; other sizes are resized"})
+    head: str = field(default="diffusion", metadata={"help": f"action head: one of {HEADS}"})
+    prediction_type: str = field(default="epsilon", metadata={
+        "help": f"diffusion head output: one of {PREDICTION_TYPES}"})
+    flow_convention: str = field(default="openpi", metadata={
+        "help": "flow time convention: 'openpi' (x_t = t*noise + (1-t)*a) or 'paper' "
+                "(a_tau = tau*a + (1-tau)*noise)"})
+    num_train_timesteps: int = field(default=100, metadata={"help": "diffusion training steps"})
+    beta_schedule: str = field(default="squaredcos_cap_v2", metadata={
+        "help": f"diffusion beta schedule: one of {BETA_SCHEDULES}"})
+    sampler: str = field(default="ddim", metadata={"help": f"diffusion sampler: {SAMPLERS}"})
+    num_inference_steps: int = field(default=10, metadata={
+        "help": "denoising / Euler steps per chunk at inference"})
+    clip_sample: float = field(default=5.0, metadata={
+        "help": "clip predicted normalised x0 to +-this during diffusion sampling (0: off)"})
+    d_model: int = field(default=128, metadata={"help": "transformer width"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads"})
+    n_layers: int = field(default=2, metadata={"help": "action transformer decoder layers"})
+    ffn_dim: int = field(default=256, metadata={"help": "feed-forward width"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout in the action transformer"})
+    vision_channels: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={
+        "help": "channels of the stride-2 conv stages of the image encoder"})
+    vision_grid: int = field(default=2, metadata={
+        "help": "image feature map pooled to grid x grid tokens per camera"})
+    text_encoder: str = field(default="minilm", metadata={
+        "help": "'minilm' (all-MiniLM-L6-v2, offline) or 'hash' (deterministic, for tests)"})
+    text_dim: int = field(default=384, metadata={"help": "instruction embedding width"})
+    norm_mode: str = field(default="mean_std", metadata={
+        "help": f"normalisation of state and actions: one of {NORM_MODES}"})
+    ema_decay: float = field(default=0.995, metadata={"help": "EMA decay of the saved weights"})
+    embodiment_names: list[str] = field(default_factory=list, metadata={
+        "help": "embodiments seen in training (informational)"})
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"VLAConfig: {msg}")
+
+        if self.head not in HEADS:
+            bad(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            bad(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.flow_convention not in FLOW_CONVENTIONS:
+            bad(f"flow_convention must be one of {FLOW_CONVENTIONS}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            bad(f"beta_schedule must be one of {BETA_SCHEDULES}")
+        if self.sampler not in SAMPLERS:
+            bad(f"sampler must be one of {SAMPLERS}")
+        if self.text_encoder not in TEXT_ENCODERS:
+            bad(f"text_encoder must be one of {TEXT_ENCODERS}")
+        if self.norm_mode not in NORM_MODES:
+            bad(f"norm_mode must be one of {NORM_MODES}")
+        if self.chunk_size < 1:
+            bad(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if not self.camera_names:
+            bad("camera_names must list at least one camera")
+        if len(set(self.camera_names)) != len(self.camera_names):
+            bad(f"duplicate camera names {self.camera_names}")
+        if self.d_model % self.n_heads:
+            bad(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.head == "diffusion" and not 1 <= self.num_inference_steps <= \
+                self.num_train_timesteps:
+            bad(f"num_inference_steps ({self.num_inference_steps}) must be in "
+                f"[1, num_train_timesteps={self.num_train_timesteps}]")
+        if self.num_inference_steps < 1:
+            bad("num_inference_steps must be >= 1")
+        if self.image_size < 2 ** len(self.vision_channels):
+            bad(f"image_size ({self.image_size}) too small for {len(self.vision_channels)} "
+                "stride-2 stages")
+        if not 0 < self.ema_decay < 1:
+            bad(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+
+    @property
+    def parameterization(self) -> str:
+        """The guidance parameterisation of this head (see ``steer.guidance``)."""
+        if self.head == "diffusion":
+            return self.prediction_type
+        return "flow_openpi" if self.flow_convention == "openpi" else "flow_paper"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VLAConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"VLAConfig: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,452 @@
+"""The compact VLA policy: a small CNN per camera, a MiniLM instruction embedding and the
+proprioceptive state condition a transformer action head (diffusion or flow matching).
+
+Shapes: B batch, H chunk length, D = UNIFIED_DIM (128) slots, C cameras, M memory tokens.
+The observation is encoded once per chunk into memory tokens (B, M, d); each denoising step only
+runs the action decoder (H query tokens cross-attending to the memory), which keeps a 10-step
+chunk cheap on a CPU.
+
+Normalisation statistics of state and actions are buffers of the module, so they are saved with
+the weights (``model.safetensors``) and never refit at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ate_ros.core.embodiment import UNIFIED_DIM
+from ate_ros.core.normalization import NormStats
+from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.steer.guidance import GuidanceStats, LatentGuidance, masked_mse
+from ate_ros.core.steer.policies.configuration_vla import VLAConfig
+from ate_ros.core.steer.schedules import DiffusionSchedule, FlowSchedule
+from ate_ros.core.training import (
+    CONFIG_FILE,
+    CheckpointError,
+    load_state_dict_checked,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+# Batch keys (module constants, never bare strings).
+OBS_IMAGES = "observation.images"  # (B, C, h, w, 3) uint8
+OBS_STATE = "observation.state"  # (B, D) float32 joint units, zeros off-mask
+OBS_MASK = "observation.mask"  # (B, D) bool
+OBS_TEXT = "observation.text_embedding"  # (B, text_dim) float32
+ACTION = "action"  # (B, H, D) float32 joint units, zeros off-mask
+
+WEIGHTS_FILE = "model.safetensors"
+POLICY_TYPE = "ate_ros.vla"
+
+
+def _sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B,) in [0, 1] -> (B, dim) sinusoidal features (x scaled to [0, 1000])."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device) / half)
+    arg = x.float().unsqueeze(1) * 1000.0 * freqs.unsqueeze(0)
+    return torch.cat([arg.sin(), arg.cos()], 1)
+
+
+class ImageEncoder(nn.Module):
+    """(N, 3, S, S) float in [0, 1] -> (N, grid^2, d) tokens. Stride-2 conv stages + GroupNorm."""
+
+    def __init__(self, channels: list[int], d_model: int, grid: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.SiLU()]
+            c_in = c
+        self.net = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.proj = nn.Linear(c_in, d_model)
+        self.register_buffer("pix_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("pix_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.pool(self.net((x - self.pix_mean) / self.pix_std))  # (N, c, g, g)
+        return self.proj(f.flatten(2).transpose(1, 2))  # (N, g*g, d)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block (self-attention, cross-attention to the memory, MLP).
+
+    Hand-written on ``scaled_dot_product_attention`` so that the memory's keys/values can be
+    computed once per chunk (:meth:`memory_kv`) and reused by every denoising step.
+    """
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.self_out = nn.Linear(d, d)
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.cross_out = nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Linear(ffn, d))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape  # (B, N, d) -> (B, heads, N, d / heads)
+        return x.view(B, N, self.heads, -1).transpose(1, 2)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(memory).chunk(2, -1)
+        return self._heads(k), self._heads(v)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        B, N, d = x.shape
+        p = self.dropout if self.training else 0.0
+        q, k, v = (self._heads(t) for t in self.qkv(self.norm1(x)).chunk(3, -1))
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        x = x + self.self_out(a.transpose(1, 2).reshape(B, N, d))
+        a = F.scaled_dot_product_attention(self._heads(self.q(self.norm2(x))), kv[0], kv[1],
+                                           dropout_p=p)
+        x = x + self.cross_out(a.transpose(1, 2).reshape(B, N, d))
+        return x + self.mlp(self.norm3(x))
+
+
+@dataclass
+class InferenceGuidance:
+    """Experimental inference-time latent steering (off unless set on the policy).
+
+    At every denoising step the predicted clean chunk x0_hat is moved along the gradient of the
+    log-density of its latent under the adaptation latent Gaussian N(mean, cov) (the stage-2
+    aggregate posterior): ``x0 <- x0 + clamp(scale * grad)``; the gradient is taken w.r.t. x0_hat
+    only (no backprop through the policy), so the cost is one encoder forward/backward per step.
+    """
+
+    encoder: object  # (B, H', D) joint units -> latent mean (B, Z) (or (mu, logvar))
+    mean: torch.Tensor  # (Z,)
+    precision: torch.Tensor  # (Z, Z)
+    scale: float = 1.0
+    clamp: float = 0.1
+    horizon: int | None = None
+    mask: torch.Tensor | None = None  # (D,) bool
+
+    @classmethod
+    def from_bundle(cls, bundle, scale: float = 1.0, clamp: float = 0.1) -> InferenceGuidance:
+        from ate_ros.core.steer.guidance import encoder_from_bundle
+
+        cov = torch.as_tensor(np.asarray(bundle.adapt_cov), dtype=torch.float32)
+        return cls(encoder=encoder_from_bundle(bundle),
+                   mean=torch.as_tensor(np.asarray(bundle.adapt_mean), dtype=torch.float32),
+                   precision=torch.linalg.inv(cov + 1e-6 * torch.eye(cov.shape[0])),
+                   scale=scale, clamp=clamp, horizon=int(bundle.chunk_size),
+                   mask=torch.as_tensor(np.asarray(bundle.mask), dtype=torch.bool))
+
+    def shift(self, x0_joint: torch.Tensor) -> torch.Tensor:
+        """(B, H, D) joint-unit chunk -> (B, H, D) shift of it, in joint units."""
+        h = x0_joint.shape[1] if self.horizon is None else min(self.horizon, x0_joint.shape[1])
+        with torch.enable_grad():
+            x = x0_joint[:, :h].detach().float().requires_grad_(True)
+            out = self.encoder(x)
+            mu = (out[0] if isinstance(out, (tuple, list)) else out).reshape(x.shape[0], -1)
+            d = mu - self.mean.to(mu.device)
+            logp = -0.5 * (d @ self.precision.to(mu.device) * d).sum(-1)  # (B,)
+            (g,) = torch.autograd.grad(logp.sum(), x)
+        g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+        if self.mask is not None:
+            g = g * self.mask.to(g.device, g.dtype)
+        s = (self.scale * g).clamp(-self.clamp, self.clamp)
+        out = torch.zeros_like(x0_joint)
+        out[:, :h] = s
+        return out
+
+
+class VLAPolicy(nn.Module):
+    """Compact VLA policy; satisfies ``ate_ros.core.policy_io.ChunkPolicy``."""
+
+    def __init__(self, config: VLAConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        C = len(config.camera_names)
+        n_img = C * config.vision_grid ** 2
+        self.image_encoder = ImageEncoder(config.vision_channels, d, config.vision_grid)
+        self.camera_embed = nn.Parameter(torch.zeros(C, 1, d))
+        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.state_proj = nn.Sequential(nn.Linear(2 * UNIFIED_DIM, d), nn.SiLU(), nn.Linear(d, d))
+        self.memory_pos = nn.Parameter(torch.zeros(1, n_img + 2, d))
+        self.memory_norm = nn.LayerNorm(d)
+        self.action_in = nn.Linear(UNIFIED_DIM, d)
+        self.action_pos = nn.Parameter(torch.zeros(1, config.chunk_size, d))
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.decoder = nn.ModuleList(DecoderBlock(d, config.n_heads, config.ffn_dim,
+                                                  config.dropout)
+                                     for _ in range(config.n_layers))
+        self.out_norm = nn.LayerNorm(d)
+        self.action_out = nn.Linear(d, UNIFIED_DIM)
+        nn.init.normal_(self.memory_pos, std=0.02)
+        nn.init.normal_(self.action_pos, std=0.02)
+        nn.init.normal_(self.camera_embed, std=0.02)
+        # Normalisation statistics (saved with the weights): x_norm = (x - shift) / scale.
+        for name in ("state", "action"):
+            self.register_buffer(f"{name}_shift", torch.zeros(UNIFIED_DIM))
+            self.register_buffer(f"{name}_scale", torch.ones(UNIFIED_DIM))
+        self.diffusion = DiffusionSchedule(config.num_train_timesteps, config.beta_schedule)
+        self.flow = FlowSchedule(config.flow_convention)
+        self.inference_guidance: InferenceGuidance | None = None
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # ----- ChunkPolicy attributes ------------------------------------------------------------
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
+
+    @property
+    def camera_names(self) -> list[str]:
+        return list(self.config.camera_names)
+
+    @property
+    def embodiment_names(self) -> list[str]:
+        return list(self.config.embodiment_names)
+
+    @property
+    def parameterization(self) -> str:
+        return self.config.parameterization
+
+    @property
+    def model_id(self) -> str:
+        """Short hash of config + weights (identifies the policy in logs and results)."""
+        h = hashlib.sha256(str(sorted(self.config.to_dict().items())).encode())
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return f"vla-{self.config.head}-{h.hexdigest()[:12]}"
+
+    # ----- normalisation -------------------------------------------------------------------------
+    def set_norm_stats(self, state: NormStats, action: NormStats) -> None:
+        for name, st in (("state", state), ("action", action)):
+            if st.dim != UNIFIED_DIM:
+                raise ValueError(f"{name} stats must have {UNIFIED_DIM} dims, got {st.dim}")
+            scale, shift = st._scale_shift(np.zeros(1))
+            getattr(self, f"{name}_scale").copy_(torch.as_tensor(scale, dtype=torch.float32))
+            getattr(self, f"{name}_shift").copy_(torch.as_tensor(shift, dtype=torch.float32))
+
+    def normalize_action(self, a: torch.Tensor) -> torch.Tensor:
+        return (a - self.action_shift) / self.action_scale
+
+    def unnormalize_action(self, a: torch.Tensor) -> torch.Tensor:
+        """Differentiable normalised -> joint units (the guidance's ``to_encoder``)."""
+        return a * self.action_scale + self.action_shift
+
+    # ----- network -------------------------------------------------------------------------------
+    def encode_observation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """-> memory tokens (B, M, d); run once per chunk."""
+        imgs = batch[OBS_IMAGES]  # (B, C, h, w, 3) uint8
+        B, C = imgs.shape[:2]
+        if C != len(self.config.camera_names):
+            raise ValueError(f"batch has {C} cameras, policy expects {self.camera_names}")
+        x = imgs.reshape((B * C,) + tuple(imgs.shape[2:])).permute(0, 3, 1, 2).float() / 255.0
+        S = self.config.image_size
+        if x.shape[-2:] != (S, S):
+            x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)
+        tok = self.image_encoder(x).reshape(B, C, -1, self.config.d_model) + self.camera_embed
+        mask = batch[OBS_MASK].to(x.dtype)
+        state = (batch[OBS_STATE] - self.state_shift) / self.state_scale * mask
+        s_tok = self.state_proj(torch.cat([state, mask], -1)).unsqueeze(1)
+        t_tok = self.text_proj(batch[OBS_TEXT].to(x.dtype)).unsqueeze(1)
+        mem = torch.cat([t_tok, s_tok, tok.flatten(1, 2)], 1) + self.memory_pos
+        return self.memory_norm(mem)
+
+    def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer cross-attention keys/values of the memory (computed once per chunk)."""
+        return [blk.memory_kv(memory) for blk in self.decoder]
+
+    def time_embedding(self, noise_level: torch.Tensor) -> torch.Tensor:
+        """(N,) noise fraction in [0, 1] -> (N, 1, d)."""
+        return self.time_mlp(_sinusoidal(noise_level, self.config.d_model)).unsqueeze(1)
+
+    def denoise(self, x: torch.Tensor, noise_level: torch.Tensor | None,
+                kv: list[tuple[torch.Tensor, torch.Tensor]],
+                time_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H, D) noisy normalised chunk, (B,) noise fraction in [0, 1] (or its precomputed
+        ``time_emb`` (B or 1, 1, d)), memory K/V -> (B, H, D) model output (eps, x0 or v)."""
+        t = self.time_embedding(noise_level) if time_emb is None else time_emb
+        h = self.action_in(x) + self.action_pos + t
+        for blk, layer_kv in zip(self.decoder, kv):
+            h = blk(h, layer_kv)
+        return self.action_out(self.out_norm(h))
+
+    # ----- training ------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor], guidance: LatentGuidance | None = None,
+                generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss on a batch (joint units in, normalised inside). Returns (loss, logs)."""
+        mask = batch[OBS_MASK]  # (B, D)
+        mf = mask.to(torch.float32).unsqueeze(1)  # (B, 1, D)
+        a0 = self.normalize_action(batch[ACTION].float()) * mf
+        B, dev = a0.shape[0], a0.device
+        kv = self.memory_kv(self.encode_observation(batch))
+        noise = torch.randn(a0.shape, generator=generator, device=dev) * mf
+        if self.config.head == "diffusion":
+            k = torch.randint(0, self.diffusion.num_train_timesteps, (B,), device=dev,
+                              generator=generator)
+            level = self.diffusion.abar(k)
+            x = self.diffusion.add_noise(a0, noise, k)
+            frac = k.float() / (self.diffusion.num_train_timesteps - 1)
+            target = noise if self.config.prediction_type == "epsilon" else a0
+        else:
+            level = self.flow.sample_level(B, dev, generator)
+            x = self.flow.interpolate(a0, noise, level)
+            frac = self.flow.noise_fraction(level)
+            target = self.flow.target(a0, noise)
+        pred = self.denoise(x, frac, kv)
+        stats = GuidanceStats()
+        if guidance is not None:
+            target, stats = guidance.guided_target(target, x, a0, level)
+        loss = masked_mse(pred, target, mask)
+        logs = {"loss": float(loss.detach())}
+        if guidance is not None and guidance.enabled:
+            logs.update({f"guidance/{k}": v for k, v in stats.as_dict().items()})
+        return loss, logs
+
+    # ----- inference -----------------------------------------------------------------------------
+    def set_inference_guidance(self, guidance, scale: float = 1.0, clamp: float = 0.1) -> None:
+        """Enable experimental inference-time steering toward the adaptation latent distribution.
+
+        ``guidance``: an alignment bundle (``ate_ros.core.align.load_alignment``), an
+        :class:`InferenceGuidance`, or ``None`` to switch it off.
+        """
+        if guidance is None or isinstance(guidance, InferenceGuidance):
+            self.inference_guidance = guidance
+        else:
+            self.inference_guidance = InferenceGuidance.from_bundle(guidance, scale, clamp)
+
+    @torch.no_grad()  # not inference_mode: inference-time guidance needs autograd
+    def sample(self, batch: dict[str, torch.Tensor], num_steps: int | None = None,
+               generator: torch.Generator | None = None,
+               guidance: InferenceGuidance | None = None) -> torch.Tensor:
+        """(B, H, D) chunks in joint units, zeros off-mask."""
+        cfg = self.config
+        steps = int(num_steps or cfg.num_inference_steps)
+        memory = self.encode_observation(batch)
+        kv = self.memory_kv(memory)
+        mf = batch[OBS_MASK].to(memory.dtype).unsqueeze(1)
+        B, dev = memory.shape[0], memory.device
+        x = torch.randn((B, cfg.chunk_size, UNIFIED_DIM), generator=generator, device=dev,
+                        dtype=memory.dtype) * mf
+
+        def steer(x0: torch.Tensor) -> torch.Tensor:
+            if guidance is None:
+                return x0
+            shift = guidance.shift(self.unnormalize_action(x0) * mf)
+            return x0 + shift / self.action_scale * mf
+
+        if cfg.head == "diffusion":
+            ts = self.diffusion.timesteps(steps)
+            T1 = self.diffusion.num_train_timesteps - 1
+            # All steps' time embeddings in one call: (steps, 1, d).
+            temb = self.time_embedding(torch.tensor(ts, device=dev, dtype=torch.float32) / T1)
+            for i, t in enumerate(ts):
+                t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+                out = self.denoise(x, None, kv, temb[i:i + 1])
+                abar = self.diffusion.alphas_cumprod[t].item()
+                x0, eps = self.diffusion.split(out, x, abar, cfg.prediction_type)
+                if cfg.clip_sample > 0:
+                    x0 = x0.clamp(-cfg.clip_sample, cfg.clip_sample)
+                x0 = steer(x0) * mf
+                eps = (x - math.sqrt(abar) * x0) / math.sqrt(max(1 - abar, 1e-8))
+                x = self.diffusion.step(x0, eps, x, t, t_prev, cfg.sampler, generator) * mf
+        else:
+            grid = self.flow.grid(steps)
+            temb = self.time_embedding(self.flow.noise_fraction(
+                torch.tensor(grid[:-1], device=dev, dtype=torch.float32)))
+            for i, (lv, lv_next) in enumerate(zip(grid[:-1], grid[1:])):
+                v = self.denoise(x, None, kv, temb[i:i + 1])
+                if guidance is not None:
+                    x0 = steer(self.flow.x0_from_velocity(v, x, lv))
+                    v = self.flow.velocity_from_x0(x0, x, lv)
+                x = self.flow.euler(x, v, lv, lv_next) * mf
+        return self.unnormalize_action(x) * mf
+
+    def observation_to_batch(self, obs: PolicyObservation) -> dict[str, torch.Tensor]:
+        dev = self.action_shift.device
+        missing = [c for c in self.config.camera_names if c not in obs.images]
+        if missing:
+            raise ValueError(f"observation lacks cameras {missing} (has {sorted(obs.images)})")
+        imgs = np.stack([obs.images[c] for c in self.config.camera_names])  # (C, h, w, 3)
+        if obs.instruction not in self._text_cache:
+            from ate_ros.core.steer.policies.text_encoder import embed_instructions
+
+            emb = embed_instructions([obs.instruction], self.config.text_encoder,
+                                     self.config.text_dim)[0]
+            self._text_cache[obs.instruction] = torch.from_numpy(emb).to(dev)
+        return {OBS_IMAGES: torch.from_numpy(imgs).unsqueeze(0).to(dev),
+                OBS_STATE: torch.from_numpy(obs.qpos * obs.mask).unsqueeze(0).to(dev),
+                OBS_MASK: torch.from_numpy(obs.mask).unsqueeze(0).to(dev),
+                OBS_TEXT: self._text_cache[obs.instruction].unsqueeze(0)}
+
+    def predict_chunk(self, obs: PolicyObservation, num_steps: int | None = None,
+                      seed: int | None = None, guidance_scale: float | None = None
+                      ) -> np.ndarray:
+        """(H, 128) float32 joint-position targets, zeros off ``obs.mask``.
+
+        ``seed`` fixes the sampling noise (bit-reproducible on CPU). ``guidance_scale``
+        overrides the scale of inference-time steering set with :meth:`set_inference_guidance`
+        (0 disables it for this call); without it set, sampling is unguided.
+        """
+        if not obs.mask.any():
+            raise ValueError("observation mask selects no joints")
+        batch = self.observation_to_batch(obs)
+        dev = self.action_shift.device
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=dev).manual_seed(int(seed))
+        guide = self.inference_guidance
+        if guide is not None and guidance_scale is not None:
+            guide = None if guidance_scale <= 0 else InferenceGuidance(
+                **{**guide.__dict__, "scale": float(guidance_scale)})
+        was_training = self.training
+        self.eval()
+        try:
+            chunk = self.sample(batch, num_steps, gen, guide)[0]
+        finally:
+            self.train(was_training)
+        out = chunk.float().cpu().numpy()
+        out[:, ~obs.mask] = 0.0
+        return out.astype(np.float32)
+
+    # ----- save / load ---------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_tensors(out / WEIGHTS_FILE, self.state_dict(),
+                     metadata={"format": "pt", "type": POLICY_TYPE})
+        write_json(out / CONFIG_FILE, {"type": POLICY_TYPE, "policy": self.config.to_dict(),
+                                       **(extra or {})})
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> VLAPolicy:
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"policy folder not found: {path}")
+        meta = read_json(path / CONFIG_FILE)
+        if meta.get("type") != POLICY_TYPE or "policy" not in meta:
+            raise CheckpointError(f"{path / CONFIG_FILE}: not an ate_ros VLA policy config "
+                                  f"(type={meta.get('type')!r})")
+        try:
+            config = VLAConfig.from_dict(meta["policy"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
+        model = cls(config)
+        load_state_dict_checked(model, load_tensors(path / WEIGHTS_FILE), str(path / WEIGHTS_FILE))
+        return model.to(device).eval()

@@ -1,0 +1,447 @@
+"""Training loops: pre-training the VLA policy and fine-tuning it with (or without) ATE guidance.
+
+Both loops share :func:`_train`: preloaded in-memory data, AdamW + cosine LR, EMA weights (the
+saved policy is the EMA copy), TensorBoard + ``metrics.json``, periodic evaluation, safetensors
+checkpoints (``<out>/checkpoint/``) and resume, CPU/CUDA, and DDP under torchrun/Accelerate.
+The output folder is always a loadable policy (``model.safetensors`` + ``config.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ate_ros.core.data.policy_dataset import PolicyDataset, PolicyDatasetError, batch_iterator
+from ate_ros.core.embodiment import Embodiment
+from ate_ros.core.normalization import NormStats
+from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance, encoder_from_bundle
+from ate_ros.core.steer.policies.configuration_vla import VLAConfig
+from ate_ros.core.steer.policies.modeling_vla import ACTION, OBS_MASK, VLAPolicy
+from ate_ros.core.training import (
+    EMA,
+    CheckpointError,
+    DistributedContext,
+    RunLogger,
+    atomic_output_dir,
+    autocast,
+    cosine_schedule,
+    load_state_dict_checked,
+    load_tensors,
+    progress,
+    read_json,
+    save_tensors,
+    seed_everything,
+    select_device,
+    unwrap,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+MAX_BAD_STEPS = 20
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by pre-training and fine-tuning."""
+
+    data: list[str]
+    out: str
+    embodiments: list[str] | None = None
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 25
+    eval_every: int = 500
+    save_every: int = 500
+    eval_samples: int = 64
+    eval_num_steps: int | None = None
+    resume: bool = False
+    amp: bool = True
+    show_progress: bool = True
+    max_episodes: int | None = None
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError("no --data given")
+        for name in ("steps", "batch_size", "log_every", "eval_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    policy: VLAConfig = field(default_factory=VLAConfig)
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    policy_path: str = ""
+    vae: str | None = None
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    refit_stats: str = "missing"  # "missing" (slots pre-training never saw), "all", "none"
+    eval_task: str | None = None
+    eval_episodes: int = 10
+    lr: float = 1e-4
+    warmup_steps: int = 50
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.policy_path:
+            raise ValueError("fine-tuning needs --policy (a pre-trained policy folder)")
+        if self.guidance.enabled and not self.vae:
+            raise ValueError("ATE guidance needs --vae (an `ate-ros align` output); pass "
+                             "--guidance off for the direct fine-tuning baseline")
+        if self.refit_stats not in ("missing", "all", "none"):
+            raise ValueError(f"refit_stats must be 'missing', 'all' or 'none', got "
+                             f"{self.refit_stats!r}")
+
+
+# ----- checkpoints (safetensors + JSON only) ----------------------------------------------------
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _save_checkpoint(out: Path, model, ema: EMA, opt, sched, step: int, extra: dict) -> None:
+    with atomic_output_dir(out / CHECKPOINT_DIR) as tmp:
+        save_tensors(tmp / "model.safetensors", unwrap(model).state_dict())
+        save_tensors(tmp / "ema.safetensors", ema.model.state_dict())
+        opt_t, opt_meta = _optimizer_tensors(opt)
+        save_tensors(tmp / "optimizer.safetensors", opt_t)
+        save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
+        write_json(tmp / "trainer_state.json", {"step": step, "ema_steps": ema.steps,
+                                                "scheduler": sched.state_dict(),
+                                                "optimizer": opt_meta, **extra})
+
+
+def _load_checkpoint(out: Path, model, ema: EMA, opt, sched, device) -> int:
+    ck = out / CHECKPOINT_DIR
+    state = read_json(ck / "trainer_state.json")
+    load_state_dict_checked(unwrap(model), load_tensors(ck / "model.safetensors", device),
+                            str(ck / "model.safetensors"))
+    load_state_dict_checked(ema.model, load_tensors(ck / "ema.safetensors", device),
+                            str(ck / "ema.safetensors"))
+    _load_optimizer(opt, load_tensors(ck / "optimizer.safetensors", device), state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    ema.steps = int(state["ema_steps"])
+    torch.set_rng_state(load_tensors(ck / "rng.safetensors")["torch"])
+    logger.info("resumed from %s at step %d", ck, state["step"])
+    return int(state["step"])
+
+
+# ----- evaluation ----------------------------------------------------------------------------
+def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def action_mse(policy: VLAPolicy, dataset: PolicyDataset, samples: int = 64,
+               num_steps: int | None = None, seed: int = 0, batch_size: int = 32) -> float:
+    """Mean squared error (joint units, used slots) of sampled chunks vs recorded chunks on a
+    fixed, evenly spaced subset of ``dataset``."""
+    dev = policy.action_shift.device
+    idx = np.linspace(0, len(dataset) - 1, min(samples, len(dataset))).round().astype(np.int64)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    err, count = 0.0, 0.0
+    for i in range(0, len(idx), batch_size):
+        batch = _to_device(dataset.get_batch(idx[i:i + batch_size]), dev)
+        pred = policy.sample(batch, num_steps, gen)
+        m = batch[OBS_MASK].float().unsqueeze(1).expand_as(pred)
+        err += float(((pred - batch[ACTION]) ** 2 * m).sum())
+        count += float(m.sum())
+    return err / max(count, 1.0)
+
+
+def _closed_loop(policy: VLAPolicy, embodiment: Embodiment, task: str, episodes: int,
+                 seed: int) -> float | None:
+    try:
+        from ate_ros.core.sim import evaluate_policy
+    except ImportError as exc:
+        logger.warning("closed-loop evaluation unavailable (%s); recording action MSE only", exc)
+        return None
+    res = evaluate_policy(policy, embodiment, task, episodes=episodes, seed=seed)
+    return float(getattr(res, "success_rate", res))
+
+
+# ----- the loop ------------------------------------------------------------------------------
+def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | None,
+           cfg: TrainConfig, device: torch.device, dist: DistributedContext, out: Path,
+           guidance: LatentGuidance | None = None, meta: dict | None = None,
+           closed_loop: Callable[[VLAPolicy], float | None] | None = None) -> Path:
+    meta = dict(meta or {})
+    model.to(device)
+    ddp = dist.wrap(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = cosine_schedule(opt, cfg.steps, cfg.warmup_steps)
+    ema = EMA(model, decay=model.config.ema_decay, warmup=min(100, cfg.steps // 10 + 1))
+    log = RunLogger(out, enabled=dist.is_main)
+    start = 0
+    if cfg.resume and (out / CHECKPOINT_DIR / "trainer_state.json").is_file():
+        start = _load_checkpoint(out, model, ema, opt, sched, device)
+    elif cfg.resume:
+        logger.info("no checkpoint in %s; starting from step 0", out)
+    if dist.is_main and cfg.resume:  # keep the history of the earlier run
+        old = out / "metrics.json"
+        if start and old.is_file():
+            for k, v in read_json(old).get("history", {}).items():
+                log.history[k] = [tuple(p) for p in v if p[0] <= start]
+    batches = batch_iterator(train_ds, cfg.batch_size, cfg.seed + start, dist.rank,
+                             dist.world_size)
+    summary: dict = {"train_frames": len(train_ds), "val_frames": len(val_ds) if val_ds else 0,
+                     **meta}
+    skipped_guidance, bad_steps, t0 = 0, 0, time.perf_counter()
+    running: dict[str, float] = {}
+
+    def evaluate(step: int) -> None:
+        values = {}
+        if val_ds is not None:
+            values["action_mse"] = action_mse(ema.model, val_ds, cfg.eval_samples,
+                                              cfg.eval_num_steps, cfg.seed)
+        if closed_loop is not None:
+            sr = closed_loop(ema.model)
+            if sr is not None:
+                values["success_rate"] = sr
+        if values:
+            log.log(step, values, prefix="eval")
+            logger.info("step %d: %s", step,
+                        ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+    bar = progress(range(start, cfg.steps), total=cfg.steps - start, desc=out.name,
+                   enabled=dist.is_main and cfg.show_progress)
+    for step in bar:
+        model.train()
+        batch = _to_device(train_ds.get_batch(next(batches)), device)
+        with autocast(device, cfg.amp):
+            loss, logs = ddp(batch, guidance=guidance)
+        if not torch.isfinite(loss):
+            bad_steps += 1
+            opt.zero_grad(set_to_none=True)
+            if bad_steps >= MAX_BAD_STEPS:
+                raise FloatingPointError(f"loss was NaN/inf on {bad_steps} steps (last: step "
+                                         f"{step}); lower --lr or check the data")
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(model)
+        skipped_guidance += int(logs.get("guidance/skipped_nonfinite", 0))
+        for k, v in logs.items():
+            running[k] = running.get(k, 0.0) + v
+        running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)
+        running["_n"] = running.get("_n", 0.0) + 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            n = running.pop("_n")
+            vals = {k: v / n for k, v in running.items()}
+            vals["lr"] = sched.get_last_lr()[0]
+            vals["steps_per_s"] = n / max(time.perf_counter() - t0, 1e-9)
+            log.log(done, vals, prefix="train")
+            if dist.is_main and cfg.show_progress:
+                bar.set_postfix(loss=f"{vals['loss']:.4f}")
+            running, t0 = {}, time.perf_counter()
+        if dist.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):
+            evaluate(done)
+        if dist.is_main and done % cfg.save_every == 0 and done < cfg.steps:
+            _save_checkpoint(out, model, ema, opt, sched, done, {"meta": meta})
+            ema.model.save_pretrained(out, extra={"training": {**meta, "step": done}})
+    if dist.is_main:
+        summary.update({"steps": cfg.steps, "guidance_skipped_nonfinite": skipped_guidance,
+                        "nonfinite_loss_steps": bad_steps})
+        for k, v in log.history.items():
+            if v:
+                summary[f"final/{k}"] = v[-1][1]
+        _save_checkpoint(out, model, ema, opt, sched, cfg.steps, {"meta": meta})
+        ema.model.save_pretrained(out, extra={"training": {**meta, "step": cfg.steps}})
+        log.write_metrics(summary)
+    log.close()
+    dist.barrier()
+    return out
+
+
+def _config_dict(cfg) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in ("show_progress",)}
+
+
+def _check_batch_finite(ds: PolicyDataset, where: str) -> None:
+    for name, arr in (("qpos", ds.qpos), ("action", ds.actions), ("text", ds.text)):
+        if not np.all(np.isfinite(arr)):
+            raise PolicyDatasetError(f"{where}: {name} contains NaN/inf")
+
+
+def pretrain_policy(config: PretrainConfig) -> Path:
+    """Train a VLA policy from scratch on one or more embodiments; returns the output folder."""
+    config.validate()
+    device = select_device(config.device)
+    dist = DistributedContext(device)
+    seed_everything(config.seed + dist.rank)
+    pcfg = config.policy
+    from ate_ros.core.steer.policies.text_encoder import embed_instructions
+
+    def embed(texts):
+        return embed_instructions(texts, pcfg.text_encoder, pcfg.text_dim)
+
+    train_ds = PolicyDataset(config.data, "train", pcfg.chunk_size, pcfg.camera_names,
+                             pcfg.image_size, config.embodiments, embed, config.max_episodes)
+    val_ds = _optional_val(config.data, pcfg, config.embodiments, embed)
+    _check_batch_finite(train_ds, "pre-training data")
+    pcfg.embodiment_names = sorted({e.name for e in train_ds.embodiments})
+    model = VLAPolicy(pcfg)
+    model.set_norm_stats(*train_ds.fit_stats(pcfg.norm_mode))
+    meta = {"stage": "pretrain", "stats_slots": np.flatnonzero(train_ds.mask_union).tolist(),
+            "config": _config_dict(config)}
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logger.info("pre-training %s policy (%d parameters) on %s", pcfg.head,
+                sum(p.numel() for p in model.parameters()), pcfg.embodiment_names)
+    return _train(model, train_ds, val_ds, config, device, dist, out, None, meta)
+
+
+def _optional_val(data, pcfg: VLAConfig, embodiments, embed) -> PolicyDataset | None:
+    try:
+        return PolicyDataset(data, "val", pcfg.chunk_size, pcfg.camera_names, pcfg.image_size,
+                             embodiments, embed)
+    except PolicyDatasetError as exc:
+        logger.warning("no validation split (%s); evaluating on nothing held out", exc)
+        return None
+
+
+def check_alignment(bundle, policy: VLAPolicy, embodiment: Embodiment) -> None:
+    """Refuse an alignment that does not fit the policy or the adaptation embodiment."""
+    H = int(bundle.chunk_size)
+    if H > policy.chunk_size:
+        raise ValueError(f"alignment VAE chunk length {H} exceeds the policy chunk "
+                         f"{policy.chunk_size}; retrain the VAE with --chunk {policy.chunk_size}")
+    if H != policy.chunk_size:
+        logger.warning("VAE chunk length %d < policy chunk %d: guiding the first %d points",
+                       H, policy.chunk_size, H)
+    mask = np.asarray(bundle.mask, dtype=bool)
+    if mask.shape != embodiment.mask.shape or not np.array_equal(mask, embodiment.mask):
+        raise ValueError(
+            f"alignment mask (slots {np.flatnonzero(mask).tolist()}) does not match embodiment "
+            f"{embodiment.name!r} (slots {embodiment.slots.tolist()}); align on this robot's data")
+    if int(bundle.latent_dim) < 1:
+        raise ValueError("alignment bundle reports latent_dim < 1")
+
+
+def finetune_policy(config: FinetuneConfig) -> Path:
+    """Fine-tune a pre-trained policy on adaptation data, with ATE guidance unless it is off."""
+    config.validate()
+    device = select_device(config.device)
+    dist = DistributedContext(device)
+    seed_everything(config.seed + dist.rank)
+    model = VLAPolicy.from_pretrained(config.policy_path, device="cpu")
+    model.train()
+    pcfg = model.config
+    from ate_ros.core.steer.policies.text_encoder import embed_instructions
+
+    def embed(texts):
+        return embed_instructions(texts, pcfg.text_encoder, pcfg.text_dim)
+
+    train_ds = PolicyDataset(config.data, "train", pcfg.chunk_size, pcfg.camera_names,
+                             pcfg.image_size, config.embodiments, embed, config.max_episodes)
+    _check_batch_finite(train_ds, "adaptation data")
+    val_ds = _optional_val(config.data, pcfg, config.embodiments, embed)
+    embs = {e.name: e for e in train_ds.embodiments}
+    if len(embs) != 1:
+        raise ValueError(f"adaptation data must come from one embodiment, got {sorted(embs)}")
+    emb = next(iter(embs.values()))
+    # Normalisation for the new robot.
+    prev = read_json(Path(config.policy_path) / "config.json").get("training", {})
+    seen = np.zeros(len(emb.mask), bool)
+    seen[prev.get("stats_slots", [])] = True
+    if config.refit_stats != "none":
+        new_state, new_action = train_ds.fit_stats(pcfg.norm_mode)
+        refit = emb.mask if config.refit_stats == "all" else emb.mask & ~seen
+        _merge_stats(model, new_state, new_action, refit)
+        if refit.any():
+            logger.info("normalisation refit on slots %s", np.flatnonzero(refit).tolist())
+    guidance = None
+    meta = {"stage": "finetune", "base_policy": str(config.policy_path),
+            "embodiment": emb.name, "guidance": config.guidance.to_dict(),
+            "stats_slots": np.flatnonzero(seen | emb.mask).tolist(),
+            "config": _config_dict(config)}
+    if config.guidance.enabled:
+        from ate_ros.core.align import load_alignment
+
+        bundle = load_alignment(config.vae, device=device)
+        check_alignment(bundle, model, emb)
+        model.to(device)
+        guidance = LatentGuidance(encoder_from_bundle(bundle), pcfg.parameterization,
+                                  config.guidance, mask=emb.mask,
+                                  to_encoder=model.unnormalize_action,
+                                  horizon=int(bundle.chunk_size))
+        probe = train_ds.get_batch(np.arange(min(4, len(train_ds))))[ACTION]
+        mu = bundle.encode(probe[:, :int(bundle.chunk_size)].to(device), stage=2)[0]
+        if not torch.isfinite(mu).all():
+            raise ValueError(f"{config.vae}: the stage-2 encoder gives NaN/inf on this data")
+        meta["vae"] = str(config.vae)
+    if config.guidance.enabled:
+        logger.info("fine-tuning with ATE guidance (%s, lambda=%g, clamp=%g)",
+                    pcfg.parameterization, config.guidance.scale, config.guidance.clamp)
+    else:
+        logger.info("direct fine-tuning (guidance off)")
+    pcfg.embodiment_names = sorted(set(pcfg.embodiment_names) | {emb.name})
+    closed = None
+    if config.eval_task:
+        def closed(policy):
+            return _closed_loop(policy, emb, config.eval_task, config.eval_episodes,
+                                config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return _train(model, train_ds, val_ds, config, device, dist, out, guidance, meta, closed)
+
+
+def _merge_stats(model: VLAPolicy, state: NormStats, action: NormStats, slots: np.ndarray
+                 ) -> None:
+    sl = torch.as_tensor(slots, dtype=torch.bool)
+    for name, st in (("state", state), ("action", action)):
+        scale, shift = st._scale_shift(np.zeros(1))
+        buf_s, buf_b = getattr(model, f"{name}_scale"), getattr(model, f"{name}_shift")
+        buf_s[sl] = torch.as_tensor(scale, dtype=torch.float32)[sl]
+        buf_b[sl] = torch.as_tensor(shift, dtype=torch.float32)[sl]
+
+
+def format_summary(path: Path) -> str:
+    """One line per final metric of a finished run."""
+    data = read_json(Path(path) / "metrics.json")
+    s = data.get("summary", {})
+    keys = [k for k in s if k.startswith("final/")]
+    return "\n".join(f"{k[6:]}: {s[k]:.5g}" for k in keys if isinstance(s[k], (int, float))
+                     and math.isfinite(s[k]))
+
+
+__all__ = ["CheckpointError", "FinetuneConfig", "PretrainConfig", "TrainConfig", "action_mse",
+           "check_alignment", "finetune_policy", "format_summary", "pretrain_policy"]

@@ -1,0 +1,85 @@
+"""Chunk latency of the compact VLA policy: both heads at 5/10/20 steps, batch 1.
+
+Runs on CPU (2 threads, like the target machine) and additionally on CUDA when available.
+Prints a table and writes ``benchmarks/results/bench_policy.json``.
+
+    .venv/bin/python benchmarks/bench_policy.py [--quick] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.steer.policies import VLAConfig, VLAPolicy
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def bench(head: str, steps: int, device: str, iters: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    policy = VLAPolicy(VLAConfig(head=head, text_encoder="hash")).to(device).eval()
+    mask = np.zeros(128, bool)
+    mask[:7] = True
+    rng = np.random.default_rng(0)
+    obs = PolicyObservation(images={"front": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)},
+                            qpos=np.zeros(128), mask=mask, instruction="pick up the cube")
+    for i in range(warmup):
+        policy.predict_chunk(obs, num_steps=steps, seed=i)
+    times, cpu = [], []
+    for i in range(iters):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t, c = time.perf_counter(), time.thread_time()
+        policy.predict_chunk(obs, num_steps=steps, seed=i)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.thread_time() - c) * 1e3)
+    return {"head": head, "steps": steps, "device": device, "iters": iters,
+            "p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)),
+            "mean_ms": float(np.mean(times)),
+            # CPU time of the calling thread: with --threads 1 this is the latency on an idle
+            # core, insensitive to other processes sharing the machine.
+            "thread_cpu_p50_ms": float(np.percentile(cpu, 50)),
+            "thread_cpu_p99_ms": float(np.percentile(cpu, 99)),
+            "params": sum(p.numel() for p in policy.parameters())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few iterations (smoke test)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads (1 is fastest for batch-1 chunks on a shared CPU)")
+    ap.add_argument("--out", default=str(RESULTS / "bench_policy.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    iters, warmup = (10, 2) if args.quick else (200, 10)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = [bench(h, s, d, iters, warmup) for d in devices for h in ("diffusion", "flow")
+            for s in (5, 10, 20)]
+    print(f"{'device':6} {'head':9} {'steps':>5} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'cpu p50':>8} {'cpu p99':>8}")
+    for r in rows:
+        print(f"{r['device']:6} {r['head']:9} {r['steps']:5d} {r['p50_ms']:8.2f} "
+              f"{r['p99_ms']:8.2f} {r['thread_cpu_p50_ms']:8.2f} {r['thread_cpu_p99_ms']:8.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "bench_policy", "quick": args.quick,
+                               "threads": args.threads, "torch": torch.__version__,
+                               "machine": platform.processor() or platform.machine(),
+                               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available()
+                               else None, "results": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

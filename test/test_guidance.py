@@ -1,0 +1,203 @@
+"""ATE guidance: guided losses against hand-written formulas, batch invariance, NaN handling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ate_ros.core.steer.guidance import (
+    GuidanceConfig,
+    LatentGuidance,
+    guidance_coefficient,
+    latent_gradient,
+    masked_mse,
+)
+
+B, H, D, Z = 3, 4, 6, 5
+
+
+class LinearEncoder(torch.nn.Module):
+    """mu = W @ flatten(chunk); logvar = zeros. Frozen."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.W = torch.nn.Parameter(torch.randn(Z, H * D, generator=g), requires_grad=False)
+
+    def forward(self, x):
+        mu = x.reshape(x.shape[0], -1) @ self.W.T
+        return mu, torch.zeros_like(mu)
+
+
+class MLPEncoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(H * D, 16),
+                                       torch.nn.Tanh(), torch.nn.Linear(16, Z))
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a0 = torch.randn(B, H, D, generator=g)
+    noise = torch.randn(B, H, D, generator=g)
+    pred = torch.randn(B, H, D, generator=g)
+    return a0, noise, pred
+
+
+MASK = np.array([True, True, False, True, False, True])
+SCALE = torch.tensor([0.5, 2.0, 1.0, 3.0, 1.0, 0.25])
+SHIFT = torch.tensor([0.1, -0.2, 0.0, 0.3, 0.0, 1.0])
+
+
+def _to_joint(x):
+    return x * SCALE + SHIFT
+
+
+def _hand_g(enc: LinearEncoder, xk: torch.Tensor, x0: torch.Tensor) -> np.ndarray:
+    """d/dxk of -mean_z (W(s xk + b) - W(s x0 + b))^2, masked."""
+    W = enc.W.detach().numpy().astype(np.float64)
+    s = SCALE.numpy().astype(np.float64)
+    out = np.zeros((xk.shape[0], H, D))
+    for i in range(xk.shape[0]):
+        diff = W @ ((xk[i].numpy() - x0[i].numpy()) * s).reshape(-1)  # (Z,)
+        grad_u = (-2.0 / Z) * (W.T @ diff)  # d/du
+        out[i] = grad_u.reshape(H, D) * s  # chain rule through x*s + b
+    return out * MASK
+
+
+def _hand_coef(param: str, level: float) -> float:
+    return {"epsilon": -math.sqrt(1 - level),
+            "sample": (1 - level) / math.sqrt(level),
+            "flow_paper": (1 - level) / level,
+            "flow_openpi": -level / (1 - level)}[param]
+
+
+@pytest.mark.parametrize("param", ["epsilon", "sample", "flow_paper", "flow_openpi"])
+@pytest.mark.parametrize("clamp_mode", ["element", "norm", "none"])
+def test_guided_loss_matches_hand_formula(param, clamp_mode):
+    enc = LinearEncoder()
+    a0, noise, pred = _data()
+    level = torch.tensor([0.2, 0.5, 0.9])
+    if param in ("epsilon", "sample"):  # diffusion: x_k = sqrt(abar) a0 + sqrt(1-abar) eps
+        xk = level.sqrt().view(B, 1, 1) * a0 + (1 - level).sqrt().view(B, 1, 1) * noise
+        target = noise if param == "epsilon" else a0
+    elif param == "flow_paper":
+        xk = level.view(B, 1, 1) * a0 + (1 - level.view(B, 1, 1)) * noise
+        target = a0 - noise
+    else:
+        xk = level.view(B, 1, 1) * noise + (1 - level.view(B, 1, 1)) * a0
+        target = noise - a0
+    lam, clamp = 2.0, 0.05
+    cfg = GuidanceConfig(scale=lam, clamp=clamp, clamp_mode=clamp_mode)
+    guide = LatentGuidance(enc, param, cfg, mask=MASK, to_encoder=_to_joint)
+    loss, stats = guide.loss(pred, target, xk, a0, level)
+
+    g = _hand_g(enc, xk, a0)
+    expected = 0.0
+    for i in range(B):
+        cg = _hand_coef(param, float(level[i])) * g[i]
+        if clamp_mode == "element":
+            cg = np.clip(cg, -clamp, clamp)
+        elif clamp_mode == "norm":
+            rms = np.sqrt((cg[:, MASK] ** 2).mean())
+            cg = cg * min(1.0, clamp / rms)
+        # the doc formulas, e.g. eps: ||eps - eps_theta + sqrt(1-abar) lambda g||^2
+        r = pred[i].numpy() + lam * cg - target[i].numpy()
+        expected += (r[:, MASK] ** 2).mean() / B
+    assert float(loss) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert stats.applied == B and stats.skipped_nonfinite == 0
+
+
+def test_coefficients_match_method_doc():
+    lv = torch.tensor([0.25])
+    assert float(guidance_coefficient("epsilon", lv)) == pytest.approx(-math.sqrt(0.75))
+    assert float(guidance_coefficient("sample", lv)) == pytest.approx(0.75 / 0.5)
+    assert float(guidance_coefficient("flow_paper", lv)) == pytest.approx(3.0)
+    assert float(guidance_coefficient("flow_openpi", lv)) == pytest.approx(-1 / 3)
+    # the exploding ends stay finite
+    assert torch.isfinite(guidance_coefficient("flow_openpi", torch.tensor([1.0])))
+    assert torch.isfinite(guidance_coefficient("flow_paper", torch.tensor([0.0])))
+
+
+@pytest.mark.parametrize("param", ["epsilon", "flow_openpi"])
+def test_guidance_off_is_exactly_plain_loss(param):
+    enc = MLPEncoder()
+    a0, noise, pred = _data(3)
+    level = torch.tensor([0.3, 0.6, 0.8])
+    target = noise if param == "epsilon" else noise - a0
+    off = LatentGuidance(enc, param, GuidanceConfig(enabled=False), mask=MASK)
+    t_off, stats = off.guided_target(target, noise, a0, level)
+    assert t_off is target and stats.applied == 0
+    l_off, _ = off.loss(pred, target, noise, a0, level)
+    assert torch.equal(l_off, masked_mse(pred, target, MASK))
+    zero = LatentGuidance(enc, param, GuidanceConfig(scale=0.0), mask=MASK)
+    assert zero.guided_target(target, noise, a0, level)[0] is target
+
+
+@pytest.mark.parametrize("enc_cls", [LinearEncoder, MLPEncoder])
+def test_gradient_invariant_to_batch_size(enc_cls):
+    enc = enc_cls()
+    g = torch.Generator().manual_seed(5)
+    xk, x0 = torch.randn(8, H, D, generator=g), torch.randn(8, H, D, generator=g)
+    guide = LatentGuidance(enc, "epsilon", GuidanceConfig(clamp=0.0), mask=MASK)
+    g_batch = guide.gradient(xk, x0)
+    g_alone = guide.gradient(xk[2:3], x0[2:3])
+    torch.testing.assert_close(g_alone[0], g_batch[2], rtol=1e-5, atol=1e-7)
+    lv = torch.full((8,), 0.5)
+    term8, _ = guide.guidance_term(xk, x0, lv)
+    term1, _ = guide.guidance_term(xk[2:3], x0[2:3], lv[:1])
+    torch.testing.assert_close(term1[0], term8[2], rtol=1e-5, atol=1e-7)
+    assert torch.all(g_batch[..., ~torch.as_tensor(MASK)] == 0)
+
+
+def test_gradient_builds_no_graph_and_leaves_encoder_untouched():
+    enc = MLPEncoder()
+    for p in enc.parameters():
+        p.requires_grad_(True)
+    xk = torch.randn(2, H, D, requires_grad=True)
+    g = latent_gradient(enc, xk * 2, torch.randn(2, H, D))
+    assert not g.requires_grad and g.grad_fn is None
+    assert all(p.grad is None for p in enc.parameters())
+    assert xk.grad is None
+    assert not torch.is_anomaly_enabled()
+
+
+def test_nonfinite_gradient_skips_sample_and_counts():
+    enc = MLPEncoder()
+    a0, noise, pred = _data(7)
+    noise[1, 0, 0] = float("nan")  # sample 1's g is NaN
+    guide = LatentGuidance(enc, "epsilon", GuidanceConfig(clamp=0.0), mask=MASK)
+    target = torch.zeros_like(a0)
+    tgt, stats = guide.guided_target(target, noise, a0, torch.full((B,), 0.5))
+    assert stats.skipped_nonfinite == 1 and stats.applied == 2
+    assert torch.all(tgt[1] == 0) and torch.isfinite(tgt).all()
+    assert guide.total_skipped == 1
+    assert not torch.all(tgt[0] == 0)
+
+
+def test_horizon_shorter_than_chunk():
+    enc = LinearEncoder()
+    xk, x0 = torch.randn(2, H + 3, D), torch.randn(2, H + 3, D)
+    guide = LatentGuidance(enc, "sample", GuidanceConfig(), mask=MASK, horizon=H)
+    g = guide.gradient(xk, x0)
+    assert g.shape == xk.shape and torch.all(g[:, H:] == 0)
+    with pytest.raises(ValueError, match="horizon"):
+        LatentGuidance(enc, "sample", horizon=H + 10).gradient(xk, x0)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="clamp_mode"):
+        GuidanceConfig(clamp_mode="bogus")
+    with pytest.raises(ValueError, match="lambda"):
+        GuidanceConfig(scale=-1)
+    with pytest.raises(ValueError, match="parameterization"):
+        LatentGuidance(MLPEncoder(), "v_prediction")
