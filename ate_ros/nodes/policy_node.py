@@ -272,8 +272,11 @@ class PolicyNode(LifecycleNode):
         emb = self.embodiment
         images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in emb.cameras}
         mid = ((emb.lower + emb.upper) / 2).astype(np.float32)
+        # A training instruction has a stored embedding: warming up with it does not load the
+        # language model (seconds), which the first unseen instruction would.
+        known = list(getattr(self.policy, "known_instructions", []) or [])
         return PolicyObservation(images=images, qpos=emb.to_unified(mid), mask=emb.mask,
-                                 instruction="warm up", stamp=0.0)
+                                 instruction=known[0] if known else "warm up", stamp=0.0)
 
     def _predict(self, obs: PolicyObservation, seed: int | None = None) -> np.ndarray:
         steps = self.config.num_steps or None

@@ -69,7 +69,7 @@ class ExpertRollout:
 
 
 def rollout_expert(env: SimEnv, expert: ScriptedExpert, seed: int, render: bool = True,
-                   state_rate_hz: float | None = None, hold_steps: int = 2) -> ExpertRollout:
+                   state_rate_hz: float | None = None, hold_steps: int = 6) -> ExpertRollout:
     """Run the expert for one episode of ``env`` seeded with ``seed``.
 
     Args:

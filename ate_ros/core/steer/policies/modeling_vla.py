@@ -13,6 +13,7 @@ the weights (``model.safetensors``) and never refit at load time.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ OBS_TEXT = "observation.text_embedding"  # (B, text_dim) float32
 ACTION = "action"  # (B, H, D) float32 joint units, zeros off-mask
 
 WEIGHTS_FILE = "model.safetensors"
+INSTRUCTIONS_FILE = "instruction_embeddings.safetensors"
 POLICY_TYPE = "ate_ros.vla"
 
 
@@ -432,7 +434,38 @@ class VLAPolicy(nn.Module):
                      metadata={"format": "pt", "type": POLICY_TYPE})
         write_json(out / CONFIG_FILE, {"type": POLICY_TYPE, "policy": self.config.to_dict(),
                                        **(extra or {})})
+        from ate_ros.core.steer.policies.text_encoder import cached_embeddings
+
+        texts, vecs = cached_embeddings(self.config.text_encoder, self.config.text_dim)
+        if texts:
+            save_tensors(out / INSTRUCTIONS_FILE, {"embeddings": torch.from_numpy(vecs)},
+                         metadata={"instructions": json.dumps(texts),
+                                   "text_encoder": self.config.text_encoder})
         return out
+
+    @property
+    def known_instructions(self) -> list[str]:
+        """Instructions whose embeddings are loaded (no language-model call needed)."""
+        return list(self._text_cache)
+
+    def _load_instruction_embeddings(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        from ate_ros.core.steer.policies.text_encoder import prime_cache
+
+        file = path / INSTRUCTIONS_FILE
+        if not file.is_file():
+            return
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("text_encoder") != self.config.text_encoder:
+            return
+        texts = json.loads(meta.get("instructions", "[]"))
+        vecs = load_tensors(file)["embeddings"]
+        prime_cache(self.config.text_encoder, self.config.text_dim, texts, vecs.numpy())
+        dev = self.action_shift.device
+        for t, v in zip(texts, vecs):
+            self._text_cache[t] = v.to(dev)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> VLAPolicy:
@@ -449,4 +482,6 @@ class VLAPolicy(nn.Module):
             raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
         model = cls(config)
         load_state_dict_checked(model, load_tensors(path / WEIGHTS_FILE), str(path / WEIGHTS_FILE))
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        model._load_instruction_embeddings(path)
+        return model

@@ -61,3 +61,24 @@ def embed_instructions(texts: list[str], kind: str = "minilm", dim: int = MINILM
     if not texts:
         return np.zeros((0, dim), dtype=np.float32)
     return np.stack([_CACHE[(kind, t, dim)] for t in texts])
+
+
+def cached_embeddings(kind: str, dim: int) -> tuple[list[str], np.ndarray]:
+    """Every instruction embedded so far in this process with ``kind``/``dim``, and its vectors.
+
+    Saved next to a policy's weights so deployment needs no language-model load (seconds, and
+    tens of seconds on a busy robot computer) for instructions seen in training.
+    """
+    texts = [t for (k, t, d) in _CACHE if k == kind and d == dim]
+    vecs = (np.stack([_CACHE[(kind, t, dim)] for t in texts]) if texts
+            else np.zeros((0, dim), dtype=np.float32))
+    return texts, vecs
+
+
+def prime_cache(kind: str, dim: int, texts: list[str], vecs: np.ndarray) -> None:
+    """Add known embeddings (e.g. loaded with a policy) to the cache."""
+    vecs = np.asarray(vecs, dtype=np.float32)
+    if vecs.shape != (len(texts), dim):
+        raise ValueError(f"{len(texts)} instructions but embeddings of shape {vecs.shape}")
+    for t, v in zip(texts, vecs):
+        _CACHE[(kind, t, dim)] = v
