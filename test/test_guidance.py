@@ -201,3 +201,31 @@ def test_config_validation():
         GuidanceConfig(scale=-1)
     with pytest.raises(ValueError, match="parameterization"):
         LatentGuidance(MLPEncoder(), "v_prediction")
+
+
+def test_classifier_direction_flips_only_the_sign() -> None:
+    """direction='classifier' is the published term with the opposite sign, nothing else."""
+    import torch
+
+    from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
+
+    torch.manual_seed(0)
+    w = torch.randn(3 * 4, 5)
+
+    def enc(x):
+        return torch.tanh(x.reshape(x.shape[0], -1) @ w)
+
+    noisy, clean = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    level = torch.tensor([0.3, 0.8])
+    target = torch.randn(2, 3, 4)
+    paper = LatentGuidance(enc, "sample", GuidanceConfig(scale=2.0, clamp=0.0))
+    classifier = LatentGuidance(enc, "sample", GuidanceConfig(scale=2.0, clamp=0.0,
+                                                              direction="classifier"))
+    t_paper, _ = paper.guided_target(target, noisy, clean, level)
+    t_cls, _ = classifier.guided_target(target, noisy, clean, level)
+    torch.testing.assert_close(t_paper - target, -(t_cls - target))
+    assert (t_paper - target).abs().max() > 0
+    # Classifier direction: for x0 prediction the clean target moves up grad log p(y | a_k).
+    g = -torch.autograd.functional.jacobian(
+        lambda x: (enc(x) - enc(clean)).pow(2).mean(-1).sum(), noisy)
+    assert ((t_cls - target) * g).sum() > 0

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clamp", type=float, default=0.1, help="clamp on the scaled gradient")
     parser.add_argument("--clamp-mode", default="norm", choices=("norm", "element", "none"),
                         help="norm: cap per-sample RMS keeping direction; element: reference")
+    parser.add_argument("--direction", default="paper", choices=("paper", "classifier"),
+                        help="sign of the guidance term: the published formulas, or textbook "
+                             "classifier guidance (see ate_ros/core/steer/guidance.py)")
     parser.add_argument("--refit-stats", default="missing", choices=("missing", "all", "none"),
                         help="refit normalisation on slots pre-training never saw / all / none")
     parser.add_argument("--eval-task", default=None,
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         guidance = GuidanceConfig(enabled=args.guidance == "on", scale=args.lambda_,
-                                  clamp=args.clamp, clamp_mode=args.clamp_mode)
+                                  clamp=args.clamp, clamp_mode=args.clamp_mode,
+                                  direction=args.direction)
         cfg = FinetuneConfig(policy_path=args.policy, vae=args.vae, guidance=guidance,
                              refit_stats=args.refit_stats, eval_task=args.eval_task,
                              eval_episodes=args.eval_episodes, **common_config(args))

@@ -30,6 +30,14 @@ so the guided target is ``target - lambda * clamp(c * g)``. Compared with the re
 - ``enabled=False`` returns the very same target tensor, so the loss is bit-identical to the
   unguided loss (and no random numbers are drawn either way).
 
+Sign (``direction``). The formulas above are the paper's, and the reference code applies them
+verbatim (``y = -mse(z_t, z_0)``, ``pred + lambda * clamp(c * grad y)``). Read through Tweedie's
+formula, every parameterisation then moves the *clean* target ``a_0`` by ``-k * g`` (``k > 0``),
+i.e. down ``grad log p(y | a_k)``, towards the noisy chunk; textbook classifier guidance
+(Dhariwal & Nichol) would move it by ``+k * g``. The two agree if the paper's ``g`` is read as the
+gradient of the latent *distance*. ``direction="paper"`` (default) keeps the published sign;
+``"classifier"`` flips it. ``benchmarks/bench_adaptation.py`` measures both.
+
 The policy usually works on normalised chunks while the VAE takes joint units: pass the policy's
 (differentiable) un-normalisation as ``to_encoder``.
 
@@ -66,6 +74,7 @@ logger = logging.getLogger(__name__)
 PARAMETERIZATIONS = ("epsilon", "sample", "flow_paper", "flow_openpi")
 CLAMP_MODES = ("norm", "element", "none")
 LATENT_REDUCTIONS = ("mean", "sum")
+DIRECTIONS = ("paper", "classifier")
 
 EncoderFn = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, ...]"]
 """(B, H, D) chunk in encoder units -> latent mean (B, Z) (or a tuple whose first item is it)."""
@@ -89,8 +98,14 @@ class GuidanceConfig:
                 "size 1) or 'sum' (the paper's squared norm)"})
     min_denominator: float = field(default=1e-4, metadata={
         "help": "floor on the denominators of c (tau, 1 - t, sqrt(abar)) so c stays finite"})
+    direction: str = field(default="paper", metadata={
+        "help": "'paper': the published formulas (and reference code) verbatim; 'classifier': "
+                "the opposite sign, i.e. textbook classifier guidance (the clean target moves "
+                "up grad log p(y|a_k)); see the module docstring"})
 
     def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if not np.isfinite(self.scale) or self.scale < 0:
             raise ValueError(f"guidance scale (lambda) must be finite and >= 0, got {self.scale}")
         if self.clamp_mode not in CLAMP_MODES:
@@ -249,6 +264,8 @@ class LatentGuidance:
             clamped = (scaled.abs() > cfg.clamp).reshape(B, -1).any(1)
             scaled = scaled.clamp(-cfg.clamp, cfg.clamp)
         term = cfg.scale * scaled
+        if cfg.direction == "classifier":
+            term = -term
         skipped = int((~ok).sum())
         self.total_skipped += skipped
         if skipped:
