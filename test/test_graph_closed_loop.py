@@ -24,7 +24,8 @@ EMBODIMENT = "sim_arm6"
 def args(**kw):
     base = dict(sim=True, policy="wave", vae="", embodiment=EMBODIMENT, task="reach", seed=0,
                 duration=0.0, real_time_factor=2.0, device="cpu", dry_run=False,
-                controller="arm_controller", config_dir="", until_success=False, json="")
+                controller="arm_controller", config_dir="", until_success=False, json="",
+                lockstep=False)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -33,7 +34,7 @@ def args(**kw):
 def graph():
     from rclpy.executors import MultiThreadedExecutor
 
-    from ate_ros.commands.run import build_graph
+    from ate_ros.commands.run import build_graph, start_simulation
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -55,6 +56,7 @@ def graph():
             ex.add_node(n)
         assert pol.trigger_configure().name == "SUCCESS"  # noqa
         assert pol.trigger_activate().name == "SUCCESS"  # noqa
+        assert start_simulation(made, timeout=20.0)
         return made, peer
 
     yield make

@@ -5,8 +5,16 @@
 Starts sim_robot_node (with ``--sim``) + perception_node + policy_node + executor_node in one
 process on a MultiThreadedExecutor, with the same parameter files the launch files use
 (``config/{perception,policy,executor,sim_robot}.yaml``), configures and activates the policy
-node, runs for ``--duration`` seconds (sim time with ``--sim``, else wall time; Ctrl-C stops
-early) and prints a summary: chunks, chunk latency p50/p99, model time, task success.
+node, and only then starts the simulated episode (the sim node starts paused: a slow model load
+never eats the episode). Runs for ``--duration`` seconds (sim time of the episode with
+``--sim``, else wall time; Ctrl-C stops early), pauses the simulation and prints a summary:
+chunks, chunk latency p50/p99, model time, task success of that episode, sim time.
+
+``--lockstep`` (with ``--sim``): sim time advances one control period only after that tick's
+observation -> chunk -> executor command went through the graph, and chunks are requested on
+the ticks the executor's scheduler asks for them: the graph reproduces the direct evaluation
+loop (``ate_ros.core.sim.evaluate.evaluate_policy``) on the same seed. ``--policy expert`` runs
+the scripted oracle (:class:`ate_ros.core.sim.experts.ExpertPolicy`) as the policy.
 Without ``--sim`` it drives a real robot's ``joint_states``/cameras/controller topics (and
 defaults to ``--dry-run``).
 """
@@ -29,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true",
                         help="add sim_robot_node: run closed loop on the MuJoCo simulation")
     parser.add_argument("--policy", default="wave",
-                        help="policy checkpoint directory, or a built-in policy (hold, wave)")
+                        help="policy checkpoint directory, or a built-in policy (hold, wave; "
+                             "expert: the simulation's scripted oracle, with --sim)")
     parser.add_argument("--vae", default="", help="stage-2 alignment directory (OOD monitor)")
     parser.add_argument("--embodiment", default="",
                         help="embodiment name or YAML ('' = the simulation's adaptation arm)")
@@ -48,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with the node YAMLs (default: the package's config/)")
     parser.add_argument("--until-success", action="store_true",
                         help="stop as soon as the simulated task succeeds")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="--sim: advance sim time one control period only after that tick's "
+                             "observation -> chunk -> command (reproduces `ate-ros eval`'s loop; "
+                             "runs until the episode is done or --duration)")
+    parser.add_argument("--start-timeout", type=float, default=60.0,
+                        help="--sim: wall seconds to wait for the graph before starting anyway")
     parser.add_argument("--json", default="", help="also write the summary to this JSON file")
 
 
@@ -100,23 +115,107 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     params = {n: {**node_parameters(cfg_dir, n), **common} for n in NODES}
     params["policy_node"].update(policy=args.policy, vae=args.vae, device=args.device)
     params["executor_node"].update(dry_run=dry_run, controller=args.controller)
+    lockstep = bool(getattr(args, "lockstep", False)) and args.sim
+    # The episode starts once the graph is ready (start_simulation), not while a model loads.
     params["sim_robot_node"].update(task=args.task, seed=args.seed, controller=args.controller,
-                                    real_time_factor=args.real_time_factor)
+                                    real_time_factor=args.real_time_factor, start_paused=True,
+                                    lockstep=lockstep)
     params["sim_robot_node"].pop("use_sim_time")
+    if lockstep:  # one observation per camera stamp, bundled exactly (deterministic)
+        params["perception_node"].update(exact_sync=True)
     nodes: dict[str, Any] = {}
+    factory = None
     if args.sim:
         from ate_ros.nodes.sim_robot_node import SimRobotNode
 
-        nodes["sim_robot_node"] = SimRobotNode(
+        sim = nodes["sim_robot_node"] = SimRobotNode(
             context=context, parameter_overrides=to_overrides(params["sim_robot_node"]))
+        if args.policy == "expert":
+            factory = expert_factory(sim)
+            # A dummy warm-up observation would start the oracle's episode from a fake state.
+            params["policy_node"].update(warmup=False)
+    elif args.policy == "expert":
+        raise SystemExit("--policy expert needs --sim (it reads the simulation's state)")
     nodes["perception_node"] = PerceptionNode(
         context=context, parameter_overrides=to_overrides(params["perception_node"]))
     nodes["policy_node"] = PolicyNode(
-        context=context, parameter_overrides=to_overrides(params["policy_node"]))
+        context=context, policy_factory=factory,
+        parameter_overrides=to_overrides(params["policy_node"]))
     nodes["executor_node"] = ExecutorNode(
         embodiment=emb, context=context,
         parameter_overrides=to_overrides(params["executor_node"]))
+    if lockstep:
+        wire_lockstep(nodes)
     return nodes
+
+
+EXPERT_CHUNK = 8
+EXPERT_SEED = 0
+
+
+def expert_factory(sim: Any):
+    """Policy factory for ``--policy expert``: the scripted oracle on the sim node's env.
+
+    Same settings as ``ExpertPolicy(env, chunk_size=EXPERT_CHUNK, seed=EXPERT_SEED)`` in a
+    direct ``evaluate_policy`` run, so both loops can be compared episode by episode.
+    """
+    def make(config, embodiment):
+        from ate_ros.core.sim.experts import ExpertPolicy
+
+        return ExpertPolicy(sim.env, chunk_size=EXPERT_CHUNK, seed=EXPERT_SEED)
+
+    return make
+
+
+def wire_lockstep(nodes: dict[str, Any]) -> None:
+    """In one process, let the lock-step sim ask the executor when it wants a chunk.
+
+    The simulation then publishes camera frames (hence an observation, hence a chunk) exactly on
+    the ticks where the executor's scheduler runs low (``needs_chunk``), as the direct loop
+    does, waits until the executor has taken the chunk before its control tick, and knows when
+    that tick holds at rest (the executor then sends nothing new).
+    """
+    sim, ex = nodes.get("sim_robot_node"), nodes.get("executor_node")
+    if sim is None or ex is None:
+        return
+    sched = ex.scheduler
+
+    def needs_observation(t: float) -> bool:
+        with ex._lock:
+            return sched.needs_chunk(t)
+
+    def executor_state() -> tuple[int, bool]:
+        with ex._lock:
+            return sched.stats.commands, sched.holding and not sched.moving
+
+    sim.needs_observation = needs_observation
+    sim.chunk_handled = lambda: sched.stats.accepted + sched.stats.rejected_total
+    sim.executor_state = executor_state
+
+
+def start_simulation(nodes: dict[str, Any], timeout: float = 60.0) -> bool:
+    """Start the sim episode once the graph is up: perception and executor subscribed.
+
+    Returns False when the graph did not become ready within ``timeout`` wall seconds (the
+    episode starts anyway).
+    """
+    from ate_ros.core.deploy import JOINT_STATES, OBSERVATION
+
+    sim = nodes.get("sim_robot_node")
+    if sim is None:
+        return True
+    policy = nodes.get("policy_node")
+    end = time.monotonic() + timeout
+    ready = False
+    while time.monotonic() < end:
+        subs_js = sim.count_subscribers(JOINT_STATES)
+        subs_obs = policy.count_publishers(OBSERVATION) if policy is not None else 1
+        if subs_js >= 2 and subs_obs >= 1:  # perception + executor listen; obs discovered
+            ready = True
+            break
+        time.sleep(0.02)
+    sim.start_episode()
+    return ready
 
 
 def default_config_dir() -> Path:
@@ -186,15 +285,23 @@ def run(args: argparse.Namespace) -> int:
             print("policy_node failed to configure/activate (see log above)")
             return 1
         sim = nodes.get("sim_robot_node")
-        t0 = sim.sim_time if sim else 0.0
+        if sim is not None and not start_simulation(nodes, args.start_timeout):
+            print("warning: graph not ready before --start-timeout: episode started anyway")
+        t_run0 = time.monotonic()
+        sim_time = None
         try:
             while True:
-                elapsed = (sim.sim_time - t0) if sim else time.monotonic() - t_wall0
-                if elapsed >= args.duration or (args.until_success and monitor.success):
+                elapsed = sim.sim_time if sim else time.monotonic() - t_run0
+                if (elapsed >= args.duration - 1e-9 or (args.until_success and monitor.success)
+                        or (sim is not None and sim.episode_over.is_set())):
                     break
-                time.sleep(0.05)
+                time.sleep(0.01)
         except KeyboardInterrupt:
             print("interrupted: stopping")
+        if sim is not None:
+            sim.pause()  # the episode ends here: sim time and success are this episode's
+            sim_time = sim.sim_time
+        run_wall = time.monotonic() - t_run0
         policy.trigger_deactivate()
         lat = monitor.latency.summary()
         summary = {
@@ -204,8 +311,9 @@ def run(args: argparse.Namespace) -> int:
             "model_time_p50_ms": 1e3 * policy.model_time.percentile(50),
             "stale_observations_refused": policy.refused_stale,
             "ood_score_mean": (sum(monitor.ood) / len(monitor.ood)) if monitor.ood else None,
-            "success": bool(monitor.success or (sim.success if sim else False)),
-            "sim_time_s": (sim.sim_time - t0) if sim else None,
+            "success": bool(sim.success if sim else monitor.success),
+            "sim_time_s": sim_time,
+            "run_wall_time_s": run_wall,
             "wall_time_s": time.monotonic() - t_wall0,
         }
     finally:

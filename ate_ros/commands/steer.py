@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "classifier guidance (see ate_ros/core/steer/guidance.py)")
     parser.add_argument("--refit-stats", default="missing", choices=("missing", "all", "none"),
                         help="refit normalisation on slots pre-training never saw / all / none")
-    parser.add_argument("--eval-task", default=None,
+    parser.add_argument("--eval-task", default=None, metavar="TASK[,TASK...]",
                         help="simulation task for closed-loop success during fine-tuning")
     parser.add_argument("--eval-episodes", type=int, default=10)
 

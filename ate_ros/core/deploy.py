@@ -74,6 +74,10 @@ class PerceptionConfig:
                    "aspect ratio, then resize) or stretch (resize only)",
                    choices=("center", "stretch"))
     instruction: str = _f("", "instruction used until one arrives on the instruction topic")
+    exact_sync: bool = _f(False, "publish one observation per new stamp of the first camera, as "
+                          "soon as every input has a sample with exactly that stamp (lock-step "
+                          "simulation: deterministic bundles); rate_hz is then ignored",
+                          read_only=True)
     diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
 
     def __post_init__(self) -> None:
@@ -88,8 +92,8 @@ class PolicyNodeConfig:
     """Parameters of ``policy_node``."""
 
     embodiment: str = _f("", "embodiment name or YAML path", read_only=True)
-    policy: str = _f("wave", "policy checkpoint directory, or a built-in: hold, wave",
-                     read_only=True)
+    policy: str = _f("wave", "policy checkpoint directory, or a built-in: hold, wave (expert: "
+                     "the scripted simulation oracle, `ate-ros run --sim` only)", read_only=True)
     vae: str = _f("", "stage-2 alignment directory for the OOD monitor ('' = none, OOD is NaN)",
                   read_only=True)
     device: str = _f("cpu", "torch device of the policy (cpu, cuda, cuda:1)", read_only=True)
@@ -109,6 +113,10 @@ class PolicyNodeConfig:
                          choices=("auto", "urdf", "sim", "joints"))
     viz_history: int = _f(5, "older chunks kept in the markers (fading)", (0, 50))
     warmup: bool = _f(True, "run one dummy inference in on_activate")
+    torch_threads: int = _f(1, "torch intra-op threads for CPU inference (0 = torch's default, "
+                            "one per core). More than 1 competes with the executor, DDS and "
+                            "simulation threads of the process: a small model runs several "
+                            "times slower", (0, 256), read_only=True)
     diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
 
     def __post_init__(self) -> None:
@@ -124,7 +132,8 @@ class SimRobotConfig:
     embodiment: str = _f("", "embodiment name or YAML path ('' = the adaptation embodiment)",
                          read_only=True)
     task: str = _f("", "simulation task ('' = the default task)", read_only=True)
-    seed: int = _f(0, "episode seed", (0, 2**31 - 1), read_only=True)
+    seed: int = _f(0, "episode seed (32 bits, like the evaluation seeds)", (0, 2**32 - 1),
+                   read_only=True)
     real_time_factor: float = _f(1.0, "sim seconds per wall second (>1 runs faster)",
                                  (0.01, 100.0))
     tick_period: float = _f(0.01, "wall seconds between simulation updates", (0.001, 1.0))
@@ -136,6 +145,19 @@ class SimRobotConfig:
                              read_only=True)
     max_duration: float = _f(0.0, "stop the episode after this much sim time (0 = never)",
                              (0.0, 1e6))
+    start_paused: bool = _f(False, "wait for start_episode() / a message on ~/start before the "
+                            "episode starts (nothing is published until then), so a slow "
+                            "policy load does not eat the episode", read_only=True)
+    lockstep: bool = _f(False, "lock-step: each control period, publish joint_states (+ images "
+                        "when an observation is due) stamped with the tick, wait for the "
+                        "policy's chunk and the executor's command for that tick, then advance "
+                        "one control period with the command (reproduces the direct evaluation "
+                        "loop); the episode ends when the task is done", read_only=True)
+    lockstep_timeout: float = _f(2.0, "lock-step: wall seconds to wait for a chunk or a command "
+                                 "before advancing anyway (holding the last target)",
+                                 (0.001, 600.0))
+    publish_instruction: bool = _f(True, "publish the task instruction on the latched "
+                                   "`instruction` topic at episode start", read_only=True)
 
 
 # ------------------------------------------------------------------------------------------------

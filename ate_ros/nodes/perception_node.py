@@ -9,7 +9,8 @@ Publishes:
     ``observation`` (ate_ros/Observation): the freshest synchronised bundle, images resized /
         cropped to the embodiment's camera size, stamped with the newest input's stamp; at
         ``rate_hz`` on the node clock (sim time when use_sim_time), or on every new frame of the
-        first camera when ``rate_hz`` is 0.
+        first camera when ``rate_hz`` is 0, or (``exact_sync``, lock-step simulation) once per
+        first-camera stamp as soon as every input has a sample with exactly that stamp.
     ``/diagnostics``: input rates, image ages, refusals.
 Inputs older than ``max_age`` (or ``max_skew`` apart) are refused: no observation is published
 and the refusal is counted and reported. Parameters: :class:`ate_ros.core.deploy.PerceptionConfig`.
@@ -17,6 +18,7 @@ and the refusal is counted and reported. Parameters: :class:`ate_ros.core.deploy
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
@@ -84,14 +86,20 @@ class PerceptionNode(Node):
                                                    LATCHED_QOS, callback_group=group))
         self.pub = self.create_publisher(Observation, OBSERVATION, COMMAND_QOS)
         self.timer = None
-        if cfg.rate_hz > 0:
+        self._exact_stamp = -math.inf  # exact_sync: the last stamp published
+        if cfg.rate_hz > 0 and not cfg.exact_sync:
             self.timer = self.create_timer(1.0 / cfg.rate_hz, self._publish, callback_group=group)
         self.diagnostics = NodeDiagnostics(self, "perception", period=cfg.diagnostics_period)
         self.diagnostics.add_provider(self._diagnose)
         self.get_logger().info(
             f"perception for {emb.name}: cameras {[c.topic for c in self.cameras]}, "
-            f"joint_states, {'every frame' if cfg.rate_hz == 0 else f'{cfg.rate_hz} Hz'}, "
+            f"joint_states, {self._mode()}, "
             f"max_age {cfg.max_age}s")
+
+    def _mode(self) -> str:
+        if self.config.exact_sync:
+            return "one per stamp (exact sync)"
+        return "every frame" if self.config.rate_hz == 0 else f"{self.config.rate_hz} Hz"
 
     # ----- inputs -------------------------------------------------------------------------
     def _now(self) -> float:
@@ -104,6 +112,8 @@ class PerceptionNode(Node):
         if not fresh:
             self.last_refusal = f"{camera} image older than max_age={self.config.max_age}s"
             self.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
+        elif self.config.exact_sync:
+            self._publish_exact()
         elif first and self.config.rate_hz == 0:
             self._publish()
 
@@ -119,12 +129,28 @@ class PerceptionNode(Node):
             fresh = self.sync.offer(JOINT_STATES, _stamp_s(msg), q, self._now())
         if not fresh:
             self.last_refusal = f"joint_states older than max_age={self.config.max_age}s"
+        elif self.config.exact_sync:
+            self._publish_exact()
 
     def _on_instruction(self, msg: String) -> None:
         self.instruction = msg.data
         self.get_logger().info(f"instruction: {msg.data!r}")
 
     # ----- output -------------------------------------------------------------------------
+    def _publish_exact(self) -> None:
+        """exact_sync: publish once per first-camera stamp that every input has reached."""
+        if not self.cameras:
+            return
+        with self._lock:
+            stamp = self.sync.stamp(self.cameras[0].name)
+            if stamp is None or stamp <= self._exact_stamp:
+                return
+            stamps = [self.sync.stamp(n) for n in self.sync.inputs]
+            if any(s is None or abs(s - stamp) > 1e-9 for s in stamps):
+                return  # another input of this stamp is still on its way
+            self._exact_stamp = stamp
+        self._publish()
+
     def _publish(self) -> None:
         now = self._now()
         with self._lock:

@@ -12,10 +12,18 @@ Subscribes:
     part of the current one, a future ``header.stamp`` defers its start, a zero stamp means now
     (joint_trajectory_controller semantics, :class:`ate_ros.core.deploy.TrajectoryFollower`).
 
-The node owns the clock, so the simulation runs in a thread of its own paced by the monotonic
-(wall) clock (MuJoCo's GL context is bound to one thread): each tick advances the simulation by
-``real_time_factor * tick_period`` sim seconds (a fixed step: an overloaded machine slows sim
-time down rather than skipping physics). Parameters:
+Episode start: with ``start_paused`` nothing is published until :meth:`SimRobotNode.start_episode`
+(or a message on ``~/start``); the episode's ROS time then starts at one control period (so
+timers created at time 0, such as the executor's control tick, fire on the episode's control
+ticks) and ``sim_time`` counts from 0. The task instruction goes out on the latched
+``instruction`` topic. ``lockstep``: the simulation advances one control period only after the
+graph has produced the observation, chunk and command of that tick (see
+:meth:`SimRobotNode._lockstep_loop`), which reproduces ``ate_ros.core.sim.evaluate``'s loop.
+
+Otherwise the node owns the clock, so the simulation runs in a thread of its own paced by the
+monotonic (wall) clock (MuJoCo's GL context is bound to one thread): each tick advances the
+simulation by ``real_time_factor * tick_period`` sim seconds (a fixed step: an overloaded
+machine slows sim time down rather than skipping physics). Parameters:
 :class:`ate_ros.core.deploy.SimRobotConfig`.
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import rclpy
@@ -31,10 +40,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, Empty, String
 from trajectory_msgs.msg import JointTrajectory
 
 from ate_ros.core.deploy import (
+    ACTION_CHUNK,
+    INSTRUCTION,
     JOINT_STATES,
     TASK_SUCCESS,
     SimRobotConfig,
@@ -57,10 +68,6 @@ def default_embodiment() -> str:
     return getattr(sim, "ADAPT_EMBODIMENT", "sim_arm7")
 
 
-def _stamp(seconds: float):
-    return conv.sec_to_time(seconds)
-
-
 class SimRobotNode(Node):
     """A simulated arm with joint_states, cameras, /clock and a trajectory command topic."""
 
@@ -79,15 +86,29 @@ class SimRobotNode(Node):
         emb = self.embodiment
         self.env = SimEnv(emb, cfg.task or DEFAULT_TASK, seed=cfg.seed)
         self.env.reset(seed=cfg.seed, render=False)
-        self.follower = TrajectoryFollower(self.env.qpos(), self.env.time)
+        self.period_ns = round(1e9 * self.env.control_period)
+        self.time_base_ns = 0  # ROS time of the episode's t=0 (set when the episode starts)
+        self.follower = TrajectoryFollower(self.env.qpos(), self.ros_time)
         self._index = {n: i for i, n in enumerate(emb.joint_names)}
         self.success = False
         self.commands = 0
         self.rejected = 0
+        self.lockstep_waits = 0  # lock-step ticks that advanced after lockstep_timeout
         self._next_js = 0.0
         self._next_cam = 0.0
         self._wall0 = time.monotonic()
         self._sim0 = self.env.time
+        self._started = threading.Event()
+        self._paused = threading.Event()
+        self.episode_over = threading.Event()
+        # Lock-step book-keeping: newest chunk / command stamps seen (ns), woken on arrival.
+        self._cv = threading.Condition()
+        self._chunk_ns = -1
+        self._cmd_ns = -1
+        self._step_target: np.ndarray | None = None
+        self.needs_observation: Callable[[float], bool] | None = None
+        self.chunk_handled: Callable[[], int] | None = None
+        self.executor_state: Callable[[], tuple[int, bool]] | None = None
         self.clock_pub = (self.create_publisher(ClockMsg, "/clock", 10)
                           if cfg.publish_clock else None)
         self.js_pub = self.create_publisher(JointState, JOINT_STATES, 10)
@@ -95,9 +116,18 @@ class SimRobotNode(Node):
                          for c in emb.cameras}
         self.success_pub = self.create_publisher(Bool, TASK_SUCCESS, LATCHED_QOS)
         self.success_pub.publish(Bool(data=False))
+        self.instruction_pub = (self.create_publisher(String, INSTRUCTION, LATCHED_QOS)
+                                if cfg.publish_instruction else None)
         self.cmd_sub = self.create_subscription(
             JointTrajectory, f"{cfg.controller}/joint_trajectory", self._on_trajectory,
             COMMAND_QOS)
+        self.start_sub = self.create_subscription(Empty, "~/start",
+                                                  lambda _m: self.start_episode(), 1)
+        if cfg.lockstep:
+            from ate_ros.msg import ActionChunk
+
+            self.chunk_sub = self.create_subscription(ActionChunk, ACTION_CHUNK,
+                                                      self._on_chunk, COMMAND_QOS)
         self.diagnostics = NodeDiagnostics(self, "sim_robot", period=1.0)
         self.diagnostics.add_provider(self._diagnose)
         # MuJoCo's GL context belongs to the thread that created it, and executor threads vary:
@@ -106,13 +136,63 @@ class SimRobotNode(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sim_robot", daemon=True)
         self._thread.start()
+        if not cfg.start_paused:
+            self.start_episode()
         self.get_logger().info(
             f"sim robot {emb.name} task {self.env.task.name!r} ({self.env.instruction!r}), "
-            f"x{cfg.real_time_factor} real time, commands on {cfg.controller}/joint_trajectory")
+            f"{'lock-step' if cfg.lockstep else f'x{cfg.real_time_factor} real time'}, "
+            f"commands on {cfg.controller}/joint_trajectory"
+            f"{', waiting for start' if cfg.start_paused else ''}")
 
+    # ----- time ---------------------------------------------------------------------------
     @property
     def sim_time(self) -> float:
+        """Simulated seconds since the episode started."""
         return self.env.time
+
+    @property
+    def ros_time(self) -> float:
+        """The ROS time (/clock, stamps) of now: the episode's time base + sim time."""
+        return self.time_base_ns * 1e-9 + self.env.time
+
+    def _now_ns(self) -> int:
+        return self.time_base_ns + round(self.env.time * 1e9)
+
+    # ----- episode control ----------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    def start_episode(self) -> None:
+        """Start the episode (idempotent): the simulation starts ticking from the reset state.
+
+        The episode's ROS time base is the next control-period multiple after the last
+        published clock, so node timers created at time 0 (the executor's control tick) fire on
+        the episode's control ticks.
+        """
+        if self._started.is_set():
+            return
+        self.time_base_ns = self.period_ns
+        with self._lock:
+            self.follower = TrajectoryFollower(self.env.qpos(), self.ros_time)
+        if self.instruction_pub is not None:
+            self.instruction_pub.publish(String(data=self.env.instruction))
+        self._sim0 = self.env.time
+        self._wall0 = time.monotonic()
+        self._started.set()
+        self.get_logger().info(f"episode started (seed {self.config.seed})")
+
+    def pause(self) -> None:
+        """Stop advancing simulated time (the episode is over for this node)."""
+        self._paused.set()
+        with self._cv:
+            self._cv.notify_all()
+
+    # ----- inputs -------------------------------------------------------------------------
+    def _on_chunk(self, msg) -> None:
+        with self._cv:
+            self._chunk_ns = max(self._chunk_ns, conv.time_to_ns(msg.header.stamp))
+            self._cv.notify_all()
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         try:
@@ -132,58 +212,159 @@ class SimRobotNode(Node):
         start = conv.time_to_sec(msg.header.stamp)
         try:
             with self._lock:
-                self.follower.set_trajectory(start, times, pos, now=self.sim_time)
+                self.follower.set_trajectory(start, times, pos, now=self.ros_time)
         except ValueError as exc:
             self.rejected += 1
             self.get_logger().warning(f"trajectory rejected: {exc}")
             return
         self.commands += 1
+        if self.config.lockstep:
+            # The command for the tick at the stamp: its first point after the stamp (the
+            # executor's target for the end of the control period), held for the period.
+            future = np.nonzero(times > 1e-9)[0]
+            with self._cv:
+                self._step_target = pos[future[0] if future.size else -1].copy()
+                self._cmd_ns = max(self._cmd_ns, conv.time_to_ns(msg.header.stamp))
+                self._cv.notify_all()
 
+    # ----- simulation thread --------------------------------------------------------------
     def _loop(self) -> None:
-        """Simulation thread: tick at ``tick_period`` of wall (monotonic) time until stopped."""
+        """Simulation thread: wait for the start, then tick (wall-paced or lock-step)."""
         try:
-            self._publish_state(images=True)
-            next_tick = time.monotonic()
-            while not self._stop.is_set():
-                next_tick += self.config.tick_period
-                self._tick()
-                delay = next_tick - time.monotonic()
-                if delay < -1.0:  # far behind (overloaded machine): do not try to catch up
-                    next_tick = time.monotonic()
-                self._stop.wait(max(0.0, delay))
+            while not self._started.wait(0.05):
+                if self._stop.is_set():
+                    return
+            if self.config.lockstep:
+                self._lockstep_loop()
+            else:
+                self._realtime_loop()
         except Exception as exc:  # noqa: BLE001 - report, never die silently
             if rclpy.ok(context=self.context):
                 self.get_logger().error(f"simulation thread stopped: {exc!r}")
         finally:
             self.env.close()
 
+    def _halted(self) -> bool:
+        cfg = self.config
+        return self._paused.is_set() or (
+            cfg.max_duration > 0 and self.sim_time - self._sim0 >= cfg.max_duration - 1e-9)
+
+    def _realtime_loop(self) -> None:
+        """Tick at ``tick_period`` of wall (monotonic) time until stopped."""
+        self._publish_clock()
+        self._publish_state(images=True)
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            next_tick += self.config.tick_period
+            self._tick()
+            delay = next_tick - time.monotonic()
+            if delay < -1.0:  # far behind (overloaded machine): do not try to catch up
+                next_tick = time.monotonic()
+            self._stop.wait(max(0.0, delay))
+
     def _tick(self) -> None:
         cfg = self.config
-        if cfg.max_duration > 0 and self.sim_time - self._sim0 >= cfg.max_duration:
+        if self._halted():
+            if not self.episode_over.is_set():
+                self.episode_over.set()
             return
         remaining = cfg.real_time_factor * cfg.tick_period
         while remaining > 1e-9:
             step = min(MAX_SUBSTEP, remaining)
             with self._lock:
-                target = self.follower.sample(self.sim_time)
+                target = self.follower.sample(self.ros_time)
             self.env.set_targets(target)
             self.env.advance(step)
             remaining -= step
+        self._publish_clock()
         t = self.sim_time
-        if self.clock_pub is not None:
-            self.clock_pub.publish(ClockMsg(clock=_stamp(t)))
         images = t + 1e-9 >= self._next_cam
         if t + 1e-9 >= self._next_js or images:
             self._publish_state(images)
+        self._check_success()
+
+    def _wait(self, ready: Callable[[], bool], poll: float = 0.05) -> bool:
+        """Wait (lockstep_timeout wall seconds at most) until ``ready()``; False on timeout."""
+        end = time.monotonic() + self.config.lockstep_timeout
+        with self._cv:
+            while not ready():
+                left = end - time.monotonic()
+                if left <= 0 or self._stop.is_set() or self._paused.is_set():
+                    return ready()
+                self._cv.wait(min(left, poll))
+        return True
+
+    def _lockstep_loop(self) -> None:
+        """One control period per iteration, each only after its observation, chunk, command.
+
+        Per tick at ROS time T: /clock T-1ns; joint_states (+ images when an observation is due)
+        stamped T; wait for the chunk stamped T (and, in-process, for the executor to have
+        handled it); /clock T (the executor's control tick fires and commands); wait for the
+        command stamped T; step the simulation one control period holding that target.
+        """
+        env = self.env
+        while not self._stop.is_set():
+            if env.done() or self._halted():
+                self._check_success()
+                self.episode_over.set()
+                self._stop.wait(0.05)
+                continue
+            now_ns = self._now_ns()
+            t = now_ns * 1e-9
+            self._publish_clock(now_ns - 1)  # stamps of this tick are "now" for the graph
+            due = (self.needs_observation(t) if self.needs_observation is not None
+                   else self.sim_time + 1e-9 >= self._next_cam)
+            handled0 = self.chunk_handled() if self.chunk_handled is not None else 0
+            self._publish_state(images=due, stamp_ns=now_ns)
+            if due:
+                ok = self._wait(lambda n=now_ns: self._chunk_ns >= n)
+                if ok and self.chunk_handled is not None:
+                    # Not notified: poll the (in-process) executor's counter.
+                    ok = self._wait(lambda h=handled0: self.chunk_handled() > h, poll=0.0005)
+                elif ok:
+                    time.sleep(0.005)  # let the executor take the chunk before its tick
+                if not ok:
+                    self.lockstep_waits += 1
+            ticks0 = self.executor_state()[0] if self.executor_state is not None else 0
+            self._publish_clock(now_ns)
+            if not self._wait_command(now_ns, ticks0):
+                self.lockstep_waits += 1  # no command: keep the target
+            with self._cv:
+                target = self._step_target
+            if target is None:
+                target = env.target
+            env.step(target, render=False)
+            self._check_success()
+
+    def _wait_command(self, now_ns: int, ticks0: int) -> bool:
+        """Wait for the executor's command of the tick at ``now_ns``.
+
+        The executor does not repeat an identical hold while the arm is at rest. In-process
+        (``executor_state``: its command counter and whether it holds at rest) the wait ends
+        once it has ticked and holds at rest: the target is then the previous one anyway.
+        """
+        if self.executor_state is not None:
+            if not self._wait(lambda: self.executor_state()[0] > ticks0, poll=0.0005):
+                return False
+            if self.executor_state()[1]:
+                return True
+        return self._wait(lambda: self._cmd_ns >= now_ns)
+
+    def _check_success(self) -> None:
         ok = bool(self.env.success())
         if ok != self.success:
             self.success = ok
             self.success_pub.publish(Bool(data=ok))
-            self.get_logger().info(f"task success: {ok} at t={t:.2f}s")
+            self.get_logger().info(f"task success: {ok} at t={self.sim_time:.2f}s")
 
-    def _publish_state(self, images: bool) -> None:
+    def _publish_clock(self, stamp_ns: int | None = None) -> None:
+        if self.clock_pub is not None:
+            ns = self._now_ns() if stamp_ns is None else stamp_ns
+            self.clock_pub.publish(ClockMsg(clock=conv.ns_to_time(ns)))
+
+    def _publish_state(self, images: bool, stamp_ns: int | None = None) -> None:
         t = self.sim_time
-        stamp = _stamp(t)
+        stamp = conv.ns_to_time(self._now_ns() if stamp_ns is None else stamp_ns)
         js = JointState()
         js.header.stamp = stamp
         js.name = self.embodiment.joint_names
@@ -204,11 +385,14 @@ class SimRobotNode(Node):
         self.diagnostics.status(OK, f"t={self.sim_time:.2f}s, success={self.success}")
         return {"sim_time_s": self.sim_time, "measured_real_time_factor": rtf,
                 "trajectories_received": self.commands, "trajectories_rejected": self.rejected,
-                "task": self.env.task.name, "success": self.success}
+                "task": self.env.task.name, "success": self.success,
+                "started": self.started, "lockstep_timeouts": self.lockstep_waits}
 
     def stop(self) -> None:
         """Stop the simulation thread (idempotent)."""
         self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10.0)
 

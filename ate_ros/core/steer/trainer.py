@@ -183,22 +183,27 @@ def action_mse(policy: VLAPolicy, dataset: PolicyDataset, samples: int = 64,
     return err / max(count, 1.0)
 
 
-def _closed_loop(policy: VLAPolicy, embodiment: Embodiment, task: str, episodes: int,
-                 seed: int) -> float | None:
+def _closed_loop(policy: VLAPolicy, embodiment: Embodiment, tasks: str, episodes: int,
+                 seed: int) -> dict[str, float] | None:
+    """Success rate per task (``tasks`` comma-separated) and their mean, in simulation."""
     try:
         from ate_ros.core.sim import evaluate_policy
     except ImportError as exc:
         logger.warning("closed-loop evaluation unavailable (%s); recording action MSE only", exc)
         return None
-    res = evaluate_policy(policy, embodiment, task, episodes=episodes, seed=seed)
-    return float(getattr(res, "success_rate", res))
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    rates = {f"success_rate/{t}": float(evaluate_policy(policy, embodiment, t, episodes=episodes,
+                                                        seed=seed).success_rate) for t in names}
+    return {"success_rate": float(np.mean(list(rates.values()))),
+            **(rates if len(names) > 1 else {})}
 
 
 # ----- the loop ------------------------------------------------------------------------------
 def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | None,
            cfg: TrainConfig, device: torch.device, dist: DistributedContext, out: Path,
            guidance: LatentGuidance | None = None, meta: dict | None = None,
-           closed_loop: Callable[[VLAPolicy], float | None] | None = None) -> Path:
+           closed_loop: Callable[[VLAPolicy], dict[str, float] | None] | None = None
+           ) -> Path:
     meta = dict(meta or {})
     model.to(device)
     ddp = dist.wrap(model)
@@ -229,9 +234,7 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
             values["action_mse"] = action_mse(ema.model, val_ds, cfg.eval_samples,
                                               cfg.eval_num_steps, cfg.seed)
         if closed_loop is not None:
-            sr = closed_loop(ema.model)
-            if sr is not None:
-                values["success_rate"] = sr
+            values.update(closed_loop(ema.model) or {})
         if values:
             log.log(step, values, prefix="eval")
             logger.info("step %d: %s", step,
