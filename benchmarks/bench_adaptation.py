@@ -1,0 +1,349 @@
+"""Cross-embodiment adaptation in simulation: direct fine-tuning vs ATE guidance.
+
+A policy pre-trained on the pre-training arms (``sim_arm6``, ``sim_arm5``;
+``assets/pretrained_sim``) is fine-tuned on the new 7-DoF arm (``sim_arm7``) with K scripted
+demonstrations per task, twice with the same steps, seeds and data: direct fine-tuning and ATE
+guidance (stage-2 VAE aligned to the pre-training latent prior). Each result is evaluated closed
+loop in MuJoCo (chunks through the executor's ChunkScheduler). Optionally also the classifier-sign
+variant of guidance and inference-time steering.
+
+    python benchmarks/bench_adaptation.py --quick      # < 10 min: K=10, one seed, reach
+    python benchmarks/bench_adaptation.py              # K in {10,25,50}, 3 seeds, 3 tasks
+
+Prints a table (success, 95% Wilson interval pooled over seeds and tasks, steps for ATE to reach
+the direct baseline's final success) and writes ``benchmarks/results/bench_adaptation[_quick]
+.json`` and a success-vs-steps plot ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass
+class BenchConfig:
+    ks: tuple[int, ...] = (10, 25, 50)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tasks: tuple[str, ...] = ("reach", "push", "pick_color")
+    methods: tuple[str, ...] = ("direct", "ate")
+    steps: int = 600
+    curve_every: int = 150
+    curve_episodes: int = 6
+    eval_episodes: int = 50
+    align_epochs: tuple[int, int] = (30, 80)
+    pretrain_per_task: int = 60       # pre-training demos per arm and task (stage-1 data)
+    val_per_task: int = 3             # held-out adaptation demos per task
+    batch_size: int = 32
+    lam: float = 2.0
+    clamp: float = 0.1
+    inference_steering: float = 0.0  # >0: also evaluate each final policy steered at inference
+    extra: dict = field(default_factory=dict)
+
+
+QUICK = BenchConfig(ks=(10,), seeds=(0,), tasks=("reach",), steps=200, curve_every=100,
+                    curve_episodes=6, eval_episodes=20, align_epochs=(8, 30),
+                    pretrain_per_task=20)
+
+METHOD_GUIDANCE = {"direct": None, "ate": "paper", "ate_classifier": "classifier"}
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    from ate_ros.core.sim.evaluate import wilson_interval
+
+    return wilson_interval(k, n)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _cli(argv: list[str]) -> None:
+    from ate_ros.cli import main
+
+    rc = main(argv)
+    if rc:
+        raise SystemExit(f"ate-ros {argv[0]} failed ({rc})")
+
+
+def make_adaptation_sets(cfg: BenchConfig, work: Path, seed: int = 7) -> dict[int, Path]:
+    """Record max(K) + val demos per task on the new arm once; K-subsets share the val split."""
+    from ate_ros.core.data.episode_format import EMBODIMENT_FILE
+    from ate_ros.core.sim import ADAPT_EMBODIMENT
+    from ate_ros.core.sim.recording import record_dataset
+
+    full = work / "ada_full"
+    n = max(cfg.ks) + cfg.val_per_task
+    for i, task in enumerate(cfg.tasks):
+        if not (full / task).is_dir():
+            record_dataset(ADAPT_EMBODIMENT, task, n, full / task, seed=seed + 1000 * i,
+                           val_fraction=cfg.val_per_task / n)
+    sets = {}
+    for k in cfg.ks:
+        dst = work / f"ada_k{k}"
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        for task in cfg.tasks:
+            train = sorted((full / task / "train").iterdir())[:k]
+            for split, files in (("train", train), ("val", sorted((full / task / "val")
+                                                                  .iterdir()))):
+                (dst / split).mkdir(parents=True, exist_ok=True)
+                for f in files:
+                    os.link(f, dst / split / f.name)
+        shutil.copy(full / cfg.tasks[0] / EMBODIMENT_FILE, dst / EMBODIMENT_FILE)
+        sets[k] = dst
+    return sets
+
+
+def pretraining_sets(cfg: BenchConfig, work: Path) -> list[Path]:
+    """The pre-training datasets (``runs/pretrain_data`` when present, else recorded here)."""
+    from ate_ros.core.sim import PRETRAIN_EMBODIMENTS
+    from ate_ros.core.sim.recording import record_dataset
+
+    shared = ROOT / "runs" / "pretrain_data"
+    if shared.is_dir() and any(shared.iterdir()):
+        return sorted(p for p in shared.iterdir() if p.is_dir())
+    out = []
+    for a, arm in enumerate(PRETRAIN_EMBODIMENTS):
+        for t, task in enumerate(cfg.tasks):
+            dst = work / "pretrain_data" / f"{arm}-{task}"
+            if not dst.is_dir():
+                record_dataset(arm, task, cfg.pretrain_per_task, dst,
+                               seed=5000 + 100 * (3 * a + t))
+            out.append(dst)
+    return out
+
+
+def finetune(cfg: BenchConfig, pretrained: Path, data: Path, vae: Path, out: Path, method: str,
+             seed: int) -> dict:
+    from ate_ros.core.steer.guidance import GuidanceConfig
+    from ate_ros.core.steer.trainer import FinetuneConfig, finetune_policy
+    from ate_ros.core.training import read_json
+
+    direction = METHOD_GUIDANCE[method]
+    guidance = GuidanceConfig(enabled=direction is not None, scale=cfg.lam, clamp=cfg.clamp,
+                              direction=direction or "paper")
+    finetune_policy(FinetuneConfig(
+        data=[str(data)], out=str(out), policy_path=str(pretrained), vae=str(vae),
+        guidance=guidance, steps=cfg.steps, batch_size=cfg.batch_size, seed=seed, device="cpu",
+        eval_every=cfg.curve_every, save_every=cfg.steps, eval_task=",".join(cfg.tasks),
+        eval_episodes=cfg.curve_episodes, show_progress=False, log_every=50))
+    hist = read_json(out / "metrics.json")["history"]
+    return {"curve": hist.get("eval/success_rate", []), "action_mse": hist.get("eval/action_mse",
+                                                                                [])}
+
+
+def evaluate(policy_dir: Path, cfg: BenchConfig, seed: int, vae: Path | None = None) -> dict:
+    from ate_ros.core.sim import ADAPT_EMBODIMENT, evaluate_policy
+    from ate_ros.core.steer.policies import load_policy
+
+    policy = load_policy(policy_dir)
+    if vae is not None:
+        from ate_ros.core.align import load_alignment
+
+        policy.set_inference_guidance(load_alignment(vae), scale=cfg.inference_steering)
+    out = {}
+    for task in cfg.tasks:
+        r = evaluate_policy(policy, ADAPT_EMBODIMENT, task, episodes=cfg.eval_episodes,
+                            seed=20_000 + seed)
+        out[task] = {"successes": int(round(r.success_rate * cfg.eval_episodes)),
+                     "episodes": cfg.eval_episodes}
+    return out
+
+
+def aggregate(runs: list[dict], cfg: BenchConfig) -> dict:
+    """Pool successes over seeds and tasks per (K, method); curves averaged over seeds."""
+    table = {}
+    for k in cfg.ks:
+        for method in {r["method"] for r in runs}:
+            rs = [r for r in runs if r["k"] == k and r["method"] == method]
+            if not rs:
+                continue
+            succ = sum(t["successes"] for r in rs for t in r["eval"].values())
+            n = sum(t["episodes"] for r in rs for t in r["eval"].values())
+            lo, hi = wilson(succ, n)
+            per_task = {task: sum(r["eval"][task]["successes"] for r in rs) /
+                        sum(r["eval"][task]["episodes"] for r in rs) for task in cfg.tasks}
+            steps = sorted({p[0] for r in rs for p in r["curve"]})
+            curve = [[s, float(np.mean([dict(map(tuple, r["curve"])).get(s, np.nan)
+                                        for r in rs]))] for s in steps]
+            table[f"K={k}/{method}"] = {"k": k, "method": method, "success": succ / n,
+                                        "ci95": [lo, hi], "n": n, "per_task": per_task,
+                                        "curve": curve, "seeds": len(rs)}
+    for k in cfg.ks:  # steps for each guided method to reach the direct baseline's final success
+        base = table.get(f"K={k}/direct")
+        if not base or not base["curve"]:
+            continue
+        target = base["curve"][-1][1]
+        for row in table.values():
+            if row["k"] == k and row["method"] != "direct":
+                hit = [s for s, v in row["curve"] if v >= target]
+                row["steps_to_direct_final"] = hit[0] if hit else None
+                row["direct_final_curve_success"] = target
+    return table
+
+
+def print_table(table: dict, cfg: BenchConfig, zero_shot: dict | None) -> None:
+    print("\nCross-embodiment adaptation (sim_arm6 + sim_arm5 -> sim_arm7), "
+          f"{cfg.eval_episodes} episodes x {len(cfg.tasks)} tasks x {len(cfg.seeds)} seeds, "
+          f"{cfg.steps} fine-tuning steps")
+    hdr = f"{'K':>3} {'method':16} {'success':>8} {'95% CI':>14} " + \
+        "".join(f"{t:>11}" for t in cfg.tasks) + f" {'steps to direct':>16}"
+    print(hdr)
+    print("-" * len(hdr))
+    if zero_shot:
+        n = sum(v["episodes"] for v in zero_shot.values())
+        s = sum(v["successes"] for v in zero_shot.values())
+        lo, hi = wilson(s, n)
+        print(f"{0:>3} {'pretrained':16} {s / n:8.1%} {f'[{lo:.0%}, {hi:.0%}]':>14} " +
+              "".join(f"{v['successes'] / v['episodes']:11.0%}" for v in zero_shot.values()))
+    for row in sorted(table.values(), key=lambda r: (r["k"], r["method"])):
+        lo, hi = row["ci95"]
+        stp = row.get("steps_to_direct_final", "")
+        print(f"{row['k']:>3} {row['method']:16} {row['success']:8.1%} "
+              f"{f'[{lo:.0%}, {hi:.0%}]':>14} " +
+              "".join(f"{row['per_task'][t]:11.0%}" for t in cfg.tasks) +
+              f" {'' if stp == '' else ('not reached' if stp is None else stp):>16}")
+
+
+def plot(table: dict, cfg: BenchConfig, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cfg.ks), figsize=(4.5 * len(cfg.ks), 3.5), squeeze=False)
+    for ax, k in zip(axes[0], cfg.ks):
+        for row in table.values():
+            if row["k"] == k and row["curve"]:
+                s, v = zip(*row["curve"])
+                ax.plot(s, v, marker="o", label=row["method"])
+        ax.set_title(f"K = {k} demos/task")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel(f"success ({cfg.curve_episodes} ep/task)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="< 10 min smoke-size run")
+    p.add_argument("--pretrained", default=str(ROOT / "assets" / "pretrained_sim"))
+    p.add_argument("--work", default=str(ROOT / "runs" / "bench_adaptation"))
+    p.add_argument("--ks", default="", help="override K values, e.g. 10,25")
+    p.add_argument("--seeds", default="", help="override seeds, e.g. 0,1")
+    p.add_argument("--tasks", default="", help="override tasks")
+    p.add_argument("--steps", type=int, default=0, help="override fine-tuning steps")
+    p.add_argument("--eval-episodes", type=int, default=0)
+    p.add_argument("--methods", default="", help="e.g. direct,ate,ate_classifier")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.0)
+    p.add_argument("--inference-steering", type=float, default=-1.0,
+                   help="also evaluate the final policies with inference-time steering")
+    p.add_argument("--tag", default="", help="suffix of the result files")
+    args = p.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    torch.set_num_threads(2)
+    cfg = QUICK if args.quick else BenchConfig()
+    over = {}
+    if args.ks:
+        over["ks"] = tuple(int(x) for x in args.ks.split(","))
+    if args.seeds:
+        over["seeds"] = tuple(int(x) for x in args.seeds.split(","))
+    if args.tasks:
+        over["tasks"] = tuple(args.tasks.split(","))
+    if args.methods:
+        over["methods"] = tuple(args.methods.split(","))
+    for name, val in (("steps", args.steps), ("eval_episodes", args.eval_episodes),
+                      ("lam", args.lam)):
+        if val:
+            over[name] = val
+    if args.inference_steering >= 0:
+        over["inference_steering"] = args.inference_steering
+    cfg = replace(cfg, **over)
+    pretrained = Path(args.pretrained)
+    if not (pretrained / "config.json").is_file():
+        print(f"no pre-trained policy at {pretrained}: run assets/make_pretrained_sim.sh",
+              file=sys.stderr)
+        return 2
+    work = Path(args.work) / ("quick" if args.quick else "full")
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    from ate_ros.core.sim import ADAPT_EMBODIMENT
+
+    _log(f"config: {asdict(cfg)}")
+    ada = make_adaptation_sets(cfg, work)
+    pre = pretraining_sets(cfg, work)
+    _log(f"data: {len(pre)} pre-training sets, adaptation K={list(ada)}")
+    stage1 = work / "stage1"
+    if not (stage1 / "config.json").is_file():
+        _cli(["align", "--pretrain", ",".join(map(str, pre)), "--embodiment-pre",
+              ",".join(_embodiment_of(d) for d in pre),
+              "--out", str(stage1), "--epochs-stage1", str(cfg.align_epochs[0]),
+              "--short", "pad", "--no-progress", "--no-control", "--device", "cpu"])
+    vaes = {}
+    for k, data in ada.items():
+        vaes[k] = work / f"vae_k{k}"
+        _cli(["align", "--stage1", str(stage1), "--adapt", str(data), "--embodiment-ada",
+              ADAPT_EMBODIMENT, "--out", str(vaes[k]), "--epochs-stage2", str(cfg.align_epochs[1]),
+              "--short", "pad", "--no-progress", "--no-control", "--device", "cpu"])
+    _log(f"alignment done ({time.monotonic() - t0:.0f} s)")
+    zero_shot = evaluate(pretrained, cfg, seed=0)
+    _log(f"zero-shot pretrained: {zero_shot}")
+    runs = []
+    for k in cfg.ks:
+        for seed in cfg.seeds:
+            for method in cfg.methods:
+                out = work / f"k{k}_s{seed}_{method}"
+                _log(f"fine-tune K={k} seed={seed} {method}")
+                ft = finetune(cfg, pretrained, ada[k], vaes[k], out, method, seed)
+                ev = evaluate(out, cfg, seed)
+                run = {"k": k, "seed": seed, "method": method, "eval": ev, **ft}
+                if cfg.inference_steering > 0:
+                    run["eval_inference_steering"] = evaluate(out, cfg, seed, vae=vaes[k])
+                runs.append(run)
+                _log(f"  -> {ev}")
+    table = aggregate(runs, cfg)
+    for r in runs:  # inference-time steering rows, same aggregation
+        if "eval_inference_steering" in r:
+            runs_is = [dict(x, eval=x["eval_inference_steering"], method=x["method"] + "+is")
+                       for x in runs if "eval_inference_steering" in x]
+            table.update(aggregate(runs_is, cfg))
+            break
+    print_table(table, cfg, zero_shot)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "bench_adaptation" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag
+                                                                    else "")
+    plot(table, cfg, RESULTS / f"{name}.png")
+    result = {"benchmark": "bench_adaptation", "quick": args.quick, "config": asdict(cfg),
+              "pretrained": str(pretrained), "zero_shot": zero_shot, "table": table,
+              "runs": runs, "wall_s": time.monotonic() - t0,
+              "torch_threads": torch.get_num_threads()}
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    _log(f"wrote {RESULTS / name}.json and .png ({(time.monotonic() - t0) / 60:.1f} min)")
+    return 0
+
+
+def _embodiment_of(dataset: Path) -> str:
+    import yaml
+
+    return yaml.safe_load((Path(dataset) / "embodiment.yaml").read_text())["name"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
