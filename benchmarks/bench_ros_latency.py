@@ -53,14 +53,15 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     from rclpy.executors import MultiThreadedExecutor
     from sensor_msgs.msg import Image, JointState
 
-    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig, resolve_embodiment
+    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig
+    from ate_ros.core.embodiment import load_embodiment
     from ate_ros.msg import ActionChunk
     from ate_ros.nodes.perception_node import PerceptionNode
     from ate_ros.nodes.policy_node import PolicyNode
     from ate_ros.ros import conversions as conv
     from ate_ros.ros.qos import COMMAND_QOS
 
-    emb = resolve_embodiment(embodiment)
+    emb = load_embodiment(embodiment)
     cam = emb.cameras[0]
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -113,11 +113,10 @@ def trained(tmp_path_factory):
     from ate_ros.cli import main
     from ate_ros.core.align import AlignConfig, StageConfig, train_alignment
     from ate_ros.core.data.policy_dataset import write_toy_dataset
-    from ate_ros.core.deploy import resolve_embodiment
-    from ate_ros.core.embodiment import Embodiment, JointSpec
+    from ate_ros.core.embodiment import Embodiment, JointSpec, load_embodiment
 
     root = tmp_path_factory.mktemp("real_policy")
-    emb = resolve_embodiment(EMBODIMENT)
+    emb = load_embodiment(EMBODIMENT)
     pre_emb = Embodiment(name="pre3", joints=[JointSpec(name=f"pre3_j{i}", slot=i, lower=-2.0,
                                                         upper=2.0) for i in range(3)])
     ada = write_toy_dataset(root / "ada", emb, episodes=2, length=12, image_size=16, seed=1)

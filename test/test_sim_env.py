@@ -6,17 +6,18 @@ import mujoco
 import numpy as np
 import pytest
 
+from ate_ros.core.embodiment import load_embodiment
 from ate_ros.core.sim import ADAPT_EMBODIMENT, PRETRAIN_EMBODIMENTS, SIM_EMBODIMENTS, SIM_TASKS
 from ate_ros.core.sim.arms import BLOCK_HALF, COLORS, TIP_RADIUS
-from ate_ros.core.sim.env import SimEnv, resolve_embodiment
+from ate_ros.core.sim.env import SimEnv
 
 
 def test_embodiments_differ_and_split():
-    dofs = {n: resolve_embodiment(n).dof for n in SIM_EMBODIMENTS}
+    dofs = {n: load_embodiment(n).dof for n in SIM_EMBODIMENTS}
     assert dofs == {"sim_arm6": 6, "sim_arm5": 5, "sim_arm7": 7}
     assert ADAPT_EMBODIMENT not in PRETRAIN_EMBODIMENTS
     for n in SIM_EMBODIMENTS:
-        emb = resolve_embodiment(n)
+        emb = load_embodiment(n)
         assert list(emb.slots) == list(range(emb.dof))  # right_arm_joint_pos[0..]
         assert emb.cameras[0].name == "front" and emb.ee_link
 

@@ -41,15 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ----- loading ------------------------------------------------------------------------------
 def _embodiment(spec: str, fallback: str | None, folder: Path | None = None):
-    from ate_ros.core.deploy import resolve_embodiment
-    from ate_ros.core.embodiment import Embodiment
+    from ate_ros.core.embodiment import Embodiment, load_embodiment
 
     if spec:
-        return resolve_embodiment(spec)
+        return load_embodiment(spec)
     if folder is not None and (folder / "embodiment.yaml").is_file():
         return Embodiment.from_yaml(folder / "embodiment.yaml")
     if fallback:
-        return resolve_embodiment(fallback)
+        return load_embodiment(fallback)
     raise SystemExit("cannot tell the embodiment: pass --embodiment")
 
 

@@ -96,7 +96,7 @@ def to_overrides(values: dict[str, Any]) -> list:
 
 def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     """Create the nodes (not spinning yet). Returns name -> node."""
-    from ate_ros.core.deploy import resolve_embodiment
+    from ate_ros.core.embodiment import load_embodiment
     from ate_ros.nodes.executor_node import ExecutorNode
     from ate_ros.nodes.perception_node import PerceptionNode
     from ate_ros.nodes.policy_node import PolicyNode
@@ -107,7 +107,7 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
         from ate_ros.nodes.sim_robot_node import default_embodiment
 
         embodiment = default_embodiment()
-    emb = resolve_embodiment(embodiment)
+    emb = load_embodiment(embodiment)
     emb_spec = str(Path(embodiment).resolve()) if Path(embodiment).suffix in (
         ".yaml", ".yml") else embodiment
     dry_run = (not args.sim) if args.dry_run is None else args.dry_run

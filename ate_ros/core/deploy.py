@@ -401,23 +401,3 @@ def builtin_policy(name: str, embodiment: Embodiment):
     """A built-in policy by name, or None when ``name`` is not one."""
     cls = BUILTIN_POLICIES.get(name)
     return None if cls is None else cls(embodiment)
-
-
-def resolve_embodiment(spec: str | Embodiment) -> Embodiment:
-    """An embodiment from an object, a YAML path or a name (source checkout looked at first).
-
-    Works around ``config_dir()`` failing for shallow install paths by checking the checkout's
-    ``config/embodiments`` before :func:`ate_ros.core.embodiment.load_embodiment`.
-    """
-    from pathlib import Path
-
-    from ate_ros.core.embodiment import load_embodiment
-
-    if isinstance(spec, Embodiment):
-        return spec
-    if not spec:
-        raise ValueError("no embodiment given: set the `embodiment` parameter")
-    local = Path(__file__).resolve().parents[2] / "config" / "embodiments" / f"{spec}.yaml"
-    if local.is_file():
-        return Embodiment.from_yaml(local)
-    return load_embodiment(spec)

@@ -307,6 +307,8 @@ def load_embodiment(spec: str | Path | Embodiment) -> Embodiment:
     """Load an embodiment from a YAML path or a bare name under ``config/embodiments``."""
     if isinstance(spec, Embodiment):
         return spec
+    if not str(spec).strip():
+        raise EmbodimentError("no embodiment given: pass a config/embodiments name or a YAML path")
     p = Path(spec)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return Embodiment.from_yaml(p)

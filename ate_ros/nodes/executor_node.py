@@ -30,7 +30,6 @@ import numpy as np
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
@@ -49,6 +48,7 @@ from ate_ros.ros.conversions import (
 from ate_ros.ros.diagnostics import DiagnosticStatus, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, STATE_QOS
+from ate_ros.ros.spin import spin_node
 
 __all__ = ["ExecutorNode", "main"]
 
@@ -357,20 +357,8 @@ class ExecutorNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ExecutorNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> int:
+    return spin_node(ExecutorNode, args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import sys
 import threading
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -36,14 +35,14 @@ from ate_ros.core.deploy import (
     FreshestSync,
     PerceptionConfig,
     prepare_image,
-    resolve_embodiment,
 )
-from ate_ros.core.embodiment import EmbodimentError
+from ate_ros.core.embodiment import EmbodimentError, load_embodiment
 from ate_ros.msg import Observation
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from ate_ros.ros.spin import spin_node
 
 
 def _stamp_s(msg) -> float:
@@ -58,7 +57,7 @@ class PerceptionNode(Node):
         super().__init__(node_name, **kwargs)
         self.params = DataclassParameters(self, PerceptionConfig, defaults=config)
         cfg = self.config = self.params.config
-        self.embodiment = resolve_embodiment(cfg.embodiment)
+        self.embodiment = load_embodiment(cfg.embodiment)
         emb = self.embodiment
         self._lock = threading.Lock()
         self.cameras = list(emb.cameras)
@@ -203,19 +202,7 @@ class PerceptionNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PerceptionNode()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return spin_node(PerceptionNode, args)
 
 
 if __name__ == "__main__":

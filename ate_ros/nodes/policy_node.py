@@ -31,10 +31,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from visualization_msgs.msg import MarkerArray
 
@@ -47,9 +45,8 @@ from ate_ros.core.deploy import (
     LatencyStats,
     PolicyNodeConfig,
     builtin_policy,
-    resolve_embodiment,
 )
-from ate_ros.core.embodiment import Embodiment
+from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.policy_io import ChunkPolicy, PolicyObservation
 from ate_ros.msg import ActionChunk, Observation
 from ate_ros.nodes.visualization import polylines_to_markers
@@ -57,6 +54,7 @@ from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from ate_ros.ros.spin import spin_node
 
 PolicyFactory = Callable[[PolicyNodeConfig, Embodiment], ChunkPolicy]
 
@@ -128,7 +126,7 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         cfg = self.config
         try:
-            self.embodiment = resolve_embodiment(cfg.embodiment)
+            self.embodiment = load_embodiment(cfg.embodiment)
             self.policy = self._factory(cfg, self.embodiment)
             self._limit_threads()
             if cfg.vae:
@@ -430,23 +428,7 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    executor = MultiThreadedExecutor()
-    try:
-        node = PolicyNode()
-        executor.add_node(node)
-        executor.spin()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node._stop_worker()
-            node.destroy_node()
-        executor.shutdown()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return spin_node(PolicyNode, args, before_destroy=lambda n: n._stop_worker())
 
 
 if __name__ == "__main__":

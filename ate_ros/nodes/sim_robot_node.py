@@ -50,12 +50,13 @@ from ate_ros.core.deploy import (
     TASK_SUCCESS,
     SimRobotConfig,
     TrajectoryFollower,
-    resolve_embodiment,
 )
+from ate_ros.core.embodiment import load_embodiment
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import OK, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from ate_ros.ros.spin import spin_node
 
 DEFAULT_TASK = "reach"
 MAX_SUBSTEP = 0.01
@@ -82,7 +83,7 @@ class SimRobotNode(Node):
         cfg = self.config = self.params.config
         from ate_ros.core.sim.env import SimEnv  # mujoco: imported with the node, not the module
 
-        self.embodiment = resolve_embodiment(cfg.embodiment or default_embodiment())
+        self.embodiment = load_embodiment(cfg.embodiment or default_embodiment())
         emb = self.embodiment
         self.env = SimEnv(emb, cfg.task or DEFAULT_TASK, seed=cfg.seed)
         self.env.reset(seed=cfg.seed, render=False)
@@ -402,19 +403,7 @@ class SimRobotNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimRobotNode()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return spin_node(SimRobotNode, args)
 
 
 if __name__ == "__main__":

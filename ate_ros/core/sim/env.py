@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from ate_ros.core.embodiment import Embodiment
+from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.policy_io import PolicyObservation
 from ate_ros.core.sim.arms import arm_spec_for, build_scene_xml
 from ate_ros.core.sim.kinematics import ArmKinematics
@@ -58,22 +58,6 @@ class SimObservation:
             np.float32)), mask=emb.mask, instruction=self.instruction, stamp=self.time)
 
 
-def resolve_embodiment(spec: str | Embodiment) -> Embodiment:
-    """An :class:`Embodiment` from an object, a YAML path or a simulated arm's name."""
-    from pathlib import Path
-
-    from ate_ros.core.embodiment import load_embodiment
-
-    if isinstance(spec, Embodiment):
-        return spec
-    # Look next to the package first: works from a source checkout regardless of how
-    # ``config_dir`` resolves the installed share folder.
-    local = Path(__file__).resolve().parents[3] / "config" / "embodiments" / f"{spec}.yaml"
-    if local.is_file():
-        return Embodiment.from_yaml(local)
-    return load_embodiment(spec)
-
-
 class SimEnv:
     """A simulated arm on the tabletop doing one task.
 
@@ -89,7 +73,7 @@ class SimEnv:
     def __init__(self, embodiment: str | Embodiment, task: str, seed: int | None = None,
                  image_size: tuple[int, int] | None = None,
                  control_rate_hz: float | None = None) -> None:
-        self.embodiment = resolve_embodiment(embodiment)
+        self.embodiment = load_embodiment(embodiment)
         self.spec = arm_spec_for(self.embodiment)
         self.task: Task = make_task(task)
         emb = self.embodiment

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ate_ros.core.embodiment import Embodiment
-from ate_ros.core.sim.env import SimEnv, resolve_embodiment
+from ate_ros.core.embodiment import Embodiment, load_embodiment
+from ate_ros.core.sim.env import SimEnv
 from ate_ros.core.sim.experts import ExpertConfig, ScriptedExpert
 
 logger = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ def record_dataset(embodiment: str | Embodiment, task: str, episodes: int, out: 
 
     summary = _run(embodiment, task, episodes, seed, only_success, render, None, expert_config,
                    sink, max_attempts)
-    resolve_embodiment(embodiment).to_yaml(out / EMBODIMENT_FILE)
+    load_embodiment(embodiment).to_yaml(out / EMBODIMENT_FILE)
     (out / MANIFEST).write_text(json.dumps({"source": "ate_ros.core.sim.record_dataset",
                                             **summary.as_dict()}, indent=2))
     return summary
