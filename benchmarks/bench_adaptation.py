@@ -178,9 +178,11 @@ def aggregate(runs: list[dict], cfg: BenchConfig) -> dict:
             steps = sorted({p[0] for r in rs for p in r["curve"]})
             curve = [[s, float(np.mean([dict(map(tuple, r["curve"])).get(s, np.nan)
                                         for r in rs]))] for s in steps]
+            mse = [r["action_mse"][-1][1] for r in rs if r.get("action_mse")]
             table[f"K={k}/{method}"] = {"k": k, "method": method, "success": succ / n,
                                         "ci95": [lo, hi], "n": n, "per_task": per_task,
-                                        "curve": curve, "seeds": len(rs)}
+                                        "curve": curve, "seeds": len(rs),
+                                        "val_action_mse": float(np.mean(mse)) if mse else None}
     for k in cfg.ks:  # steps for each guided method to reach the direct baseline's final success
         base = table.get(f"K={k}/direct")
         if not base or not base["curve"]:
@@ -199,7 +201,7 @@ def print_table(table: dict, cfg: BenchConfig, zero_shot: dict | None) -> None:
           f"{cfg.eval_episodes} episodes x {len(cfg.tasks)} tasks x {len(cfg.seeds)} seeds, "
           f"{cfg.steps} fine-tuning steps")
     hdr = f"{'K':>3} {'method':16} {'success':>8} {'95% CI':>14} " + \
-        "".join(f"{t:>11}" for t in cfg.tasks) + f" {'steps to direct':>16}"
+        "".join(f"{t:>11}" for t in cfg.tasks) + f" {'steps to direct':>16} {'val MSE':>8}"
     print(hdr)
     print("-" * len(hdr))
     if zero_shot:
@@ -214,7 +216,12 @@ def print_table(table: dict, cfg: BenchConfig, zero_shot: dict | None) -> None:
         print(f"{row['k']:>3} {row['method']:16} {row['success']:8.1%} "
               f"{f'[{lo:.0%}, {hi:.0%}]':>14} " +
               "".join(f"{row['per_task'][t]:11.0%}" for t in cfg.tasks) +
-              f" {'' if stp == '' else ('not reached' if stp is None else stp):>16}")
+              f" {'' if stp == '' else ('not reached' if stp is None else stp):>16}"
+              f" {_fmt(row.get('val_action_mse')):>8}")
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
 
 
 def plot(table: dict, cfg: BenchConfig, path: Path) -> None:

@@ -10,6 +10,12 @@ The heavy submodules import MuJoCo; import them where needed.
 
 from __future__ import annotations
 
+import os
+
+# Offscreen rendering needs a GL platform chosen before MuJoCo loads; EGL works headless on CPU
+# (Mesa) and GPU machines alike. A value the user set wins.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 SIM_EMBODIMENTS = ("sim_arm6", "sim_arm5", "sim_arm7")
 """Every simulated arm (config/embodiments/<name>.yaml)."""
 PRETRAIN_EMBODIMENTS = ("sim_arm6", "sim_arm5")
