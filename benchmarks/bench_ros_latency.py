@@ -60,6 +60,9 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     from ate_ros.nodes.policy_node import PolicyNode
     from ate_ros.ros import conversions as conv
     from ate_ros.ros.qos import COMMAND_QOS
+    from ate_ros.ros.spin import prefer_short_gil_slices
+
+    prefer_short_gil_slices()
 
     emb = load_embodiment(embodiment)
     cam = emb.cameras[0]

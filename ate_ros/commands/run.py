@@ -263,6 +263,10 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
+    from ate_ros.ros.spin import prefer_short_gil_slices
+
+    prefer_short_gil_slices()
+
     context = rclpy.Context()
     rclpy.init(context=context)
     nodes: dict[str, Any] = {}
