@@ -188,6 +188,8 @@ def aggregate(runs: list[dict], cfg: BenchConfig) -> dict:
         if not base or not base["curve"]:
             continue
         target = base["curve"][-1][1]
+        if target <= 0:  # "reaching" a 0% baseline says nothing
+            continue
         for row in table.values():
             if row["k"] == k and row["method"] != "direct":
                 hit = [s for s, v in row["curve"] if v >= target]
@@ -328,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     table = aggregate(runs, cfg)
     for r in runs:  # inference-time steering rows, same aggregation
         if "eval_inference_steering" in r:
-            runs_is = [dict(x, eval=x["eval_inference_steering"], method=x["method"] + "+is")
-                       for x in runs if "eval_inference_steering" in x]
+            # Same training runs, steered only at evaluation: no curves of their own.
+            runs_is = [dict(x, eval=x["eval_inference_steering"], method=x["method"] + "+is",
+                            curve=[]) for x in runs if "eval_inference_steering" in x]
             table.update(aggregate(runs_is, cfg))
             break
     print_table(table, cfg, zero_shot)
