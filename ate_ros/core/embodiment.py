@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ate_ros.core.dataclass_io import strict_from_dict
+
 logger = logging.getLogger(__name__)
 
 UNIFIED_DIM = 128
@@ -268,16 +270,7 @@ class Embodiment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Embodiment:
-        if not isinstance(data, dict):
-            raise EmbodimentError(f"embodiment must be a mapping, got {type(data).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EmbodimentError(f"unknown embodiment keys {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise EmbodimentError(f"invalid embodiment: {exc}") from exc
+        return strict_from_dict(cls, data, EmbodimentError)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Embodiment:

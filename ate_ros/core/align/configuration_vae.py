@@ -7,10 +7,11 @@ one stage's optimisation and loss weights; :class:`AlignConfig` is the whole pip
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ate_ros.core.dataclass_io import strict_from_dict
 from ate_ros.core.embodiment import UNIFIED_DIM
 
 ARCH_TRANSFORMER = "transformer"
@@ -89,11 +90,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown VAEConfig keys {unknown}")
-        return cls(**data)
+        return strict_from_dict(cls, data)
 
 
 @dataclass

@@ -71,6 +71,7 @@ from ate_ros.core.data.episode_format import (
     Episode,
     write_episode,
 )
+from ate_ros.core.dataclass_io import strict_from_dict
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 
 logger = logging.getLogger(__name__)
@@ -207,11 +208,7 @@ class ConversionSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConversionSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown conversion spec keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return strict_from_dict(cls, data)
 
 
 @dataclass

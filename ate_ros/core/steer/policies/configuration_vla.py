@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ate_ros.core.dataclass_io import strict_from_dict
 from ate_ros.core.normalization import NORM_MODES
 from ate_ros.core.steer.schedules import BETA_SCHEDULES, FLOW_CONVENTIONS, PREDICTION_TYPES
 
@@ -104,8 +105,4 @@ class VLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VLAConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"VLAConfig: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return strict_from_dict(cls, data)
