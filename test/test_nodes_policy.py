@@ -30,7 +30,7 @@ class TowardTarget:
         return self.emb.to_unified(path.astype(np.float32))
 
 
-def wait_for(pred, timeout=5.0):
+def wait_for(pred, timeout=20.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():
@@ -167,7 +167,7 @@ def test_run_policy_feedback_and_cancel_holds(graph):
     time.sleep(0.3)
     assert not got  # require_goal: nothing without a goal
     client = ActionClient(peer, RunPolicy, "run_policy")
-    assert client.wait_for_server(timeout_sec=5.0)
+    assert client.wait_for_server(timeout_sec=30.0)
     goal_fut = client.send_goal_async(RunPolicy.Goal(instruction="wave", max_duration=0.0),
                                       feedback_callback=lambda f: feedback.append(f.feedback))
     assert wait_for(goal_fut.done)

@@ -87,7 +87,7 @@ def graph():
     thread.join(timeout=5)
 
 
-def _wait(future, timeout: float = 10.0):
+def _wait(future, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while not future.done():
         assert time.monotonic() < deadline, "timed out waiting for a ROS future"
@@ -98,7 +98,7 @@ def _wait(future, timeout: float = 10.0):
 def test_action_chunk_topic(graph) -> None:
     server, client_node = graph
     pub = client_node.create_publisher(ActionChunk, "action_chunk", 10)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not server.received and time.monotonic() < deadline:
         pub.publish(_chunk())
         time.sleep(0.05)
@@ -112,7 +112,7 @@ def test_action_chunk_topic(graph) -> None:
 def test_execute_chunk_feedback_and_result(graph) -> None:
     _, client_node = graph
     client = ActionClient(client_node, ExecuteChunk, "execute_chunk")
-    assert client.wait_for_server(timeout_sec=10)
+    assert client.wait_for_server(timeout_sec=30)
     feedback: list[int] = []
     goal = ExecuteChunk.Goal(chunk=_chunk(4))
     handle = _wait(client.send_goal_async(goal, feedback_callback=lambda f:
@@ -127,12 +127,12 @@ def test_execute_chunk_feedback_and_result(graph) -> None:
 def test_execute_chunk_cancel(graph) -> None:
     _, client_node = graph
     client = ActionClient(client_node, ExecuteChunk, "execute_chunk")
-    assert client.wait_for_server(timeout_sec=10)
+    assert client.wait_for_server(timeout_sec=30)
     feedback: list[int] = []
     handle = _wait(client.send_goal_async(ExecuteChunk.Goal(chunk=_chunk(40)),
                                           feedback_callback=lambda f:
                                           feedback.append(f.feedback.index)))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while len(feedback) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     _wait(handle.cancel_goal_async())
