@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -91,22 +92,13 @@ def graph(emb, request):
     ex.add_node(robot_node)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
-    _wait(lambda: node._measured is not None, 20.0)
+    wait_for(lambda: node._measured is not None, 20.0)
     yield node, robot
     ex.shutdown()
     node.destroy_node()
     robot_node.destroy_node()
     rclpy.shutdown()
     th.join(2.0)
-
-
-def _wait(cond, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def _check_limits(emb, trajs):
@@ -151,7 +143,7 @@ def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):
                 p.positions = [row[2], row[0], row[1]]
         robot.chunk_pub.publish(msg)
         time.sleep(0.02)
-    assert _wait(lambda: node.scheduler.stats.accepted + node.scheduler.stats.rejected_total
+    assert wait_for(lambda: node.scheduler.stats.accepted + node.scheduler.stats.rejected_total
                  >= n, 10.0)
     time.sleep(0.3)
     stats = node.scheduler.stats
@@ -162,7 +154,7 @@ def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):
     assert len(trajs) > 10
     _check_limits(emb, trajs)
     # /diagnostics carries the counters.
-    assert _wait(lambda: any(kv.key == "clipped_points" for m in robot.diag
+    assert wait_for(lambda: any(kv.key == "clipped_points" for m in robot.diag
                              for s in m.status for kv in s.values), 3.0)
 
 
@@ -183,9 +175,9 @@ def test_execute_chunk_feedback_and_cancel(graph, emb):
         goal = ExecuteChunk.Goal(chunk=chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
         fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
             f.feedback))
-        assert _wait(fut.done, 20.0) and fut.result().accepted
+        assert wait_for(fut.done, 20.0) and fut.result().accepted
         res_fut = fut.result().get_result_async()
-        assert _wait(res_fut.done, 20.0)
+        assert wait_for(res_fut.done, 20.0)
         res = res_fut.result().result
         assert res.outcome == ExecuteChunk.Result.SUCCEEDED, res.message
         assert res.executed_points >= 5 and res.max_tracking_error < 0.5
@@ -199,14 +191,14 @@ def test_execute_chunk_feedback_and_cancel(graph, emb):
         feedback.clear()
         fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
             f.feedback))
-        assert _wait(fut.done, 20.0) and fut.result().accepted
-        assert _wait(lambda: len(feedback) >= 5, 20.0)
+        assert wait_for(fut.done, 20.0) and fut.result().accepted
+        assert wait_for(lambda: len(feedback) >= 5, 20.0)
         cancel = fut.result().cancel_goal_async()
-        assert _wait(cancel.done, 20.0)
+        assert wait_for(cancel.done, 20.0)
         res_fut = fut.result().get_result_async()
-        assert _wait(res_fut.done, 20.0)
+        assert wait_for(res_fut.done, 20.0)
         assert res_fut.result().result.outcome == ExecuteChunk.Result.CANCELED
-        assert _wait(lambda: node.scheduler.holding and not node.scheduler.moving, 3.0)
+        assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 3.0)
         held = node.scheduler.last_command
         time.sleep(0.3)
         np.testing.assert_array_equal(node.scheduler.last_command, held)
@@ -215,9 +207,9 @@ def test_execute_chunk_feedback_and_cancel(graph, emb):
         bad = chunk_to_msg(np.zeros((3, 3)), emb, sec_to_time(robot.now()))
         bad.trajectory.joint_names = ["a", "b", "c"]
         fut = client.send_goal_async(ExecuteChunk.Goal(chunk=bad))
-        assert _wait(fut.done, 20.0)
+        assert wait_for(fut.done, 20.0)
         res_fut = fut.result().get_result_async()
-        assert _wait(res_fut.done, 20.0)
+        assert wait_for(res_fut.done, 20.0)
         res = res_fut.result().result
         assert res.outcome == ExecuteChunk.Result.REJECTED and "unknown joints" in res.message
     finally:
@@ -235,7 +227,7 @@ def test_dry_run_sends_nothing_to_the_controller(graph, emb):
         chunk = q + np.linspace(0.0, 0.1, 8)[:, None]
         robot.chunk_pub.publish(chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
         time.sleep(0.15)
-    assert _wait(lambda: len(robot.dry) >= 3, 20.0)
+    assert wait_for(lambda: len(robot.dry) >= 3, 20.0)
     assert node.scheduler.stats.accepted >= 1
     time.sleep(0.2)
     assert robot.received == []

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
@@ -21,15 +22,6 @@ def emb_yaml(tmp_path):
     path = tmp_path / "cam2.yaml"
     emb.to_yaml(path)
     return path
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -76,8 +68,8 @@ def test_observation_and_staleness(emb_yaml, compressed):
                    else conv.numpy_to_image(frame, stamp))
             img_pub.publish(msg)
 
-        assert wait_for(lambda: node.instruction == "pick the cube")
-        assert wait_for(lambda: (send(0.0), bool(got))[1], timeout=10.0)
+        assert wait_for(lambda: node.instruction == "pick the cube", 5.0)
+        assert wait_for(lambda: (send(0.0), bool(got))[1], 10.0)
         obs = got[-1]
         assert list(obs.camera_names) == ["wrist"]
         img = conv.image_to_numpy(obs.images[0])
@@ -90,7 +82,7 @@ def test_observation_and_staleness(emb_yaml, compressed):
         refused0 = node.sync.refused.get("stale", 0)
         for _ in range(3):
             send(2.0)  # two seconds old: refused
-        assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0)
+        assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0, 5.0)
         time.sleep(0.2)
         assert len(got) == n
         assert "stale" in "".join(node.diagnostics.values()) or node.sync.refused["stale"] > 0

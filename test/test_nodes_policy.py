@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
@@ -28,15 +29,6 @@ class TowardTarget:
         steps = np.arange(1, self.chunk_size + 1)[:, None]
         path = q + np.clip(0.5 - q, -0.05 * steps, 0.05 * steps)
         return self.emb.to_unified(path.astype(np.float32))
-
-
-def wait_for(pred, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
@@ -120,14 +112,14 @@ def test_chunks_and_stale_observations(graph):
     got = []
     peer.create_subscription(ActionChunk, "action_chunk", got.append, 10)
     pub = peer.create_publisher(Observation, "observation", 10)
-    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 20.0)
     stale = observation(peer, emb, [0.0, 0.1, 0.2], age=3.0)
     pub.publish(stale)
-    assert wait_for(lambda: node.refused_stale >= 1)
+    assert wait_for(lambda: node.refused_stale >= 1, 20.0)
     time.sleep(0.2)
     assert not got and node.chunks == 0
     fresh = observation(peer, emb, [0.0, 0.1, 0.2])
-    assert wait_for(lambda: (pub.publish(fresh), bool(got))[1])
+    assert wait_for(lambda: (pub.publish(fresh), bool(got))[1], 20.0)
     msg = got[0]
     assert msg.header.stamp == fresh.header.stamp  # stamped with the observation time
     chunk, _ = conv.msg_to_chunk(msg, emb)
@@ -170,15 +162,15 @@ def test_run_policy_feedback_and_cancel_holds(graph):
     assert client.wait_for_server(timeout_sec=30.0)
     goal_fut = client.send_goal_async(RunPolicy.Goal(instruction="wave", max_duration=0.0),
                                       feedback_callback=lambda f: feedback.append(f.feedback))
-    assert wait_for(goal_fut.done)
+    assert wait_for(goal_fut.done, 20.0)
     handle = goal_fut.result()
     assert handle.accepted
-    assert wait_for(lambda: len(got) >= 3 and feedback)
+    assert wait_for(lambda: len(got) >= 3 and feedback, 20.0)
     assert feedback[-1].chunks >= 1 and np.isnan(feedback[-1].ood_score)
     cancel = handle.cancel_goal_async()
-    assert wait_for(cancel.done)
+    assert wait_for(cancel.done, 20.0)
     result_fut = handle.get_result_async()
-    assert wait_for(result_fut.done)
+    assert wait_for(result_fut.done, 20.0)
     assert result_fut.result().result.outcome == RunPolicy.Result.CANCELED
     time.sleep(0.3)
     n = len(got)
