@@ -7,6 +7,11 @@ Node parameters come from config/{perception,policy,executor}.yaml; the argument
 the common ones. `embodiment` names config/embodiments/<name>.yaml (or is a YAML path). The policy
 node is configured and activated automatically (autostart:=false leaves it unconfigured for a
 lifecycle manager). Topics are relative: set namespace:= to run several robots.
+
+No robot_state_publisher here: on a real robot, `robot_description` and TF come from the robot's
+own bringup (its URDF, robot_state_publisher and joint_states), which RViz's RobotModel
+(config/ate.rviz, /robot_description) then shows; sim.launch.py starts one for the simulated arm.
+Chunk markers are drawn in the embodiment's `base_frame`, so that must be a frame of that TF tree.
 """
 
 import os

@@ -5,12 +5,17 @@
 Adds sim_robot_node (joint_states, camera images, /clock, task_success; follows
 <controller>/joint_trajectory) to ate.launch.py; every node runs on sim time and the executor is
 live (dry_run:=false) since the robot is simulated. Without `ros2 launch`: `ate-ros run --sim`.
+
+robot_state_publisher (robot_state_publisher:=true, package ros-$ROS_DISTRO-robot-state-publisher)
+turns the sim's joint_states into TF, so RViz's RobotModel can draw the arm under the predicted
+chunks. Its URDF is generated here, at launch time, from the MuJoCo model of `embodiment`
+(ate_ros.core.sim.urdf, ROS-free): robot_state_publisher takes it as a parameter, not a topic.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
@@ -31,9 +36,24 @@ ARGUMENTS = [
     ("seed", "0", "episode seed"),
     ("real_time_factor", "1.0", "sim seconds per wall second"),
     ("rviz", "false", "start RViz with config/ate.rviz"),
+    ("robot_state_publisher", "true",
+     "start robot_state_publisher with the simulated arm's URDF (TF for RViz's RobotModel)"),
 ]
 # Forwarded to ate.launch.py.
 ROBOT_ARGUMENTS = ["embodiment", "policy", "vae", "dry_run", "namespace", "controller", "device"]
+
+
+def robot_state_publisher(context):
+    """robot_state_publisher with the URDF of the simulated `embodiment` (resolved at launch)."""
+    from ate_ros.core.sim.urdf import build_urdf  # ROS-free; imports MuJoCo like the sim node
+
+    urdf = build_urdf(LaunchConfiguration("embodiment").perform(context))
+    # Same namespace as the sim, so it subscribes to the sim's joint_states (sim-time stamps).
+    return [Node(
+        package="robot_state_publisher", executable="robot_state_publisher",
+        name="robot_state_publisher", namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=[{"robot_description": urdf, "use_sim_time": True}])]
 
 
 def generate_launch_description():
@@ -59,4 +79,6 @@ def generate_launch_description():
         arguments=["-d", os.path.join(share, "config", "ate.rviz")],
         parameters=[{"use_sim_time": True}],
         condition=IfCondition(LaunchConfiguration("rviz")))
-    return LaunchDescription(args + [sim, robot, rviz])
+    rsp = OpaqueFunction(function=robot_state_publisher,
+                         condition=IfCondition(LaunchConfiguration("robot_state_publisher")))
+    return LaunchDescription(args + [sim, robot, rsp, rviz])

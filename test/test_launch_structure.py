@@ -20,6 +20,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 NODES = ("perception_node", "policy_node", "executor_node", "sim_robot_node")
+# Nodes of other packages the launch files may start (not in package.xml: optional, each behind a
+# launch argument) -> that argument.
+EXTERNAL = {("rviz2", "rviz2"): "rviz",
+            ("robot_state_publisher", "robot_state_publisher"): "robot_state_publisher"}
 BUILTIN_PARAMS = {"use_sim_time"}
 
 
@@ -158,6 +162,35 @@ def test_robot_launch_arguments():
     assert {n[1] for n in info.nodes} >= {"perception_node", "policy_node", "executor_node"}
     sim = LaunchInfo(ROOT / "launch" / "sim.launch.py")
     assert "sim_robot_node" in {n[1] for n in sim.nodes} and "ate.launch.py" in sim.strings
+
+
+def test_external_nodes_are_known(launch):
+    """Only known external packages are started, each behind its on/off launch argument."""
+    for pkg, exe, *_ in launch.nodes:
+        if pkg == "ate_ros":
+            continue
+        assert (pkg, exe) in EXTERNAL, f"{launch.path.name}: unexpected external node {pkg}/{exe}"
+        assert EXTERNAL[pkg, exe] in launch.declared_args, (
+            f"{launch.path.name}: {pkg} is not behind a `{EXTERNAL[pkg, exe]}` argument")
+
+
+def test_sim_robot_state_publisher():
+    """sim.launch.py: robot_state_publisher gets the generated URDF as a parameter; the real-robot
+    launch leaves robot_description to the robot's own bringup."""
+    sim = LaunchInfo(ROOT / "launch" / "sim.launch.py")
+    rsp = [n for n in sim.nodes if n[:2] == ("robot_state_publisher", "robot_state_publisher")]
+    assert len(rsp) == 1
+    assert {"robot_description", "use_sim_time"} <= rsp[0][4]
+    assert "robot_state_publisher" in sim.declared_args
+    imports = {(n.module, a.name) for n in ast.walk(sim.tree) if isinstance(n, ast.ImportFrom)
+               for a in n.names}
+    assert ("ate_ros.core.sim.urdf", "build_urdf") in imports
+    pytest.importorskip("mujoco")
+    from ate_ros.core.sim import urdf
+
+    assert callable(urdf.build_urdf)
+    robot = LaunchInfo(ROOT / "launch" / "ate.launch.py")
+    assert "robot_state_publisher" not in {n[0] for n in robot.nodes}
 
 
 def test_all_node_yamls_match_dataclasses():

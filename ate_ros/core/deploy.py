@@ -158,6 +158,9 @@ class SimRobotConfig:
                                  (0.001, 600.0))
     publish_instruction: bool = _f(True, "publish the task instruction on the latched "
                                    "`instruction` topic at episode start", read_only=True)
+    publish_robot_description: bool = _f(
+        True, "publish the arm's URDF (generated from the MuJoCo model) once on the latched "
+        "`robot_description` topic, for RViz's RobotModel display", read_only=True)
 
 
 # ------------------------------------------------------------------------------------------------

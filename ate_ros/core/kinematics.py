@@ -82,9 +82,12 @@ class UrdfChain:
 
     def __init__(self, urdf: str | Path, base_frame: str, ee_link: str,
                  joint_names: list[str]) -> None:
-        path = Path(urdf)
+        text = str(urdf)
+        # URDF text (e.g. a robot_description) is too long / multi-line to be a path.
+        is_text = isinstance(urdf, str) and ("<" in text or "\n" in text)
         try:
-            root = ET.parse(path).getroot() if path.is_file() else ET.fromstring(str(urdf))
+            root = (ET.fromstring(text) if is_text or not Path(urdf).is_file()
+                    else ET.parse(Path(urdf)).getroot())
         except ET.ParseError as exc:
             raise KinematicsError(f"cannot parse URDF {urdf}: {exc}") from exc
         by_child: dict[str, ET.Element] = {}

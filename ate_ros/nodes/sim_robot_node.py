@@ -5,6 +5,9 @@ Publishes (relative names unless absolute):
     ``joint_states`` (sensor_msgs/JointState) at ``joint_state_rate_hz`` of sim time;
     ``<camera topic>`` (sensor_msgs/Image, rgb8) per embodiment camera at ``camera_rate_hz``;
     ``task_success`` (std_msgs/Bool, transient-local), on change;
+    ``robot_description`` (std_msgs/String, transient-local): the arm's URDF, generated from the
+    MuJoCo model (:func:`ate_ros.core.sim.urdf.urdf_from_model`), once at start (even when
+    ``start_paused``), for RViz's RobotModel; joint names are those of ``joint_states``;
     ``/diagnostics``.
 Subscribes:
     ``<controller>/joint_trajectory`` (trajectory_msgs/JointTrajectory): the ros2_control topic
@@ -59,6 +62,8 @@ from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from ate_ros.ros.spin import spin_node
 
 DEFAULT_TASK = "reach"
+ROBOT_DESCRIPTION = "robot_description"
+"""Topic of the URDF: relative, like robot_state_publisher's (RViz reads /robot_description)."""
 MAX_SUBSTEP = 0.01
 """Sim seconds between trajectory samples (targets are updated at 100 Hz of sim time)."""
 
@@ -119,6 +124,15 @@ class SimRobotNode(Node):
         self.success_pub.publish(Bool(data=False))
         self.instruction_pub = (self.create_publisher(String, INSTRUCTION, LATCHED_QOS)
                                 if cfg.publish_instruction else None)
+        self.robot_description = ""
+        self.robot_description_pub = None
+        if cfg.publish_robot_description:
+            from ate_ros.core.sim.urdf import urdf_from_model
+
+            self.robot_description = urdf_from_model(self.env.model, emb)
+            self.robot_description_pub = self.create_publisher(String, ROBOT_DESCRIPTION,
+                                                               LATCHED_QOS)
+            self.robot_description_pub.publish(String(data=self.robot_description))
         self.cmd_sub = self.create_subscription(
             JointTrajectory, f"{cfg.controller}/joint_trajectory", self._on_trajectory,
             COMMAND_QOS)
