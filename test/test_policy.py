@@ -94,6 +94,30 @@ def test_save_load_roundtrip_bit_for_bit(tmp_path, toy_ds, head):
     assert np.array_equal(b, m2.predict_chunk(obs, seed=7))
 
 
+@pytest.mark.parametrize("head,pool", [("diffusion", "avg"), ("flow", "keypoints")])
+def test_traced_inference_matches_eager_and_follows_weight_updates(toy_ds, head, pool):
+    torch.manual_seed(5)
+    m = VLAPolicy(_cfg(head=head, vision_pool=pool, vision_grid=2))
+    m.set_norm_stats(*toy_ds.fit_stats())
+    m.eval()
+    obs = _obs()
+    fast = m.predict_chunk(obs, seed=2)
+    assert m._traced, "the eval-mode fast path should have traced the decoder"
+    m.fast_inference = False
+    eager = m.predict_chunk(obs, seed=2)
+    np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)
+    m.fast_inference = True
+    with torch.no_grad():  # an in-place update (optimiser step, EMA copy) must be seen
+        m.action_out.bias.add_(0.5)
+    fast2 = m.predict_chunk(obs, seed=2)
+    m.fast_inference = False
+    np.testing.assert_allclose(fast2, m.predict_chunk(obs, seed=2), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fast2, fast)
+    m.fast_inference = True
+    m.to(torch.float64).to(torch.float32)
+    assert not m._traced, "moving the module must drop traces bound to old storage"
+
+
 def test_loading_refuses_pickles_and_mismatches(tmp_path):
     m = VLAPolicy(_cfg())
     m.save_pretrained(tmp_path / "p")

@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--vision-pool", default="keypoints", choices=("avg", "keypoints"),
+                        help="image token pooling (keypoints keep object positions)")
+    parser.add_argument("--vision-grid", type=int, default=4,
+                        help="image tokens per camera = grid^2")
     parser.add_argument("--inference-steps", type=int, default=10)
     parser.add_argument("--text-encoder", default="minilm", choices=("minilm", "hash"))
 
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
                            flow_convention=args.flow_convention, chunk_size=args.chunk,
                            camera_names=args.cameras, image_size=args.image_size,
                            d_model=args.d_model, n_layers=args.layers,
+                           vision_pool=args.vision_pool, vision_grid=args.vision_grid,
                            num_inference_steps=args.inference_steps,
                            text_encoder=args.text_encoder)
         out = pretrain_policy(PretrainConfig(policy=policy, **common_config(args)))

@@ -10,6 +10,7 @@ from ate_ros.core.normalization import NORM_MODES
 from ate_ros.core.steer.schedules import BETA_SCHEDULES, FLOW_CONVENTIONS, PREDICTION_TYPES
 
 HEADS = ("diffusion", "flow")
+VISION_POOLS = ("avg", "keypoints")
 SAMPLERS = ("ddim", "ddpm")
 TEXT_ENCODERS = ("minilm", "hash")
 
@@ -44,8 +45,12 @@ class VLAConfig:
     dropout: float = field(default=0.0, metadata={"help": "dropout in the action transformer"})
     vision_channels: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={
         "help": "channels of the stride-2 conv stages of the image encoder"})
-    vision_grid: int = field(default=2, metadata={
-        "help": "image feature map pooled to grid x grid tokens per camera"})
+    vision_grid: int = field(default=4, metadata={
+        "help": "image tokens per camera: grid x grid (avg: pooled cells; keypoints: "
+                "grid^2 attention maps)"})
+    vision_pool: str = field(default="keypoints", metadata={
+        "help": f"image feature pooling: one of {VISION_POOLS}. 'keypoints' keeps where things "
+                "are (learned attention maps -> pooled feature + expected x, y per token)"})
     text_encoder: str = field(default="minilm", metadata={
         "help": "'minilm' (all-MiniLM-L6-v2, offline) or 'hash' (deterministic, for tests)"})
     text_dim: int = field(default=384, metadata={"help": "instruction embedding width"})
@@ -69,6 +74,10 @@ class VLAConfig:
             bad(f"beta_schedule must be one of {BETA_SCHEDULES}")
         if self.sampler not in SAMPLERS:
             bad(f"sampler must be one of {SAMPLERS}")
+        if self.vision_pool not in VISION_POOLS:
+            bad(f"vision_pool must be one of {VISION_POOLS}, got {self.vision_pool!r}")
+        if self.vision_grid < 1:
+            bad(f"vision_grid must be >= 1, got {self.vision_grid}")
         if self.text_encoder not in TEXT_ENCODERS:
             bad(f"text_encoder must be one of {TEXT_ENCODERS}")
         if self.norm_mode not in NORM_MODES:
@@ -105,4 +114,6 @@ class VLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VLAConfig:
+        if "vision_pool" not in data:  # saved before the field existed: average pooling
+            data = {**data, "vision_pool": "avg"}
         return strict_from_dict(cls, data)
