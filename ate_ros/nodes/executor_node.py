@@ -9,8 +9,12 @@ Outputs
     ``<controller>/joint_trajectory`` (trajectory_msgs/JointTrajectory): every control tick, the
     committed point plus the planned future points (``header.stamp`` = now, node clock), as the
     ros2_control joint_trajectory_controller topic interface expects; or, with ``output:
-    action`` (or ``auto`` when control_msgs is importable), a FollowJointTrajectory goal per
-    accepted chunk on ``<controller>/follow_joint_trajectory``.
+    action`` (or ``auto`` when control_msgs is importable), a FollowJointTrajectory goal on
+    ``<controller>/follow_joint_trajectory`` per accepted chunk, when a hold starts (braking) and
+    when the executor comes to rest; each goal holds every command until rest, since the
+    controller gets nothing else until the next goal. Rejected and aborted goals are counted
+    (``fjt_goals_*`` in /diagnostics, ``fjt_last_error``) and the executor restarts from the
+    measured state.
     ``~/dry_run_trajectory``: the same trajectories when ``dry_run`` is true (nothing else sent).
     ``/diagnostics``: rates, ages, counters (accepted/rejected/clipped/dropped/watchdog holds).
 
@@ -20,6 +24,8 @@ node feeds it node-clock time (``use_sim_time`` works) and the latest measured s
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
 import math
 import threading
@@ -28,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from action_msgs.msg import GoalStatus
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -36,7 +43,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ate_ros.action import ExecuteChunk
 from ate_ros.core.embodiment import Embodiment, load_embodiment
-from ate_ros.core.execution import ChunkScheduler, ExecutorNodeConfig
+from ate_ros.core.execution import ChunkScheduler, ExecutionStats, ExecutorNodeConfig
 from ate_ros.msg import ActionChunk
 from ate_ros.ros.conversions import (
     ConversionError,
@@ -56,6 +63,8 @@ CHUNK_TOPIC = "action_chunk"
 JOINT_STATES_TOPIC = "joint_states"
 EXECUTE_ACTION = "execute_chunk"
 DRY_RUN_TOPIC = "~/dry_run_trajectory"
+FJT_MAX_SECONDS = 60.0
+"""Longest FollowJointTrajectory goal: the simulated commands stop there even if not at rest."""
 
 
 def control_msgs_available() -> bool:
@@ -108,6 +117,8 @@ class ExecutorNode(Node):
         self._goal: _Goal | None = None
         self._last_hold_sent: np.ndarray | None = None
         self._send_action_goal = False
+        self._plan_dropped = True  # the scheduler has no plan (FollowJointTrajectory braking)
+        self._fjt_seq = 0  # number of the latest FollowJointTrajectory goal sent
         self._shutting_down = False
 
         self.diag = NodeDiagnostics(self, "executor", cfg.diagnostics_period,
@@ -232,6 +243,12 @@ class ExecutorNode(Node):
             moving = self.scheduler.moving
             send_goal = self._send_action_goal
             self._send_action_goal = False
+            # The plan was just dropped (watchdog, stale joint_states, ExecuteChunk cancel): a
+            # controller running a FollowJointTrajectory goal must get the braking trajectory
+            # now, not when the executor has come to rest.
+            dropped = not math.isfinite(self.scheduler.plan_end)
+            brake = dropped and not self._plan_dropped
+            self._plan_dropped = dropped
             tracking = self.scheduler.tracking_error
             dry = self.config.dry_run
         self.diag.set("tracking_error", tracking)
@@ -248,24 +265,108 @@ class ExecutorNode(Node):
             self._last_hold_sent = q.copy()
         else:
             self._last_hold_sent = None
+        fjt = (not dry and self._fjt_client is not None
+               and (send_goal or brake or (holding and not moving)))
+        if fjt:  # a goal is not streamed again: it must hold every command until rest
+            with self._lock:
+                times, pos = self._plan_to_rest(now, q)
         traj = times_to_trajectory(times - now, pos, self.embodiment.joint_names,
                                    stamp=sec_to_time(now))
         if dry:
             self._dry_pub.publish(traj)
         elif self._traj_pub is not None:
             self._traj_pub.publish(traj)
-        elif self._fjt_client is not None and (send_goal or (holding and not moving)):
-            self._send_fjt(traj)
+        elif fjt:
+            self._send_fjt(traj, motion=not (holding and not moving))
         self.diag.count("trajectories_sent")
 
-    def _send_fjt(self, traj: JointTrajectory) -> None:
+    # ----- FollowJointTrajectory output -------------------------------------------------------
+    def _plan_to_rest(self, now: float, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every command from the one just given (``q``, due at ``now + dt``) until rest.
+
+        Runs a copy of the scheduler over future ticks, as if no new chunk arrived, so the goal
+        holds exactly what this node would stream (limits included) and ends at rest. The
+        watchdog is left out of the copy: when it fires, :meth:`_tick` sends the braking goal.
+        Call with ``self._lock`` held.
+        """
+        sim = copy.copy(self.scheduler)  # its methods replace arrays, never modify them
+        sim.stats = ExecutionStats()
+        sim.config = dataclasses.replace(sim.config, watchdog_timeout=math.inf)
+        t = now
+        times, pos = [now + self.dt], [q]
+        for _ in range(int(FJT_MAX_SECONDS / self.dt)):
+            if sim.holding and not sim.moving:
+                break
+            t += self.dt
+            pos.append(sim.command(t, pos[-1]))
+            times.append(t + self.dt)
+        return np.asarray(times), np.asarray(pos)
+
+    def _send_fjt(self, traj: JointTrajectory, motion: bool) -> None:
         if not self._fjt_client.server_is_ready():
             self.get_logger().warn("FollowJointTrajectory server not available",
                                    throttle_duration_sec=5.0)
             return
         goal = self._fjt_type.Goal()
         goal.trajectory = traj
-        self._fjt_client.send_goal_async(goal)
+        with self._lock:
+            self._fjt_seq += 1
+            seq = self._fjt_seq
+        self.diag.count("fjt_goals_sent")
+        future = self._fjt_client.send_goal_async(goal)
+        future.add_done_callback(lambda f: self._on_fjt_response(f, seq, motion))
+
+    def _on_fjt_response(self, future: Any, seq: int, motion: bool) -> None:
+        try:
+            handle = future.result()
+        except Exception as exc:  # the request failed: same as a rejection
+            self._on_fjt_failed(seq, motion, "rejected", f"goal request failed: {exc}")
+            return
+        if handle is None or not handle.accepted:
+            self._on_fjt_failed(seq, motion, "rejected", "rejected by the controller")
+            return
+        handle.get_result_async().add_done_callback(
+            lambda f: self._on_fjt_result(f, seq, motion))
+
+    def _on_fjt_result(self, future: Any, seq: int, motion: bool) -> None:
+        try:
+            response = future.result()
+            status, result = response.status, response.result
+        except Exception as exc:  # the result never came (shutdown, server gone)
+            self._on_fjt_failed(seq, motion, "aborted", f"no result: {exc}")
+            return
+        if status == GoalStatus.STATUS_SUCCEEDED:
+            self.diag.count("fjt_goals_succeeded")
+            return
+        with self._lock:
+            superseded = seq != self._fjt_seq
+        if superseded:  # the controller ends the active goal when our next one arrives
+            self.diag.count("fjt_goals_preempted")
+            return
+        kind = "canceled" if status == GoalStatus.STATUS_CANCELED else "aborted"
+        self._on_fjt_failed(seq, motion, kind, f"{kind} (status {status}), error_code "
+                            f"{result.error_code}: {result.error_string}")
+
+    def _on_fjt_failed(self, seq: int, motion: bool, kind: str, detail: str) -> None:
+        """Count and report a failed goal; after the latest motion goal, restart from the robot.
+
+        The controller does not run our plan (after an abort it holds, after a rejection it
+        keeps its previous goal), so the plan is dropped and the next command starts from the
+        measured state: no later goal may start where the robot never got to.
+        """
+        self.diag.count(f"fjt_goals_{kind}")
+        self.diag.set("fjt_last_error", f"goal {seq}: {detail}")
+        self.get_logger().warn(f"FollowJointTrajectory goal {seq} {detail}",
+                               throttle_duration_sec=2.0)
+        with self._lock:
+            if not motion or seq != self._fjt_seq or self._shutting_down:
+                return
+            self.scheduler.reset()
+            self._last_hold_sent = None
+            goal = self._goal
+        if goal is not None:
+            self._finish_goal(goal, ExecuteChunk.Result.ABORTED,
+                              f"FollowJointTrajectory goal {detail}")
 
     # ----- ExecuteChunk action ----------------------------------------------------------------
     def _on_goal(self, goal_request: Any) -> GoalResponse:
