@@ -2,12 +2,16 @@
 
     .venv/bin/python benchmarks/bench_ros_latency.py [--quick] [--frames 600] [--rate 30]
     .venv/bin/python benchmarks/bench_ros_latency.py --soak [--soak-seconds 600]
+    .venv/bin/python benchmarks/bench_ros_latency.py --processes   # one process per node
 
 perception_node (event mode: one Observation per frame) and policy_node (a hold policy with a
 known, tiny model time) run in this process on a MultiThreadedExecutor, talking over real DDS on
 loopback; a driver node publishes an rgb8 image and joint_states at ``--rate`` Hz and receives
 the ActionChunks. Overhead = receive time - publish time - model time (measured inside the
-policy), matched by stamp. ``--soak`` reports drift (latency of the last vs first minute) and
+policy), matched by stamp. ``--processes`` runs perception_node and policy_node in processes of
+their own, as ``ros2 launch`` does (each spun like the installed node executables); model time is
+then the hold policy's, measured in the single-process mode (~0.02 ms). ``--soak`` reports drift
+(latency of the last vs first minute) and
 queue growth (observations the policy dropped while busy, process RSS). Writes
 benchmarks/results/bench_ros_latency.json.
 """
@@ -48,7 +52,30 @@ class TimedHold:
         return out
 
 
-def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0.0) -> dict:
+def run_child(role: str, embodiment: str) -> int:
+    """One node in this process, spun like its installed executable (``ate_ros.ros.spin``)."""
+    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig
+    from ate_ros.nodes.perception_node import PerceptionNode
+    from ate_ros.nodes.policy_node import PolicyNode
+    from ate_ros.ros.spin import spin_node
+
+    def make():
+        if role == "perception":
+            return PerceptionNode(PerceptionConfig(embodiment=embodiment, rate_hz=0.0,
+                                                   max_age=1.0, max_skew=1.0))
+        node = PolicyNode(PolicyNodeConfig(embodiment=embodiment, policy="hold",
+                                           publish_markers=False, max_obs_age=1.0))
+        node.trigger_configure()  # what the launch file's autostart does
+        node.trigger_activate()
+        return node
+
+    if role == "perception":  # as perception_node's main()
+        return spin_node(make, single_threaded=True)
+    return spin_node(make, before_destroy=lambda n: n._stop_worker())
+
+
+def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0.0,
+              processes: bool = False) -> dict:
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from sensor_msgs.msg import Image, JointState
@@ -74,10 +101,20 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         holder["p"] = TimedHold(e)
         return holder["p"]
 
-    per = PerceptionNode(PerceptionConfig(embodiment=embodiment, rate_hz=0.0, max_age=1.0,
-                                          max_skew=1.0), context=context)
-    pol = PolicyNode(PolicyNodeConfig(embodiment=embodiment, publish_markers=False,
-                                      max_obs_age=1.0), policy_factory=factory, context=context)
+    children: list = []
+    if processes:
+        import subprocess
+
+        children = [subprocess.Popen([sys.executable, __file__, "--child", role,
+                                      "--embodiment", embodiment])
+                    for role in ("perception", "policy")]
+        per = pol = None
+    else:
+        per = PerceptionNode(PerceptionConfig(embodiment=embodiment, rate_hz=0.0, max_age=1.0,
+                                              max_skew=1.0), context=context)
+        pol = PolicyNode(PolicyNodeConfig(embodiment=embodiment, publish_markers=False,
+                                          max_obs_age=1.0), policy_factory=factory,
+                         context=context)
     drv = rclpy.create_node("bench_driver", context=context)
     sent: dict[float, float] = {}
     recv: dict[float, float] = {}
@@ -85,19 +122,31 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         round(conv.time_to_sec(m.header.stamp), 6), time.perf_counter()), COMMAND_QOS)
     img_pub = drv.create_publisher(Image, cam.topic, 10)
     js_pub = drv.create_publisher(JointState, "joint_states", 10)
-    ex = MultiThreadedExecutor(num_threads=4, context=context)
-    for n in (per, pol, drv):
-        ex.add_node(n)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    pol.trigger_configure()
-    pol.trigger_activate()
     frame = (np.random.default_rng(0).integers(0, 255, (cam.height, cam.width, 3))
              .astype(np.uint8))
     q = (emb.lower + emb.upper) / 2
-    end = time.monotonic() + 3
+    nodes = [n for n in (per, pol, drv) if n is not None]
+    ex = MultiThreadedExecutor(num_threads=4, context=context)
+    for n in nodes:
+        ex.add_node(n)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    if pol is not None:
+        pol.trigger_configure()
+        pol.trigger_activate()
+    end = time.monotonic() + (60 if processes else 3)
     while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
         time.sleep(0.05)
+    if processes:  # wait until the policy process answers (started, configured, active)
+        first: dict = {}
+        while not first and time.monotonic() < end:
+            now = drv.get_clock().now().nanoseconds * 1e-9
+            js_pub.publish(JointState(header=conv.Header(stamp=conv.sec_to_time(now)),
+                                      name=emb.joint_names, position=q.tolist()))
+            img_pub.publish(conv.numpy_to_image(frame, conv.sec_to_time(now), cam.name))
+            time.sleep(0.2)
+            first = dict(recv)
+        recv.clear()
     time.sleep(0.5)
     period = 1.0 / rate
     t_start = time.monotonic()
@@ -116,7 +165,10 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         if delay > 0:
             time.sleep(delay)
     time.sleep(1.0)
-    model = holder["p"].model_time
+    if processes:  # the hold policy's model time, measured in-process: ~0.02 ms
+        model = {k: 0.0 for k in sent}
+    else:
+        model = holder["p"].model_time
     keys = sorted(k for k in sent if k in recv and k in model)
     e2e = np.array([recv[k] - sent[k] for k in keys])
     overhead = np.array([recv[k] - sent[k] - model[k] for k in keys])
@@ -128,7 +180,9 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         "overhead_p50_ms": 1e3 * float(np.percentile(overhead, 50)) if len(e2e) else None,
         "overhead_p99_ms": 1e3 * float(np.percentile(overhead, 99)) if len(e2e) else None,
         "model_p50_ms": 1e3 * float(np.median([model[k] for k in keys])) if keys else None,
-        "dropped_busy": pol.dropped_busy, "stale_refused": pol.refused_stale,
+        "dropped_busy": pol.dropped_busy if pol else None,
+        "stale_refused": pol.refused_stale if pol else None,
+        "processes": "one per node" if processes else "one (all nodes)",
     }
     if soak_seconds and len(overhead) > 10:
         n = max(1, int(min(60.0, soak_seconds / 4) * rate))
@@ -137,13 +191,22 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         out["overhead_last_p50_ms"] = 1e3 * float(np.median(overhead[-n:]))
         out["drift_ms"] = out["overhead_last_p50_ms"] - out["overhead_first_p50_ms"]
         out["rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    pol.trigger_deactivate()
+    if pol is not None:
+        pol.trigger_deactivate()
     ex.shutdown()
     th.join(timeout=5)
-    pol._stop_worker()
-    for n in (per, pol, drv):
+    if pol is not None:
+        pol._stop_worker()
+    for n in nodes:
         n.destroy_node()
     rclpy.shutdown(context=context)
+    for c in children:
+        c.send_signal(__import__("signal").SIGINT)
+    for c in children:
+        try:
+            c.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            c.kill()
     return out
 
 
@@ -154,12 +217,18 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=30.0)
     ap.add_argument("--embodiment", default="sim_arm6")
     ap.add_argument("--soak", action="store_true", help="long run: drift and queue growth")
+    ap.add_argument("--processes", action="store_true",
+                    help="perception and policy nodes in processes of their own (as launched)")
+    ap.add_argument("--child", choices=("perception", "policy"), help=argparse.SUPPRESS)
     ap.add_argument("--soak-seconds", type=float, default=600.0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                          "bench_ros_latency.json"))
     a = ap.parse_args()
+    if a.child:
+        return run_child(a.child, a.embodiment)
     frames = 100 if a.quick else a.frames
-    res = run_bench(frames, a.rate, a.embodiment, a.soak_seconds if a.soak else 0.0)
+    res = run_bench(frames, a.rate, a.embodiment, a.soak_seconds if a.soak else 0.0,
+                    a.processes)
     res["mode"] = "soak" if a.soak else ("quick" if a.quick else "full")
     res["goal_overhead_p50_ms"] = 3.0
     res["cpu_count"] = os.cpu_count()

@@ -202,7 +202,8 @@ class PerceptionNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return spin_node(PerceptionNode, args)
+    # All callbacks share one mutually exclusive group: a single thread loses nothing.
+    return spin_node(PerceptionNode, args, single_threaded=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ import sys
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 
 GIL_SWITCH_INTERVAL_S = 5e-4
@@ -21,17 +25,20 @@ def prefer_short_gil_slices() -> None:
 
 
 def spin_node(make_node: Callable[[], Node], args: list[str] | None = None,
-              before_destroy: Callable[[Node], None] | None = None) -> int:
-    """Run one node on a MultiThreadedExecutor until Ctrl-C or an external shutdown.
+              before_destroy: Callable[[Node], None] | None = None,
+              single_threaded: bool = False) -> int:
+    """Run one node until Ctrl-C or an external shutdown.
 
-    A MultiThreadedExecutor for every node: reentrant groups (action servers, inference threads)
-    only run concurrently on it, and it costs nothing for nodes that do not use them.
+    A MultiThreadedExecutor by default: reentrant groups (action servers, inference threads)
+    only run concurrently on it. ``single_threaded`` is for nodes whose callbacks are all
+    mutually exclusive anyway: rclpy's SingleThreadedExecutor dispatches a callback with less
+    Python overhead (an image echoed between two processes: 2.0 vs 3.5 ms round trip p50).
     ``before_destroy`` stops node-owned threads before the node's entities are destroyed.
     """
     prefer_short_gil_slices()
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor()
+    executor = SingleThreadedExecutor() if single_threaded else MultiThreadedExecutor()
     try:
         node = make_node()
         executor.add_node(node)
