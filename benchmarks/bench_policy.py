@@ -24,6 +24,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def bench(head: str, steps: int, device: str, iters: int, warmup: int) -> dict:
+    """Traced (default) and eager sampling of the same policy, interleaved call by call so
+    that machine noise hits both alike."""
     torch.manual_seed(0)
     policy = VLAPolicy(VLAConfig(head=head, text_encoder="hash")).to(device).eval()
     mask = np.zeros(128, bool)
@@ -32,25 +34,34 @@ def bench(head: str, steps: int, device: str, iters: int, warmup: int) -> dict:
     obs = PolicyObservation(images={"front": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)},
                             qpos=np.zeros(128), mask=mask, instruction="pick up the cube")
     for i in range(warmup):
-        policy.predict_chunk(obs, num_steps=steps, seed=i)
-    times, cpu = [], []
+        for fast in (True, False):
+            policy.fast_inference = fast
+            policy.predict_chunk(obs, num_steps=steps, seed=i)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     for i in range(iters):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t, c = time.perf_counter(), time.thread_time()
-        policy.predict_chunk(obs, num_steps=steps, seed=i)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-        cpu.append((time.thread_time() - c) * 1e3)
+        for fast in (True, False):
+            policy.fast_inference = fast
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t, c = time.perf_counter(), time.thread_time()
+            policy.predict_chunk(obs, num_steps=steps, seed=i)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[fast].append((time.perf_counter() - t) * 1e3)
+            cpu[fast].append((time.thread_time() - c) * 1e3)
     return {"head": head, "steps": steps, "device": device, "iters": iters,
-            "p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)),
-            "mean_ms": float(np.mean(times)),
+            "p50_ms": float(np.percentile(times[True], 50)),
+            "p99_ms": float(np.percentile(times[True], 99)),
+            "mean_ms": float(np.mean(times[True])),
             # CPU time of the calling thread: with --threads 1 this is the latency on an idle
             # core, insensitive to other processes sharing the machine.
-            "thread_cpu_p50_ms": float(np.percentile(cpu, 50)),
-            "thread_cpu_p99_ms": float(np.percentile(cpu, 99)),
-            "params": sum(p.numel() for p in policy.parameters())}
+            "thread_cpu_p50_ms": float(np.percentile(cpu[True], 50)),
+            "thread_cpu_p99_ms": float(np.percentile(cpu[True], 99)),
+            "eager_p50_ms": float(np.percentile(times[False], 50)),
+            "eager_p99_ms": float(np.percentile(times[False], 99)),
+            "params": sum(p.numel() for p in policy.parameters()),
+            "vision_pool": policy.config.vision_pool}
 
 
 def main(argv=None) -> int:
@@ -66,10 +77,11 @@ def main(argv=None) -> int:
     rows = [bench(h, s, d, iters, warmup) for d in devices for h in ("diffusion", "flow")
             for s in (5, 10, 20)]
     print(f"{'device':6} {'head':9} {'steps':>5} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'cpu p50':>8} {'cpu p99':>8}")
+          f"{'cpu p50':>8} {'cpu p99':>8} {'eager p50':>10} {'eager p99':>10}")
     for r in rows:
         print(f"{r['device']:6} {r['head']:9} {r['steps']:5d} {r['p50_ms']:8.2f} "
-              f"{r['p99_ms']:8.2f} {r['thread_cpu_p50_ms']:8.2f} {r['thread_cpu_p99_ms']:8.2f}")
+              f"{r['p99_ms']:8.2f} {r['thread_cpu_p50_ms']:8.2f} {r['thread_cpu_p99_ms']:8.2f} "
+              f"{r['eager_p50_ms']:10.2f} {r['eager_p99_ms']:10.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "bench_policy", "quick": args.quick,
