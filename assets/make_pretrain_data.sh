@@ -4,7 +4,7 @@
 # (`sim-record --direct`; the same rollouts `sim-record` writes as bags, without the bag round trip).
 set -euo pipefail
 OUT=${1:-runs/pretrain_data}
-N=${N:-60}
+N=${N:-150}
 i=0
 for arm in sim_arm6 sim_arm5; do
   for task in reach push pick_color; do

@@ -33,6 +33,11 @@ BLOCK_HALF = 0.03
 """Half edge (m) of the cubes used by ``push`` and ``pick_color``."""
 BALL_RADIUS = 0.03
 """Radius (m) of the (non-colliding) target ball of ``reach``."""
+BALL_POST_HALF = 0.15
+"""Half-length (m) of the thin visual post under the reach ball. From one camera a floating
+ball's height and depth are ambiguous (a high far ball looks like a low near one); the post's
+foot on the table fixes (x, y), its length the height. It reaches below the table top, which
+hides the rest."""
 NUM_TOUCH_BLOCKS = 2
 """Static coloured blocks in the scene for ``pick_color``."""
 
@@ -246,6 +251,8 @@ def build_scene_xml(emb: Embodiment, timestep: float = 0.002) -> str:
     <body name="target_ball" mocap="true" pos="1.2 1.2 0.1">
       <geom name="target_ball" type="sphere" size="{BALL_RADIUS}" rgba="1 0 0 1"
             contype="0" conaffinity="0"/>
+      <geom name="target_post" type="cylinder" pos="0 0 -{BALL_POST_HALF}"
+            size="0.006 {BALL_POST_HALF}" rgba="0.2 0.2 0.22 1" contype="0" conaffinity="0"/>
     </body>
     <body name="goal" mocap="true" pos="1.2 -1.2 0.0005">
       <geom name="goal" type="cylinder" size="0.045 0.0005" rgba="0.1 0.7 0.15 0.6"

@@ -140,7 +140,7 @@ class ReachTask(Task):
 
     def reset(self, scene: SceneHandles, rng: np.random.Generator) -> str:
         color = str(rng.choice(list(COLORS)))
-        pos = np.append(_sample_xy(rng), rng.uniform(0.06, 0.22))
+        pos = np.append(_sample_xy(rng), rng.uniform(0.06, 0.16))
         scene.data.mocap_pos[scene.ball_mocap] = pos
         scene.model.geom_rgba[scene.ball_geom] = COLORS[color]
         self.color = color
