@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -114,6 +116,10 @@ def test_traced_inference_matches_eager_and_follows_weight_updates(toy_ds, head,
     np.testing.assert_allclose(fast2, m.predict_chunk(obs, seed=2), rtol=1e-5, atol=1e-6)
     assert not np.allclose(fast2, fast)
     m.fast_inference = True
+    twin = copy.deepcopy(m)  # e.g. the EMA model: its own trace, its own weights
+    with torch.no_grad():
+        twin.action_out.bias.sub_(0.5)
+    np.testing.assert_allclose(twin.predict_chunk(obs, seed=2), fast, rtol=1e-5, atol=1e-6)
     m.to(torch.float64).to(torch.float32)
     assert not m._traced, "moving the module must drop traces bound to old storage"
 

@@ -144,6 +144,17 @@ class DecoderBlock(nn.Module):
         return x + self.mlp(self.norm3(x))
 
 
+class _TraceCache(dict):
+    """Traced decoders of one policy. Never copied: a trace calls the weights of the module it
+    was made from, so a deep copy (an EMA model) must trace its own."""
+
+    def __deepcopy__(self, memo: dict) -> _TraceCache:
+        return _TraceCache()
+
+    def __reduce__(self):
+        return (_TraceCache, ())
+
+
 class _DecoderStep(nn.Module):
     """Traceable view of :meth:`VLAPolicy.denoise` (tensor-only signature)."""
 
@@ -241,7 +252,7 @@ class VLAPolicy(nn.Module):
         self._text_cache: dict[str, torch.Tensor] = {}
         self.fast_inference = True
         """Run the denoising loop through a traced decoder (see :meth:`_denoiser`)."""
-        self._traced: dict[tuple, object] = {}
+        self._traced = _TraceCache()
 
     # ----- ChunkPolicy attributes ------------------------------------------------------------
     @property
