@@ -42,7 +42,7 @@ class BenchConfig:
     curve_every: int = 150
     curve_episodes: int = 6
     eval_episodes: int = 50
-    align_epochs: tuple[int, int] = (30, 80)
+    align_epochs: tuple[int, int] = (12, 80)  # stage 1 sees ~25k chunks of runs/pretrain_data
     pretrain_per_task: int = 60       # pre-training demos per arm and task (stage-1 data)
     val_per_task: int = 3             # held-out adaptation demos per task
     batch_size: int = 32
