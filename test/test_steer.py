@@ -122,3 +122,30 @@ def test_steer_bad_inputs_fail_before_training(world, capsys):
     assert main(["steer", "--policy", str(world["vae"]), "--data", str(world["ada"]), "--out",
                  str(world["root"] / "bad2"), "--guidance", "off", "--no-progress"]) == 2
     assert not (world["root"] / "bad" / "model.safetensors").exists()
+
+
+def test_steer_under_torchrun_ddp(world, tmp_path):
+    """Guided fine-tuning as two DDP processes (torchrun, gloo on CPU): both ranks join the
+    process group, nobody hangs (evaluation and saving run on rank 0 only) and the output is a
+    loadable policy."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not installed next to this Python")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ate_ros.cli", "steer",
+           "--policy", str(world["pol"]), "--data", str(world["ada"]), "--vae",
+           str(world["vae"]), "--out", str(out), "--steps", "4", "--eval-every", "4",
+           "--batch-size", "4", "--no-progress", "--eval-samples", "8", "--device", "cpu"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    load_policy(out)
+    log = r.stdout + r.stderr
+    assert "DDP: rank 0/2" in log and "DDP: rank 1/2" in log, log[-3000:]

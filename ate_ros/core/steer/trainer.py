@@ -224,7 +224,7 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
     batches = batch_iterator(train_ds, cfg.batch_size, cfg.seed + start, dist.rank,
                              dist.world_size)
     summary: dict = {"train_frames": len(train_ds), "val_frames": len(val_ds) if val_ds else 0,
-                     **meta}
+                     "world_size": dist.world_size, **meta}
     skipped_guidance, bad_steps, t0 = 0, 0, time.perf_counter()
     running: dict[str, float] = {}
 
@@ -247,7 +247,10 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
         batch = _to_device(train_ds.get_batch(next(batches)), device)
         with autocast(device, cfg.amp):
             loss, logs = ddp(batch, guidance=guidance)
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if dist.enabled:  # every rank must skip together, or the others hang in all-reduce
+            finite = dist.all_reduce_mean(float(finite)) == 1.0
+        if not finite:
             bad_steps += 1
             opt.zero_grad(set_to_none=True)
             if bad_steps >= MAX_BAD_STEPS:
