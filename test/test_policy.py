@@ -214,3 +214,19 @@ def test_config_errors_say_what_to_change():
         _cfg(head="gan")
     with pytest.raises(ValueError, match="num_inference_steps"):
         _cfg(num_inference_steps=500)
+
+
+def test_state_dropout_hides_state_in_training_only(toy_ds):
+    from ate_ros.core.steer.policies.modeling_vla import OBS_STATE
+
+    torch.manual_seed(0)
+    m = VLAPolicy(_cfg(state_dropout=0.5))
+    m.set_norm_stats(*toy_ds.fit_stats())
+    batch = toy_ds.get_batch(np.arange(4))
+    other = {**batch, OBS_STATE: batch[OBS_STATE] + 1.0}
+    hidden = torch.zeros(4, 1)
+    torch.testing.assert_close(m.encode_observation(batch, hidden),
+                               m.encode_observation(other, hidden))
+    assert not torch.allclose(m.encode_observation(batch), m.encode_observation(other))
+    with pytest.raises(ValueError, match="state_dropout"):
+        _cfg(state_dropout=1.0)

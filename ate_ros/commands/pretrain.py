@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image token pooling (keypoints keep object positions)")
     parser.add_argument("--vision-grid", type=int, default=4,
                         help="image tokens per camera = grid^2")
+    parser.add_argument("--state-dropout", type=float, default=0.0,
+                        help="probability of hiding a sample's joint state in training")
     parser.add_argument("--inference-steps", type=int, default=10)
     parser.add_argument("--text-encoder", default="minilm", choices=("minilm", "hash"))
 
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                            camera_names=args.cameras, image_size=args.image_size,
                            d_model=args.d_model, n_layers=args.layers,
                            vision_pool=args.vision_pool, vision_grid=args.vision_grid,
+                           state_dropout=args.state_dropout,
                            num_inference_steps=args.inference_steps,
                            text_encoder=args.text_encoder)
         out = pretrain_policy(PretrainConfig(policy=policy, **common_config(args)))

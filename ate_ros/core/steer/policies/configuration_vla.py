@@ -51,6 +51,10 @@ class VLAConfig:
     vision_pool: str = field(default="keypoints", metadata={
         "help": f"image feature pooling: one of {VISION_POOLS}. 'keypoints' keeps where things "
                 "are (learned attention maps -> pooled feature + expected x, y per token)"})
+    state_dropout: float = field(default=0.0, metadata={
+        "help": "training only: probability of hiding the proprioceptive state of a sample, so "
+                "the policy must use the image and instruction (smooth demonstrations let the "
+                "state alone predict most of a chunk: the copycat problem)"})
     text_encoder: str = field(default="minilm", metadata={
         "help": "'minilm' (all-MiniLM-L6-v2, offline) or 'hash' (deterministic, for tests)"})
     text_dim: int = field(default=384, metadata={"help": "instruction embedding width"})
@@ -99,6 +103,8 @@ class VLAConfig:
         if self.image_size < 2 ** len(self.vision_channels):
             bad(f"image_size ({self.image_size}) too small for {len(self.vision_channels)} "
                 "stride-2 stages")
+        if not 0.0 <= self.state_dropout < 1.0:
+            bad(f"state_dropout must be in [0, 1), got {self.state_dropout}")
         if not 0 < self.ema_decay < 1:
             bad(f"ema_decay must be in (0, 1), got {self.ema_decay}")
 

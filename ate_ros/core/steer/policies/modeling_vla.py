@@ -297,8 +297,10 @@ class VLAPolicy(nn.Module):
         return a * self.action_scale + self.action_shift
 
     # ----- network -------------------------------------------------------------------------------
-    def encode_observation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """-> memory tokens (B, M, d); run once per chunk."""
+    def encode_observation(self, batch: dict[str, torch.Tensor],
+                           state_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """-> memory tokens (B, M, d); run once per chunk. ``state_keep`` (B, 1) in {0, 1}
+        hides the state of some samples (training-time state dropout)."""
         imgs = batch[OBS_IMAGES]  # (B, C, h, w, 3) uint8
         B, C = imgs.shape[:2]
         if C != len(self.config.camera_names):
@@ -310,6 +312,8 @@ class VLAPolicy(nn.Module):
         tok = self.image_encoder(x).reshape(B, C, -1, self.config.d_model) + self.camera_embed
         mask = batch[OBS_MASK].to(x.dtype)
         state = (batch[OBS_STATE] - self.state_shift) / self.state_scale * mask
+        if state_keep is not None:
+            state = state * state_keep
         s_tok = self.state_proj(torch.cat([state, mask], -1)).unsqueeze(1)
         t_tok = self.text_proj(batch[OBS_TEXT].to(x.dtype)).unsqueeze(1)
         mem = torch.cat([t_tok, s_tok, tok.flatten(1, 2)], 1) + self.memory_pos
@@ -379,7 +383,11 @@ class VLAPolicy(nn.Module):
         mf = mask.to(torch.float32).unsqueeze(1)  # (B, 1, D)
         a0 = self.normalize_action(batch[ACTION].float()) * mf
         B, dev = a0.shape[0], a0.device
-        kv = self.memory_kv(self.encode_observation(batch))
+        keep = None
+        if self.training and self.config.state_dropout > 0:
+            keep = (torch.rand((B, 1), generator=generator, device=dev)
+                    >= self.config.state_dropout).to(a0.dtype)
+        kv = self.memory_kv(self.encode_observation(batch, keep))
         noise = torch.randn(a0.shape, generator=generator, device=dev) * mf
         if self.config.head == "diffusion":
             k = torch.randint(0, self.diffusion.num_train_timesteps, (B,), device=dev,
