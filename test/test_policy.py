@@ -96,7 +96,8 @@ def test_save_load_roundtrip_bit_for_bit(tmp_path, toy_ds, head):
     assert np.array_equal(b, m2.predict_chunk(obs, seed=7))
 
 
-@pytest.mark.parametrize("head,pool", [("diffusion", "avg"), ("flow", "keypoints")])
+@pytest.mark.parametrize("head,pool", [("diffusion", "avg"), ("flow", "keypoints"),
+                                       ("diffusion", "max")])
 def test_traced_inference_matches_eager_and_follows_weight_updates(toy_ds, head, pool):
     torch.manual_seed(5)
     m = VLAPolicy(_cfg(head=head, vision_pool=pool, vision_grid=2))

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--vision-pool", default="keypoints", choices=("avg", "keypoints"),
+    parser.add_argument("--vision-pool", default="keypoints", choices=("avg", "max", "keypoints"),
                         help="image token pooling (keypoints keep object positions)")
     parser.add_argument("--vision-grid", type=int, default=4,
                         help="image tokens per camera = grid^2")

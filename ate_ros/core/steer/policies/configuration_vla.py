@@ -10,7 +10,7 @@ from ate_ros.core.normalization import NORM_MODES
 from ate_ros.core.steer.schedules import BETA_SCHEDULES, FLOW_CONVENTIONS, PREDICTION_TYPES
 
 HEADS = ("diffusion", "flow")
-VISION_POOLS = ("avg", "keypoints")
+VISION_POOLS = ("avg", "max", "keypoints")
 SAMPLERS = ("ddim", "ddpm")
 TEXT_ENCODERS = ("minilm", "hash")
 

@@ -85,7 +85,7 @@ class ImageEncoder(nn.Module):
             self.attn = nn.Conv2d(c_in, grid * grid, 1)
             self.proj = nn.Linear(c_in + 2, d_model)
         else:
-            self.pool = nn.AdaptiveAvgPool2d(grid)
+            self.pool = nn.AdaptiveMaxPool2d(grid) if pool == "max" else nn.AdaptiveAvgPool2d(grid)
             self.proj = nn.Linear(c_in, d_model)
         self.register_buffer("pix_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
                              persistent=False)
@@ -94,7 +94,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.net((x - self.pix_mean) / self.pix_std)  # (N, c, h, w)
-        if self.pool_mode == "avg":
+        if self.pool_mode in ("avg", "max"):
             f = self.pool(f)  # (N, c, g, g)
             return self.proj(f.flatten(2).transpose(1, 2))  # (N, g*g, d)
         N, c, h, w = f.shape
