@@ -37,3 +37,20 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     assert direct.get("final/train/guidance/applied", 0) == 0
     ros = summary["ros"]
     assert ros is not None and ros["chunks"] > 0, ros
+
+
+def test_demo_output_folder_is_replaced_only_when_it_is_a_demo(tmp_path: Path) -> None:
+    from ate_ros.commands.demo import DEMO_MARKER, prepare_output_dir
+
+    out = tmp_path / "demo_out"
+    prepare_output_dir(out)
+    (out / "bags").mkdir()
+    (out / "bags" / "old.mcap").write_text("x")
+    prepare_output_dir(out)  # a second `make demo`: the earlier artefacts go
+    assert sorted(p.name for p in out.iterdir()) == [DEMO_MARKER]
+    mine = tmp_path / "my_data"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    with pytest.raises(ValueError, match="not an earlier demo"):
+        prepare_output_dir(mine)
+    assert (mine / "keep.txt").read_text() == "precious"

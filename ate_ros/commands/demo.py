@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -92,13 +93,33 @@ def _usable_pretrained(path: str) -> Path | None:
     return None
 
 
+DEMO_MARKER = ".ate_ros_demo"
+
+
+def prepare_output_dir(out: Path) -> None:
+    """Start ``out`` empty: an earlier demo's folder (marked) is replaced, anything else that is
+    not empty is refused, so a second ``make demo`` works and no user data is deleted."""
+    if out.exists() and any(out.iterdir()):
+        if not ((out / DEMO_MARKER).is_file() or (out / "summary.json").is_file()):
+            raise ValueError(f"{out} is not empty and not an earlier demo's output; "
+                             "choose another --out")
+        print(f"replacing the earlier demo output in {out}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by `ate-ros demo`; the next demo replaces it\n")
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from ate_ros.core.sim import ADAPT_EMBODIMENT, PRETRAIN_EMBODIMENTS
 
     prof = PROFILES["tiny" if args.tiny else "default"]
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_output_dir(out)
+    except ValueError as exc:
+        print(f"ate-ros demo: error: {exc}")
+        return 2
     arms_pre, arm_ada = list(PRETRAIN_EMBODIMENTS), ADAPT_EMBODIMENT
     pretrained = _usable_pretrained(args.pretrained)
     n_steps = (len(arms_pre) + 1) * len(prof.tasks) + (len(arms_pre) + 1) * 2 + 1 + 1 + 2 \
