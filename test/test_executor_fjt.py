@@ -108,12 +108,20 @@ def test_every_goal_is_safe_and_well_formed(report):
         assert (np.abs(np.diff(p, axis=0)) <= vmax * dt + 1e-9).all(), where
         if t.size > 1:  # ends at rest: the controller gets nothing else until the next goal
             assert np.abs(p[-1] - p[-2]).max() < 1e-6, where
-        # The first point is reachable from where the robot was when the goal arrived (it
-        # follows the previous goal, which held the executor's commands up to now).
+        # The first point is reachable from where the robot was when the goal arrived, or from
+        # where the previous goal had commanded it to be by then (the executor continues its
+        # own command stream; under CPU load the fake controller starts a goal late and lags).
         latency = max(g["recv"] - g["stamp"], 0.0)
         reach = vmax * (t[0] + latency + 0.02) + 0.01  # + one fake-controller step
-        assert (np.abs(p[0] - np.asarray(g["q_recv"])) <= reach).all(), (
-            f"{where} starts {np.abs(p[0] - np.asarray(g['q_recv'])).max():.3f} from the robot")
+        dev = np.abs(p[0] - np.asarray(g["q_recv"]))
+        if g["index"] > 0:
+            prev = goals[g["index"] - 1]
+            pt, pp = _arrays(prev)
+            if pt.size:
+                t_rel = g["recv"] - prev["stamp"]
+                planned = np.array([np.interp(t_rel, pt, pp[:, j]) for j in range(pp.shape[1])])
+                dev = np.minimum(dev, np.abs(p[0] - planned))
+        assert (dev <= reach).all(), f"{where} starts {dev.max():.3f} from the robot"
     assert report["executor_alive"]
 
 
@@ -174,7 +182,9 @@ def test_stale_joint_states_send_a_braking_goal(report):
     assert t.size >= 2 and np.abs(p[-1] - p[0]).max() > 1e-3  # decelerates, not a jump
     steps = np.abs(np.diff(p, axis=0)).max(axis=1)
     assert (np.diff(steps) <= 1e-9).all()  # slowing down all the way
-    assert brake["stamp"] + t[-1] < running["stamp"] + running["times"][-1] - 0.5
+    # It stops the arm before the running goal would have ended (by ~0.5 s on an idle machine;
+    # the margin allows for a late stale-state detection on a loaded one).
+    assert brake["stamp"] + t[-1] < running["stamp"] + running["times"][-1] - 0.2
 
 
 def test_wild_chunks_never_leave_the_limits(report):
