@@ -52,19 +52,27 @@ class TimedHold:
         return out
 
 
+def node_configs(embodiment: str):
+    """Perception (one Observation per frame) and policy (hold) settings of every mode."""
+    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig
+
+    return (PerceptionConfig(embodiment=embodiment, rate_hz=0.0, max_age=1.0, max_skew=1.0),
+            PolicyNodeConfig(embodiment=embodiment, policy="hold", publish_markers=False,
+                             max_obs_age=1.0))
+
+
 def run_child(role: str, embodiment: str) -> int:
     """One node in this process, spun like its installed executable (``ate_ros.ros.spin``)."""
-    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig
     from ate_ros.nodes.perception_node import PerceptionNode
     from ate_ros.nodes.policy_node import PolicyNode
     from ate_ros.ros.spin import spin_node
 
+    per_cfg, pol_cfg = node_configs(embodiment)
+
     def make():
         if role == "perception":
-            return PerceptionNode(PerceptionConfig(embodiment=embodiment, rate_hz=0.0,
-                                                   max_age=1.0, max_skew=1.0))
-        node = PolicyNode(PolicyNodeConfig(embodiment=embodiment, policy="hold",
-                                           publish_markers=False, max_obs_age=1.0))
+            return PerceptionNode(per_cfg)
+        node = PolicyNode(pol_cfg)
         node.trigger_configure()  # what the launch file's autostart does
         node.trigger_activate()
         return node
@@ -80,7 +88,6 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     from rclpy.executors import MultiThreadedExecutor
     from sensor_msgs.msg import Image, JointState
 
-    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig
     from ate_ros.core.embodiment import load_embodiment
     from ate_ros.msg import ActionChunk
     from ate_ros.nodes.perception_node import PerceptionNode
@@ -110,11 +117,9 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
                     for role in ("perception", "policy")]
         per = pol = None
     else:
-        per = PerceptionNode(PerceptionConfig(embodiment=embodiment, rate_hz=0.0, max_age=1.0,
-                                              max_skew=1.0), context=context)
-        pol = PolicyNode(PolicyNodeConfig(embodiment=embodiment, publish_markers=False,
-                                          max_obs_age=1.0), policy_factory=factory,
-                         context=context)
+        per_cfg, pol_cfg = node_configs(embodiment)
+        per = PerceptionNode(per_cfg, context=context)
+        pol = PolicyNode(pol_cfg, policy_factory=factory, context=context)
     drv = rclpy.create_node("bench_driver", context=context)
     sent: dict[float, float] = {}
     recv: dict[float, float] = {}
@@ -125,6 +130,17 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     frame = (np.random.default_rng(0).integers(0, 255, (cam.height, cam.width, 3))
              .astype(np.uint8))
     q = (emb.lower + emb.upper) / 2
+
+    def publish_frame() -> tuple[float, float]:
+        """joint_states + image stamped now; returns (stamp key, time the image was sent)."""
+        stamp = conv.sec_to_time(drv.get_clock().now().nanoseconds * 1e-9)
+        js_pub.publish(JointState(header=conv.Header(stamp=stamp), name=emb.joint_names,
+                                  position=q.tolist()))
+        msg = conv.numpy_to_image(frame, stamp, cam.name)
+        sent_at = time.perf_counter()
+        img_pub.publish(msg)
+        return round(conv.time_to_sec(stamp), 6), sent_at
+
     nodes = [n for n in (per, pol, drv) if n is not None]
     ex = MultiThreadedExecutor(num_threads=4, context=context)
     for n in nodes:
@@ -140,10 +156,7 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     if processes:  # wait until the policy process answers (started, configured, active)
         first: dict = {}
         while not first and time.monotonic() < end:
-            now = drv.get_clock().now().nanoseconds * 1e-9
-            js_pub.publish(JointState(header=conv.Header(stamp=conv.sec_to_time(now)),
-                                      name=emb.joint_names, position=q.tolist()))
-            img_pub.publish(conv.numpy_to_image(frame, conv.sec_to_time(now), cam.name))
+            publish_frame()
             time.sleep(0.2)
             first = dict(recv)
         recv.clear()
@@ -153,14 +166,8 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     n_total = frames if not soak_seconds else int(soak_seconds * rate)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for i in range(n_total):
-        now = drv.get_clock().now().nanoseconds * 1e-9
-        stamp = conv.sec_to_time(now)
-        key = round(conv.time_to_sec(stamp), 6)
-        js_pub.publish(JointState(header=conv.Header(stamp=stamp), name=emb.joint_names,
-                                  position=q.tolist()))
-        msg = conv.numpy_to_image(frame, stamp, cam.name)
-        sent[key] = time.perf_counter()
-        img_pub.publish(msg)
+        key, sent_at = publish_frame()
+        sent[key] = sent_at
         delay = t_start + (i + 1) * period - time.monotonic()
         if delay > 0:
             time.sleep(delay)

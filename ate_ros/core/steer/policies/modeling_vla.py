@@ -356,8 +356,12 @@ class VLAPolicy(nn.Module):
         to eager execution.
         """
         kv_t = tuple(kv)
+
+        def eager(x_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
+            return self.denoise(x_, None, kv, t_)
+
         if not self.fast_inference or self.training or torch.is_grad_enabled():
-            return lambda x_, t_: self.denoise(x_, None, list(kv_t), t_)
+            return eager
         key = (tuple(x.shape), x.dtype, x.device.type, tuple(time_emb.shape),
                tuple(tuple(k.shape) for k, _ in kv_t))
         traced = self._traced.get(key)
@@ -370,7 +374,7 @@ class VLAPolicy(nn.Module):
             except Exception as exc:  # noqa: BLE001 - any tracing failure -> eager
                 logger.warning("decoder tracing failed (%s); using eager inference", exc)
                 self.fast_inference = False
-                return lambda x_, t_: self.denoise(x_, None, list(kv_t), t_)
+                return eager
             self._traced[key] = traced
         return lambda x_, t_: traced(x_, t_, kv_t)
 
