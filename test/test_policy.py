@@ -125,6 +125,40 @@ def test_traced_inference_matches_eager_and_follows_weight_updates(toy_ds, head,
     assert not m._traced, "moving the module must drop traces bound to old storage"
 
 
+@pytest.mark.parametrize("head,pred,clip", [("diffusion", "epsilon", 0.5),
+                                            ("diffusion", "sample", 0.5),
+                                            ("diffusion", "epsilon", 0.0),
+                                            ("flow", "epsilon", 0.0)])
+def test_fused_traced_sampler_matches_step_by_step_sampler(toy_ds, head, pred, clip):
+    from ate_ros.core.steer.policies.modeling_vla import OBS_MASK
+
+    torch.manual_seed(11)
+    m = VLAPolicy(_cfg(head=head, prediction_type=pred, clip_sample=clip))
+    m.set_norm_stats(*toy_ds.fit_stats())
+    m.eval()
+    with torch.no_grad():
+        m.action_out.weight.mul_(10.0)  # large model outputs, so that the clip is active
+    batch = toy_ds.get_batch(np.arange(3))
+    batch[OBS_MASK] = batch[OBS_MASK].clone()
+    batch[OBS_MASK][1, 1] = False  # per-sample masks
+    keep = batch[OBS_MASK].unsqueeze(1).expand(-1, 4, -1)
+    for steps in (1, 3, 5):
+        fast = m.sample(batch, steps, torch.Generator().manual_seed(steps))
+        m.fast_inference = False
+        eager = m.sample(batch, steps, torch.Generator().manual_seed(steps))
+        m.fast_inference = True
+        torch.testing.assert_close(fast, eager, rtol=1e-5, atol=1e-6)
+        assert torch.all(fast[~keep] == 0)
+        if clip:  # the last DDIM step returns the clipped x0 (normalised)
+            top = m.normalize_action(fast)[keep].abs().max()
+            assert abs(float(top) - clip) < 1e-5
+    assert [k[0] for k in m._traced] == ["sampler"], "one fused trace serves every step count"
+    if head == "diffusion":  # DDPM (fresh noise per step) keeps the step-by-step update
+        m.config.sampler = "ddpm"
+        m.sample(batch, 3, torch.Generator().manual_seed(0))
+        assert sorted(k[0] for k in m._traced) == ["decoder", "sampler"]
+
+
 def test_loading_refuses_pickles_and_mismatches(tmp_path):
     m = VLAPolicy(_cfg())
     m.save_pretrained(tmp_path / "p")

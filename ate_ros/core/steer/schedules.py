@@ -46,6 +46,7 @@ class DiffusionSchedule:
                                  dtype=torch.float64)
         self.num_train_timesteps = T
         self.alphas_cumprod = torch.cumprod(1.0 - betas, 0).to(torch.float32)  # (T,)
+        self._tables: dict[tuple, torch.Tensor] = {}  # ddim_table cache
 
     def abar(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) integer timesteps -> (B,) alphas_cumprod on t's device."""
@@ -99,6 +100,56 @@ class DiffusionSchedule:
         noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
         return mean + math.sqrt(max(var, 1e-20)) * noise
 
+    def ddim_table(self, timesteps: list[int], dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+        """(steps, 6) per-step coefficients of :meth:`ddim_update` for descending ``timesteps``.
+
+        Columns: sqrt(abar_t) and sqrt(1 - abar_t) as :meth:`split` computes them (in
+        ``dtype``), sqrt(abar_t) and sqrt(max(1 - abar_t, 1e-8)) of the eps recomputation and
+        sqrt(abar_prev), sqrt(1 - abar_prev) of :meth:`step` (in double, like the Python-float
+        arithmetic of the step-by-step sampler, then rounded to ``dtype``). Cached per
+        ``(timesteps, dtype, device)``: read it, never modify it in place.
+        """
+        key = (tuple(timesteps), dtype, str(device))
+        table = self._tables.get(key)
+        if table is not None:
+            return table
+        a = self.alphas_cumprod[torch.tensor(timesteps, dtype=torch.long)].to(dtype)
+        rows = []
+        for i, t in enumerate(timesteps):
+            a_t = self.alphas_cumprod[t].item()
+            a_p = self.alphas_cumprod[timesteps[i + 1]].item() if i + 1 < len(timesteps) else 1.0
+            rows.append([math.sqrt(a_t), math.sqrt(max(1 - a_t, 1e-8)), math.sqrt(a_p),
+                         math.sqrt(1 - a_p)])
+        table = torch.cat([torch.stack([a.sqrt(), (1 - a).sqrt()], 1),
+                           torch.tensor(rows, dtype=torch.float64).to(dtype)], 1).to(device)
+        self._tables[key] = table
+        return table
+
+    @staticmethod
+    def ddim_update(model_out: torch.Tensor, x_t: torch.Tensor, coef: torch.Tensor,
+                    mask: torch.Tensor, prediction_type: str, clip_sample: float = 0.0
+                    ) -> torch.Tensor:
+        """One deterministic DDIM step on tensors only (traceable; no ``.item()``).
+
+        ``coef``: one row (6,) of :meth:`ddim_table`; ``mask`` broadcasts against ``x_t``.
+        Same arithmetic, in the same order, as :meth:`split`, the clip to
+        ``[-clip_sample, clip_sample]`` (off when 0), the mask, the eps recomputation from the
+        clipped x0 and :meth:`step` with ``sampler="ddim"``, then the mask again.
+        """
+        sa, s1, sa_e, s1_e, sa_p, s1_p = coef.unbind(-1)
+        if prediction_type == "epsilon":
+            x0 = (x_t - s1 * model_out) / sa
+        elif prediction_type == "sample":
+            x0 = model_out
+        else:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}")
+        if clip_sample > 0:
+            x0 = x0.clamp(-clip_sample, clip_sample)
+        x0 = x0 * mask
+        eps = (x_t - sa_e * x0) / s1_e
+        return (sa_p * x0 + s1_p * eps) * mask
+
 
 class FlowSchedule:
     """Flow matching in either convention (see module docstring)."""
@@ -111,6 +162,7 @@ class FlowSchedule:
         self.convention = convention
         self.time_beta_alpha = time_beta_alpha
         self.min_level = min_level
+        self._tables: dict[tuple, torch.Tensor] = {}  # euler_table cache
 
     def sample_level(self, batch: int, device, generator: torch.Generator | None = None
                      ) -> torch.Tensor:
@@ -155,3 +207,24 @@ class FlowSchedule:
     @staticmethod
     def euler(x: torch.Tensor, v: torch.Tensor, level: float, level_next: float) -> torch.Tensor:
         return x + (level_next - level) * v
+
+    def euler_table(self, grid: list[float], dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+        """(steps, 1) Euler step sizes ``level_next - level`` of :meth:`grid` (computed in
+        double, like :meth:`euler`, then rounded to ``dtype``) for :meth:`euler_update`.
+        Cached per ``(grid, dtype, device)``: read it, never modify it in place."""
+        key = (tuple(grid), dtype, str(device))
+        table = self._tables.get(key)
+        if table is None:
+            dt = [[b - a] for a, b in zip(grid[:-1], grid[1:])]
+            table = torch.tensor(dt, dtype=torch.float64).to(dtype).to(device)
+            self._tables[key] = table
+        return table
+
+    @staticmethod
+    def euler_update(v: torch.Tensor, x: torch.Tensor, coef: torch.Tensor, mask: torch.Tensor
+                     ) -> torch.Tensor:
+        """:meth:`euler` then the mask, on tensors only; ``coef`` one row (1,) of
+        :meth:`euler_table`."""
+        (dt,) = coef.unbind(-1)
+        return (x + dt * v) * mask
