@@ -5,15 +5,16 @@
     .venv/bin/python benchmarks/bench_ros_latency.py --processes   # one process per node
 
 perception_node (event mode: one Observation per frame) and policy_node (a hold policy with a
-known, tiny model time) run in this process on a MultiThreadedExecutor, talking over real DDS on
-loopback; a driver node publishes an rgb8 image and joint_states at ``--rate`` Hz and receives
-the ActionChunks. Overhead = receive time - publish time - model time (measured inside the
-policy), matched by stamp. ``--processes`` runs perception_node and policy_node in processes of
-their own, as ``ros2 launch`` does (each spun like the installed node executables); model time is
-then the hold policy's, measured in the single-process mode (~0.02 ms). ``--soak`` reports drift
-(latency of the last vs first minute) and
-queue growth (observations the policy dropped while busy, process RSS). Writes
-benchmarks/results/bench_ros_latency.json.
+known, tiny model time) run in this process on a MultiThreadedExecutor (a
+:class:`ate_ros.ros.spin.DrainingMultiThreadedExecutor`, as ``ate-ros run`` spins the graph),
+talking over real DDS on loopback; a driver node publishes an rgb8 image and joint_states at
+``--rate`` Hz and receives the ActionChunks. Overhead = receive time - publish time - model time
+(measured inside the policy), matched by stamp. ``--processes`` runs perception_node and
+policy_node in processes of their own, as ``ros2 launch`` does, each spun like its installed
+executable (both on a SingleThreadedExecutor, see their ``main``); model time is then the hold
+policy's, measured in the single-process mode (~0.02 ms). ``--soak`` reports drift (latency of
+the last vs first minute) and queue growth (observations the policy dropped while busy, process
+RSS). Writes benchmarks/results/bench_ros_latency.json.
 """
 
 from __future__ import annotations
@@ -79,13 +80,14 @@ def run_child(role: str, embodiment: str) -> int:
 
     if role == "perception":  # as perception_node's main()
         return spin_node(make, single_threaded=True)
-    return spin_node(make, before_destroy=lambda n: n._stop_worker())
+    # as policy_node's main()
+    return spin_node(make, before_destroy=lambda n: n._stop_worker(), single_threaded=True)
 
 
 def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0.0,
               processes: bool = False) -> dict:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.task import Future
     from sensor_msgs.msg import Image, JointState
 
     from ate_ros.core.embodiment import load_embodiment
@@ -94,7 +96,7 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     from ate_ros.nodes.policy_node import PolicyNode
     from ate_ros.ros import conversions as conv
     from ate_ros.ros.qos import COMMAND_QOS
-    from ate_ros.ros.spin import prefer_short_gil_slices
+    from ate_ros.ros.spin import DrainingMultiThreadedExecutor, prefer_short_gil_slices
 
     prefer_short_gil_slices()
 
@@ -142,10 +144,12 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         return round(conv.time_to_sec(stamp), 6), sent_at
 
     nodes = [n for n in (per, pol, drv) if n is not None]
-    ex = MultiThreadedExecutor(num_threads=4, context=context)
+    ex = DrainingMultiThreadedExecutor(num_threads=4, context=context)
     for n in nodes:
         ex.add_node(n)
-    th = threading.Thread(target=ex.spin, daemon=True)
+    stop_spinning = Future()
+    th = threading.Thread(target=ex.spin_until_future_complete, args=(stop_spinning,),
+                          daemon=True)
     th.start()
     if pol is not None:
         pol.trigger_configure()
@@ -200,8 +204,9 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         out["rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     if pol is not None:
         pol.trigger_deactivate()
-    ex.shutdown()
+    stop_spinning.set_result(None)  # spinning stops before the executor drains its pool
     th.join(timeout=5)
+    ex.shutdown()
     if pol is not None:
         pol._stop_worker()
     for n in nodes:

@@ -10,6 +10,11 @@ it follows the latest accepted trajectory (its joint_states follow it), a new go
 active one (the old one ends unsuccessfully), and the robot holds where it is after an abort or
 while it has no trajectory. Its mode decides the next goals' fate: ``accept``, ``reject``, or
 ``abort`` (accepted, then aborted with PATH_TOLERANCE_VIOLATED at once).
+
+``argv[2]`` (``single``, the default, or ``multi``) is how the executor node spins: alone on a
+SingleThreadedExecutor as its ``main`` does (the fake controller, whose execute callback blocks,
+on a MultiThreadedExecutor of its own), or on the controller's MultiThreadedExecutor as ``ate-ros
+run`` spins the graph.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ import rclpy
 from control_msgs.action import FollowJointTrajectory
 from rclpy.action import ActionServer, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from waiting import wait_for  # noqa: E402
+from waiting import Spinner, wait_for  # noqa: E402
 
 from ate_ros.core.embodiment import Embodiment, JointSpec  # noqa: E402
 from ate_ros.core.execution import ExecutionConfig, ExecutorNodeConfig  # noqa: E402
@@ -38,6 +43,7 @@ from ate_ros.msg import ActionChunk  # noqa: E402
 from ate_ros.nodes.executor_node import ExecutorNode  # noqa: E402
 from ate_ros.ros.conversions import chunk_to_msg, duration_to_sec, sec_to_time, time_to_sec  # noqa: E402
 from ate_ros.ros.qos import COMMAND_QOS  # noqa: E402
+from ate_ros.ros.spin import DrainingMultiThreadedExecutor  # noqa: E402
 
 RATE = 20.0
 DT = 1.0 / RATE
@@ -144,7 +150,7 @@ class FakeController:
         return rec is None or rec["outcome"] != "pending"
 
 
-def main(out_path: str) -> int:
+def main(out_path: str, spin: str = "single") -> int:
     rclpy.init()
     emb = make_embodiment()
     cfg = ExecutorNodeConfig(embodiment="toy3", controller=CONTROLLER, output="action",
@@ -154,12 +160,12 @@ def main(out_path: str) -> int:
     robot_node = rclpy.create_node("fake_jtc")
     ctrl = FakeController(robot_node, emb)
     chunk_pub = robot_node.create_publisher(ActionChunk, "action_chunk", COMMAND_QOS)
-    ex = MultiThreadedExecutor(num_threads=6)
-    ex.add_node(node)
+    ex = DrainingMultiThreadedExecutor(num_threads=6)
+    node_ex = SingleThreadedExecutor() if spin == "single" else ex
+    node_ex.add_node(node)
     ex.add_node(robot_node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    report: dict = {"phases": {}, "errors": [], "emb": {
+    spinners = [Spinner(e) for e in {ex: None, node_ex: None}]
+    report: dict = {"spin": spin, "phases": {}, "errors": [], "emb": {
         "names": emb.joint_names, "lower": emb.lower.tolist(), "upper": emb.upper.tolist(),
         "max_velocity": emb.max_velocity.tolist(), "dt": DT}}
 
@@ -272,7 +278,7 @@ def main(out_path: str) -> int:
         settle("wild")
         phase("wild", n0,
               non_finite=node.scheduler.stats.rejected["non_finite"] - non_finite0)
-        report["executor_alive"] = th.is_alive() and rclpy.ok()
+        report["executor_alive"] = all(s.thread.is_alive() for s in spinners) and rclpy.ok()
     except Exception as exc:  # report, the test fails with it
         import traceback
 
@@ -284,8 +290,8 @@ def main(out_path: str) -> int:
                                for g in ctrl.goals]
         report["counters"] = counters()
         Path(out_path).write_text(json.dumps(report, indent=1))
-        ex.shutdown()
-        th.join(10.0)  # a spin thread still alive at exit aborts the interpreter (rclpy)
+        for s in spinners:
+            s.close(10.0)  # a spin thread still alive at exit aborts the interpreter (rclpy)
         node.destroy_node()
         robot_node.destroy_node()
         rclpy.try_shutdown()
@@ -293,4 +299,4 @@ def main(out_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

@@ -5,7 +5,10 @@ control_msgs has no PyPI wheel: ``tools/build_test_interfaces.sh`` builds a test
 ``.venv/test_interfaces`` without making it importable by default. ``fjt_probe.py`` runs the
 executor against a fake joint_trajectory_controller in a subprocess that has it on PYTHONPATH
 (so ``output: auto`` stays on the topic in this session) and reports every goal as JSON; the
-tests below check that report.
+tests below check that report, once with the executor node alone on a SingleThreadedExecutor (as
+its ``main`` spins it: the FollowJointTrajectory goal and result futures must complete without
+any blocking wait) and once on a MultiThreadedExecutor shared with the controller (``ate-ros
+run``).
 """
 
 from __future__ import annotations
@@ -42,20 +45,23 @@ def control_msgs_path() -> str:
     return lines["PYTHONPATH"]
 
 
-@pytest.fixture(scope="module")
-def report(control_msgs_path, tmp_path_factory) -> dict:
-    """One run of fjt_probe.py (all scenarios, ~20 s); its JSON report."""
+@pytest.fixture(scope="module", params=["single", "multi"],
+                ids=["single_threaded", "multi_threaded"])
+def report(control_msgs_path, tmp_path_factory, request) -> dict:
+    """One run of fjt_probe.py (all scenarios, ~20 s) per way of spinning; its JSON report."""
     out = tmp_path_factory.mktemp("fjt") / "report.json"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (control_msgs_path, str(TEST_DIR), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run([sys.executable, str(TEST_DIR / "fjt_probe.py"), str(out)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run([sys.executable, str(TEST_DIR / "fjt_probe.py"), str(out),
+                           request.param], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=400)
     logs = f"probe exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0 and out.exists(), logs
     rep = json.loads(out.read_text())
     assert not rep["errors"], "\n".join(rep["errors"]) + "\n" + logs
     assert "Traceback" not in proc.stderr, logs  # no exception in any node callback
+    assert "never retrieved" not in proc.stderr, logs  # nothing failed at shutdown
     rep["stderr"] = proc.stderr
     return rep
 

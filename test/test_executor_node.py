@@ -1,19 +1,26 @@
-"""executor_node over real DDS (loopback): limits at the controller, ExecuteChunk, dry_run."""
+"""executor_node over real DDS (loopback): limits at the controller, ExecuteChunk, dry_run.
+
+ExecuteChunk runs twice: with the node on a MultiThreadedExecutor shared with the fake robot (as
+``ate-ros run`` spins the graph) and alone on a SingleThreadedExecutor (as its ``main`` does).
+"""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
 import numpy as np
 import pytest
-from waiting import wait_for
+from waiting import Spinner, wait_for
 
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
@@ -29,6 +36,7 @@ from ate_ros.ros.conversions import (  # noqa: E402
     time_to_sec,
 )
 from ate_ros.ros.qos import COMMAND_QOS  # noqa: E402
+from ate_ros.ros.spin import DrainingMultiThreadedExecutor  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -79,26 +87,50 @@ class FakeRobot:
 
 @pytest.fixture
 def graph(emb, request):
-    """(executor node, fake robot), spinning in a background MultiThreadedExecutor."""
-    params = getattr(request, "param", {})
+    """(executor node, fake robot), spinning in background threads.
+
+    Param (dict, optional): ExecutorNodeConfig fields, plus ``spin``: ``"multi"`` (default; both
+    nodes on one MultiThreadedExecutor) or ``"single"`` (the executor node alone on a
+    SingleThreadedExecutor, as its ``main`` spins it; the robot on another one), and
+    ``node_kwargs`` for the ExecutorNode (``parameter_overrides``).
+    """
+    params = dict(getattr(request, "param", {}))
+    spin = params.pop("spin", "multi")
+    node_kwargs = params.pop("node_kwargs", {})
     rclpy.init()
     cfg = ExecutorNodeConfig(embodiment="toy3", controller="ctrl", diagnostics_period=0.2,
                              execution=ExecutionConfig(watchdog_timeout=5.0), **params)
-    node = ExecutorNode(cfg, embodiment=emb)
+    node = ExecutorNode(cfg, embodiment=emb, **node_kwargs)
     robot_node = rclpy.create_node("fake_robot")
     robot = FakeRobot(robot_node, emb)
-    ex = MultiThreadedExecutor(num_threads=4)
+    if spin == "single":
+        ex, robot_ex = SingleThreadedExecutor(), SingleThreadedExecutor()
+    else:
+        ex = robot_ex = DrainingMultiThreadedExecutor(num_threads=4)
     ex.add_node(node)
-    ex.add_node(robot_node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
+    robot_ex.add_node(robot_node)
+    spinners = [Spinner(e) for e in {ex: None, robot_ex: None}]
     wait_for(lambda: node._measured is not None, 20.0)
     yield node, robot
-    ex.shutdown()
+    for s in spinners:
+        s.close()
     node.destroy_node()
     robot_node.destroy_node()
     rclpy.shutdown()
-    th.join(2.0)
+
+
+@pytest.fixture
+def action_client():
+    """An ExecuteChunk client on a node of its own, spinning in a background thread."""
+    client_node = rclpy.create_node("exec_client")
+    client = ActionClient(client_node, ExecuteChunk, "execute_chunk")
+    ex = DrainingMultiThreadedExecutor(num_threads=2)
+    ex.add_node(client_node)
+    spinner = Spinner(ex)
+    yield client
+    spinner.close()
+    client.destroy()
+    client_node.destroy_node()
 
 
 def _check_limits(emb, trajs):
@@ -158,66 +190,118 @@ def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):
                              for s in m.status for kv in s.values), 3.0)
 
 
-def test_execute_chunk_feedback_and_cancel(graph, emb):
+@pytest.mark.parametrize("graph", [{}, {"spin": "single"}], indirect=True,
+                         ids=["multi_threaded", "single_threaded"])
+def test_execute_chunk_feedback_and_cancel(graph, emb, action_client):
     node, robot = graph
-    client_node = rclpy.create_node("exec_client")
-    client = ActionClient(client_node, ExecuteChunk, "execute_chunk")
-    ex = MultiThreadedExecutor(num_threads=2)
-    ex.add_node(client_node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    try:
-        assert client.wait_for_server(timeout_sec=30.0)
-        # 1) A short chunk succeeds, with feedback.
-        feedback = []
-        q = robot.q.copy()
-        chunk = q + np.linspace(0.0, 0.2, 10)[:, None] * np.array([1.0, -1.0, 0.5])
-        goal = ExecuteChunk.Goal(chunk=chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
-        fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
-            f.feedback))
-        assert wait_for(fut.done, 20.0) and fut.result().accepted
-        res_fut = fut.result().get_result_async()
-        assert wait_for(res_fut.done, 20.0)
-        res = res_fut.result().result
-        assert res.outcome == ExecuteChunk.Result.SUCCEEDED, res.message
-        assert res.executed_points >= 5 and res.max_tracking_error < 0.5
-        assert feedback and feedback[-1].index >= 5
-        idx = [f.index for f in feedback]
-        assert idx == sorted(idx)
-        # 2) A long chunk, canceled: outcome CANCELED and the executor holds.
-        q = robot.q.copy()
-        chunk = q + np.linspace(0.0, 0.6, 80)[:, None] * np.array([1.0, 1.0, 1.0])
-        goal = ExecuteChunk.Goal(chunk=chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
-        feedback.clear()
-        fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
-            f.feedback))
-        assert wait_for(fut.done, 20.0) and fut.result().accepted
-        assert wait_for(lambda: len(feedback) >= 5, 20.0)
-        cancel = fut.result().cancel_goal_async()
-        assert wait_for(cancel.done, 20.0)
-        res_fut = fut.result().get_result_async()
-        assert wait_for(res_fut.done, 20.0)
-        assert res_fut.result().result.outcome == ExecuteChunk.Result.CANCELED
-        assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 3.0)
-        held = node.scheduler.last_command
-        time.sleep(0.3)
-        np.testing.assert_array_equal(node.scheduler.last_command, held)
-        assert held[0] < q[0] + 0.5  # stopped well before the chunk's end
-        # 3) A chunk for other joints is rejected with a reason.
-        bad = chunk_to_msg(np.zeros((3, 3)), emb, sec_to_time(robot.now()))
-        bad.trajectory.joint_names = ["a", "b", "c"]
-        fut = client.send_goal_async(ExecuteChunk.Goal(chunk=bad))
-        assert wait_for(fut.done, 20.0)
-        res_fut = fut.result().get_result_async()
-        assert wait_for(res_fut.done, 20.0)
-        res = res_fut.result().result
-        assert res.outcome == ExecuteChunk.Result.REJECTED and "unknown joints" in res.message
-    finally:
-        ex.shutdown()
-        client.destroy()
-        client_node.destroy_node()
-        th.join(2.0)
+    client = action_client
+    assert client.wait_for_server(timeout_sec=30.0)
+    # 1) A short chunk succeeds, with feedback.
+    feedback = []
+    q = robot.q.copy()
+    chunk = q + np.linspace(0.0, 0.2, 10)[:, None] * np.array([1.0, -1.0, 0.5])
+    goal = ExecuteChunk.Goal(chunk=chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
+    fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
+        f.feedback))
+    assert wait_for(fut.done, 20.0) and fut.result().accepted
+    res_fut = fut.result().get_result_async()
+    assert wait_for(res_fut.done, 20.0)
+    res = res_fut.result().result
+    assert res.outcome == ExecuteChunk.Result.SUCCEEDED, res.message
+    assert res.executed_points >= 5 and res.max_tracking_error < 0.5
+    assert feedback and feedback[-1].index >= 5
+    idx = [f.index for f in feedback]
+    assert idx == sorted(idx)
+    # 2) A long chunk, canceled: outcome CANCELED and the executor holds.
+    q = robot.q.copy()
+    chunk = q + np.linspace(0.0, 0.6, 80)[:, None] * np.array([1.0, 1.0, 1.0])
+    goal = ExecuteChunk.Goal(chunk=chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
+    feedback.clear()
+    fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
+        f.feedback))
+    assert wait_for(fut.done, 20.0) and fut.result().accepted
+    assert wait_for(lambda: len(feedback) >= 5, 20.0)
+    cancel = fut.result().cancel_goal_async()
+    assert wait_for(cancel.done, 20.0)
+    res_fut = fut.result().get_result_async()
+    assert wait_for(res_fut.done, 20.0)
+    assert res_fut.result().result.outcome == ExecuteChunk.Result.CANCELED
+    assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 3.0)
+    held = node.scheduler.last_command
+    time.sleep(0.3)
+    np.testing.assert_array_equal(node.scheduler.last_command, held)
+    assert held[0] < q[0] + 0.5  # stopped well before the chunk's end
+    # 3) A chunk for other joints is rejected with a reason.
+    bad = chunk_to_msg(np.zeros((3, 3)), emb, sec_to_time(robot.now()))
+    bad.trajectory.joint_names = ["a", "b", "c"]
+    fut = client.send_goal_async(ExecuteChunk.Goal(chunk=bad))
+    assert wait_for(fut.done, 20.0)
+    res_fut = fut.result().get_result_async()
+    assert wait_for(res_fut.done, 20.0)
+    res = res_fut.result().result
+    assert res.outcome == ExecuteChunk.Result.REJECTED and "unknown joints" in res.message
 
+
+
+def _send(client, goal, feedback=None):
+    """Send an ExecuteChunk goal; its (accepted) goal handle."""
+    cb = None if feedback is None else (lambda f: feedback.append(f.feedback))
+    fut = client.send_goal_async(goal, feedback_callback=cb)
+    assert wait_for(fut.done, 20.0) and fut.result().accepted
+    return fut.result()
+
+
+def _result(handle):
+    fut = handle.get_result_async()
+    assert wait_for(fut.done, 20.0)
+    return fut.result().result
+
+
+@pytest.mark.parametrize("graph", [{"spin": "single"}], indirect=True, ids=["single_threaded"])
+def test_execute_chunk_preempted_by_a_new_goal_and_by_a_topic_chunk(graph, emb, action_client):
+    node, robot = graph
+    client = action_client
+    assert client.wait_for_server(timeout_sec=30.0)
+    ramp = np.linspace(0.0, 0.6, 80)[:, None] * np.array([1.0, 1.0, 1.0])
+    fb_a, fb_b = [], []
+    a = _send(client, ExecuteChunk.Goal(chunk=chunk_to_msg(robot.q + ramp, emb,
+                                                            sec_to_time(robot.now()))), fb_a)
+    assert wait_for(lambda: len(fb_a) >= 2, 20.0)
+    b = _send(client, ExecuteChunk.Goal(chunk=chunk_to_msg(robot.q - ramp, emb,
+                                                            sec_to_time(robot.now()))), fb_b)
+    res_a = _result(a)
+    assert res_a.outcome == ExecuteChunk.Result.PREEMPTED and "new goal" in res_a.message
+    assert res_a.executed_points >= 2
+    assert wait_for(lambda: len(fb_b) >= 2, 20.0)
+    robot.chunk_pub.publish(chunk_to_msg(robot.q + ramp[:10], emb, sec_to_time(robot.now())))
+    res_b = _result(b)
+    assert res_b.outcome == ExecuteChunk.Result.PREEMPTED and "action_chunk" in res_b.message
+    assert node._goal is None and node._goal_timer.is_canceled()
+
+
+@pytest.mark.parametrize(
+    "graph", [{"spin": "single",
+               "node_kwargs": {"parameter_overrides": [Parameter("use_sim_time", value=True)]}}],
+    indirect=True, ids=["single_threaded_sim_time"])
+def test_execute_chunk_cancel_while_sim_time_is_paused(graph, emb, action_client):
+    """Sim time stands still (no control ticks): a cancel is still answered, and holds."""
+    node, robot = graph
+    client = action_client
+    clock_pub = robot.node.create_publisher(Clock, "/clock", 10)
+    t0 = 100.0
+    assert wait_for(lambda: (clock_pub.publish(Clock(clock=sec_to_time(t0))),
+                             node._measured_at >= t0)[1], 20.0)
+    assert client.wait_for_server(timeout_sec=30.0)
+    ramp = np.linspace(0.0, 0.6, 80)[:, None] * np.array([1.0, 1.0, 1.0])
+    handle = _send(client, ExecuteChunk.Goal(chunk=chunk_to_msg(robot.q + ramp, emb,
+                                                                 sec_to_time(t0))))
+    assert wait_for(lambda: node._goal is not None, 20.0)
+    assert math.isfinite(node.scheduler.plan_end)  # planned, not commanded: no tick ran
+    cancel = handle.cancel_goal_async()
+    assert wait_for(cancel.done, 20.0)
+    res = _result(handle)
+    assert res.outcome == ExecuteChunk.Result.CANCELED and res.executed_points == 0
+    assert node.scheduler.plan_end == -math.inf  # the plan is dropped: the next tick holds
 
 @pytest.mark.parametrize("graph", [{"dry_run": True}], indirect=True)
 def test_dry_run_sends_nothing_to_the_controller(graph, emb):

@@ -8,11 +8,11 @@ be compared with what the chunks said; a RunPolicy cancel must stop the arm (exe
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
 import numpy as np
 import pytest
+from waiting import Spinner
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
@@ -32,18 +32,16 @@ def args(**kw):
 
 @pytest.fixture
 def graph():
-    from rclpy.executors import MultiThreadedExecutor
-
     from ate_ros.commands.run import build_graph, start_simulation
+    from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    ex = MultiThreadedExecutor(num_threads=4, context=context)
+    ex = DrainingMultiThreadedExecutor(num_threads=4, context=context)
     made: dict = {}
     peer = rclpy.create_node("test_peer", context=context)
     ex.add_node(peer)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
+    spinner = Spinner(ex)
 
     def make(require_goal=False):
         made.update(build_graph(args(), context))
@@ -60,8 +58,7 @@ def graph():
         return made, peer
 
     yield make
-    ex.shutdown()
-    th.join(timeout=5)
+    spinner.close()
     for n in made.values():
         if hasattr(n, "_stop_worker"):
             n._stop_worker()
@@ -147,10 +144,17 @@ def test_run_policy_cancel_stops_motion(graph):
         time.sleep(0.02)
     assert res.done(), "RunPolicy result did not arrive after cancel"
     assert res.result().result.outcome == RunPolicy.Result.CANCELED
-    wait_sim(sim, 1.0)  # settle
-    n = len(rec)
-    wait_sim(sim, 1.5)
-    held = np.array([r[1] for r in rec[n:]])
-    assert len(held) > 10
-    assert np.ptp(held, axis=0).max() < 0.01, f"arm still moving after cancel: {np.ptp(held, 0)}"
+    # The hold chunk is at the last state the policy saw: on a loaded machine that observation
+    # is a few hundred ms old, and the executor first brings the arm back to it (within its
+    # velocity limits). Then the arm must stay still: two consecutive still seconds within 5 s.
+    spreads = []
+    for _ in range(5):
+        n = len(rec)
+        wait_sim(sim, 1.0)
+        held = np.array([r[1] for r in rec[n:]])
+        assert len(held) > 5
+        spreads.append(float(np.ptp(held, axis=0).max()))
+        if len(spreads) >= 2 and max(spreads[-2:]) < 0.01:
+            break
+    assert max(spreads[-2:]) < 0.01, f"arm still moving after cancel: per-second spread {spreads}"
     client.destroy()

@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
 import numpy as np
 import pytest
+from waiting import Spinner
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
@@ -38,19 +38,17 @@ class Graph:
     """The nodes of ``ate-ros run`` on one context, spun in a thread (closed by ``close``)."""
 
     def __init__(self, args) -> None:
-        from rclpy.executors import MultiThreadedExecutor
-
         from ate_ros.commands.run import Monitor, build_graph, start_simulation
+        from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.ex = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.ex = DrainingMultiThreadedExecutor(num_threads=4, context=self.context)
         self.nodes = build_graph(args, self.context)
         self.monitor = Monitor(self.context)
         for n in [*self.nodes.values(), self.monitor.node]:
             self.ex.add_node(n)
-        self.thread = threading.Thread(target=self.ex.spin, daemon=True)
-        self.thread.start()
+        self.spinner = Spinner(self.ex)
         pol = self.nodes["policy_node"]
         assert pol.trigger_configure().name == "SUCCESS"  # noqa
         assert pol.trigger_activate().name == "SUCCESS"  # noqa
@@ -62,8 +60,7 @@ class Graph:
 
     def close(self) -> None:
         self.sim.pause()
-        self.ex.shutdown()
-        self.thread.join(timeout=5)
+        self.spinner.close()
         for n in self.nodes.values():
             if hasattr(n, "_stop_worker"):
                 n._stop_worker()

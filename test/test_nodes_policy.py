@@ -1,4 +1,9 @@
-"""policy_node over real DDS: lifecycle without leaks, stale observations, RunPolicy + cancel."""
+"""policy_node over real DDS: lifecycle without leaks, stale observations, RunPolicy + cancel.
+
+Every test runs twice: with the node on a MultiThreadedExecutor shared with the test's peer node
+(as ``ate-ros run`` spins the graph) and with the node alone on a SingleThreadedExecutor (as its
+own process spins it, ``policy_node.main``), where a blocking callback would stall everything.
+"""
 
 from __future__ import annotations
 
@@ -31,18 +36,26 @@ class TowardTarget:
         return self.emb.to_unified(path.astype(np.float32))
 
 
-@pytest.fixture
-def graph(small_embodiment, tmp_path):
-    """A context with a spinning executor; yields a factory for policy nodes and a peer."""
-    from rclpy.executors import MultiThreadedExecutor
+@pytest.fixture(params=["multi_threaded", "single_threaded"])
+def graph(request, small_embodiment, tmp_path):
+    """A context with spinning executors; yields a factory for policy nodes and a peer.
+
+    ``single_threaded``: the policy nodes spin alone on a SingleThreadedExecutor (the peer on
+    another one); ``multi_threaded``: everything on one MultiThreadedExecutor.
+    """
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
     path = tmp_path / "toy3.yaml"
     small_embodiment.to_yaml(path)
     context = rclpy.Context()
     rclpy.init(context=context)
-    ex = MultiThreadedExecutor(num_threads=3, context=context)
+    if request.param == "single_threaded":
+        ex = SingleThreadedExecutor(context=context)
+        peer_ex = SingleThreadedExecutor(context=context)
+    else:
+        ex = peer_ex = MultiThreadedExecutor(num_threads=3, context=context)
     peer = rclpy.create_node("peer", context=context)
-    ex.add_node(peer)
+    peer_ex.add_node(peer)
     made = []
 
     def make(**cfg):
@@ -56,11 +69,14 @@ def graph(small_embodiment, tmp_path):
         made.append(node)
         return node
 
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
+    spinners = [threading.Thread(target=e.spin, daemon=True) for e in {ex, peer_ex}]
+    for th in spinners:
+        th.start()
     yield make, peer, small_embodiment
-    ex.shutdown()
-    th.join(timeout=5)
+    for e in {ex, peer_ex}:
+        e.shutdown()
+    for th in spinners:
+        th.join(timeout=5)
     for n in made:
         n._stop_worker()
         n.destroy_node()
@@ -133,38 +149,36 @@ def test_chunks_and_stale_observations(graph):
     assert len(got) <= n + 1 and all("hold" in m.model_id for m in got[n:])
 
 
-def test_run_policy_feedback_and_cancel_holds(graph):
+def _active_node_and_client(graph, stream_observations, q):
+    """An active ``require_goal`` policy node fed observations at ``q``, the peer's chunk log
+    and a connected RunPolicy client."""
     from rclpy.action import ActionClient
 
     from ate_ros.action import RunPolicy
-    from ate_ros.msg import ActionChunk, Observation
-    from ate_ros.ros import conversions as conv
+    from ate_ros.msg import ActionChunk
 
     make, peer, emb = graph
     node = make(require_goal=True)
     node.trigger_configure()
     node.trigger_activate()
-    got, feedback = [], []
+    got = []
     peer.create_subscription(ActionChunk, "action_chunk", got.append, 10)
-    pub = peer.create_publisher(Observation, "observation", 10)
-    q = [0.0, 0.1, 0.2]
-    stop = threading.Event()
-
-    def stream():
-        while not stop.is_set():
-            pub.publish(observation(peer, emb, q))
-            stop.wait(0.05)
-
-    threading.Thread(target=stream, daemon=True).start()
-    time.sleep(0.3)
-    assert not got  # require_goal: nothing without a goal
+    stop = stream_observations(q)
     client = ActionClient(peer, RunPolicy, "run_policy")
     assert client.wait_for_server(timeout_sec=30.0)
-    goal_fut = client.send_goal_async(RunPolicy.Goal(instruction="wave", max_duration=0.0),
-                                      feedback_callback=lambda f: feedback.append(f.feedback))
-    assert wait_for(goal_fut.done, 20.0)
-    handle = goal_fut.result()
-    assert handle.accepted
+    return node, peer, emb, got, stop, client
+
+
+def test_run_policy_feedback_and_cancel_holds(graph, stream_observations):
+    from ate_ros.action import RunPolicy
+    from ate_ros.ros import conversions as conv
+
+    q = [0.0, 0.1, 0.2]
+    node, peer, emb, got, stop, client = _active_node_and_client(graph, stream_observations, q)
+    time.sleep(0.3)
+    assert not got  # require_goal: nothing without a goal
+    feedback = []
+    handle = send_goal(client, feedback, instruction="wave", max_duration=0.0)
     assert wait_for(lambda: len(got) >= 3 and feedback, 20.0)
     assert feedback[-1].chunks >= 1 and np.isnan(feedback[-1].ood_score)
     cancel = handle.cancel_goal_async()
@@ -181,4 +195,148 @@ def test_run_policy_feedback_and_cancel_holds(graph):
     assert hold, "cancel must publish a hold chunk"
     chunk, _ = conv.msg_to_chunk(hold[-1], emb)
     np.testing.assert_allclose(chunk, np.tile(q, (len(chunk), 1)))
+    client.destroy()
+
+
+@pytest.fixture
+def stream_observations(graph):
+    """``start(q)``: publish fresh observations at ``q`` from a thread until the returned event
+    is set (at the latest when the test ends, before the peer is destroyed)."""
+    from ate_ros.msg import Observation
+
+    _, peer, emb = graph
+    pub = peer.create_publisher(Observation, "observation", 10)
+    running = []
+
+    def start(q, period=0.05) -> threading.Event:
+        stop = threading.Event()
+
+        def stream():
+            while not stop.is_set():
+                pub.publish(observation(peer, emb, q))
+                stop.wait(period)
+
+        th = threading.Thread(target=stream, daemon=True)
+        th.start()
+        running.append((stop, th))
+        return stop
+
+    yield start
+    for stop, th in running:
+        stop.set()
+        th.join(timeout=5)
+
+
+def send_goal(client, feedback: list, **goal):
+    from ate_ros.action import RunPolicy
+
+    fut = client.send_goal_async(RunPolicy.Goal(**goal),
+                                 feedback_callback=lambda f: feedback.append(f.feedback))
+    assert wait_for(fut.done, 20.0)
+    handle = fut.result()
+    assert handle.accepted
+    return handle
+
+
+def goal_result(handle, timeout=20.0):
+    fut = handle.get_result_async()
+    assert wait_for(fut.done, timeout), "no RunPolicy result"
+    return fut.result()
+
+
+def test_run_policy_ends_after_its_duration(graph, stream_observations):
+    from action_msgs.msg import GoalStatus
+
+    from ate_ros.action import RunPolicy
+
+    node, _, _, got, stop, client = _active_node_and_client(graph, stream_observations,
+                                                            [0.0, 0.1, 0.2])
+    feedback = []
+    t0 = time.monotonic()
+    handle = send_goal(client, feedback, instruction="wave", max_duration=1.0)
+    res = goal_result(handle)
+    elapsed = time.monotonic() - t0
+    assert res.status == GoalStatus.STATUS_SUCCEEDED
+    assert res.result.outcome == RunPolicy.Result.SUCCEEDED
+    assert res.result.reason == "duration reached"
+    assert elapsed >= 1.0 and res.result.chunks >= 1 and feedback
+    assert feedback[-1].chunks <= res.result.chunks
+    assert wait_for(lambda: got and "hold" in got[-1].model_id, 5.0)  # then holds
+    n = len(got)
+    time.sleep(0.4)
+    stop.set()
+    assert len(got) == n and not node._running  # paused until the next goal
+    client.destroy()
+
+
+def test_lifecycle_services_with_running_goals(graph, stream_observations):
+    """Transitions over the lifecycle services (on the node's own executor) while goals run:
+    cancel, preemption by a new goal and deactivation each end the goal; nothing leaks."""
+    from action_msgs.msg import GoalStatus
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    from rclpy.action import ActionClient
+
+    from ate_ros.action import RunPolicy
+    from ate_ros.msg import ActionChunk
+
+    make, peer, emb = graph
+    node = make(require_goal=True)
+    got = []
+    peer.create_subscription(ActionChunk, "action_chunk", got.append, 10)
+    stop = stream_observations([0.0, 0.1, 0.2])
+    lifecycle = peer.create_client(ChangeState, "policy_node/change_state")
+    assert lifecycle.wait_for_service(timeout_sec=20.0)
+
+    def transition(tid: int) -> bool:
+        fut = lifecycle.call_async(ChangeState.Request(transition=Transition(id=tid)))
+        assert wait_for(fut.done, 20.0), f"transition {tid}: no answer"
+        return fut.result().success
+
+    client = ActionClient(peer, RunPolicy, "run_policy")
+    before = None
+    for cycle in range(3):
+        assert transition(Transition.TRANSITION_CONFIGURE)
+        assert transition(Transition.TRANSITION_ACTIVATE)
+        if before is None:
+            before = entity_counts(node)[:-1]  # a MultiThreadedExecutor adds threads lazily
+        assert client.wait_for_server(timeout_sec=30.0)
+        feedback = []
+        first = send_goal(client, feedback, instruction="wave", max_duration=0.0)
+        assert wait_for(lambda fb=feedback: fb and fb[-1].chunks >= 2, 20.0)
+        # A second goal preempts the first one.
+        feedback2 = []
+        second = send_goal(client, feedback2, instruction="wave", max_duration=0.0)
+        res = goal_result(first)
+        assert res.status == GoalStatus.STATUS_ABORTED
+        assert res.result.reason == "preempted by a new goal"
+        assert wait_for(lambda fb=feedback2: fb and fb[-1].chunks >= 1, 20.0)
+        if cycle == 1:  # cancel: the goal ends canceled, the node holds and stays active
+            cancel = second.cancel_goal_async()
+            assert wait_for(cancel.done, 20.0)
+            res = goal_result(second)
+            assert res.status == GoalStatus.STATUS_CANCELED
+            assert res.result.outcome == RunPolicy.Result.CANCELED
+            assert transition(Transition.TRANSITION_DEACTIVATE)
+        else:  # deactivation aborts the running goal
+            assert transition(Transition.TRANSITION_DEACTIVATE)
+            res = goal_result(second)
+            assert res.status == GoalStatus.STATUS_ABORTED
+            assert res.result.outcome == RunPolicy.Result.ABORTED
+            assert res.result.reason == "deactivated"
+        assert wait_for(lambda: "hold" in got[-1].model_id, 5.0)
+        n = len(got)
+        time.sleep(0.2)
+        assert len(got) == n, "chunks after the goal ended"
+        if cycle < 2:
+            assert transition(Transition.TRANSITION_CLEANUP)
+            assert node.policy is None and node._action_server is None
+    # Still active-able after the cycles, and as many entities/threads as after the first.
+    assert transition(Transition.TRANSITION_ACTIVATE)
+    assert entity_counts(node)[:-1] == before
+    workers = [t for t in threading.enumerate() if t.name == "policy_inference"]
+    assert workers == [node._worker]
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert transition(Transition.TRANSITION_CLEANUP)
+    stop.set()
     client.destroy()

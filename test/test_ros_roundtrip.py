@@ -4,22 +4,22 @@ feedback and cancel, between two rclpy nodes in one process (unique domain id: s
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import pytest
+from waiting import Spinner
 
 rclpy = pytest.importorskip("rclpy")
 
 from builtin_interfaces.msg import Duration  # noqa: E402
 from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse  # noqa: E402
 from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from trajectory_msgs.msg import JointTrajectoryPoint  # noqa: E402
 
 from ate_ros.action import ExecuteChunk  # noqa: E402
 from ate_ros.msg import ActionChunk  # noqa: E402
+from ate_ros.ros.spin import DrainingMultiThreadedExecutor  # noqa: E402
 
 
 def _chunk(n_points: int = 5) -> ActionChunk:
@@ -74,17 +74,15 @@ class _Server(Node):
 def graph():
     rclpy.init()
     server, client_node = _Server(), Node("roundtrip_client")
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = DrainingMultiThreadedExecutor(num_threads=4)
     executor.add_node(server)
     executor.add_node(client_node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = Spinner(executor)
     yield server, client_node
-    executor.shutdown()
+    spinner.close()
     server.destroy_node()
     client_node.destroy_node()
     rclpy.shutdown()
-    thread.join(timeout=5)
 
 
 def _wait(future, timeout: float = 30.0):

@@ -3,7 +3,8 @@
     ate-ros run --sim [--policy DIR] [--vae DIR] [--embodiment E] [--task T] [--duration S]
 
 Starts sim_robot_node (with ``--sim``) + perception_node + policy_node + executor_node in one
-process on a MultiThreadedExecutor, with the same parameter files the launch files use
+process on a MultiThreadedExecutor (:class:`ate_ros.ros.spin.DrainingMultiThreadedExecutor`),
+with the same parameter files the launch files use
 (``config/{perception,policy,executor,sim_robot}.yaml``), configures and activates the policy
 node, and only then starts the simulated episode (the sim node starts paused: a slow model load
 never eats the episode). Runs for ``--duration`` seconds (sim time of the episode with
@@ -261,16 +262,17 @@ class Monitor:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.task import Future
 
-    from ate_ros.ros.spin import prefer_short_gil_slices
+    from ate_ros.ros.spin import DrainingMultiThreadedExecutor, prefer_short_gil_slices
 
     prefer_short_gil_slices()
 
     context = rclpy.Context()
     rclpy.init(context=context)
     nodes: dict[str, Any] = {}
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = DrainingMultiThreadedExecutor(num_threads=4, context=context)
+    stop_spinning = Future()
     spinner = None
     t_wall0 = time.monotonic()
     summary: dict[str, Any] = {}
@@ -279,7 +281,8 @@ def run(args: argparse.Namespace) -> int:
         monitor = Monitor(context)
         for n in [*nodes.values(), monitor.node]:
             executor.add_node(n)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner = threading.Thread(target=executor.spin_until_future_complete,
+                                   args=(stop_spinning,), daemon=True)
         spinner.start()
         policy = nodes["policy_node"]
         from rclpy.lifecycle import TransitionCallbackReturn
@@ -321,9 +324,12 @@ def run(args: argparse.Namespace) -> int:
             "wall_time_s": time.monotonic() - t_wall0,
         }
     finally:
-        executor.shutdown()
+        # Spinning stops first: the executor's shutdown then drains its thread pool (a handler
+        # still queued would otherwise fail at exit: "exception was never retrieved").
+        stop_spinning.set_result(None)
         if spinner is not None:
             spinner.join(timeout=5.0)
+        executor.shutdown()
         for n in nodes.values():
             if hasattr(n, "_stop_worker"):
                 n._stop_worker()

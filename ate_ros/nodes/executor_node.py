@@ -20,14 +20,26 @@ Outputs
 
 Safety and scheduling live in the ROS-free :class:`ate_ros.core.execution.ChunkScheduler`; this
 node feeds it node-clock time (``use_sim_time`` works) and the latest measured state.
+
+Executors: no callback waits for another one, so the node spins on a SingleThreadedExecutor in
+its own process (``main``). An ExecuteChunk goal is a coroutine that awaits its end: the control
+tick publishes its feedback and ends it when its last point is due (node clock); a 20 ms
+steady-clock goal timer (a cancel is noticed while a simulated clock is paused), and the control
+tick itself, end it on cancel (holding first); a chunk on the topic, a newer goal, a failed
+FollowJointTrajectory goal (its goal and result futures complete through done callbacks, never
+waited on) and shutdown end it too. On a MultiThreadedExecutor (``ate-ros run``, tests) the
+control tick, the inputs, the action server and the FollowJointTrajectory client share a
+reentrant group (their state is shared under one lock), the goal timer has a group of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib.util
 import math
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +48,11 @@ import numpy as np
 import rclpy
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidHandle
 from rclpy.node import Node
+from rclpy.task import Future
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
@@ -55,7 +70,7 @@ from ate_ros.ros.conversions import (
 from ate_ros.ros.diagnostics import DiagnosticStatus, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, STATE_QOS
-from ate_ros.ros.spin import spin_node
+from ate_ros.ros.spin import publish_unless_shutdown, spin_node, unless_shutdown
 
 __all__ = ["ExecutorNode", "main"]
 
@@ -65,6 +80,8 @@ EXECUTE_ACTION = "execute_chunk"
 DRY_RUN_TOPIC = "~/dry_run_trajectory"
 FJT_MAX_SECONDS = 60.0
 """Longest FollowJointTrajectory goal: the simulated commands stop there even if not at rest."""
+GOAL_POLL_PERIOD = 0.02
+"""Steady-clock seconds between checks of the running ExecuteChunk goal (cancel, shutdown)."""
 
 
 def control_msgs_available() -> bool:
@@ -73,14 +90,14 @@ def control_msgs_available() -> bool:
 
 @dataclass
 class _Goal:
-    """Book-keeping of the running ExecuteChunk goal."""
+    """Book-keeping of the running ExecuteChunk goal; ``done`` resolves when it has to end."""
 
     handle: Any
     obs_stamp: float
     length: int
     end_time: float
     clipped: int
-    done: threading.Event = field(default_factory=threading.Event)
+    done: Future = field(default_factory=Future)
     outcome: int = ExecuteChunk.Result.SUCCEEDED
     message: str = ""
     executed: int = 0
@@ -151,6 +168,10 @@ class ExecutorNode(Node):
             goal_callback=self._on_goal, cancel_callback=self._on_cancel,
             callback_group=self._cb)
         self._timer = self.create_timer(self.dt, self._tick, callback_group=self._cb)
+        # Wall (steady) time: a goal notices a cancel even while a simulated clock is paused.
+        self._goal_timer = self.create_timer(
+            GOAL_POLL_PERIOD, self._poll_goal, callback_group=MutuallyExclusiveCallbackGroup(),
+            clock=Clock(clock_type=ClockType.STEADY_TIME), autostart=False)
         self.get_logger().info(
             f"executing for {self.embodiment.name} ({self.embodiment.dof} joints) at "
             f"{1 / self.dt:.1f} Hz -> {cfg.controller} via "
@@ -167,6 +188,10 @@ class ExecutorNode(Node):
             self.scheduler.set_config(cfg.execution)
         self.get_logger().info(f"parameters updated (dry_run={cfg.dry_run}, "
                                f"blend={cfg.execution.blend})")
+
+    def _stopped(self) -> bool:
+        """Destroyed, or Ctrl-C shut the context down: take nothing in, command nothing more."""
+        return self._shutting_down or not rclpy.ok(context=self.context)
 
     def _state_fresh(self, now: float) -> bool:
         return (self._measured is not None
@@ -204,6 +229,8 @@ class ExecutorNode(Node):
         return r.accepted, r.reason, r.clipped
 
     def _on_chunk(self, msg: ActionChunk) -> None:
+        if self._stopped():
+            return
         now = self._now()
         self.diag.rate("action_chunk", now)
         self.diag.set("inference_latency_s", float(msg.inference_latency))
@@ -224,8 +251,12 @@ class ExecutorNode(Node):
 
     # ----- control tick -----------------------------------------------------------------------
     def _tick(self) -> None:
-        if self._shutting_down:
+        if self._stopped():
             return
+        with self._lock:
+            goal = self._goal
+        if goal is not None:
+            self._check_cancel(goal)  # before this tick's command: a canceled goal holds now
         now = self._now()
         with self._lock:
             if self._measured is None:
@@ -273,9 +304,9 @@ class ExecutorNode(Node):
         traj = times_to_trajectory(times - now, pos, self.embodiment.joint_names,
                                    stamp=sec_to_time(now))
         if dry:
-            self._dry_pub.publish(traj)
+            publish_unless_shutdown(self, self._dry_pub, traj)
         elif self._traj_pub is not None:
-            self._traj_pub.publish(traj)
+            publish_unless_shutdown(self, self._traj_pub, traj)
         elif fjt:
             self._send_fjt(traj, motion=not (holding and not moving))
         self.diag.count("trajectories_sent")
@@ -313,8 +344,9 @@ class ExecutorNode(Node):
             self._fjt_seq += 1
             seq = self._fjt_seq
         self.diag.count("fjt_goals_sent")
-        future = self._fjt_client.send_goal_async(goal)
-        future.add_done_callback(lambda f: self._on_fjt_response(f, seq, motion))
+        with unless_shutdown(self.context):
+            future = self._fjt_client.send_goal_async(goal)
+            future.add_done_callback(lambda f: self._on_fjt_response(f, seq, motion))
 
     def _on_fjt_response(self, future: Any, seq: int, motion: bool) -> None:
         try:
@@ -391,16 +423,60 @@ class ExecutorNode(Node):
         if t_next >= goal.end_time - 1e-9:
             self._finish_goal(goal, ExecuteChunk.Result.SUCCEEDED, "executed")
 
-    def _finish_goal(self, goal: _Goal, outcome: int, message: str) -> None:
+    def _check_cancel(self, goal: _Goal) -> bool:
+        """A cancel of ``goal`` was accepted: hold (unless something newer took over), end it.
+
+        Read from the goal's state, which the action server sets to CANCELING only after the
+        cancel callback accepted it, so the goal's coroutine can report CANCELED.
+        """
+        if not goal.handle.is_cancel_requested:
+            return False
         with self._lock:
-            if goal.done.is_set():
+            if self._goal is goal:
+                self.scheduler.hold()
+        self._finish_goal(goal, ExecuteChunk.Result.CANCELED, "canceled: holding")
+        return True
+
+    def _poll_goal(self) -> None:
+        """Goal timer (steady clock): end the running goal on cancel or shutdown."""
+        with self._lock:
+            goal = self._goal
+        if goal is None or self._check_cancel(goal):
+            return
+        if self._stopped():
+            self._finish_goal(goal, ExecuteChunk.Result.ABORTED, "executor shutting down")
+
+    def _set_goal_timer(self, running: bool) -> None:
+        """Start (reset) or stop the goal timer. Call with ``self._lock`` held."""
+        with contextlib.suppress(InvalidHandle):  # destroyed with the node
+            if running:
+                self._goal_timer.reset()
+            else:
+                self._goal_timer.cancel()
+
+    def _finish_goal(self, goal: _Goal, outcome: int, message: str) -> None:
+        """Resolve ``goal.done`` (once; any thread): its coroutine then finishes the goal."""
+        with self._lock:
+            if goal.done.done():
                 return
             goal.outcome, goal.message = outcome, message
             if self._goal is goal:
                 self._goal = None
-            goal.done.set()
+                self._set_goal_timer(False)
+            goal.done.set_result(outcome)
+        self._wake()  # resume the coroutine now (when resolved from another thread)
 
-    def _execute(self, goal_handle: Any) -> Any:
+    def _wake(self) -> None:
+        executor = self.executor
+        if executor is not None:
+            with contextlib.suppress(InvalidHandle):  # the executor is shutting down
+                executor.wake()
+
+    async def _execute(self, goal_handle: Any) -> Any:
+        """A goal's coroutine: submits its chunk, awaits the goal's end, finishes it.
+
+        It never blocks an executor thread (see the module docstring for what ends a goal).
+        """
         msg = goal_handle.request.chunk
         result = ExecuteChunk.Result()
         try:
@@ -423,44 +499,49 @@ class ExecutorNode(Node):
                      end_time=obs + chunk.shape[0] * self.dt, clipped=clipped)
         with self._lock:
             self._goal = goal
-        # Wait for the control tick to finish the goal. The wait is on an event (set from the
-        # tick), polled so cancel requests and shutdown are noticed; no clock logic here.
-        while not goal.done.wait(0.02):
-            if goal_handle.is_cancel_requested:
-                with self._lock:
-                    self.scheduler.hold()
-                self._finish_goal(goal, ExecuteChunk.Result.CANCELED, "canceled: holding")
-            elif self._shutting_down or not rclpy.ok(context=self.context):
-                self._finish_goal(goal, ExecuteChunk.Result.ABORTED, "executor shutting down")
+            self._set_goal_timer(True)
+        self._wake()  # multi-threaded: the wait may have started without the goal timer
+        await goal.done
         result.outcome = goal.outcome
         result.message = goal.message
         result.executed_points = goal.executed
         result.clipped_points = goal.clipped
         result.max_tracking_error = float(goal.max_error)
-        if goal.outcome == ExecuteChunk.Result.SUCCEEDED:
-            goal_handle.succeed()
-        elif goal.outcome == ExecuteChunk.Result.CANCELED and goal_handle.is_cancel_requested:
-            goal_handle.canceled()
-        else:
-            goal_handle.abort()
+        with unless_shutdown(self.context):  # the goal status is published: not after Ctrl-C
+            if goal.outcome == ExecuteChunk.Result.SUCCEEDED:
+                goal_handle.succeed()
+            elif goal.outcome == ExecuteChunk.Result.CANCELED and goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+            else:
+                goal_handle.abort()
         return result
 
     # ----- shutdown ---------------------------------------------------------------------------
-    def destroy_node(self) -> None:
+    def stop(self) -> None:
+        """Stop commanding (idempotent): hold, end the running ExecuteChunk goal.
+
+        The control tick sends nothing after this; :func:`main` calls it as soon as spinning
+        ends (Ctrl-C), before the executor and the node are destroyed.
+        """
         self._shutting_down = True
         with self._lock:
             goal = self._goal
             self.scheduler.hold()
         if goal is not None:
             self._finish_goal(goal, ExecuteChunk.Result.ABORTED, "executor shutting down")
+
+    def destroy_node(self) -> None:
+        self.stop()
         self._action_server.destroy()
         self.diag.destroy()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
-    return spin_node(ExecutorNode, args)
+    # Nothing blocks an executor thread (see the module docstring): one thread is enough.
+    return spin_node(ExecutorNode, args, before_destroy=lambda n: n.stop(),
+                     single_threaded=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

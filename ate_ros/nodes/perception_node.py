@@ -42,7 +42,7 @@ from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
-from ate_ros.ros.spin import spin_node
+from ate_ros.ros.spin import publish_unless_shutdown, spin_node
 
 
 def _stamp_s(msg) -> float:
@@ -177,8 +177,8 @@ class PerceptionNode(Node):
         msg = conv.observation_to_msg(images, self.embodiment.joint_names, q,
                                       conv.sec_to_time(stamp), self.instruction,
                                       self.embodiment.base_frame)
-        self.pub.publish(msg)
-        self.published += 1
+        if publish_unless_shutdown(self, self.pub, msg):  # nothing once Ctrl-C shut it down
+            self.published += 1
 
     def _diagnose(self) -> dict:
         now = self._now()

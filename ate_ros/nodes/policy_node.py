@@ -20,6 +20,18 @@ Inference runs in a dedicated thread: the executor thread only stores the newest
 so a slow model never blocks subscriptions, services or the action server. Observations older
 than ``max_obs_age`` (node clock; sim time with use_sim_time) are refused and counted.
 Parameters: :class:`ate_ros.core.deploy.PolicyNodeConfig`.
+
+Executors: no callback waits for another one, so the node spins on a SingleThreadedExecutor in
+its own process (``main``). A RunPolicy goal is a coroutine that awaits its end; a 20 ms
+steady-clock timer (cancel is noticed while a simulated clock is paused) ends it on cancel, its
+duration or preemption and publishes the feedback; deactivation and cleanup end it directly.
+Only the transitions hold the executor thread a while: configure loads the model, activate runs
+the warm-up inference, deactivate waits for the inference in progress. On a
+MultiThreadedExecutor (``ate-ros run``, tests) the groups keep it correct: observations
+(mutually exclusive), goal/cancel/result requests and goal coroutines (reentrant), the goal timer
+(mutually exclusive), lifecycle/parameter services and /diagnostics (the node's default group);
+the goal state is shared under one lock. Once Ctrl-C has shut the context down, neither the
+inference thread nor the timers publish (:func:`ate_ros.ros.spin.publish_unless_shutdown`).
 """
 
 from __future__ import annotations
@@ -29,11 +41,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.task import Future
 from visualization_msgs.msg import MarkerArray
 
 from ate_ros.action import RunPolicy
@@ -54,12 +70,27 @@ from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
-from ate_ros.ros.spin import spin_node
+from ate_ros.ros.spin import publish_unless_shutdown, spin_node, unless_shutdown
 
 PolicyFactory = Callable[[PolicyNodeConfig, Embodiment], ChunkPolicy]
 
+GOAL_POLL_PERIOD = 0.02
+"""Steady-clock seconds between checks of the running RunPolicy goal (cancel, end, feedback)."""
 
 _to_s = conv.time_to_sec
+
+
+@dataclass
+class _GoalRun:
+    """The running RunPolicy goal. ``done`` gets ``(outcome, reason)`` when it has to end."""
+
+    handle: Any
+    seq: int
+    start: float  # node clock
+    start_chunks: int
+    max_duration: float
+    done: Future = field(default_factory=Future)
+    last_feedback: int = -1  # self.chunks at the last feedback
 
 
 def load_chunk_policy(config: PolicyNodeConfig, embodiment: Embodiment) -> ChunkPolicy:
@@ -93,7 +124,12 @@ class PolicyNode(LifecycleNode):
         self.history = None
         self._chunk_pub = self._marker_pub = self._obs_sub = self._action_server = None
         self._obs_group = MutuallyExclusiveCallbackGroup()
+        # Goal/cancel/result requests and the goal coroutines: nothing in them blocks.
         self._action_group = ReentrantCallbackGroup()
+        self._goal_group = MutuallyExclusiveCallbackGroup()  # the goal poll timer
+        self._goal_timer = None
+        self._goal_run: _GoalRun | None = None  # guarded by self._cv
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._cv = threading.Condition()
         self._pending: Observation | None = None
         self._worker: threading.Thread | None = None
@@ -151,6 +187,10 @@ class PolicyNode(LifecycleNode):
         self._action_server = ActionServer(
             self, RunPolicy, RUN_POLICY, self._execute_goal, callback_group=self._action_group,
             goal_callback=self._on_goal, cancel_callback=lambda _req: CancelResponse.ACCEPT)
+        # Wall (steady) time: a goal notices a cancel even while a simulated clock is paused.
+        self._goal_timer = self.create_timer(GOAL_POLL_PERIOD, self._poll_goal,
+                                             callback_group=self._goal_group, clock=self._steady,
+                                             autostart=False)
         self.get_logger().info(
             f"configured: policy {cfg.policy!r} (H={self.policy.chunk_size}) for "
             f"{self.embodiment.name}, OOD monitor {'on' if self.alignment else 'off'}")
@@ -196,6 +236,7 @@ class PolicyNode(LifecycleNode):
         if self.config.hold_on_stop:
             self._publish_hold("deactivated")
         self._goal_seq += 1  # any running goal aborts
+        self._end_goal(RunPolicy.Result.ABORTED, "deactivated")
         self.get_logger().info("deactivated: holding")
         return super().on_deactivate(state)
 
@@ -210,6 +251,7 @@ class PolicyNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def _stop_worker(self) -> None:
+        """Stop the inference thread (also at process exit, before the node is destroyed)."""
         with self._cv:
             self._stop = True
             self._running = False
@@ -219,6 +261,10 @@ class PolicyNode(LifecycleNode):
             self._worker = None
 
     def _release(self) -> None:
+        self._end_goal(RunPolicy.Result.ABORTED, "shut down")
+        if self._goal_timer is not None:
+            self.destroy_timer(self._goal_timer)
+            self._goal_timer = None
         if self._action_server is not None:
             self._action_server.destroy()
             self._action_server = None
@@ -258,7 +304,7 @@ class PolicyNode(LifecycleNode):
                 if self._stop:
                     return
                 msg, self._pending = self._pending, None
-                running = self._running
+                running = self._running and self.context.ok()  # nothing after Ctrl-C
             stamp = _to_s(msg.header.stamp)
             self._last_q = np.asarray(msg.joint_positions, dtype=np.float64)
             self._last_names = list(msg.joint_names)
@@ -315,7 +361,8 @@ class PolicyNode(LifecycleNode):
         with self._cv:
             if self._stop or not self._running:
                 return  # deactivated or canceled while the model was running
-            self._chunk_pub.publish(out)
+            if not publish_unless_shutdown(self, self._chunk_pub, out):
+                return  # Ctrl-C shut the context down while the model was running
         self.chunks += 1
         self.last_latency, self.last_ood = latency, ood
         self.latency.add(latency)
@@ -323,8 +370,8 @@ class PolicyNode(LifecycleNode):
         if self.history is not None and self._marker_pub is not None:
             self.history.add_executed(obs.qpos[emb.slots])
             self.history.add_chunk(chunk, samples)
-            self._marker_pub.publish(polylines_to_markers(self.history.polylines(),
-                                                          self.history.frame, msg.header.stamp))
+            publish_unless_shutdown(self, self._marker_pub, polylines_to_markers(
+                self.history.polylines(), self.history.frame, msg.header.stamp))
 
     def _ood(self, chunk_u: np.ndarray) -> float:
         """Latent distance of a (H, 128) chunk to the adaptation distribution (NaN: no VAE)."""
@@ -351,7 +398,7 @@ class PolicyNode(LifecycleNode):
         except ValueError:
             return
         H = self.policy.chunk_size if self.policy is not None else 10
-        self._chunk_pub.publish(conv.chunk_to_msg(
+        publish_unless_shutdown(self, self._chunk_pub, conv.chunk_to_msg(
             np.repeat(q[None], H, axis=0), self.embodiment, conv.sec_to_time(self._now()),
             model_id=f"hold ({why})"))
 
@@ -362,52 +409,95 @@ class PolicyNode(LifecycleNode):
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
-    def _execute_goal(self, goal_handle) -> RunPolicy.Result:
+    async def _execute_goal(self, goal_handle) -> RunPolicy.Result:
+        """A goal's coroutine: starts the goal, awaits its end (:meth:`_poll_goal`), finishes.
+
+        It never blocks an executor thread, so the node serves observations, cancels and
+        lifecycle transitions on a single thread while a goal runs.
+        """
         req = goal_handle.request
         self._goal_seq += 1
-        seq = self._goal_seq  # a newer goal (or deactivation) preempts this one
-        start, start_chunks = self._now(), self.chunks
-        self._goal_instruction = req.instruction or None
+        run = _GoalRun(handle=goal_handle, seq=self._goal_seq, start=self._now(),
+                       start_chunks=self.chunks, max_duration=float(req.max_duration))
         with self._cv:
-            self._running = True
-        self.get_logger().info(f"RunPolicy: {req.instruction!r} for "
-                               f"{req.max_duration or 'unlimited'} s")
-        result = RunPolicy.Result()
-        wake = threading.Event()
-        last_fb = -1
-        outcome, reason = RunPolicy.Result.SUCCEEDED, "duration reached"
-        while True:
-            if goal_handle.is_cancel_requested:
-                outcome, reason = RunPolicy.Result.CANCELED, "canceled"
-                break
-            if seq != self._goal_seq or self._worker is None:
-                outcome, reason = RunPolicy.Result.ABORTED, "preempted or deactivated"
-                break
-            if req.max_duration > 0 and self._now() - start >= req.max_duration:
-                break
-            if self.chunks != last_fb:
-                last_fb = self.chunks
-                fb = RunPolicy.Feedback(chunks=self.chunks - start_chunks,
-                                        last_latency=float(self.last_latency),
-                                        ood_score=float(self.last_ood))
-                goal_handle.publish_feedback(fb)
-            wake.wait(0.02)  # a goal is a long-running loop in the reentrant group
-        if seq == self._goal_seq:
-            with self._cv:
-                self._running = False
-            self._goal_instruction = None
-            if self.config.hold_on_stop:
-                self._publish_hold(reason)
-        result.outcome, result.reason = outcome, reason
-        result.chunks = self.chunks - start_chunks
-        if outcome == RunPolicy.Result.CANCELED:
-            goal_handle.canceled()
-        elif outcome == RunPolicy.Result.ABORTED:
-            goal_handle.abort()
-        else:
-            goal_handle.succeed()
+            previous, self._goal_run = self._goal_run, run
+            active = self._worker is not None and self._goal_timer is not None
+            if active:
+                self._goal_instruction = req.instruction or None
+                self._running = True
+                self._goal_timer.reset()
+        if previous is not None:  # this goal preempts the previous one
+            self._finish(previous, RunPolicy.Result.ABORTED, "preempted by a new goal")
+        if active:
+            self.get_logger().info(f"RunPolicy: {req.instruction!r} for "
+                                   f"{req.max_duration or 'unlimited'} s")
+            self._wake()  # multi-threaded: it may be waiting without the goal timer
+        else:  # deactivated since the goal was accepted
+            self._finish(run, RunPolicy.Result.ABORTED, "node not active")
+        outcome, reason = await run.done
+        result = RunPolicy.Result(outcome=outcome, reason=reason,
+                                  chunks=self.chunks - run.start_chunks)
+        if run.seq == self._goal_seq and self.config.hold_on_stop:
+            self._publish_hold(reason)
+        with unless_shutdown(self.context):
+            if outcome == RunPolicy.Result.CANCELED:
+                goal_handle.canceled()
+            elif outcome == RunPolicy.Result.ABORTED:
+                goal_handle.abort()
+            else:
+                goal_handle.succeed()
         self.get_logger().info(f"RunPolicy ended: {reason} after {result.chunks} chunks")
         return result
+
+    def _poll_goal(self) -> None:
+        """Goal timer: end the running goal on cancel, preemption or its duration; feedback."""
+        with self._cv:
+            run = self._goal_run
+        if run is None:
+            return
+        if run.handle.is_cancel_requested:
+            self._finish(run, RunPolicy.Result.CANCELED, "canceled")
+        elif run.seq != self._goal_seq or self._worker is None:
+            self._finish(run, RunPolicy.Result.ABORTED, "deactivated")
+        elif run.max_duration > 0 and self._now() - run.start >= run.max_duration:
+            self._finish(run, RunPolicy.Result.SUCCEEDED, "duration reached")
+        elif self.chunks != run.last_feedback and self.context.ok():
+            run.last_feedback = chunks = self.chunks
+            fb = RunPolicy.Feedback(chunks=chunks - run.start_chunks,
+                                    last_latency=float(self.last_latency),
+                                    ood_score=float(self.last_ood))
+            with unless_shutdown(self.context):
+                run.handle.publish_feedback(fb)
+
+    def _end_goal(self, outcome: int, reason: str) -> None:
+        """End the running goal, if any (deactivation, cleanup)."""
+        with self._cv:
+            run = self._goal_run
+        if run is not None:
+            self._finish(run, outcome, reason)
+
+    def _finish(self, run: _GoalRun, outcome: int, reason: str) -> None:
+        """Resolve ``run.done`` (once; any thread): its coroutine then finishes the goal.
+
+        Unless a newer goal took over, chunks stop here (before the coroutine's hold chunk) and
+        the node pauses until the next goal.
+        """
+        with self._cv:
+            if run.done.done():
+                return
+            if self._goal_run is run:
+                self._goal_run = None
+                self._running = False
+                self._goal_instruction = None
+                if self._goal_timer is not None:
+                    self._goal_timer.cancel()
+            run.done.set_result((outcome, reason))
+        self._wake()  # resume the coroutine now (when set from another thread)
+
+    def _wake(self) -> None:
+        executor = self.executor
+        if executor is not None:
+            executor.wake()
 
     # ----- diagnostics --------------------------------------------------------------------
     def _diagnose(self) -> dict:
@@ -428,7 +518,9 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    return spin_node(PolicyNode, args, before_destroy=lambda n: n._stop_worker())
+    # Nothing blocks an executor thread (see the module docstring): one thread is enough.
+    return spin_node(PolicyNode, args, before_destroy=lambda n: n._stop_worker(),
+                     single_threaded=True)
 
 
 if __name__ == "__main__":

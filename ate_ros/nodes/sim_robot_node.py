@@ -59,7 +59,7 @@ from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import OK, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
-from ate_ros.ros.spin import spin_node
+from ate_ros.ros.spin import publish_unless_shutdown, spin_node
 
 DEFAULT_TASK = "reach"
 ROBOT_DESCRIPTION = "robot_description"
@@ -191,7 +191,7 @@ class SimRobotNode(Node):
         with self._lock:
             self.follower = TrajectoryFollower(self.env.qpos(), self.ros_time)
         if self.instruction_pub is not None:
-            self.instruction_pub.publish(String(data=self.env.instruction))
+            publish_unless_shutdown(self, self.instruction_pub, String(data=self.env.instruction))
         self._sim0 = self.env.time
         self._wall0 = time.monotonic()
         self._started.set()
@@ -243,11 +243,15 @@ class SimRobotNode(Node):
                 self._cv.notify_all()
 
     # ----- simulation thread --------------------------------------------------------------
+    def _running(self) -> bool:
+        """The simulation thread goes on (not stopped, the context not shut down by Ctrl-C)."""
+        return not self._stop.is_set() and rclpy.ok(context=self.context)
+
     def _loop(self) -> None:
         """Simulation thread: wait for the start, then tick (wall-paced or lock-step)."""
         try:
             while not self._started.wait(0.05):
-                if self._stop.is_set():
+                if not self._running():
                     return
             if self.config.lockstep:
                 self._lockstep_loop()
@@ -269,7 +273,7 @@ class SimRobotNode(Node):
         self._publish_clock()
         self._publish_state(images=True)
         next_tick = time.monotonic()
-        while not self._stop.is_set():
+        while self._running():
             next_tick += self.config.tick_period
             self._tick()
             delay = next_tick - time.monotonic()
@@ -304,7 +308,7 @@ class SimRobotNode(Node):
         with self._cv:
             while not ready():
                 left = end - time.monotonic()
-                if left <= 0 or self._stop.is_set() or self._paused.is_set():
+                if left <= 0 or not self._running() or self._paused.is_set():
                     return ready()
                 self._cv.wait(min(left, poll))
         return True
@@ -318,7 +322,7 @@ class SimRobotNode(Node):
         command stamped T; step the simulation one control period holding that target.
         """
         env = self.env
-        while not self._stop.is_set():
+        while self._running():
             if env.done() or self._halted():
                 self._check_success()
                 self.episode_over.set()
@@ -369,13 +373,13 @@ class SimRobotNode(Node):
         ok = bool(self.env.success())
         if ok != self.success:
             self.success = ok
-            self.success_pub.publish(Bool(data=ok))
-            self.get_logger().info(f"task success: {ok} at t={self.sim_time:.2f}s")
+            if publish_unless_shutdown(self, self.success_pub, Bool(data=ok)):
+                self.get_logger().info(f"task success: {ok} at t={self.sim_time:.2f}s")
 
     def _publish_clock(self, stamp_ns: int | None = None) -> None:
         if self.clock_pub is not None:
             ns = self._now_ns() if stamp_ns is None else stamp_ns
-            self.clock_pub.publish(ClockMsg(clock=conv.ns_to_time(ns)))
+            publish_unless_shutdown(self, self.clock_pub, ClockMsg(clock=conv.ns_to_time(ns)))
 
     def _publish_state(self, images: bool, stamp_ns: int | None = None) -> None:
         t = self.sim_time
@@ -385,13 +389,14 @@ class SimRobotNode(Node):
         js.name = self.embodiment.joint_names
         js.position = self.env.qpos().tolist()
         js.velocity = self.env.qvel().tolist()
-        self.js_pub.publish(js)
+        if not publish_unless_shutdown(self, self.js_pub, js):
+            return  # Ctrl-C: the context is shut down
         self._next_js = t + 1.0 / self.config.joint_state_rate_hz
         if images:
             for cam in self.embodiment.cameras:
                 msg = conv.numpy_to_image(self.env.render(cam.name), stamp=stamp,
                                           frame_id=cam.name)
-                self.cam_pubs[cam.name].publish(msg)
+                publish_unless_shutdown(self, self.cam_pubs[cam.name], msg)
             self._next_cam = t + 1.0 / self.config.camera_rate_hz
 
     def _diagnose(self) -> dict:
@@ -417,7 +422,7 @@ class SimRobotNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return spin_node(SimRobotNode, args)
+    return spin_node(SimRobotNode, args, before_destroy=lambda n: n.stop())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Usage in a node::
 
 Every ``period`` seconds (node clock: sim time works) one DiagnosticArray with one
 DiagnosticStatus named ``"<node name>: <name>"`` is published on the absolute ``/diagnostics``
-topic that ``diagnostic_aggregator`` and ``rqt_robot_monitor`` read.
+topic that ``diagnostic_aggregator`` and ``rqt_robot_monitor`` read; nothing once the node's
+context is shut down (Ctrl-C), without an error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from ate_ros.ros.qos import DIAGNOSTICS_QOS
+from ate_ros.ros.spin import publish_unless_shutdown
 
 __all__ = ["ERROR", "OK", "STALE", "WARN", "DiagnosticStatus", "NodeDiagnostics", "RateMeter"]
 
@@ -139,7 +141,8 @@ class NodeDiagnostics:
         msg = DiagnosticArray()
         msg.header.stamp = self._node.get_clock().now().to_msg()
         msg.status = [st]
-        self._pub.publish(msg)
+        # From a timer: Ctrl-C may have shut the context down a moment ago (nothing is sent).
+        publish_unless_shutdown(self._node, self._pub, msg)
         return msg
 
     def destroy(self) -> None:

@@ -1,16 +1,30 @@
-"""The body of every node's ``main()``: init, build, spin, shut down cleanly."""
+"""The body of every node's ``main()``: init, build, spin, shut down cleanly.
+
+Ctrl-C: rclpy's SIGINT handler shuts the context down from a thread of its own, so node threads
+and executor callbacks that are mid-flight at that moment find an invalid context: publishing
+then raises ``RCLError`` ("publisher's context is invalid"). Nodes publish from threads and
+timers through :func:`publish_unless_shutdown` / :func:`unless_shutdown`, which drop exactly
+that error once the context is shut down (and re-raise it otherwise). :func:`spin_node` stops
+the node's own threads first, then the executor, then destroys the node.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import rclpy
+from rclpy.context import Context
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import (
     ExternalShutdownException,
     MultiThreadedExecutor,
     SingleThreadedExecutor,
 )
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 
 GIL_SWITCH_INTERVAL_S = 5e-4
@@ -18,38 +32,119 @@ GIL_SWITCH_INTERVAL_S = 5e-4
 from DDS callback and simulation threads: with 5 ms slices that convoy made one chunk take
 ~260 ms in the one-process graph instead of ~16 ms (85 ms at 0.5 ms; 0.1 ms is no better)."""
 
+SHUTDOWN_ERRORS: tuple[type[BaseException], ...] = (_rclpy.RCLError, InvalidHandle)
+"""What rcl raises for a publish (or any call) on an entity whose context was shut down."""
+
 
 def prefer_short_gil_slices() -> None:
     """Shorten the interpreter's thread switch interval (process-wide) for multi-threaded nodes."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
+class DrainingMultiThreadedExecutor(MultiThreadedExecutor):
+    """rclpy's, with a shutdown that lets its thread pool finish before the executor's guard
+    condition is destroyed.
+
+    rclpy 9 destroys that guard condition first; a handler still queued in the pool then fails
+    with ``InvalidHandle`` inside a task nobody awaits, printed when the process exits: "The
+    following exception was never retrieved: cannot use Destroyable because destruction was
+    requested".
+
+    Stop spinning before calling :meth:`shutdown` (end ``spin()``, or let
+    ``spin_until_future_complete`` return and join its thread): a thread still spinning could
+    hand a new callback to the drained pool ("cannot schedule new futures after shutdown").
+    The executor is marked shut down first, which ends such a loop at its next wait, but that
+    leaves a window.
+    """
+
+    def shutdown(self, timeout_sec: float | None = None, *,
+                 wait_for_threads: bool = True) -> bool:
+        with self._shutdown_lock:  # as rclpy does first: spinning loops stop taking work
+            if not self._is_shutdown:
+                self._is_shutdown = True
+                if self._guard:
+                    self._guard.trigger()
+        pool = getattr(self, "_executor", None)  # the ThreadPoolExecutor of the handlers
+        if wait_for_threads and pool is not None:
+            pool.shutdown(wait=True)
+        return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
+
+
+def _shut_down(context: Context, grace: float = 0.5) -> bool:
+    """Whether ``context`` is shut down now or within ``grace`` seconds."""
+    end = time.monotonic() + grace
+    while context.ok():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@contextlib.contextmanager
+def unless_shutdown(context: Context) -> Iterator[None]:
+    """Swallow rcl's error for a call that raced with the shutdown of ``context``.
+
+    Only when the context is shut down: the same error while it is up is a real one and is
+    raised. Use around publishes (and goal updates) from node threads and timers.
+    """
+    try:
+        yield
+    except SHUTDOWN_ERRORS:
+        if context.ok():
+            raise
+
+
+def publish_unless_shutdown(node: Node, publisher: Any, msg: Any) -> bool:
+    """``publisher.publish(msg)`` unless ``node``'s context is shut down (then nothing is sent).
+
+    Returns whether the message was published.
+    """
+    context = node.context
+    if not context.ok():
+        return False
+    try:
+        publisher.publish(msg)
+    except SHUTDOWN_ERRORS:
+        if context.ok():
+            raise
+        return False
+    return True
+
+
 def spin_node(make_node: Callable[[], Node], args: list[str] | None = None,
               before_destroy: Callable[[Node], None] | None = None,
               single_threaded: bool = False) -> int:
-    """Run one node until Ctrl-C or an external shutdown.
+    """Run one node until Ctrl-C or an external shutdown; returns the exit code (0).
 
-    A MultiThreadedExecutor by default: reentrant groups (action servers, inference threads)
-    only run concurrently on it. ``single_threaded`` is for nodes whose callbacks are all
-    mutually exclusive anyway: rclpy's SingleThreadedExecutor dispatches a callback with less
-    Python overhead (an image echoed between two processes: 2.0 vs 3.5 ms round trip p50).
-    ``before_destroy`` stops node-owned threads before the node's entities are destroyed.
+    A MultiThreadedExecutor by default: reentrant groups (blocking action servers) only run
+    concurrently on it. ``single_threaded`` is for nodes whose callbacks never block one
+    another: rclpy's SingleThreadedExecutor dispatches a callback with less Python overhead (an
+    image echoed between two processes: 2.0 vs 3.5 ms round trip p50).
+    ``before_destroy`` stops node-owned threads (inference, simulation): it runs first once
+    spinning ends, before the executor is shut down and the node's entities are destroyed.
     """
     prefer_short_gil_slices()
     rclpy.init(args=args)
+    context = rclpy.get_default_context()
     node = None
-    executor = SingleThreadedExecutor() if single_threaded else MultiThreadedExecutor()
+    executor = SingleThreadedExecutor() if single_threaded else DrainingMultiThreadedExecutor()
     try:
         node = make_node()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # rcl's errors (RCLError, InvalidHandle) and pybind11's conversion errors are
+        # RuntimeErrors: a callback on the spinning thread was cut short by Ctrl-C shutting the
+        # context down. A real error, with the context up, goes on.
+        if not _shut_down(context):
+            raise
     finally:
+        if node is not None and before_destroy is not None:
+            before_destroy(node)
         executor.shutdown()
         if node is not None:
-            if before_destroy is not None:
-                before_destroy(node)
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
