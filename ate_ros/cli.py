@@ -23,6 +23,8 @@ COMMANDS: list[tuple[str, str, str]] = [
      "re-read a converted dataset and check shapes, rates, limits and hashes"),
     ("align", "ate_ros.commands.align",
      "train the two-stage alignment VAEs (pre-training prior, reverse-KL adaptation)"),
+    ("pretrain-vision", "ate_ros.commands.pretrain_vision",
+     "pre-train the policy's image encoder to locate objects in simulated scenes"),
     ("pretrain", "ate_ros.commands.pretrain",
      "train the compact VLA policy on pre-training embodiments"),
     ("steer", "ate_ros.commands.steer",

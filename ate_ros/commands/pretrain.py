@@ -34,6 +34,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--max-episodes", type=int, default=None,
                         help="use at most N episodes per dataset (quick runs)")
+    parser.add_argument("--vision-lr-scale", type=float, default=1.0,
+                        help="image encoder learning rate relative to --lr (0 freezes it)")
 
 
 def common_config(args: argparse.Namespace) -> dict:
@@ -42,7 +44,7 @@ def common_config(args: argparse.Namespace) -> dict:
                 save_every=args.save_every, log_every=args.log_every,
                 eval_samples=args.eval_samples, resume=args.resume, device=args.device,
                 seed=args.seed, amp=not args.no_amp, show_progress=not args.no_progress,
-                max_episodes=args.max_episodes)
+                max_episodes=args.max_episodes, vision_lr_scale=args.vision_lr_scale)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image tokens per camera = grid^2")
     parser.add_argument("--state-dropout", type=float, default=0.0,
                         help="probability of hiding a sample's joint state in training")
+    parser.add_argument("--goal-loss", type=float, default=0.0,
+                        help="weight of the auxiliary episode-goal prediction loss (0: off)")
+    parser.add_argument("--vision-init", default=None, metavar="DIR",
+                        help="start the image encoder from an `ate-ros pretrain-vision` output "
+                             "(same --image-size, --d-model, --vision-pool and --vision-grid)")
     parser.add_argument("--inference-steps", type=int, default=10)
     parser.add_argument("--text-encoder", default="minilm", choices=("minilm", "hash"))
 
@@ -80,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
                            d_model=args.d_model, n_layers=args.layers,
                            vision_pool=args.vision_pool, vision_grid=args.vision_grid,
                            state_dropout=args.state_dropout,
+                           goal_loss_weight=args.goal_loss,
                            num_inference_steps=args.inference_steps,
                            text_encoder=args.text_encoder)
-        out = pretrain_policy(PretrainConfig(policy=policy, **common_config(args)))
-    except (ValueError, PolicyDatasetError, EmbodimentError, CheckpointError) as exc:
+        out = pretrain_policy(PretrainConfig(policy=policy, vision_init=args.vision_init,
+                                             **common_config(args)))
+    except (ValueError, FileNotFoundError, PolicyDatasetError, EmbodimentError,
+            CheckpointError) as exc:
         print(f"ate-ros pretrain: error: {exc}")
         return 2
     print(f"policy written to {out}")

@@ -214,6 +214,14 @@ class SimEnv:
             self._sync_kinematics()
         return n
 
+    def set_posture(self, q: np.ndarray) -> None:
+        """Teleport the arm to ``q`` (clipped into its limits), at rest, and hold it there."""
+        q = self.embodiment.clip(np.asarray(q, dtype=np.float64))
+        self.data.qpos[self._qadr] = q
+        self.data.qvel[self._vadr] = 0.0
+        self.set_targets(q)
+        mujoco.mj_forward(self.model, self.data)
+
     def _sync_kinematics(self) -> None:
         # mj_step leaves body/site poses at the start of its last step; recompute them from the
         # final qpos so success checks, ee_position() and renders match the reported joints.

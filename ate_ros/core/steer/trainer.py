@@ -73,6 +73,9 @@ class TrainConfig:
     amp: bool = True
     show_progress: bool = True
     max_episodes: int | None = None
+    vision_lr_scale: float = 1.0
+    """Learning rate of the image encoder relative to ``lr`` (lower it to keep a pre-trained
+    encoder's features while the randomly initialised action head learns; 0 freezes it)."""
 
     def validate(self) -> None:
         if not self.data:
@@ -82,11 +85,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.vision_lr_scale >= 0:
+            raise ValueError(f"vision_lr_scale must be >= 0, got {self.vision_lr_scale}")
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
     policy: VLAConfig = field(default_factory=VLAConfig)
+    vision_init: str | None = None
+    """Folder of a pre-trained image encoder (``ate-ros pretrain-vision``) to start from."""
 
 
 @dataclass
@@ -199,6 +206,17 @@ def _closed_loop(policy: VLAPolicy, embodiment: Embodiment, tasks: str, episodes
 
 
 # ----- the loop ------------------------------------------------------------------------------
+def _param_groups(model: VLAPolicy, cfg: TrainConfig) -> list[dict]:
+    """One group, or two when the image encoder learns at its own rate (``vision_lr_scale``).
+    One group keeps the optimiser state of checkpoints written before the option existed."""
+    if cfg.vision_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    vision = list(model.image_encoder.parameters())
+    ids = {id(p) for p in vision}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+            {"params": vision, "lr": cfg.lr * cfg.vision_lr_scale}]
+
+
 def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | None,
            cfg: TrainConfig, device: torch.device, dist: DistributedContext, out: Path,
            guidance: LatentGuidance | None = None, meta: dict | None = None,
@@ -207,7 +225,7 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
     meta = dict(meta or {})
     model.to(device)
     ddp = dist.wrap(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = cosine_schedule(opt, cfg.steps, cfg.warmup_steps)
     ema = EMA(model, decay=model.config.ema_decay, warmup=min(100, cfg.steps // 10 + 1))
     log = RunLogger(out, enabled=dist.is_main)
@@ -326,6 +344,12 @@ def pretrain_policy(config: PretrainConfig) -> Path:
     pcfg.embodiment_names = sorted({e.name for e in train_ds.embodiments})
     model = VLAPolicy(pcfg)
     model.set_norm_stats(*train_ds.fit_stats(pcfg.norm_mode))
+    if config.vision_init:
+        from ate_ros.core.steer.policies.vision_pretrain import load_vision_encoder
+
+        vmeta = load_vision_encoder(config.vision_init, model)
+        logger.info("image encoder initialised from %s (held-out object RMSE %.3f m)",
+                    config.vision_init, vmeta.get("metrics", {}).get("val_pos_rmse", float("nan")))
     meta = {"stage": "pretrain", "stats_slots": np.flatnonzero(train_ds.mask_union).tolist(),
             "config": _config_dict(config)}
     out = Path(config.out)

@@ -1,0 +1,124 @@
+"""Labelled camera frames for pre-training the policy's image encoder: where is each object?
+
+A VLA's vision backbone comes pre-trained (SigLIP, DINO, ...) and already tells objects apart
+and locates them. Our compact policy's small CNN is trained from scratch on a few hundred
+demonstrations, where the joint state alone predicts most of every chunk; it never learned to
+see a 6-pixel ball (measured by ``benchmarks/probe_policy_inputs.py``: shuffling images changed
+its action error by 2%). This module makes the stand-in for that backbone's pre-training: random
+tabletop scenes of every task, with random arm postures, rendered from the policy's camera and
+labelled with the position of each coloured object and of the fingertip. The labels come from
+the simulator and are used only to pre-train the encoder, never as a policy input.
+
+Label layout (``LABEL_NAMES``): per colour in :data:`COLORS`, ``present`` (0/1) and the object's
+centre (x, y, z) in the world frame (zeros when absent); then the fingertip (x, y, z). Each
+scene holds at most one object per colour (reach: one ball; push: the red block and the green
+goal disc; pick_color: two blocks of different colours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ate_ros.core.sim.arms import COLORS
+from ate_ros.core.sim.env import SimEnv
+from ate_ros.core.sim.tasks import PickColorTask, PushTask, ReachTask
+
+COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
+LABEL_NAMES: tuple[str, ...] = tuple(
+    f"{c}/{k}" for c in COLOR_NAMES for k in ("present", "x", "y", "z")) + ("tip/x", "tip/y",
+                                                                           "tip/z")
+LABEL_DIM = len(LABEL_NAMES)
+POSTURE_NOISE = 0.6
+"""Half-width (rad) of the uniform noise on the home posture: wide enough that the arm sweeps
+over the workspace and sometimes hides objects, as it does during an episode."""
+
+
+@dataclass
+class LabelledFrames:
+    """Rendered frames and their object labels."""
+
+    images: np.ndarray
+    """(N, H, W, 3) uint8."""
+    labels: np.ndarray
+    """(N, LABEL_DIM) float32, layout :data:`LABEL_NAMES`."""
+
+
+def _color_of(rgba: np.ndarray) -> str:
+    """The palette colour nearest to a geom's RGB."""
+    rgb = np.asarray(rgba[:3])
+    return min(COLOR_NAMES, key=lambda c: float(np.sum((np.asarray(COLORS[c][:3]) - rgb) ** 2)))
+
+
+def scene_labels(env: SimEnv) -> np.ndarray:
+    """(LABEL_DIM,) labels of the env's current scene (after reset and forward kinematics)."""
+    s, task = env.scene, env.task
+    objects: list[tuple[str, np.ndarray]] = []
+    if isinstance(task, ReachTask):
+        objects.append((task.color, s.data.mocap_pos[s.ball_mocap]))
+    elif isinstance(task, PushTask):
+        objects.append((_color_of(s.model.geom_rgba[s.block_geom]), s.block_pos))
+        goal_geom = s.model.geom("goal").id
+        objects.append((_color_of(s.model.geom_rgba[goal_geom]),
+                        s.data.mocap_pos[s.goal_mocap]))
+    elif isinstance(task, PickColorTask):
+        for k, color in enumerate(task.colors):
+            objects.append((color, s.data.mocap_pos[s.touch_mocap[k]]))
+    else:
+        raise ValueError(f"no object labels for task {task.name!r}")
+    out = np.zeros(LABEL_DIM, np.float32)
+    for color, pos in objects:
+        i = 4 * COLOR_NAMES.index(color)
+        if out[i]:
+            raise ValueError(f"two {color} objects in one {task.name} scene")
+        out[i] = 1.0
+        out[i + 1:i + 4] = pos
+    out[-3:] = s.tip
+    return out
+
+
+def render_labelled_frames(embodiments: list[str], tasks: list[str], count: int,
+                           seed: int = 0, camera: str | None = None,
+                           image_size: tuple[int, int] | None = None) -> LabelledFrames:
+    """Render ``count`` random scenes, spread evenly over embodiments x tasks.
+
+    Args:
+        embodiments: Simulated embodiments whose arms appear in the frames.
+        tasks: Tasks whose object layouts are sampled.
+        count: Number of frames.
+        seed: Seed of the scenes and postures.
+        camera: Camera to render (default: each embodiment's first).
+        image_size: (height, width); default: the embodiment's camera size.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    combos = [(e, t) for e in embodiments for t in tasks]
+    if not combos:
+        raise ValueError("need at least one embodiment and one task")
+    rng = np.random.default_rng(seed)
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for j, (emb, task) in enumerate(combos):
+        n = count // len(combos) + (1 if j < count % len(combos) else 0)
+        if n == 0:
+            continue
+        with SimEnv(emb, task, seed=int(rng.integers(2**31)), image_size=image_size) as env:
+            cam = camera or env.camera_names[0]
+            home = np.asarray(env.spec.home)
+            for _ in range(n):
+                env.reset(render=False)
+                env.set_posture(home + rng.uniform(-POSTURE_NOISE, POSTURE_NOISE, env.dof))
+                images.append(env.render(cam))
+                labels.append(scene_labels(env))
+    order = rng.permutation(len(images))
+    return LabelledFrames(np.stack(images)[order], np.stack(labels)[order])
+
+
+def label_weights(labels: np.ndarray) -> np.ndarray:
+    """(N, LABEL_DIM) loss weights: presence flags and the fingertip always count; an object's
+    position only where the object is in the scene."""
+    w = np.ones_like(labels, dtype=np.float32)
+    for i in range(len(COLOR_NAMES)):
+        w[:, 4 * i + 1:4 * i + 4] = labels[:, 4 * i:4 * i + 1]
+    return w
