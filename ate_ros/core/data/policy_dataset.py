@@ -33,6 +33,9 @@ OBS_STATE = "observation.state"
 OBS_MASK = "observation.mask"
 OBS_TEXT = "observation.text_embedding"
 ACTION = "action"
+EPISODE_GOAL = "episode.final_state"
+"""(B, D) the joint state at the end of the sample's episode: where the demonstration went (the
+target of the policy's auxiliary goal loss, never an input)."""
 
 
 class PolicyDatasetError(ValueError):
@@ -179,7 +182,8 @@ class PolicyDataset(torch.utils.data.Dataset):
                 OBS_STATE: torch.from_numpy(self.qpos[idx]),
                 OBS_MASK: torch.from_numpy(self.masks[idx]),
                 OBS_TEXT: torch.from_numpy(self.text[self.instruction_index[idx]]),
-                ACTION: torch.from_numpy(self.actions[self.chunk_indices(idx)])}
+                ACTION: torch.from_numpy(self.actions[self.chunk_indices(idx)]),
+                EPISODE_GOAL: torch.from_numpy(self.qpos[self.episode_end[idx]])}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.get_batch([i]).items()}

@@ -55,6 +55,11 @@ class VLAConfig:
         "help": "training only: probability of hiding the proprioceptive state of a sample, so "
                 "the policy must use the image and instruction (smooth demonstrations let the "
                 "state alone predict most of a chunk: the copycat problem)"})
+    goal_loss_weight: float = field(default=0.0, metadata={
+        "help": "training only: weight of an auxiliary loss that predicts, from the observation "
+                "tokens, the joint state at the end of the sample's episode (label-free: "
+                "demonstrations hold it). Where the episode goes is in the image and the "
+                "instruction, not the state, so this teaches those pathways (0: off)"})
     text_encoder: str = field(default="minilm", metadata={
         "help": "'minilm' (all-MiniLM-L6-v2, offline) or 'hash' (deterministic, for tests)"})
     text_dim: int = field(default=384, metadata={"help": "instruction embedding width"})
@@ -103,6 +108,8 @@ class VLAConfig:
         if self.image_size < 2 ** len(self.vision_channels):
             bad(f"image_size ({self.image_size}) too small for {len(self.vision_channels)} "
                 "stride-2 stages")
+        if not self.goal_loss_weight >= 0:
+            bad(f"goal_loss_weight must be >= 0, got {self.goal_loss_weight}")
         if not 0.0 <= self.state_dropout < 1.0:
             bad(f"state_dropout must be in [0, 1), got {self.state_dropout}")
         if not 0 < self.ema_decay < 1:

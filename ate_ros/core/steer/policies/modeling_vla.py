@@ -49,6 +49,7 @@ OBS_STATE = "observation.state"  # (B, D) float32 joint units, zeros off-mask
 OBS_MASK = "observation.mask"  # (B, D) bool
 OBS_TEXT = "observation.text_embedding"  # (B, text_dim) float32
 ACTION = "action"  # (B, H, D) float32 joint units, zeros off-mask
+EPISODE_GOAL = "episode.final_state"  # (B, D) training only: joint state at the episode's end
 
 WEIGHTS_FILE = "model.safetensors"
 INSTRUCTIONS_FILE = "instruction_embeddings.safetensors"
@@ -263,6 +264,10 @@ class VLAPolicy(nn.Module):
                                      for _ in range(config.n_layers))
         self.out_norm = nn.LayerNorm(d)
         self.action_out = nn.Linear(d, UNIFIED_DIM)
+        if config.goal_loss_weight > 0:
+            # Reads all memory tokens (flattened, so each image token's identity survives).
+            self.goal_head = nn.Sequential(nn.Flatten(1), nn.Linear((n_img + 2) * d, d),
+                                           nn.SiLU(), nn.Linear(d, UNIFIED_DIM))
         nn.init.normal_(self.memory_pos, std=0.02)
         nn.init.normal_(self.action_pos, std=0.02)
         nn.init.normal_(self.camera_embed, std=0.02)
@@ -446,7 +451,8 @@ class VLAPolicy(nn.Module):
         if self.training and self.config.state_dropout > 0:
             keep = (torch.rand((B, 1), generator=generator, device=dev)
                     >= self.config.state_dropout).to(a0.dtype)
-        kv = self.memory_kv(self.encode_observation(batch, keep))
+        memory = self.encode_observation(batch, keep)
+        kv = self.memory_kv(memory)
         noise = torch.randn(a0.shape, generator=generator, device=dev) * mf
         if self.config.head == "diffusion":
             k = torch.randint(0, self.diffusion.num_train_timesteps, (B,), device=dev,
@@ -466,6 +472,13 @@ class VLAPolicy(nn.Module):
             target, stats = guidance.guided_target(target, x, a0, level)
         loss = masked_mse(pred, target, mask)
         logs = {"loss": float(loss.detach())}
+        if self.config.goal_loss_weight > 0 and EPISODE_GOAL in batch:
+            goal = (batch[EPISODE_GOAL].float() - self.state_shift) / self.state_scale
+            goal_loss = masked_mse(self.goal_head(memory).unsqueeze(1), goal.unsqueeze(1), mask)
+            logs["denoise_loss"] = logs["loss"]
+            logs["goal_loss"] = float(goal_loss.detach())
+            loss = loss + self.config.goal_loss_weight * goal_loss
+            logs["loss"] = float(loss.detach())
         if guidance is not None and guidance.enabled:
             logs.update({f"guidance/{k}": v for k, v in stats.as_dict().items()})
         return loss, logs
