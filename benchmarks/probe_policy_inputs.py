@@ -23,8 +23,18 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def input_sensitivity(policy, dataset, frames: int = 96, seeds: int = 2) -> dict[str, float]:
-    """Action MSE with each input shuffled across frames, divided by the unshuffled MSE."""
+def episode_start_frames(dataset, first: int) -> np.ndarray:
+    """Indices of the first ``first`` frames of every episode: where the arm still rests and only
+    the image (and instruction) can tell where to go."""
+    return np.concatenate([np.arange(e.start, e.start + min(first, e.length))
+                           for e in dataset.episodes])
+
+
+def input_sensitivity(policy, dataset, frames: int = 96, seeds: int = 2,
+                      candidates: np.ndarray | None = None) -> dict[str, float]:
+    """Action MSE with each input shuffled across frames, divided by the unshuffled MSE.
+
+    ``candidates``: dataset indices to draw the frames from (default: all)."""
     from ate_ros.core.steer.policies.modeling_vla import (
         ACTION,
         OBS_IMAGES,
@@ -33,7 +43,8 @@ def input_sensitivity(policy, dataset, frames: int = 96, seeds: int = 2) -> dict
         OBS_TEXT,
     )
 
-    idx = np.linspace(0, len(dataset) - 1, min(frames, len(dataset))).round().astype(np.int64)
+    pool = np.arange(len(dataset)) if candidates is None else np.asarray(candidates)
+    idx = pool[np.linspace(0, len(pool) - 1, min(frames, len(pool))).round().astype(np.int64)]
     batch = dataset.get_batch(idx)
     perm = torch.from_numpy(np.random.default_rng(0).permutation(len(idx)))
     policy.eval()
@@ -60,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="val")
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--seeds", type=int, default=2, help="sampling seeds averaged per MSE")
+    ap.add_argument("--episode-start", type=int, default=0, metavar="N",
+                    help="probe only the first N frames of each episode (0: all frames)")
     ap.add_argument("--out", default=str(RESULTS / "probe_policy_inputs.json"))
     a = ap.parse_args(argv)
     from ate_ros.core.data.policy_dataset import PolicyDataset
@@ -72,13 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     for data in a.data.split(","):
         ds = PolicyDataset([data], a.split, cfg.chunk_size, cfg.camera_names, cfg.image_size,
                            None, lambda t: embed_instructions(t, cfg.text_encoder, cfg.text_dim))
-        rows[data] = input_sensitivity(policy, ds, a.frames, a.seeds)
+        cand = episode_start_frames(ds, a.episode_start) if a.episode_start else None
+        rows[data] = input_sensitivity(policy, ds, a.frames, a.seeds, cand)
     print(f"{'dataset':48s} {'MSE':>8} {'images':>8} {'state':>8} {'instr.':>8}")
     for data, r in rows.items():
         print(f"{data[-48:]:48s} {r['mse']:8.4f} {r['images']:7.2f}x {r['state']:7.2f}x "
               f"{r['instruction']:7.2f}x")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"policy": a.policy, "split": a.split, "frames": a.frames,
+                                       "episode_start": a.episode_start,
                                        "results": rows}, indent=2) + "\n")
     return 0
 
