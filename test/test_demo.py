@@ -27,6 +27,9 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
         assert all(b["status"] == "ok" for b in manifest["bags"])
     for f in ("stage1.safetensors", "stage2.safetensors", "prior.safetensors", "config.json"):
         assert (out / "vae" / f).is_file(), f
+    assert (out / "vision_encoder" / "vision_encoder.safetensors").is_file()
+    pre_cfg = json.loads((out / "policy_pretrain" / "metrics.json").read_text())["summary"]
+    assert pre_cfg["config"]["vision_init"] == str(out / "vision_encoder")
     assert set(summary["results"]) == {"pretrained (zero-shot)", "direct fine-tuning", "ATE"}
     for per_task in summary["results"].values():
         for r in per_task.values():

@@ -6,9 +6,11 @@
                     (``sim_arm6``, ``sim_arm5``) and a few demos of the new robot (``sim_arm7``)
 2. ``bag2dataset``  bags -> verified episode datasets (one per arm), then ``verify-dataset``
 3. ``align``        stage-1 VAE on the pre-training arms, prior, stage-2 VAE on the new arm
-4. ``pretrain``     the compact VLA on the pre-training arms (tiny budget: it shows the step
-                    works; adaptation starts from the committed checkpoint in
-                    ``assets/pretrained_sim/`` when present, see its README for the command)
+4. ``pretrain-vision``, ``pretrain``   the image encoder on labelled scenes of the pre-training
+                    arms, then the compact VLA on their demonstrations, starting from that encoder
+                    (tiny budgets: they show the steps work; adaptation starts from the committed
+                    checkpoint in ``assets/pretrained_sim/`` when present, see its README for the
+                    commands)
 5. ``steer``        fine-tune on the new arm twice, same steps/seed/data: ATE guidance and direct
 6. ``eval``         closed-loop success of pre-trained, direct and ATE policies on the new arm
 7. ``run --sim``    the ROS 2 graph (sim robot, perception, policy + OOD monitor, executor) closed
@@ -40,6 +42,8 @@ class DemoProfile:
     pre_episodes: int          # per pre-training arm and task
     ada_episodes: int          # adaptation demos per task (the "few demonstrations")
     align_epochs: tuple[int, int]
+    vision_frames: int         # labelled frames for the demo's image-encoder pre-training
+    vision_steps: int
     pretrain_steps: int        # the demo's own pre-training run (tiny budget)
     steer_steps: int
     eval_episodes: int         # per task and policy
@@ -49,10 +53,12 @@ class DemoProfile:
 
 PROFILES = {
     "tiny": DemoProfile(tasks=("reach",), pre_episodes=3, ada_episodes=4, align_epochs=(2, 2),
-                        pretrain_steps=4, steer_steps=6, eval_episodes=2, ros_duration=3.0,
+                        vision_frames=32, vision_steps=3, pretrain_steps=4, steer_steps=6,
+                        eval_episodes=2, ros_duration=3.0,
                         batch_size=8),
     "default": DemoProfile(tasks=("reach", "push", "pick_color"), pre_episodes=6,
-                           ada_episodes=10, align_epochs=(20, 40), pretrain_steps=30,
+                           ada_episodes=10, align_epochs=(20, 40), vision_frames=600,
+                           vision_steps=60, pretrain_steps=30,
                            steer_steps=300, eval_episodes=10, ros_duration=12.0),
 }
 
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     arms_pre, arm_ada = list(PRETRAIN_EMBODIMENTS), ADAPT_EMBODIMENT
     pretrained = _usable_pretrained(args.pretrained)
-    n_steps = (len(arms_pre) + 1) * len(prof.tasks) + (len(arms_pre) + 1) * 2 + 1 + 1 + 2 \
+    n_steps = (len(arms_pre) + 1) * len(prof.tasks) + (len(arms_pre) + 1) * 2 + 1 + 2 + 2 \
         + 3 * len(prof.tasks) + (0 if args.skip_ros else 1)
     pipe = _Pipeline(n_steps)
     t_start = time.monotonic()
@@ -155,8 +161,15 @@ def run(args: argparse.Namespace) -> int:
                         "--no-control", "--device", args.device, "--seed", str(args.seed),
                         "--no-progress"])
     # 4. Pre-training (tiny budget; the committed checkpoint is what we adapt when present).
+    vision = out / "vision_encoder"
+    pipe.step("pretrain-vision", ["pretrain-vision", "--out", str(vision), "--embodiments",
+                                  ",".join(arms_pre), "--tasks", ",".join(prof.tasks),
+                                  "--frames", str(prof.vision_frames), "--steps",
+                                  str(prof.vision_steps), "--batch-size", str(prof.batch_size),
+                                  "--seed", str(args.seed)])
     own_pretrain = out / "policy_pretrain"
     pipe.step("pretrain", ["pretrain", "--data", ",".join(str(data[a]) for a in arms_pre),
+                           "--vision-init", str(vision),
                            "--out", str(own_pretrain), "--steps", str(prof.pretrain_steps),
                            "--batch-size", str(prof.batch_size), "--device", args.device,
                            "--seed", str(args.seed), "--no-progress"])
