@@ -165,6 +165,17 @@ def evaluate(policy_dir: Path, cfg: BenchConfig, seed: int, vae: Path | None = N
 RUN_RESULT = "bench_run.json"
 
 
+def pretrained_fingerprint(pretrained: Path) -> str:
+    """SHA-256 of the pre-trained weights: a finished run is reused only for the same policy."""
+    import hashlib
+
+    return hashlib.sha256((pretrained / "model.safetensors").read_bytes()).hexdigest()
+
+
+def _without_steering(cfg_dict: dict) -> dict:
+    return {k: v for k, v in cfg_dict.items() if k != "inference_steering"}
+
+
 def run_one(cfg_dict: dict, pretrained: Path, data: Path, vae: Path, out: Path, method: str,
             seed: int, k: int, threads: int) -> dict:
     """Fine-tune and evaluate one (K, seed, method); reuses ``out/bench_run.json`` of an
@@ -176,11 +187,23 @@ def run_one(cfg_dict: dict, pretrained: Path, data: Path, vae: Path, out: Path, 
     cfg = replace(BenchConfig(), **{f: tuple(v) if isinstance(v, list) else v
                                     for f, v in cfg_dict.items()})
     done = out / RUN_RESULT
+    wanted = json.loads(json.dumps(cfg_dict))
+    origin = pretrained_fingerprint(pretrained)
     if done.is_file():
         prev = json.loads(done.read_text())
-        if prev.get("config") == json.loads(json.dumps(cfg_dict)):
-            _log(f"reusing K={k} seed={seed} {method} ({done})")
-            return prev["run"]
+        same = prev.get("pretrained") == origin and _without_steering(
+            prev.get("config", {})) == _without_steering(wanted)
+        if same:
+            run = prev["run"]
+            if cfg.inference_steering > 0 and prev["config"] != wanted:
+                # Same fine-tuned policy: only the inference-time steering evaluation is new.
+                _log(f"K={k} seed={seed} {method}: inference-steering evaluation only")
+                run["eval_inference_steering"] = evaluate(out, cfg, seed, vae=vae)
+                done.write_text(json.dumps({"config": wanted, "pretrained": origin,
+                                            "run": run}))
+            else:
+                _log(f"reusing K={k} seed={seed} {method} ({done})")
+            return run
     if out.exists():
         shutil.rmtree(out)
     _log(f"fine-tune K={k} seed={seed} {method}")
@@ -189,7 +212,7 @@ def run_one(cfg_dict: dict, pretrained: Path, data: Path, vae: Path, out: Path, 
     run = {"k": k, "seed": seed, "method": method, "eval": ev, **ft}
     if cfg.inference_steering > 0:
         run["eval_inference_steering"] = evaluate(out, cfg, seed, vae=vae)
-    done.write_text(json.dumps({"config": cfg_dict, "run": run}))
+    done.write_text(json.dumps({"config": wanted, "pretrained": origin, "run": run}))
     _log(f"  K={k} seed={seed} {method} -> {ev}")
     return run
 

@@ -14,7 +14,7 @@ policy_node in processes of their own, as ``ros2 launch`` does, each spun like i
 executable (both on a SingleThreadedExecutor, see their ``main``); model time is then the hold
 policy's, measured in the single-process mode (~0.02 ms). ``--soak`` reports drift (latency of
 the last vs first minute) and queue growth (observations the policy dropped while busy, process
-RSS). Writes benchmarks/results/bench_ros_latency.json.
+RSS). Writes benchmarks/results/bench_ros_latency[_processes|_soak].json.
 """
 
 from __future__ import annotations
@@ -233,8 +233,9 @@ def main() -> int:
                     help="perception and policy nodes in processes of their own (as launched)")
     ap.add_argument("--child", choices=("perception", "policy"), help=argparse.SUPPRESS)
     ap.add_argument("--soak-seconds", type=float, default=600.0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
-                                         "bench_ros_latency.json"))
+    ap.add_argument("--out", default=None,
+                    help="results JSON (default: benchmarks/results/bench_ros_latency"
+                         "[_processes|_soak].json, by mode)")
     a = ap.parse_args()
     if a.child:
         return run_child(a.child, a.embodiment)
@@ -247,6 +248,9 @@ def main() -> int:
     print(f"{'metric':28s} value")
     for k, v in res.items():
         print(f"{k:28s} {v:.3f}" if isinstance(v, float) else f"{k:28s} {v}")
+    if a.out is None:  # one file per mode, so one mode's run never replaces another's
+        suffix = "_soak" if a.soak else ("_processes" if a.processes else "")
+        a.out = str(ROOT / "benchmarks" / "results" / f"bench_ros_latency{suffix}.json")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
     return 0
