@@ -64,6 +64,15 @@ def _sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([arg.sin(), arg.cos()], 1)
 
 
+def frames_to_input(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 camera frames -> (N, 3, size, size) float in [0, 1], the image
+    encoder's input (bilinear resize when the frames have another size)."""
+    x = frames.permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
 class ImageEncoder(nn.Module):
     """(N, 3, S, S) float in [0, 1] -> (N, grid^2, d) tokens. Stride-2 conv stages + GroupNorm.
 
@@ -334,10 +343,8 @@ class VLAPolicy(nn.Module):
         B, C = imgs.shape[:2]
         if C != len(self.config.camera_names):
             raise ValueError(f"batch has {C} cameras, policy expects {self.camera_names}")
-        x = imgs.reshape((B * C,) + tuple(imgs.shape[2:])).permute(0, 3, 1, 2).float() / 255.0
-        S = self.config.image_size
-        if x.shape[-2:] != (S, S):
-            x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)
+        x = frames_to_input(imgs.reshape((B * C,) + tuple(imgs.shape[2:])),
+                            self.config.image_size)
         tok = self.image_encoder(x).reshape(B, C, -1, self.config.d_model) + self.camera_embed
         mask = batch[OBS_MASK].to(x.dtype)
         state = (batch[OBS_STATE] - self.state_shift) / self.state_scale * mask

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ate_ros.core.steer.policies.modeling_vla import ImageEncoder
+from ate_ros.core.steer.policies.modeling_vla import ImageEncoder, frames_to_input
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +68,7 @@ class LocalizationHead(nn.Module):
 
 
 def _to_input(images: np.ndarray, size: int) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x
+    return frames_to_input(torch.from_numpy(images), size)  # exactly as the policy sees them
 
 
 def pretrain_image_encoder(spec: VisionEncoderSpec, images: np.ndarray, labels: np.ndarray,
