@@ -266,18 +266,22 @@ class LatentGuidance:
         term = cfg.scale * scaled
         if cfg.direction == "classifier":
             term = -term
-        skipped = int((~ok).sum())
+        term_rms = (term.pow(2).reshape(B, -1).sum(1) / n_used.clamp_min(1)).sqrt()
+        g_rms = (g.pow(2).reshape(B, -1).sum(1) / n_used.clamp_min(1)).sqrt()
+        okf = ok.to(torch.float32)
+        # One device->host copy for all statistics: on a GPU every separate read is a sync that
+        # stalls the launch queue of the training step.
+        applied, g_sum, t_sum, c_sum = torch.stack([
+            okf.sum(), (g_rms.float() * okf).sum(), (term_rms.float() * okf).sum(),
+            (clamped.to(torch.float32) * okf).sum()]).tolist()
+        applied = int(applied)
+        skipped = B - applied
         self.total_skipped += skipped
         if skipped:
             logger.debug("guidance skipped for %d/%d samples (non-finite gradient)", skipped, B)
-        n_ok = max(1, int(ok.sum()))
-        term_rms = (term.pow(2).reshape(B, -1).sum(1) / n_used.clamp_min(1)).sqrt()
-        g_rms = (g.pow(2).reshape(B, -1).sum(1) / n_used.clamp_min(1)).sqrt()
-        stats = GuidanceStats(
-            applied=int(ok.sum()), skipped_nonfinite=skipped,
-            grad_rms=float((g_rms * ok).sum()) / n_ok,
-            term_rms=float((term_rms * ok).sum()) / n_ok,
-            clamped_fraction=float((clamped & ok).sum()) / n_ok)
+        n_ok = max(1, applied)
+        stats = GuidanceStats(applied=applied, skipped_nonfinite=skipped, grad_rms=g_sum / n_ok,
+                              term_rms=t_sum / n_ok, clamped_fraction=c_sum / n_ok)
         return term, stats
 
     def guided_target(self, target: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor,
