@@ -2,7 +2,9 @@
 
 Runs on CPU (1 intra-op thread by default) and additionally on CUDA when available. "traced"
 is the default inference path (eval mode, ``fast_inference``: one traced call per denoising
-step runs the decoder and the DDIM / flow Euler update); "eager" is ``fast_inference=False``.
+step runs the decoder and the DDIM / flow Euler update; on CUDA the whole loop is replayed as
+one CUDA graph); "eager" is ``fast_inference=False``; on CUDA "no graph" is the traced loop
+without the graph.
 Prints a table; a full run writes ``benchmarks/results/bench_policy.json``, a partial one
 (``--quick``, ``--heads``, ``--steps``, ``--iters``) only writes where ``--out`` says.
 
@@ -40,36 +42,47 @@ def bench(head: str, steps: int, device: str, iters: int, warmup: int) -> dict:
     rng = np.random.default_rng(0)
     obs = PolicyObservation(images={"front": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)},
                             qpos=np.zeros(128), mask=mask, instruction="pick up the cube")
+    # variant -> (fast_inference, cuda_graphs)
+    variants = {"fast": (True, True), "eager": (False, False)}
+    if device.startswith("cuda"):
+        variants["nograph"] = (True, False)
+
+    def run(name: str, seed: int) -> None:
+        policy.fast_inference, policy.cuda_graphs = variants[name]
+        policy.predict_chunk(obs, num_steps=steps, seed=seed)
+
     for i in range(warmup):
-        for fast in (True, False):
-            policy.fast_inference = fast
-            policy.predict_chunk(obs, num_steps=steps, seed=i)
-    times: dict[bool, list[float]] = {True: [], False: []}
-    cpu: dict[bool, list[float]] = {True: [], False: []}
+        for name in variants:
+            run(name, i)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(iters):
-        for fast in (True, False):
-            policy.fast_inference = fast
+        for name in variants:
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t, c = time.perf_counter(), time.thread_time()
-            policy.predict_chunk(obs, num_steps=steps, seed=i)
+            run(name, i)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            times[fast].append((time.perf_counter() - t) * 1e3)
-            cpu[fast].append((time.thread_time() - c) * 1e3)
-    return {"head": head, "steps": steps, "device": device, "iters": iters,
-            "p50_ms": float(np.percentile(times[True], 50)),
-            "p99_ms": float(np.percentile(times[True], 99)),
-            "mean_ms": float(np.mean(times[True])),
-            # CPU time of the calling thread: with --threads 1 it leaves out the time the
-            # thread waits for a core, though not the slowdown of a core, cache or memory bus
-            # shared with other processes (see "loadavg" in the JSON).
-            "thread_cpu_p50_ms": float(np.percentile(cpu[True], 50)),
-            "thread_cpu_p99_ms": float(np.percentile(cpu[True], 99)),
-            "eager_p50_ms": float(np.percentile(times[False], 50)),
-            "eager_p99_ms": float(np.percentile(times[False], 99)),
-            "params": sum(p.numel() for p in policy.parameters()),
-            "vision_pool": policy.config.vision_pool}
+            times[name].append((time.perf_counter() - t) * 1e3)
+            cpu[name].append((time.thread_time() - c) * 1e3)
+    row = {"head": head, "steps": steps, "device": device, "iters": iters,
+           "p50_ms": float(np.percentile(times["fast"], 50)),
+           "p99_ms": float(np.percentile(times["fast"], 99)),
+           "mean_ms": float(np.mean(times["fast"])),
+           # CPU time of the calling thread: with --threads 1 it leaves out the time the
+           # thread waits for a core, though not the slowdown of a core, cache or memory bus
+           # shared with other processes (see "loadavg" in the JSON).
+           "thread_cpu_p50_ms": float(np.percentile(cpu["fast"], 50)),
+           "thread_cpu_p99_ms": float(np.percentile(cpu["fast"], 99)),
+           "eager_p50_ms": float(np.percentile(times["eager"], 50)),
+           "eager_p99_ms": float(np.percentile(times["eager"], 99)),
+           "params": sum(p.numel() for p in policy.parameters()),
+           "vision_pool": policy.config.vision_pool}
+    if "nograph" in times:
+        row["nograph_p50_ms"] = float(np.percentile(times["nograph"], 50))
+        row["nograph_p99_ms"] = float(np.percentile(times["nograph"], 99))
+    return row
 
 
 def main(argv=None) -> int:
@@ -97,11 +110,13 @@ def main(argv=None) -> int:
             for s in args.steps]
     load_after = os.getloadavg()[0]
     print(f"{'device':6} {'head':9} {'steps':>5} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'cpu p50':>8} {'cpu p99':>8} {'eager p50':>10} {'eager p99':>10}")
+          f"{'cpu p50':>8} {'cpu p99':>8} {'eager p50':>10} {'eager p99':>10} "
+          f"{'no graph p50':>13}")
     for r in rows:
+        nograph = f"{r['nograph_p50_ms']:13.2f}" if "nograph_p50_ms" in r else f"{'-':>13}"
         print(f"{r['device']:6} {r['head']:9} {r['steps']:5d} {r['p50_ms']:8.2f} "
               f"{r['p99_ms']:8.2f} {r['thread_cpu_p50_ms']:8.2f} {r['thread_cpu_p99_ms']:8.2f} "
-              f"{r['eager_p50_ms']:10.2f} {r['eager_p99_ms']:10.2f}")
+              f"{r['eager_p50_ms']:10.2f} {r['eager_p99_ms']:10.2f} {nograph}")
     print(f"1-min load average: {load_before:.2f} before, {load_after:.2f} after "
           f"({os.cpu_count()} CPUs)")
     if args.out is None and not full:

@@ -26,6 +26,18 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)).to(like.dtype)
 
 
+
+def seeded_noise(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None,
+                 device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device, then moved to ``device``.
+
+    A CPU generator therefore gives the same numbers whether the model runs on CPU or GPU (the
+    CUDA generator draws a different stream for the same seed), so a seed reproduces a chunk
+    across machines up to floating-point differences; the copy is a few kB per chunk.
+    """
+    src = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=src, dtype=dtype).to(device)
+
 class DiffusionSchedule:
     """Discrete DDPM noise schedule with DDPM and DDIM samplers over any strided sub-sequence."""
 
@@ -97,7 +109,7 @@ class DiffusionSchedule:
         if t_prev < 0:
             return mean
         var = (1 - a_p) / (1 - a_t) * beta
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        noise = seeded_noise(x_t.shape, generator, x_t.device, x_t.dtype)
         return mean + math.sqrt(max(var, 1e-20)) * noise
 
     def ddim_table(self, timesteps: list[int], dtype: torch.dtype = torch.float32,

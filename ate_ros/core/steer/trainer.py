@@ -179,7 +179,7 @@ def action_mse(policy: VLAPolicy, dataset: PolicyDataset, samples: int = 64,
     fixed, evenly spaced subset of ``dataset``."""
     dev = policy.action_shift.device
     idx = np.linspace(0, len(dataset) - 1, min(samples, len(dataset))).round().astype(np.int64)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     err, count = 0.0, 0.0
     for i in range(0, len(idx), batch_size):
         batch = _to_device(dataset.get_batch(idx[i:i + batch_size]), dev)

@@ -30,7 +30,7 @@ from ate_ros.core.normalization import NormStats
 from ate_ros.core.policy_io import PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceStats, LatentGuidance, masked_mse
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
-from ate_ros.core.steer.schedules import DiffusionSchedule, FlowSchedule
+from ate_ros.core.steer.schedules import DiffusionSchedule, FlowSchedule, seeded_noise
 from ate_ros.core.training import (
     CONFIG_FILE,
     CheckpointError,
@@ -155,8 +155,9 @@ class DecoderBlock(nn.Module):
 
 
 class _TraceCache(dict):
-    """Traced decoders of one policy. Never copied: a trace calls the weights of the module it
-    was made from, so a deep copy (an EMA model) must trace its own."""
+    """Traced decoders and captured CUDA graphs of one policy. Never copied: a trace (or graph)
+    calls the weights of the module it was made from, so a deep copy (an EMA model) must trace
+    its own."""
 
     def __deepcopy__(self, memo: dict) -> _TraceCache:
         return _TraceCache()
@@ -290,6 +291,8 @@ class VLAPolicy(nn.Module):
         self._text_cache: dict[str, torch.Tensor] = {}
         self.fast_inference = True
         """Run the denoising loop through a traced decoder (see :meth:`_denoiser`)."""
+        self.cuda_graphs = True
+        """On CUDA, replay the fused denoising loop as one graph (see :meth:`_graphed_loop`)."""
         self._traced = _TraceCache()
 
     # ----- ChunkPolicy attributes ------------------------------------------------------------
@@ -445,6 +448,73 @@ class VLAPolicy(nn.Module):
             return None
         return lambda x_, t_, c_: traced(x_, t_, c_, mask, kv_t)
 
+    def _graphed_loop(self, x: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
+                      temb: torch.Tensor, coef: torch.Tensor, mask: torch.Tensor
+                      ) -> torch.Tensor | None:
+        """The fused denoising loop (all steps) replayed as one CUDA graph; ``None`` off CUDA,
+        with ``cuda_graphs`` off, or when capture failed (then the loop runs step by step).
+
+        At batch 1 a GPU step is a few dozen tiny kernels, so the loop is bound by kernel
+        launches on the host (about as slow as a CPU core). One graph per input signature
+        (batch, steps, memory length) is captured after the traced step has been optimised;
+        each call copies its inputs into the graph's static buffers and replays it. The graph
+        reads the parameters' storage, so in-place weight updates stay visible; ``.to()``
+        drops it with the traces.
+        """
+        if not (self.cuda_graphs and x.is_cuda):
+            return None
+        cfg = self.config
+        key = ("graph", cfg.head, cfg.prediction_type, float(cfg.clip_sample), tuple(x.shape),
+               x.dtype, x.device.index, tuple(temb.shape), tuple(coef.shape), coef.dtype,
+               tuple(mask.shape), tuple(tuple(k.shape) for k, _ in kv))
+        entry = self._traced.get(key)
+        inputs = (x, temb, coef, mask, *(t for pair in kv for t in pair))
+        if entry is None:
+            entry = self._capture_loop(key, inputs)
+            if entry is None:
+                return None
+        graph, static, out = entry
+        for dst, src in zip(static, inputs):
+            dst.copy_(src)
+        graph.replay()
+        return out.clone()  # the next replay overwrites ``out``
+
+    def _capture_loop(self, key: tuple, inputs: tuple[torch.Tensor, ...]):
+        static = tuple(t.clone() for t in inputs)
+        sx, st, sc, sm, *flat = static
+        skv = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        step = self._sampler_step(sx, skv, st[:1], sc[0], sm)
+        if step is None:
+            return None
+
+        def loop() -> torch.Tensor:
+            y = sx
+            for t_i, c_i in zip(st.split(1), sc.unbind(0)):
+                y = step(y, t_i, c_i)
+            return y
+
+        dev = sx.device
+        try:
+            # Warm-up on a side stream, as capture requires; three passes let the TorchScript
+            # profiling executor settle on its optimised plan, which is what gets captured.
+            side = torch.cuda.Stream(device=dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    loop()
+            torch.cuda.current_stream(dev).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = loop()
+        except Exception as exc:  # noqa: BLE001 - any capture failure -> uncaptured loop
+            logger.warning("capturing the denoising loop as a CUDA graph failed (%s); "
+                           "running it step by step", exc)
+            self.cuda_graphs = False
+            return None
+        entry = (graph, static, out)
+        self._traced[key] = entry
+        return entry
+
     # ----- training ------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], guidance: LatentGuidance | None = None,
                 generator: torch.Generator | None = None
@@ -513,8 +583,7 @@ class VLAPolicy(nn.Module):
         kv = self.memory_kv(memory)
         mf = batch[OBS_MASK].to(memory.dtype).unsqueeze(1)
         B, dev = memory.shape[0], memory.device
-        x = torch.randn((B, cfg.chunk_size, UNIFIED_DIM), generator=generator, device=dev,
-                        dtype=memory.dtype) * mf
+        x = seeded_noise((B, cfg.chunk_size, UNIFIED_DIM), generator, dev, memory.dtype) * mf
 
         def steer(x0: torch.Tensor) -> torch.Tensor:
             if guidance is None:
@@ -539,7 +608,10 @@ class VLAPolicy(nn.Module):
                 torch.tensor(grid[:-1], device=dev, dtype=torch.float32)))
             coef = self.flow.euler_table(grid, x.dtype, dev) if fuse else None
         step = None if coef is None else self._sampler_step(x, kv, temb[:1], coef[0], mf)
-        if step is not None:
+        graphed = None if step is None else self._graphed_loop(x, kv, temb, coef, mf)
+        if graphed is not None:
+            x = graphed
+        elif step is not None:
             for t_i, c_i in zip(temb.split(1), coef.unbind(0)):
                 x = step(x, t_i, c_i)
         elif cfg.head == "diffusion":
@@ -586,17 +658,18 @@ class VLAPolicy(nn.Module):
                       ) -> np.ndarray:
         """(H, 128) float32 joint-position targets, zeros off ``obs.mask``.
 
-        ``seed`` fixes the sampling noise (bit-reproducible on CPU). ``guidance_scale``
+        ``seed`` fixes the sampling noise: bit-reproducible on one device, and the same noise
+        on CPU and GPU (drawn from a CPU generator), so chunks agree across devices up to
+        floating-point differences. ``guidance_scale``
         overrides the scale of inference-time steering set with :meth:`set_inference_guidance`
         (0 disables it for this call); without it set, sampling is unguided.
         """
         if not obs.mask.any():
             raise ValueError("observation mask selects no joints")
         batch = self.observation_to_batch(obs)
-        dev = self.action_shift.device
         gen = None
         if seed is not None:
-            gen = torch.Generator(device=dev).manual_seed(int(seed))
+            gen = torch.Generator().manual_seed(int(seed))
         guide = self.inference_guidance
         if guide is not None and guidance_scale is not None:
             guide = None if guidance_scale <= 0 else InferenceGuidance(
