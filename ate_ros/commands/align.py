@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _csv(value: str) -> list[str]:
-    return [v for v in (s.strip() for s in value.split(",")) if v]
+from ate_ros.commands.arguments import csv_list
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pretrain", type=_csv, default=[],
+    parser.add_argument("--pretrain", type=csv_list, default=[],
                         help="pre-training dataset folder(s), comma separated")
-    parser.add_argument("--embodiment-pre", type=_csv, default=[],
+    parser.add_argument("--embodiment-pre", type=csv_list, default=[],
                         help="embodiment YAML (or name) per pre-training dataset, comma separated")
     parser.add_argument("--adapt", default="", help="adaptation dataset folder")
     parser.add_argument("--embodiment-ada", default="", help="adaptation embodiment YAML or name")

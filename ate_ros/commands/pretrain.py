@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-
-def _csv(value: str) -> list[str]:
-    return [v for v in (s.strip() for s in value.split(",")) if v]
+from ate_ros.commands.arguments import csv_list
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float) -> None:
     """Options shared with ``ate-ros steer``."""
-    parser.add_argument("--data", type=_csv, required=True,
+    parser.add_argument("--data", type=csv_list, required=True,
                         help="dataset folder(s) in the episode format, comma-separated")
-    parser.add_argument("--embodiments", type=_csv, default=None,
+    parser.add_argument("--embodiments", type=csv_list, default=None,
                         help="embodiment YAML/name per dataset (or one for all); default: each "
                              "dataset's embodiment.yaml")
     parser.add_argument("--out", required=True, help="output policy folder")
@@ -54,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="diffusion head output")
     parser.add_argument("--flow-convention", default="openpi", choices=("openpi", "paper"))
     parser.add_argument("--chunk", type=int, default=16, help="chunk size H")
-    parser.add_argument("--cameras", type=_csv, default=["front"])
+    parser.add_argument("--cameras", type=csv_list, default=["front"])
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)

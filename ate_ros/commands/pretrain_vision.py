@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ate_ros.commands.pretrain import _csv
+from ate_ros.commands.arguments import csv_list
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (vision_encoder.*)")
-    parser.add_argument("--embodiments", type=_csv, default=["sim_arm6", "sim_arm5"],
+    parser.add_argument("--embodiments", type=csv_list, default=["sim_arm6", "sim_arm5"],
                         help="simulated arms that appear in the frames (use the pre-training "
                              "arms, not the robot you adapt to)")
-    parser.add_argument("--tasks", type=_csv, default=["reach", "push", "pick_color"])
+    parser.add_argument("--tasks", type=csv_list, default=["reach", "push", "pick_color"])
     parser.add_argument("--frames", type=int, default=12000, help="rendered, labelled frames")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
