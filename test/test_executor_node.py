@@ -279,6 +279,37 @@ def test_execute_chunk_preempted_by_a_new_goal_and_by_a_topic_chunk(graph, emb, 
     assert node._goal is None and node._goal_timer.is_canceled()
 
 
+@pytest.mark.parametrize("graph", [{"spin": "single"}], indirect=True, ids=["single_threaded"])
+def test_empty_chunk_stops_where_the_robot_is(graph, emb, action_client):
+    """A chunk without points (policy_node's stop request) ends the running goal and holds at
+    the measured position: the arm brakes and stays, it does not return to an older point."""
+    node, robot = graph
+    client = action_client
+    assert client.wait_for_server(timeout_sec=30.0)
+    start = robot.q.copy()
+    ramp = np.linspace(0.0, 0.8, 80)[:, None] * np.array([1.0, 1.0, 1.0])
+    fb = []
+    handle = _send(client, ExecuteChunk.Goal(chunk=chunk_to_msg(start + ramp, emb,
+                                                                 sec_to_time(robot.now()))), fb)
+    assert wait_for(lambda: np.abs(robot.q - start).max() > 0.15, 20.0)
+    robot.chunk_pub.publish(chunk_to_msg(np.zeros((0, emb.dof)), emb, sec_to_time(robot.now()),
+                                         model_id="hold (test)"))
+    res = _result(handle)
+    assert res.outcome == ExecuteChunk.Result.PREEMPTED and "action_chunk" in res.message
+    assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 5.0)
+    stopped = robot.q.copy()
+    time.sleep(0.5)
+    np.testing.assert_allclose(robot.q, stopped, atol=1e-9)  # held still
+    assert np.abs(stopped - start).min() > 0.15, "it held where it was, not at the start"
+    assert node.scheduler.stats.stop_requests == 1
+    assert node.scheduler.stats.rejected_total == 0  # a stop request is not a bad chunk
+    # Another embodiment's empty chunk is not a stop request for this robot.
+    other = ActionChunk(embodiment="other_robot")
+    robot.chunk_pub.publish(other)
+    time.sleep(0.3)
+    assert node.scheduler.stats.stop_requests == 1
+
+
 @pytest.mark.parametrize(
     "graph", [{"spin": "single",
                "node_kwargs": {"parameter_overrides": [Parameter("use_sim_time", value=True)]}}],

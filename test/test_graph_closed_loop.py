@@ -144,9 +144,9 @@ def test_run_policy_cancel_stops_motion(graph):
         time.sleep(0.02)
     assert res.done(), "RunPolicy result did not arrive after cancel"
     assert res.result().result.outcome == RunPolicy.Result.CANCELED
-    # The hold chunk is at the last state the policy saw: on a loaded machine that observation
-    # is a few hundred ms old, and the executor first brings the arm back to it (within its
-    # velocity limits). Then the arm must stay still: two consecutive still seconds within 5 s.
+    # The policy's stop request (an empty chunk) makes the executor brake and hold where the arm
+    # is. On a loaded machine the cancel itself can take a while to arrive: two consecutive
+    # still seconds within 5 s.
     spreads = []
     for _ in range(5):
         n = len(rec)

@@ -234,6 +234,9 @@ class ExecutorNode(Node):
         now = self._now()
         self.diag.rate("action_chunk", now)
         self.diag.set("inference_latency_s", float(msg.inference_latency))
+        if not msg.trajectory.points and msg.embodiment in ("", self.embodiment.name):
+            self._stop_request(msg.model_id)
+            return
         try:
             chunk, obs = msg_to_chunk(msg, self.embodiment)
         except ConversionError as exc:
@@ -248,6 +251,17 @@ class ExecutorNode(Node):
             goal = self._goal
         if goal is not None:  # a topic chunk takes over from the supervised one
             self._finish_goal(goal, ExecuteChunk.Result.PREEMPTED, "preempted by action_chunk")
+
+    def _stop_request(self, source: str) -> None:
+        """An empty chunk (see ActionChunk.msg): drop the plan and hold where the robot is now,
+        not at a point the producer saw a while ago (which the arm would first return to)."""
+        with self._lock:
+            self.scheduler.hold()
+            self.scheduler.stats.stop_requests += 1
+            goal = self._goal
+        self.get_logger().info(f"stop requested ({source or 'empty action_chunk'}): holding")
+        if goal is not None:
+            self._finish_goal(goal, ExecuteChunk.Result.PREEMPTED, "stopped by action_chunk")
 
     # ----- control tick -----------------------------------------------------------------------
     def _tick(self) -> None:

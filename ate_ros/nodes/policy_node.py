@@ -137,7 +137,6 @@ class PolicyNode(LifecycleNode):
         self._running = False  # publishing chunks (cleared by a finished/canceled goal)
         self._goal_instruction: str | None = None
         self._goal_seq = 0
-        self._last_q: np.ndarray | None = None
         self._last_infer_stamp = -math.inf
         self.chunks = 0
         self.refused_stale = 0
@@ -306,8 +305,6 @@ class PolicyNode(LifecycleNode):
                 msg, self._pending = self._pending, None
                 running = self._running and self.context.ok()  # nothing after Ctrl-C
             stamp = _to_s(msg.header.stamp)
-            self._last_q = np.asarray(msg.joint_positions, dtype=np.float64)
-            self._last_names = list(msg.joint_names)
             if not running:
                 continue
             rate = self.config.rate_hz
@@ -390,16 +387,13 @@ class PolicyNode(LifecycleNode):
                 torch.as_tensor(window[None], dtype=torch.float32))[0])
 
     def _publish_hold(self, why: str) -> None:
-        """A chunk whose every point is the last observed position, stamped now."""
-        if self._chunk_pub is None or self._last_q is None or self.embodiment is None:
+        """A stop request: a chunk without points, stamped now (see ActionChunk.msg). The
+        executor holds where the robot *is*; a chunk at the last observed position would pull
+        the arm back to where it was when that observation was taken."""
+        if self._chunk_pub is None or self.embodiment is None:
             return
-        try:
-            q = self.embodiment.order_by_name(self._last_names, list(self._last_q))
-        except ValueError:
-            return
-        H = self.policy.chunk_size if self.policy is not None else 10
         publish_unless_shutdown(self, self._chunk_pub, conv.chunk_to_msg(
-            np.repeat(q[None], H, axis=0), self.embodiment, conv.sec_to_time(self._now()),
+            np.zeros((0, self.embodiment.dof)), self.embodiment, conv.sec_to_time(self._now()),
             model_id=f"hold ({why})"))
 
     # ----- RunPolicy action ---------------------------------------------------------------

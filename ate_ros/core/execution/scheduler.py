@@ -75,6 +75,8 @@ class ExecutionStats:
     clipped_points: int = 0
     dropped_points: int = 0
     watchdog_holds: int = 0
+    stop_requests: int = 0
+    """Empty chunks received: stop and hold where the robot is."""
     commands: int = 0
     limited_commands: int = 0
     """Commands the velocity/acceleration/position limiter changed by more than 1e-6."""
@@ -86,7 +88,8 @@ class ExecutionStats:
     def as_dict(self) -> dict[str, int]:
         out = {"accepted": self.accepted, "rejected": self.rejected_total,
                "clipped_points": self.clipped_points, "dropped_points": self.dropped_points,
-               "watchdog_holds": self.watchdog_holds, "commands": self.commands,
+               "watchdog_holds": self.watchdog_holds, "stop_requests": self.stop_requests,
+               "commands": self.commands,
                "limited_commands": self.limited_commands}
         out.update({f"rejected_{k}": v for k, v in self.rejected.items()})
         return out
