@@ -30,6 +30,8 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     assert (out / "vision_encoder" / "vision_encoder.safetensors").is_file()
     pre_cfg = json.loads((out / "policy_pretrain" / "metrics.json").read_text())["summary"]
     assert pre_cfg["config"]["vision_init"] == str(out / "vision_encoder")
+    assert pre_cfg["config"]["policy"]["instruction_keypoints"] is True
+    assert pre_cfg["config"]["policy"]["goal_loss_weight"] == 1.0
     assert set(summary["results"]) == {"pretrained (zero-shot)", "direct fine-tuning", "ATE"}
     for per_task in summary["results"].values():
         for r in per_task.values():

@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
                                   "--seed", str(args.seed)])
     own_pretrain = out / "policy_pretrain"
     pipe.step("pretrain", ["pretrain", "--data", ",".join(str(data[a]) for a in arms_pre),
-                           "--vision-init", str(vision),
+                           "--vision-init", str(vision), "--goal-loss", "1.0",
+                           "--instruction-keypoints",
                            "--out", str(own_pretrain), "--steps", str(prof.pretrain_steps),
                            "--batch-size", str(prof.batch_size), "--device", args.device,
                            "--seed", str(args.seed), "--no-progress"])

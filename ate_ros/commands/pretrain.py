@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image token pooling (keypoints keep object positions)")
     parser.add_argument("--vision-grid", type=int, default=4,
                         help="image tokens per camera = grid^2")
+    parser.add_argument("--instruction-keypoints", action="store_true",
+                        help="let the instruction steer the keypoint attention maps (which "
+                             "object to locate)")
     parser.add_argument("--state-dropout", type=float, default=0.0,
                         help="probability of hiding a sample's joint state in training")
     parser.add_argument("--goal-loss", type=float, default=0.0,
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
                            camera_names=args.cameras, image_size=args.image_size,
                            d_model=args.d_model, n_layers=args.layers,
                            vision_pool=args.vision_pool, vision_grid=args.vision_grid,
+                           instruction_keypoints=args.instruction_keypoints,
                            state_dropout=args.state_dropout,
                            goal_loss_weight=args.goal_loss,
                            num_inference_steps=args.inference_steps,

@@ -51,6 +51,10 @@ class VLAConfig:
     vision_pool: str = field(default="keypoints", metadata={
         "help": f"image feature pooling: one of {VISION_POOLS}. 'keypoints' keeps where things "
                 "are (learned attention maps -> pooled feature + expected x, y per token)"})
+    instruction_keypoints: bool = field(default=False, metadata={
+        "help": "keypoints only: the instruction shifts each attention map's query, so a map "
+                "can look for 'the red block' rather than whatever its filters like; zero-"
+                "initialised (starts as the plain encoder; a pre-trained encoder loads as is)"})
     state_dropout: float = field(default=0.0, metadata={
         "help": "training only: probability of hiding the proprioceptive state of a sample, so "
                 "the policy must use the image and instruction (smooth demonstrations let the "
@@ -108,6 +112,9 @@ class VLAConfig:
         if self.image_size < 2 ** len(self.vision_channels):
             bad(f"image_size ({self.image_size}) too small for {len(self.vision_channels)} "
                 "stride-2 stages")
+        if self.instruction_keypoints and self.vision_pool != "keypoints":
+            bad("instruction_keypoints needs vision_pool='keypoints', got "
+                f"{self.vision_pool!r}")
         if not self.goal_loss_weight >= 0:
             bad(f"goal_loss_weight must be >= 0, got {self.goal_loss_weight}")
         if not 0.0 <= self.state_dropout < 1.0:

@@ -80,6 +80,8 @@ class ImageEncoder(nn.Module):
     grid^2 spatial attention maps (a spatial softmax, as in robot-learning encoders) and gives
     each token the attended feature *and* the expected image coordinates of its map, so the
     position of a small target survives pooling (an average over a coarse cell loses it).
+    ``query_delta`` (N, grid^2, c) adds a per-sample term to each map's query (the
+    instruction's, see ``VLAConfig.instruction_keypoints``).
     """
 
     def __init__(self, channels: list[int], d_model: int, grid: int, pool: str = "avg") -> None:
@@ -102,13 +104,21 @@ class ImageEncoder(nn.Module):
         self.register_buffer("pix_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
                              persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def channels(self) -> int:
+        """Channels of the last feature map."""
+        return self.proj.in_features - (2 if self.pool_mode == "keypoints" else 0)
+
+    def forward(self, x: torch.Tensor, query_delta: torch.Tensor | None = None) -> torch.Tensor:
         f = self.net((x - self.pix_mean) / self.pix_std)  # (N, c, h, w)
         if self.pool_mode in ("avg", "max"):
             f = self.pool(f)  # (N, c, g, g)
             return self.proj(f.flatten(2).transpose(1, 2))  # (N, g*g, d)
         N, c, h, w = f.shape
-        attn = self.attn(f).flatten(2).softmax(-1)  # (N, K, h*w)
+        logits = self.attn(f).flatten(2)  # (N, K, h*w)
+        if query_delta is not None:
+            logits = logits + query_delta @ f.flatten(2)
+        attn = logits.softmax(-1)
         feat = attn @ f.flatten(2).transpose(1, 2)  # (N, K, c)
         ys = torch.linspace(-1.0, 1.0, h, device=f.device, dtype=f.dtype)
         xs = torch.linspace(-1.0, 1.0, w, device=f.device, dtype=f.dtype)
@@ -274,6 +284,12 @@ class VLAPolicy(nn.Module):
                                      for _ in range(config.n_layers))
         self.out_norm = nn.LayerNorm(d)
         self.action_out = nn.Linear(d, UNIFIED_DIM)
+        if config.instruction_keypoints:
+            # Zero-initialised: the policy starts with the plain (possibly pre-trained) maps.
+            n_maps = config.vision_grid ** 2
+            self.keypoint_query = nn.Linear(d, n_maps * self.image_encoder.channels)
+            nn.init.zeros_(self.keypoint_query.weight)
+            nn.init.zeros_(self.keypoint_query.bias)
         if config.goal_loss_weight > 0:
             # Reads all memory tokens (flattened, so each image token's identity survives).
             self.goal_head = nn.Sequential(nn.Flatten(1), nn.Linear((n_img + 2) * d, d),
@@ -348,13 +364,18 @@ class VLAPolicy(nn.Module):
             raise ValueError(f"batch has {C} cameras, policy expects {self.camera_names}")
         x = frames_to_input(imgs.reshape((B * C,) + tuple(imgs.shape[2:])),
                             self.config.image_size)
-        tok = self.image_encoder(x).reshape(B, C, -1, self.config.d_model) + self.camera_embed
+        t_tok = self.text_proj(batch[OBS_TEXT].to(x.dtype)).unsqueeze(1)  # (B, 1, d)
+        delta = None
+        if self.config.instruction_keypoints:
+            delta = self.keypoint_query(t_tok).view(B, -1, self.image_encoder.channels)
+            delta = delta.repeat_interleave(C, 0)  # (B * C, K, c)
+        tok = self.image_encoder(x, delta).reshape(B, C, -1, self.config.d_model)
+        tok = tok + self.camera_embed
         mask = batch[OBS_MASK].to(x.dtype)
         state = (batch[OBS_STATE] - self.state_shift) / self.state_scale * mask
         if state_keep is not None:
             state = state * state_keep
         s_tok = self.state_proj(torch.cat([state, mask], -1)).unsqueeze(1)
-        t_tok = self.text_proj(batch[OBS_TEXT].to(x.dtype)).unsqueeze(1)
         mem = torch.cat([t_tok, s_tok, tok.flatten(1, 2)], 1) + self.memory_pos
         return self.memory_norm(mem)
 
