@@ -158,7 +158,7 @@ def evaluate(policy_dir: Path, cfg: BenchConfig, seed: int, vae: Path | None = N
         r = evaluate_policy(policy, ADAPT_EMBODIMENT, task, episodes=cfg.eval_episodes,
                             seed=20_000 + seed)
         out[task] = {"successes": int(round(r.success_rate * cfg.eval_episodes)),
-                     "episodes": cfg.eval_episodes}
+                     "episodes": cfg.eval_episodes, "nearer_target": r.nearer_target}
     return out
 
 
@@ -234,10 +234,16 @@ def aggregate(runs: list[dict], cfg: BenchConfig) -> dict:
             curve = [[s, float(np.mean([dict(map(tuple, r["curve"])).get(s, np.nan)
                                         for r in rs]))] for s in steps]
             mse = [r["action_mse"][-1][1] for r in rs if r.get("action_mse")]
+            # Tasks naming one object among others: episodes that ended nearer the named one.
+            named = [(t["nearer_target"], t["episodes"]) for r in rs for t in r["eval"].values()
+                     if t.get("nearer_target") is not None]
             table[f"K={k}/{method}"] = {"k": k, "method": method, "success": succ / n,
                                         "ci95": [lo, hi], "n": n, "per_task": per_task,
                                         "curve": curve, "seeds": len(rs),
-                                        "val_action_mse": float(np.mean(mse)) if mse else None}
+                                        "val_action_mse": float(np.mean(mse)) if mse else None,
+                                        "nearer_named": (sum(a for a, _ in named) /
+                                                         sum(b for _, b in named)
+                                                         if named else None)}
     for k in cfg.ks:  # steps for each guided method to reach the direct baseline's final success
         base = table.get(f"K={k}/direct")
         if not base or not base["curve"]:
@@ -258,7 +264,8 @@ def print_table(table: dict, cfg: BenchConfig, zero_shot: dict | None) -> None:
           f"{cfg.eval_episodes} episodes x {len(cfg.tasks)} tasks x {len(cfg.seeds)} seeds, "
           f"{cfg.steps} fine-tuning steps")
     hdr = f"{'K':>3} {'method':16} {'success':>8} {'95% CI':>14} " + \
-        "".join(f"{t:>11}" for t in cfg.tasks) + f" {'steps to direct':>16} {'val MSE':>8}"
+        "".join(f"{t:>11}" for t in cfg.tasks) + f" {'steps to direct':>16} {'val MSE':>8}" + \
+        f" {'named obj.':>10}"
     print(hdr)
     print("-" * len(hdr))
     if zero_shot:
@@ -270,11 +277,13 @@ def print_table(table: dict, cfg: BenchConfig, zero_shot: dict | None) -> None:
     for row in sorted(table.values(), key=lambda r: (r["k"], r["method"])):
         lo, hi = row["ci95"]
         stp = row.get("steps_to_direct_final", "")
+        named = "" if row.get("nearer_named") is None else f"{row['nearer_named']:.0%}"
         print(f"{row['k']:>3} {row['method']:16} {row['success']:8.1%} "
               f"{f'[{lo:.0%}, {hi:.0%}]':>14} " +
               "".join(f"{row['per_task'][t]:11.0%}" for t in cfg.tasks) +
               f" {'' if stp == '' else ('not reached' if stp is None else stp):>16}"
-              f" {_fmt(row.get('val_action_mse')):>8}")
+              f" {_fmt(row.get('val_action_mse')):>8}"
+              f" {named:>10}")
 
 
 def _fmt(v: float | None) -> str:

@@ -66,6 +66,12 @@ def test_evaluate_policy_with_expert_oracle(task, tmp_path):
     assert result.execution["accepted"] == sum(r.chunks for r in result.records)
     assert len(result.renders) == 1 and (tmp_path / result.renders[0].split("/")[-1]).is_file()
     result.save(tmp_path / "results.json")
+    if task == "pick_color":  # the expert goes to the named block, not to the other one
+        assert result.nearer_target >= 4, [(r.target_distance, r.other_distance)
+                                           for r in result.records]
+        assert "nearer the named object" in result.summary()
+    else:  # push names no object among others
+        assert result.nearer_target is None and result.records[0].target_distance is None
 
 
 def test_evaluate_policy_detects_a_useless_policy():

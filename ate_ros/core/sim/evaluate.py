@@ -62,6 +62,10 @@ class EpisodeRecord:
     chunks: int
     rejected_chunks: int
     final_ee: list[float] = field(default_factory=list)
+    target_distance: float | None = None
+    """Tasks with a named object among others (pick_color): horizontal distance from the
+    fingertip to the named object at the end, and to the nearest other object."""
+    other_distance: float | None = None
 
 
 @dataclass
@@ -82,6 +86,9 @@ class EvalResult:
     policy_seconds: float = 0.0
     seconds: float = 0.0
     renders: list[str] = field(default_factory=list)
+    nearer_target: int | None = None
+    """Episodes that ended nearer the named object than any other (chance: 1 in the number of
+    objects): whether the policy follows the instruction, even when it misses."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -92,7 +99,21 @@ class EvalResult:
     def summary(self) -> str:
         return (f"{self.embodiment}/{self.task}: success {self.successes}/{self.episodes} = "
                 f"{self.success_rate:.2f} (95% CI {self.ci_low:.2f}-{self.ci_high:.2f}), "
-                f"mean length {self.mean_steps:.1f} steps")
+                f"mean length {self.mean_steps:.1f} steps"
+                + ("" if self.nearer_target is None else
+                   f", ended nearer the named object in {self.nearer_target}/{self.episodes}"))
+
+
+def _object_distances(env) -> tuple[float | None, float | None]:
+    """(named, nearest other) horizontal fingertip distances, for tasks that name one object
+    among others; (None, None) otherwise."""
+    state = env.task_state()
+    if "target" not in state or "distractors" not in state or not len(state["distractors"]):
+        return None, None
+    tip = env.ee_position()[:2]
+    named = float(np.linalg.norm(tip - np.asarray(state["target"])[:2]))
+    other = min(float(np.linalg.norm(tip - np.asarray(d)[:2])) for d in state["distractors"])
+    return round(named, 4), round(other, 4)
 
 
 def _save_strip(path: Path, frames: list[np.ndarray], scale: int = 2) -> None:
@@ -185,10 +206,12 @@ def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str
                 path = render_path / f"{emb.name}_{task}_ep{i:03d}_{tag}.png"
                 _save_strip(path, strip)
                 renders.append(str(path))
+            named, other = _object_distances(env)
             records.append(EpisodeRecord(
                 index=i, seed=ep_seed, instruction=env.instruction, success=env.success(),
                 failed=env.failed(), steps=steps, duration=env.time, chunks=chunks,
-                rejected_chunks=rejected, final_ee=env.ee_position().round(4).tolist()))
+                rejected_chunks=rejected, final_ee=env.ee_position().round(4).tolist(),
+                target_distance=named, other_distance=other))
             logger.debug("episode %d (%s): %s in %d steps", i, env.instruction,
                          "success" if env.success() else "failure", steps)
     finally:
@@ -204,5 +227,7 @@ def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str
         mean_success_steps=float(np.mean(ok_steps)) if ok_steps else math.nan,
         records=records, execution=scheduler.stats.as_dict(), policy_seconds=policy_time,
         seconds=time.perf_counter() - t_start, renders=renders)
+    if records and all(r.target_distance is not None for r in records):
+        result.nearer_target = sum(r.target_distance < r.other_distance for r in records)
     logger.info(result.summary())
     return result
