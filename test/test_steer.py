@@ -124,21 +124,30 @@ def test_steer_bad_inputs_fail_before_training(world, capsys):
     assert not (world["root"] / "bad" / "model.safetensors").exists()
 
 
-def test_steer_under_torchrun_ddp(world, tmp_path):
-    """Guided fine-tuning as two DDP processes (torchrun, gloo on CPU): both ranks join the
-    process group, nobody hangs (evaluation and saving run on rank 0 only) and the output is a
-    loadable policy."""
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_steer_under_ddp_launchers(world, tmp_path, launcher):
+    """Guided fine-tuning as two DDP processes (torchrun, or ``accelerate launch``, which sets
+    the same environment; gloo on CPU): both ranks join the process group, nobody hangs
+    (evaluation and saving run on rank 0 only) and the output is a loadable policy."""
     import os
     import shutil
     import subprocess
     import sys
 
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    if torchrun is None:
-        pytest.skip("torchrun not installed next to this Python")
+    exe = shutil.which(launcher, path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip(f"{launcher} not installed next to this Python")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ate_ros.cli", "steer",
+    if launcher == "torchrun":
+        prefix = [exe, "--standalone", "--nproc-per-node", "2"]
+    else:
+        # Its multi-GPU launcher is torch.distributed.run; our --device cpu picks gloo (its
+        # own multi-CPU mode needs mpirun).
+        prefix = [exe, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                  "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                  "0"]
+    cmd = [*prefix, "-m", "ate_ros.cli", "steer",
            "--policy", str(world["pol"]), "--data", str(world["ada"]), "--vae",
            str(world["vae"]), "--out", str(out), "--steps", "4", "--eval-every", "4",
            "--batch-size", "4", "--no-progress", "--eval-samples", "8", "--device", "cpu"]

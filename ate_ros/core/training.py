@@ -5,8 +5,9 @@ only), EMA weights, LR schedules, safetensors checkpoints and atomic output fold
 stays in ``align/`` and ``steer/``; this module holds what both loops would otherwise duplicate.
 
 Multi-GPU: every trainer built on :class:`DistributedContext` runs unchanged under
-``torchrun --nproc_per_node N $(which ate-ros) <command> ...`` (or ``accelerate launch``, which
-sets the same environment variables).
+``torchrun --nproc_per_node N $(which ate-ros) <command> ...`` or ``accelerate launch
+--multi_gpu --num_processes N -m ate_ros.cli <command> ...`` (both set RANK, WORLD_SIZE and
+LOCAL_RANK; ``test_steer.py`` runs each with two CPU processes over gloo).
 """
 
 from __future__ import annotations
