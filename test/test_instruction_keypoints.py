@@ -105,3 +105,28 @@ def test_config_needs_keypoint_pooling():
         VLAConfig(vision_pool="avg", instruction_keypoints=True)
     assert VLAConfig.from_dict({k: v for k, v in VLAConfig().to_dict().items()
                                 if k != "instruction_keypoints"}).instruction_keypoints is False
+
+
+def test_traced_inference_follows_the_instruction():
+    from ate_ros.core.policy_io import PolicyObservation
+
+    torch.manual_seed(1)
+    m = VLAPolicy(_cfg(instruction_keypoints=True)).eval()
+    with torch.no_grad():
+        m.keypoint_query.weight.normal_()
+    mask = torch.zeros(128, dtype=torch.bool)
+    mask[:3] = True
+    img = torch.randint(0, 255, (16, 16, 3), generator=torch.Generator().manual_seed(0),
+                        dtype=torch.uint8).numpy()
+
+    def chunk(text):
+        obs = PolicyObservation(images={"front": img}, qpos=torch.zeros(128).numpy(),
+                                mask=mask.numpy(), instruction=text)
+        return m.predict_chunk(obs, seed=0)
+
+    fast_a, fast_b = chunk("touch the red block"), chunk("touch the blue block")
+    assert any(k[0] == "encoder" for k in m._traced)
+    m.fast_inference = False
+    torch.testing.assert_close(torch.from_numpy(chunk("touch the red block")),
+                               torch.from_numpy(fast_a), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(torch.from_numpy(fast_a), torch.from_numpy(fast_b))

@@ -176,6 +176,21 @@ class _TraceCache(dict):
         return (_TraceCache, ())
 
 
+class _ObservationEncoder(nn.Module):
+    """Traceable view of :meth:`VLAPolicy.encode_observation` + :meth:`VLAPolicy.memory_kv`:
+    (images, state, mask, text) -> (memory, k_0, v_0, k_1, v_1, ...)."""
+
+    def __init__(self, policy: VLAPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, images: torch.Tensor, state: torch.Tensor, mask: torch.Tensor,
+                text: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        memory = self.policy.encode_observation(
+            {OBS_IMAGES: images, OBS_STATE: state, OBS_MASK: mask, OBS_TEXT: text})
+        return (memory, *(t for pair in self.policy.memory_kv(memory) for t in pair))
+
+
 class _DecoderStep(nn.Module):
     """Traceable view of :meth:`VLAPolicy.denoise` (tensor-only signature)."""
 
@@ -422,6 +437,20 @@ class VLAPolicy(nn.Module):
     def _use_traces(self) -> bool:
         return self.fast_inference and not self.training and not torch.is_grad_enabled()
 
+    def _encode(self, batch: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Memory tokens and per-layer K/V of a batch; with ``fast_inference`` one traced call
+        (the eager encoder is ~30 module calls, ~1 ms of Python per chunk on one core)."""
+        if self._use_traces():
+            inputs = tuple(batch[k] for k in (OBS_IMAGES, OBS_STATE, OBS_MASK, OBS_TEXT))
+            key = ("encoder", *((tuple(t.shape), t.dtype, t.device.type) for t in inputs))
+            traced = self._trace(key, _ObservationEncoder(self), inputs)
+            if traced is not None:
+                memory, *flat = traced(*inputs)
+                return memory, [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        memory = self.encode_observation(batch)
+        return memory, self.memory_kv(memory)
+
     def _denoiser(self, x: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
                   time_emb: torch.Tensor):
         """``f(x, time_emb) -> model output`` for one chunk's denoising loop (the step-by-step
@@ -600,8 +629,7 @@ class VLAPolicy(nn.Module):
         """(B, H, D) chunks in joint units, zeros off-mask."""
         cfg = self.config
         steps = int(num_steps or cfg.num_inference_steps)
-        memory = self.encode_observation(batch)
-        kv = self.memory_kv(memory)
+        memory, kv = self._encode(batch)
         mf = batch[OBS_MASK].to(memory.dtype).unsqueeze(1)
         B, dev = memory.shape[0], memory.device
         x = seeded_noise((B, cfg.chunk_size, UNIFIED_DIM), generator, dev, memory.dtype) * mf
@@ -695,12 +723,16 @@ class VLAPolicy(nn.Module):
         if guide is not None and guidance_scale is not None:
             guide = None if guidance_scale <= 0 else InferenceGuidance(
                 **{**guide.__dict__, "scale": float(guidance_scale)})
+        # Only switch modes when needed: ``train()`` walks every submodule (~0.5 ms per call on
+        # one core), and a deployed policy is already in eval mode.
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         try:
             chunk = self.sample(batch, num_steps, gen, guide)[0]
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         out = chunk.float().cpu().numpy()
         out[:, ~obs.mask] = 0.0
         return out.astype(np.float32)
