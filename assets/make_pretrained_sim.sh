@@ -13,7 +13,8 @@ export PATH="$PWD/.venv/bin:$PATH" MUJOCO_GL=${MUJOCO_GL:-egl}
     --frames 12000 --steps 1500 --seed 0
 ate-ros pretrain --data "$(ls -d runs/pretrain_data/* | paste -sd,)" \
   --out runs/pretrained_sim --steps 12000 --batch-size 32 --seed 0 --eval-every 2000 \
-  --save-every 2000 --no-progress --vision-init runs/vision_encoder --goal-loss 1.0
+  --save-every 2000 --no-progress --vision-init runs/vision_encoder --goal-loss 1.0 \
+  --instruction-keypoints
 mkdir -p assets/pretrained_sim
 cp runs/pretrained_sim/{model.safetensors,config.json,instruction_embeddings.safetensors,metrics.json} \
   assets/pretrained_sim/
