@@ -87,6 +87,7 @@ def run_child(role: str, embodiment: str) -> int:
 def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0.0,
               processes: bool = False) -> dict:
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.task import Future
     from sensor_msgs.msg import Image, JointState
 
@@ -144,7 +145,10 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         return round(conv.time_to_sec(stamp), 6), sent_at
 
     nodes = [n for n in (per, pol, drv) if n is not None]
-    ex = DrainingMultiThreadedExecutor(num_threads=4, context=context)
+    # One process: every node on one executor, as ``ate-ros run``. Processes: the driver alone
+    # stands for the consumer of the chunks, executor_node, and spins as its main() does.
+    ex = (SingleThreadedExecutor(context=context) if processes
+          else DrainingMultiThreadedExecutor(num_threads=4, context=context))
     for n in nodes:
         ex.add_node(n)
     stop_spinning = Future()
