@@ -32,7 +32,9 @@ $PIP install -q $PY_DEPS $ROS_RUNTIME $ROS_BUILD $COLCON 2>&1 | grep -v "is igno
 # The wheels' CMake exports name the build machine's include dirs: point them at this venv.
 PYINC=$("$V/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 NPINC=$("$V/bin/python" -c "import numpy; print(numpy.get_include())")
-grep -rl "/opt/python/cp311-cp311" "$V/share" --include=*.cmake 2>/dev/null | xargs -r sed -i \
+# (Nothing left to fix on a re-run: grep then finds no file, which is fine.)
+{ grep -rl "/opt/python/cp311-cp311" "$V/share" --include=*.cmake 2>/dev/null || true; } | \
+  xargs -r sed -i \
   -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
   -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
 echo "venv ready: $V"
