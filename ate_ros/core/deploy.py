@@ -106,8 +106,8 @@ class PolicyNodeConfig:
     max_obs_age: float = _f(0.5, "observations older than this (s, node clock) are refused",
                             (0.0, 60.0))
     require_goal: bool = _f(False, "publish chunks only while a RunPolicy goal is running")
-    hold_on_stop: bool = _f(True, "on cancel/deactivate publish a chunk that holds the last "
-                            "observed position, so the executor stops at once")
+    hold_on_stop: bool = _f(True, "on cancel/deactivate publish a stop request (a chunk "
+                            "without points): the executor brakes and holds where the arm is")
     publish_markers: bool = _f(True, "publish the MarkerArray on ~/predicted_chunks")
     kinematics: str = _f("auto", "forward kinematics for markers: auto, urdf, sim, joints",
                          choices=("auto", "urdf", "sim", "joints"))

@@ -5,7 +5,8 @@ Lifecycle:
                and, when ``vae`` is set, the stage-2 alignment VAE (OOD monitor); creates the
                publishers, the observation subscription and the RunPolicy action server.
     activate   warms the policy up (one dummy inference) and starts the inference thread.
-    deactivate publishes a hold chunk (``hold_on_stop``), stops the thread, aborts goals.
+    deactivate publishes a stop request (an empty chunk, ``hold_on_stop``), stops the
+               thread, aborts goals.
     cleanup    destroys publishers/subscription/action server and frees the model.
 
 Topics (relative): subscribes ``observation`` (SensorDataQoS depth 1: the freshest only);
@@ -14,7 +15,7 @@ the latent distance of the chunk to the adaptation distribution, NaN without a V
 ``~/predicted_chunks`` (visualization_msgs/MarkerArray), ``/diagnostics``.
 Action: ``run_policy`` (ate_ros/action/RunPolicy): the goal's instruction overrides the
 observation's; feedback per chunk; ends after ``max_duration`` (node clock) or on cancel, after
-which the node publishes a hold chunk and pauses until the next goal.
+which the node publishes a stop request (an empty chunk) and pauses until the next goal.
 
 Inference runs in a dedicated thread: the executor thread only stores the newest observation,
 so a slow model never blocks subscriptions, services or the action server. Observations older
