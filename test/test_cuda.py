@@ -16,6 +16,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from overfit import losses_before_after
 
 from ate_ros.core.data.policy_dataset import PolicyDataset, write_toy_dataset
 from ate_ros.core.embodiment import Embodiment, JointSpec
@@ -24,7 +25,6 @@ from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy
 from ate_ros.core.steer.policies.modeling_vla import OBS_MASK
 from ate_ros.core.steer.policies.text_encoder import embed_instructions
-from ate_ros.core.training import autocast
 
 if torch.cuda.is_available():
     DEV = "cuda"
@@ -79,22 +79,7 @@ def test_overfits_with_bf16_autocast(toy_ds, head, pred):
     m.set_norm_stats(*toy_ds.fit_stats())
     m.to(DEV)
     batch = _to(toy_ds.get_batch(np.arange(len(toy_ds))), DEV)
-
-    def fixed_loss():
-        g = torch.Generator(device=DEV).manual_seed(1)
-        with torch.no_grad(), autocast(torch.device(DEV)):
-            return float(np.mean([float(m(batch, generator=g)[0]) for _ in range(6)]))
-
-    before = fixed_loss()
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.0)
-    for _ in range(200):
-        with autocast(torch.device(DEV)):
-            loss, _ = m(batch)
-        assert loss.dtype == torch.float32  # masked_mse reduces in fp32
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = fixed_loss()
+    before, after = losses_before_after(m, batch, 200, device=DEV)
     assert after < before / 10, (before, after)
 
 

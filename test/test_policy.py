@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from overfit import losses_before_after
 
 from ate_ros.core.data.policy_dataset import PolicyDataset, PolicyDatasetError, write_toy_dataset
 from ate_ros.core.embodiment import Embodiment, JointSpec
@@ -62,20 +63,7 @@ def test_overfits_tiny_dataset(toy_ds, head, pred, steps):
     m = VLAPolicy(_cfg(head=head, prediction_type=pred, d_model=64, ffn_dim=128))
     m.set_norm_stats(*toy_ds.fit_stats())
     batch = toy_ds.get_batch(np.arange(len(toy_ds)))
-
-    def fixed_loss():
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            return float(np.mean([float(m(batch, generator=g)[0]) for _ in range(6)]))
-
-    before = fixed_loss()
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.0)
-    for _ in range(steps):
-        loss, logs = m(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = fixed_loss()
+    before, after = losses_before_after(m, batch, steps)
     assert after < before / 10, (before, after)
 
 
