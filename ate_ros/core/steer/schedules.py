@@ -26,7 +26,6 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)).to(like.dtype)
 
 
-
 def seeded_noise(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None,
                  device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal noise drawn on the generator's device, then moved to ``device``.
@@ -37,6 +36,7 @@ def seeded_noise(shape: tuple[int, ...] | torch.Size, generator: torch.Generator
     """
     src = generator.device if generator is not None else device
     return torch.randn(tuple(shape), generator=generator, device=src, dtype=dtype).to(device)
+
 
 class DiffusionSchedule:
     """Discrete DDPM noise schedule with DDPM and DDIM samplers over any strided sub-sequence."""

@@ -115,11 +115,12 @@ class ImageEncoder(nn.Module):
             f = self.pool(f)  # (N, c, g, g)
             return self.proj(f.flatten(2).transpose(1, 2))  # (N, g*g, d)
         N, c, h, w = f.shape
+        pixels = f.flatten(2)  # (N, c, h*w)
         logits = self.attn(f).flatten(2)  # (N, K, h*w)
         if query_delta is not None:
-            logits = logits + query_delta @ f.flatten(2)
+            logits = logits + query_delta @ pixels
         attn = logits.softmax(-1)
-        feat = attn @ f.flatten(2).transpose(1, 2)  # (N, K, c)
+        feat = attn @ pixels.transpose(1, 2)  # (N, K, c)
         ys = torch.linspace(-1.0, 1.0, h, device=f.device, dtype=f.dtype)
         xs = torch.linspace(-1.0, 1.0, w, device=f.device, dtype=f.dtype)
         grid_xy = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(h * w, 2)
@@ -176,6 +177,16 @@ class _TraceCache(dict):
         return (_TraceCache, ())
 
 
+def _flat_kv(kv) -> tuple[torch.Tensor, ...]:
+    """Per-layer (K, V) pairs -> (k_0, v_0, k_1, v_1, ...) (traced and graphed signatures)."""
+    return tuple(t for pair in kv for t in pair)
+
+
+def _pair_kv(flat) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Inverse of :func:`_flat_kv`."""
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
 class _ObservationEncoder(nn.Module):
     """Traceable view of :meth:`VLAPolicy.encode_observation` + :meth:`VLAPolicy.memory_kv`:
     (images, state, mask, text) -> (memory, k_0, v_0, k_1, v_1, ...)."""
@@ -188,7 +199,7 @@ class _ObservationEncoder(nn.Module):
                 text: torch.Tensor) -> tuple[torch.Tensor, ...]:
         memory = self.policy.encode_observation(
             {OBS_IMAGES: images, OBS_STATE: state, OBS_MASK: mask, OBS_TEXT: text})
-        return (memory, *(t for pair in self.policy.memory_kv(memory) for t in pair))
+        return (memory, *_flat_kv(self.policy.memory_kv(memory)))
 
 
 class _DecoderStep(nn.Module):
@@ -447,7 +458,7 @@ class VLAPolicy(nn.Module):
             traced = self._trace(key, _ObservationEncoder(self), inputs)
             if traced is not None:
                 memory, *flat = traced(*inputs)
-                return memory, [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+                return memory, _pair_kv(flat)
         memory = self.encode_observation(batch)
         return memory, self.memory_kv(memory)
 
@@ -518,7 +529,7 @@ class VLAPolicy(nn.Module):
                x.dtype, x.device.index, tuple(temb.shape), tuple(coef.shape), coef.dtype,
                tuple(mask.shape), tuple(tuple(k.shape) for k, _ in kv))
         entry = self._traced.get(key)
-        inputs = (x, temb, coef, mask, *(t for pair in kv for t in pair))
+        inputs = (x, temb, coef, mask, *_flat_kv(kv))
         if entry is None:
             entry = self._capture_loop(key, inputs)
             if entry is None:
@@ -532,8 +543,7 @@ class VLAPolicy(nn.Module):
     def _capture_loop(self, key: tuple, inputs: tuple[torch.Tensor, ...]):
         static = tuple(t.clone() for t in inputs)
         sx, st, sc, sm, *flat = static
-        skv = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        step = self._sampler_step(sx, skv, st[:1], sc[0], sm)
+        step = self._sampler_step(sx, _pair_kv(flat), st[:1], sc[0], sm)
         if step is None:
             return None
 
