@@ -38,8 +38,8 @@ NODES = {
     "executor_node": ["-p", f"embodiment:={EMBODIMENT}", "-p", "output:=topic",
                       "-p", "dry_run:=false", "-p", "diagnostics_period:=0.2", *SIM_TIME],
 }
-BAD = ("traceback", "exception", "never retrieved", "context is invalid", "failed to publish",
-       "[error]")
+BAD = ("traceback", "exception", "never retrieved", "never awaited", "context is invalid",
+       "failed to publish", "[error]")
 """Anything of these in a node's output (case-insensitive) fails the test."""
 
 

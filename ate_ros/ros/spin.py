@@ -11,6 +11,7 @@ the node's own threads first, then the executor, then destroys the node.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +69,29 @@ class DrainingMultiThreadedExecutor(MultiThreadedExecutor):
         if wait_for_threads and pool is not None:
             pool.shutdown(wait=True)
         return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
+
+
+def close_unstarted_callbacks(executor: Any) -> int:
+    """Close the coroutines of callbacks ``executor`` took from the wait set but never ran.
+
+    rclpy makes a callback's coroutine when it takes the entity and runs it in the next
+    statement; a Ctrl-C that lands between the two leaves it in the executor's task list, and
+    Python prints "coroutine ... was never awaited" when it is collected at exit. Coroutines that
+    did start (an action goal awaiting its end) are left alone: collecting them closes them
+    quietly. Uses rclpy internals (``_tasks``, ``Task._handler``) where they exist, so on another
+    rclpy it does nothing. Returns how many were closed.
+    """
+    lock = getattr(executor, "_tasks_lock", None)
+    with lock if lock is not None else contextlib.nullcontext():
+        tasks = list(getattr(executor, "_tasks", ()))
+    closed = 0
+    for entry in tasks:
+        handler = getattr(entry[0] if isinstance(entry, tuple) else entry, "_handler", None)
+        if (inspect.iscoroutine(handler)
+                and inspect.getcoroutinestate(handler) == inspect.CORO_CREATED):
+            handler.close()
+            closed += 1
+    return closed
 
 
 def _shut_down(context: Context, grace: float = 0.5) -> bool:
@@ -144,6 +168,7 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None = None,
         if node is not None and before_destroy is not None:
             before_destroy(node)
         executor.shutdown()
+        close_unstarted_callbacks(executor)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
