@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ate_ros.core.embodiment import Embodiment, JointSpec
 from ate_ros.core.execution import ChunkScheduler, ExecutionConfig, limit_step
+from ate_ros.core.execution.scheduler import MAX_CATCH_UP_S
 
 TOL = 1e-9
 
@@ -43,6 +44,8 @@ class Checker:
     def command(self, now: float, measured: np.ndarray, check_acc: bool) -> np.ndarray:
         target_t = now + self.s.dt
         h = self.s.dt if self.t is None else min(target_t - self.t, self.s.dt)
+        if self.t is not None and target_t - self.t > 1.5 * self.s.dt:  # missed ticks replayed
+            h = min(target_t - self.t, MAX_CATCH_UP_S + self.s.dt)
         q = self.s.command(now, measured)
         if self.t is not None and target_t - self.t <= 1e-9:
             np.testing.assert_array_equal(q, self.q)
@@ -111,6 +114,8 @@ def test_fuzz_never_violates_limits(seed, blend, crossfade, dof, latency, jitter
         assert r.accepted or r.reason
         for _ in range(int(rng.integers(0, 4))):
             now += s.dt * (rng.uniform(0.6, 1.4) if jitter else 1.0)
+            if jitter and rng.uniform() < 0.1:  # a stalled executor: ticks missed
+                now += s.dt * float(rng.choice([1.0, 3.0, 40.0]))
             q = chk.command(now, measured, check_acc=not jitter)
             measured = q + rng.normal(0, 0.01, dof)  # a robot tracking with noise
         if i % 8 == 0 and chk.t is not None:
@@ -274,12 +279,36 @@ def test_follows_feasible_plan_exactly_and_needs_chunk():
     assert not s.needs_chunk(5.5 * dt) and s.needs_chunk(6.5 * dt)
 
 
+def test_missed_ticks_continue_the_trajectory_already_sent():
+    """After a stall the command is where the streamed trajectory (planned()) put the arm by
+    then, not one tick further along from where the executor stopped (which would pull the arm
+    back); after a stall beyond MAX_CATCH_UP_S it moves on one limited step."""
+    emb = _emb(2, rate=20.0)
+    s = ChunkScheduler(emb)
+    dt = s.dt
+    ramp = np.linspace(0.05, 0.9, 40)[:, None] * np.array([1.0, -1.0])  # 0.44 rad/s
+    assert s.submit(ramp, 0.0, 0.0, np.zeros(2)).accepted
+    q = np.zeros(2)
+    for k in range(3):
+        q = s.command(k * dt, q)
+    times, pos = s.planned(2 * dt)
+    q_late = s.command(7 * dt, q)  # ticks 3..6 never ran
+    np.testing.assert_allclose(q_late, pos[np.isclose(times, 8 * dt)][0], atol=1e-12)
+    assert s.stats.missed_ticks == 4
+    assert np.abs(q_late - q).max() > s.vmax.max() * dt  # further than one step could go
+    q = q_late
+    q_very_late = s.command(7 * dt + 2 * MAX_CATCH_UP_S, q)
+    assert s.stats.missed_ticks == 4 + int(MAX_CATCH_UP_S / dt)
+    assert (np.abs(q_very_late - q) <= s.vmax * (MAX_CATCH_UP_S + dt) + 1e-9).all()
+
+
 def test_time_going_backwards_resets():
     s = ChunkScheduler(_emb(1))
     s.submit(np.full((5, 1), 0.1), 10.0, 10.0, np.zeros(1))
     s.command(10.0, np.zeros(1))
     q = s.command(1.0, np.array([0.3]))  # sim reset: restart from the measured state
     assert abs(q[0] - 0.3) <= s.vmax[0] * s.dt + 1e-12
+    assert s.stats.clock_resets == 1 and s.stats.as_dict()["clock_resets"] == 1
 
 
 def test_limit_step_brakes_before_the_position_limit():

@@ -155,6 +155,10 @@ def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):
     node, robot = graph
     rng = np.random.default_rng(0)
     n = 120
+
+    def handled() -> int:
+        return node.scheduler.stats.accepted + node.scheduler.stats.rejected_total
+
     for i in range(n):
         q = robot.q.copy()
         chunk = q + np.cumsum(rng.normal(0, 0.15, (8, 3)), axis=0)
@@ -174,9 +178,9 @@ def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):
             for p, row in zip(msg.trajectory.points, chunk):
                 p.positions = [row[2], row[0], row[1]]
         robot.chunk_pub.publish(msg)
-        time.sleep(0.02)
-    assert wait_for(lambda: node.scheduler.stats.accepted + node.scheduler.stats.rejected_total
-                 >= n, 10.0)
+        # One at a time: the subscription keeps the last 10, and a loaded machine that stalls
+        # the executor for a second would otherwise drop some (latest-wins, as on a robot).
+        assert wait_for(lambda i=i: handled() >= i + 1, 20.0), f"chunk {i} was never handled"
     time.sleep(0.3)
     stats = node.scheduler.stats
     assert stats.accepted >= n // 6  # the plausible ones (and some others, clamped)
@@ -187,7 +191,33 @@ def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):
     _check_limits(emb, trajs)
     # /diagnostics carries the counters.
     assert wait_for(lambda: any(kv.key == "clipped_points" for m in robot.diag
-                             for s in m.status for kv in s.values), 3.0)
+                             for s in m.status for kv in s.values), 10.0)
+
+
+def test_a_late_tick_never_sends_the_scheduler_back_in_time(graph, emb):
+    """On the MultiThreadedExecutor a tick that reads the clock and is then held up (a loaded
+    machine) must not command after a later tick: the scheduler would take that for the clock
+    jumping back and forget the plan (seen in CI as goals that stopped or jumped)."""
+    node, robot = graph
+    real_now = node._now
+    calls = [0]
+
+    def preempted_after_reading_the_clock() -> float:
+        t = real_now()
+        calls[0] += 1
+        if calls[0] % 3 == 0:
+            time.sleep(2.5 * node.dt)
+        return t
+
+    node._now = preempted_after_reading_the_clock
+    start = robot.q.copy()
+    ramp = np.linspace(0.0, 0.5, 40)[:, None] * np.array([1.0, 1.0, 1.0])
+    robot.chunk_pub.publish(chunk_to_msg(start + ramp, emb, sec_to_time(robot.now())))
+    assert wait_for(lambda: node.scheduler.stats.accepted >= 1, 20.0)
+    assert wait_for(lambda: calls[0] >= 60, 30.0)
+    node._now = real_now
+    assert node.scheduler.stats.clock_resets == 0
+    assert np.abs(robot.q - start).max() > 0.1  # it went on moving
 
 
 @pytest.mark.parametrize("graph", [{}, {"spin": "single"}], indirect=True,
@@ -196,10 +226,10 @@ def test_execute_chunk_feedback_and_cancel(graph, emb, action_client):
     node, robot = graph
     client = action_client
     assert client.wait_for_server(timeout_sec=30.0)
-    # 1) A short chunk succeeds, with feedback.
+    # 1) A short chunk (1 s) succeeds, with feedback.
     feedback = []
     q = robot.q.copy()
-    chunk = q + np.linspace(0.0, 0.2, 10)[:, None] * np.array([1.0, -1.0, 0.5])
+    chunk = q + np.linspace(0.0, 0.2, 20)[:, None] * np.array([1.0, -1.0, 0.5])
     goal = ExecuteChunk.Goal(chunk=chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
     fut = client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
         f.feedback))
@@ -207,9 +237,12 @@ def test_execute_chunk_feedback_and_cancel(graph, emb, action_client):
     res_fut = fut.result().get_result_async()
     assert wait_for(res_fut.done, 20.0)
     res = res_fut.result().result
-    assert res.outcome == ExecuteChunk.Result.SUCCEEDED, res.message
-    assert res.executed_points >= 5 and res.max_tracking_error < 0.5
-    assert feedback and feedback[-1].index >= 5
+    assert res.outcome == ExecuteChunk.Result.SUCCEEDED, res
+    # Points already in the past when the goal starts are skipped (a late goal on a loaded
+    # machine runs fewer), but a successful goal always reaches the chunk's last point.
+    assert res.executed_points >= 1 and res.max_tracking_error < 0.5, res
+    assert wait_for(lambda: feedback and feedback[-1].index == 19, 10.0), [
+        f.index for f in feedback]
     idx = [f.index for f in feedback]
     assert idx == sorted(idx)
     # 2) A long chunk, canceled: outcome CANCELED and the executor holds.
@@ -225,12 +258,13 @@ def test_execute_chunk_feedback_and_cancel(graph, emb, action_client):
     assert wait_for(cancel.done, 20.0)
     res_fut = fut.result().get_result_async()
     assert wait_for(res_fut.done, 20.0)
-    assert res_fut.result().result.outcome == ExecuteChunk.Result.CANCELED
-    assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 3.0)
+    res = res_fut.result().result
+    assert res.outcome == ExecuteChunk.Result.CANCELED, res
+    assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 10.0)
     held = node.scheduler.last_command
     time.sleep(0.3)
     np.testing.assert_array_equal(node.scheduler.last_command, held)
-    assert held[0] < q[0] + 0.5  # stopped well before the chunk's end
+    assert held[0] < q[0] + 0.5, (held, q, res)  # stopped well before the chunk's end
     # 3) A chunk for other joints is rejected with a reason.
     bad = chunk_to_msg(np.zeros((3, 3)), emb, sec_to_time(robot.now()))
     bad.trajectory.joint_names = ["a", "b", "c"]
@@ -296,7 +330,7 @@ def test_empty_chunk_stops_where_the_robot_is(graph, emb, action_client):
                                          model_id="hold (test)"))
     res = _result(handle)
     assert res.outcome == ExecuteChunk.Result.PREEMPTED and "action_chunk" in res.message
-    assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 5.0)
+    assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 10.0)
     stopped = robot.q.copy()
     time.sleep(0.5)
     np.testing.assert_allclose(robot.q, stopped, atol=1e-9)  # held still

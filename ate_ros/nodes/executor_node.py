@@ -28,8 +28,9 @@ steady-clock goal timer (a cancel is noticed while a simulated clock is paused),
 tick itself, end it on cancel (holding first); a chunk on the topic, a newer goal, a failed
 FollowJointTrajectory goal (its goal and result futures complete through done callbacks, never
 waited on) and shutdown end it too. On a MultiThreadedExecutor (``ate-ros run``, tests) the
-control tick, the inputs, the action server and the FollowJointTrajectory client share a
-reentrant group (their state is shared under one lock), the goal timer has a group of its own.
+inputs, the action server and the FollowJointTrajectory client share a reentrant group (their
+state is shared under one lock); the control tick and the goal timer each have a mutually
+exclusive group of their own, so a late tick never runs beside the next one.
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ class ExecutorNode(Node):
             self, ExecuteChunk, EXECUTE_ACTION, execute_callback=self._execute,
             goal_callback=self._on_goal, cancel_callback=self._on_cancel,
             callback_group=self._cb)
-        self._timer = self.create_timer(self.dt, self._tick, callback_group=self._cb)
+        # A group of its own: in a reentrant group a late tick would overlap the next one.
+        self._timer = self.create_timer(self.dt, self._tick,
+                                        callback_group=MutuallyExclusiveCallbackGroup())
         # Wall (steady) time: a goal notices a cancel even while a simulated clock is paused.
         self._goal_timer = self.create_timer(
             GOAL_POLL_PERIOD, self._poll_goal, callback_group=MutuallyExclusiveCallbackGroup(),
@@ -271,8 +274,10 @@ class ExecutorNode(Node):
             goal = self._goal
         if goal is not None:
             self._check_cancel(goal)  # before this tick's command: a canceled goal holds now
-        now = self._now()
         with self._lock:
+            # Read under the lock: a command for an older time than the last one would make
+            # the scheduler reset (it takes that for the clock jumping back).
+            now = self._now()
             if self._measured is None:
                 return  # nothing known about the robot yet: send nothing
             if not self._state_fresh(now) and not self.scheduler.holding:

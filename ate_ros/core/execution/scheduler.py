@@ -41,6 +41,10 @@ REJECT_REASONS = (REJECT_SHAPE, REJECT_NON_FINITE, REJECT_BAD_STAMP, REJECT_BAD_
 
 _EPS = 1e-9
 
+MAX_CATCH_UP_S = 1.0
+"""Longest run of missed control ticks :meth:`ChunkScheduler.command` replays (see there);
+after a longer stall the command moves on by one tick from where it was."""
+
 
 @dataclass
 class SubmitResult:
@@ -80,6 +84,10 @@ class ExecutionStats:
     commands: int = 0
     limited_commands: int = 0
     """Commands the velocity/acceleration/position limiter changed by more than 1e-6."""
+    missed_ticks: int = 0
+    """Control ticks that came late and were replayed by the next command."""
+    clock_resets: int = 0
+    """Commands for a time before the previous one (the clock jumped back): state forgotten."""
 
     @property
     def rejected_total(self) -> int:
@@ -90,7 +98,8 @@ class ExecutionStats:
                "clipped_points": self.clipped_points, "dropped_points": self.dropped_points,
                "watchdog_holds": self.watchdog_holds, "stop_requests": self.stop_requests,
                "commands": self.commands,
-               "limited_commands": self.limited_commands}
+               "limited_commands": self.limited_commands, "missed_ticks": self.missed_ticks,
+               "clock_resets": self.clock_resets}
         out.update({f"rejected_{k}": v for k, v in self.rejected.items()})
         return out
 
@@ -107,6 +116,7 @@ class ChunkScheduler:
         self.embodiment = embodiment
         self.dof = embodiment.dof
         self.dt = embodiment.control_period
+        self._max_catch_up = max(int(MAX_CATCH_UP_S / self.dt), 1)
         self.stats = ExecutionStats()
         self.set_config(config or ExecutionConfig())
         self.reset()
@@ -321,6 +331,7 @@ class ChunkScheduler:
         if self._last_now is not None and now < self._last_now - _EPS:
             logger.warning("time went backwards (%.3f -> %.3f): resetting the executor",
                            self._last_now, now)
+            self.stats.clock_resets += 1
             self.reset()
         if self._q is None:
             self._start(measured_q, now)
@@ -331,10 +342,8 @@ class ChunkScheduler:
             if math.isfinite(err):
                 self.tracking_error = err
         t_next = now + self.dt
-        h = t_next - self._t
-        if h <= _EPS:  # already commanded for this tick
+        if t_next - self._t <= _EPS:  # already commanded for this tick
             return self._q.copy()
-        h = min(h, self.dt)
 
         if (self._last_accept is not None and self._times.size
                 and now - self._last_accept > self.config.watchdog_timeout):
@@ -343,6 +352,28 @@ class ChunkScheduler:
             self._clear_plan()
             self._watchdog_expired = True
             self.stats.watchdog_holds += 1
+        # Ticks the caller missed (a stalled process, a late timer): the controller has kept
+        # following what it was sent (planned() on the tick grid), so replay those ticks and
+        # continue from where that trajectory is now. Stepping once would leave this command
+        # behind the arm, and the next trajectory would pull it back.
+        # Jitter under half a tick is left to the single step, as before.
+        missed = 0
+        while t_next - self._t > 1.5 * self.dt and missed < self._max_catch_up:
+            self._step(self._t + self.dt, self.dt)
+            missed += 1
+        self.stats.missed_ticks += missed
+        h = min(t_next - self._t, self.dt)  # beyond the catch-up limit: one step
+        q, target = self._step(t_next, h)
+        self.stats.commands += 1
+        if np.max(np.abs(q - target)) > 1e-6 and not self._holding:
+            self.stats.limited_commands += 1
+        return q.copy()
+
+    def _step(self, t_next: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the command to ``t_next`` (``h`` seconds after the last one, at most dt).
+
+        Returns the new command and the plan's target it was limited from.
+        """
         if self._times.size:
             target, v_ref = self._target(t_next)
             self._holding = t_next > self._times[-1] + _EPS
@@ -351,16 +382,13 @@ class ChunkScheduler:
             self._holding = True
         q, v = limit_step(self._q, self._v, target, v_ref, h, self.lower, self.upper,
                           self.vmax, self.amax)
-        self.stats.commands += 1
-        if np.max(np.abs(q - target)) > 1e-6 and not self._holding:
-            self.stats.limited_commands += 1
         self._q, self._v, self._t = q, v, t_next
         # Prune points no longer needed for interpolation (keep the one before t_next).
         i = int(np.searchsorted(self._times, t_next)) - 1
         if i > 0:
             self._times, self._pos = self._times[i:], self._pos[i:]
             self._wsum, self._count = self._wsum[i:], self._count[i:]
-        return q.copy()
+        return q, target
 
     def _clear_plan(self) -> None:
         self._times = np.empty(0)
