@@ -68,7 +68,7 @@ def test_observation_and_staleness(emb_yaml, compressed):
                    else conv.numpy_to_image(frame, stamp))
             img_pub.publish(msg)
 
-        assert wait_for(lambda: node.instruction == "pick the cube", 5.0)
+        assert wait_for(lambda: node.instruction == "pick the cube", 10.0)
         assert wait_for(lambda: (send(0.0), bool(got))[1], 10.0)
         obs = got[-1]
         assert list(obs.camera_names) == ["wrist"]
@@ -82,7 +82,7 @@ def test_observation_and_staleness(emb_yaml, compressed):
         refused0 = node.sync.refused.get("stale", 0)
         for _ in range(3):
             send(2.0)  # two seconds old: refused
-        assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0, 5.0)
+        assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0, 10.0)
         time.sleep(0.2)
         assert len(got) == n
         assert "stale" in "".join(node.diagnostics.values()) or node.sync.refused["stale"] > 0

@@ -262,7 +262,7 @@ def test_run_policy_ends_after_its_duration(graph, stream_observations):
     assert res.result.reason == "duration reached"
     assert elapsed >= 1.0 and res.result.chunks >= 1 and feedback
     assert feedback[-1].chunks <= res.result.chunks
-    assert wait_for(lambda: got and "hold" in got[-1].model_id, 5.0)  # then holds
+    assert wait_for(lambda: got and "hold" in got[-1].model_id, 10.0)  # then holds
     n = len(got)
     time.sleep(0.4)
     stop.set()
@@ -325,7 +325,7 @@ def test_lifecycle_services_with_running_goals(graph, stream_observations):
             assert res.status == GoalStatus.STATUS_ABORTED
             assert res.result.outcome == RunPolicy.Result.ABORTED
             assert res.result.reason == "deactivated"
-        assert wait_for(lambda: "hold" in got[-1].model_id, 5.0)
+        assert wait_for(lambda: "hold" in got[-1].model_id, 10.0)
         n = len(got)
         time.sleep(0.2)
         assert len(got) == n, "chunks after the goal ended"
