@@ -52,6 +52,18 @@ def test_chunk_round_trip_by_name(small_embodiment):
     assert stamp == pytest.approx(3.0)
 
 
+def test_stop_request_is_an_empty_chunk_for_this_embodiment(small_embodiment):
+    emb = small_embodiment
+    empty = cv.chunk_to_msg(np.zeros((0, 3)), emb, cv.sec_to_time(1.0), model_id="hold (x)")
+    assert empty.embodiment == emb.name and cv.is_stop_request(empty, emb)
+    empty.embodiment = ""  # a producer that names no embodiment
+    assert cv.is_stop_request(empty, emb)
+    empty.embodiment = "other"  # another robot's stop is not ours
+    assert not cv.is_stop_request(empty, emb)
+    assert not cv.is_stop_request(cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(1.0)),
+                                  emb)
+
+
 def test_chunk_errors(small_embodiment):
     emb = small_embodiment
     msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))

@@ -63,6 +63,7 @@ from ate_ros.core.execution import ChunkScheduler, ExecutionStats, ExecutorNodeC
 from ate_ros.msg import ActionChunk
 from ate_ros.ros.conversions import (
     ConversionError,
+    is_stop_request,
     joint_state_to_embodiment,
     msg_to_chunk,
     sec_to_time,
@@ -237,7 +238,7 @@ class ExecutorNode(Node):
         now = self._now()
         self.diag.rate("action_chunk", now)
         self.diag.set("inference_latency_s", float(msg.inference_latency))
-        if not msg.trajectory.points and msg.embodiment in ("", self.embodiment.name):
+        if is_stop_request(msg, self.embodiment):
             self._stop_request(msg.model_id)
             return
         try:

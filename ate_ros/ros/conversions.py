@@ -37,6 +37,7 @@ __all__ = [
     "compressed_to_numpy",
     "duration_to_sec",
     "image_to_numpy",
+    "is_stop_request",
     "joint_state_to_arrays",
     "joint_state_to_embodiment",
     "msg_to_chunk",
@@ -204,6 +205,13 @@ def chunk_to_msg(chunk: np.ndarray, embodiment: Embodiment, obs_stamp: Time,
     msg.samples = [chunk_to_trajectory(s, embodiment, obs_stamp, embodiment.base_frame)
                    for s in samples]
     return msg
+
+
+def is_stop_request(msg: Any, embodiment: Embodiment) -> bool:
+    """Whether an ``ate_ros/ActionChunk`` asks ``embodiment`` to stop: no points, and either
+    naming this embodiment or none (see ActionChunk.msg). Empty chunks for another robot are
+    not ours to act on."""
+    return not msg.trajectory.points and msg.embodiment in ("", embodiment.name)
 
 
 def msg_to_chunk(msg: Any, embodiment: Embodiment,
