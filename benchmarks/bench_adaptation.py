@@ -172,8 +172,13 @@ def pretrained_fingerprint(pretrained: Path) -> str:
     return hashlib.sha256((pretrained / "model.safetensors").read_bytes()).hexdigest()
 
 
-def _without_steering(cfg_dict: dict) -> dict:
-    return {k: v for k, v in cfg_dict.items() if k != "inference_steering"}
+RUN_SELECTION = ("ks", "seeds", "inference_steering")
+"""Config fields that choose which runs (and evaluations) to do, not what a run computes:
+a run is identified by its directory (K, seed, method) and the rest of the config."""
+
+
+def _run_identity(cfg_dict: dict) -> dict:
+    return {k: v for k, v in cfg_dict.items() if k not in RUN_SELECTION}
 
 
 def run_one(cfg_dict: dict, pretrained: Path, data: Path, vae: Path, out: Path, method: str,
@@ -191,11 +196,13 @@ def run_one(cfg_dict: dict, pretrained: Path, data: Path, vae: Path, out: Path, 
     origin = pretrained_fingerprint(pretrained)
     if done.is_file():
         prev = json.loads(done.read_text())
-        same = prev.get("pretrained") == origin and _without_steering(
-            prev.get("config", {})) == _without_steering(wanted)
+        same = prev.get("pretrained") == origin and _run_identity(
+            prev.get("config", {})) == _run_identity(wanted)
         if same:
             run = prev["run"]
-            if cfg.inference_steering > 0 and prev["config"] != wanted:
+            steered_at = prev["config"].get("inference_steering", 0.0)
+            if cfg.inference_steering > 0 and (steered_at != cfg.inference_steering
+                                               or "eval_inference_steering" not in run):
                 # Same fine-tuned policy: only the inference-time steering evaluation is new.
                 _log(f"K={k} seed={seed} {method}: inference-steering evaluation only")
                 run["eval_inference_steering"] = evaluate(out, cfg, seed, vae=vae)
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                        for k, seed, method in jobs]
             runs = [f.result() for f in futures]
     table = aggregate(runs, cfg)
-    for r in runs:  # inference-time steering rows, same aggregation
+    for r in runs if cfg.inference_steering > 0 else []:  # steered rows, same aggregation
         if "eval_inference_steering" in r:
             # Same training runs, steered only at evaluation: no curves of their own.
             runs_is = [dict(x, eval=x["eval_inference_steering"], method=x["method"] + "+is",

@@ -51,3 +51,43 @@ def test_pooling_success_named_object_and_steps_to_direct(bench, capsys):
         for t in r["eval"].values():
             t.pop("nearer_target")
     assert bench.aggregate(runs, cfg)["K=10/ate"]["nearer_named"] is None
+
+
+def test_a_finished_run_is_reused_whatever_else_the_invocation_selects(bench, tmp_path,
+                                                                       monkeypatch):
+    """--ks / --seeds only choose runs: a finished K=25 run is reused by an invocation with other
+    K values, and inference-time steering is evaluated on it once, not re-fine-tuned."""
+    calls = {"finetune": 0, "evaluate": 0}
+
+    def finetune(_cfg, _pretrained, _data, _vae, run_dir, _method, _seed):
+        calls["finetune"] += 1
+        run_dir.mkdir(parents=True)
+        return {"curve": [], "action_mse": []}
+
+    def evaluate(_out, _cfg, _seed, vae=None):
+        calls["evaluate"] += 1
+        return {"reach": {"successes": 1 if vae else 0, "episodes": 50, "nearer_target": None}}
+
+    monkeypatch.setattr(bench, "finetune", finetune)
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    pretrained = tmp_path / "pre"
+    pretrained.mkdir()
+    (pretrained / "model.safetensors").write_bytes(b"weights")
+    out = tmp_path / "k25_s0_ate"
+
+    def run(**over):
+        from dataclasses import asdict, replace
+
+        cfg = replace(bench.BenchConfig(tasks=("reach",)), **over)
+        return bench.run_one(asdict(cfg), pretrained, tmp_path, tmp_path, out, "ate", 0, 25, 1)
+
+    run(ks=(10, 25, 50))
+    assert calls == {"finetune": 1, "evaluate": 1}
+    steered = run(ks=(25,), seeds=(0,), inference_steering=1.0)
+    assert calls == {"finetune": 1, "evaluate": 2}  # the steered evaluation only
+    assert steered["eval_inference_steering"]["reach"]["successes"] == 1
+    run(ks=(10, 25, 50), inference_steering=1.0)  # already steered at 1.0
+    run(ks=(10, 25, 50))  # a plain invocation reuses it as it is
+    assert calls == {"finetune": 1, "evaluate": 2}
+    run(ks=(10, 25, 50), steps=300)  # what a run computes changed: fine-tuned again
+    assert calls == {"finetune": 2, "evaluate": 3}
