@@ -91,3 +91,17 @@ def test_a_finished_run_is_reused_whatever_else_the_invocation_selects(bench, tm
     assert calls == {"finetune": 1, "evaluate": 2}
     run(ks=(10, 25, 50), steps=300)  # what a run computes changed: fine-tuned again
     assert calls == {"finetune": 2, "evaluate": 3}
+
+
+def test_steering_scan_refuses_without_the_benchmark_runs(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "scan_inference_steering", ROOT / "benchmarks" / "scan_inference_steering.py")
+    scan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scan)
+    (tmp_path / "k10_s0_ate").mkdir()
+    (tmp_path / "k10_s0_ate" / "config.json").write_text("{}")
+    assert scan.main(["--work", str(tmp_path), "--ks", "10", "--seeds", "0",
+                      "--methods", "ate,direct", "--out", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert "k10_s0_direct" in err and "vae_k10" in err and "k10_s0_ate," not in err
+    assert not (tmp_path / "o.json").exists()

@@ -1,0 +1,105 @@
+"""Scale scan of inference-time steering on the adaptation benchmark's fine-tuned policies.
+
+Loads the policies that ``bench_adaptation.py`` fine-tuned (``runs/bench_adaptation/full/
+k{K}_s{seed}_{method}``) and the stage-2 VAE of each K, and evaluates each policy closed loop
+with steering at every scale given (same episodes and seeds as the benchmark), so only the
+evaluation is repeated, never the fine-tuning.
+
+    .venv/bin/python benchmarks/scan_inference_steering.py --ks 10,50 --seeds 0 \\
+        --scales 0.03,0.1,0.3 --jobs 2
+
+Prints success per (K, method, scale), pooled over seeds and tasks with a 95% Wilson interval,
+and writes ``benchmarks/results/scan_inference_steering.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _bench():
+    """benchmarks/bench_adaptation.py as a module (its config, evaluation and interval)."""
+    spec = importlib.util.spec_from_file_location("bench_adaptation",
+                                                  ROOT / "benchmarks" / "bench_adaptation.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_adaptation"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _evaluate(work: str, k: int, seed: int, method: str, scale: float) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    bench = _bench()
+    cfg = replace(bench.BenchConfig(), inference_steering=scale)
+    run = Path(work) / f"k{k}_s{seed}_{method}"
+    return {"k": k, "seed": seed, "method": method, "scale": scale,
+            "eval": bench.evaluate(run, cfg, seed, vae=Path(work) / f"vae_k{k}")}
+
+
+def _csv(text: str, kind: type) -> list:
+    return [kind(x) for x in text.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench_adaptation" / "full"))
+    ap.add_argument("--ks", default="10,25,50")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default="direct,ate")
+    ap.add_argument("--scales", default="0.03,0.1,0.3")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default=str(RESULTS / "scan_inference_steering.json"))
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    jobs = [(k, s, m, sc) for k in _csv(args.ks, int) for s in _csv(args.seeds, int)
+            for m in _csv(args.methods, str) for sc in _csv(args.scales, float)]
+    missing = sorted({f"k{k}_s{s}_{m}" for k, s, m, _ in jobs
+                      if not (work / f"k{k}_s{s}_{m}" / "config.json").is_file()}
+                     | {f"vae_k{k}" for k, *_ in jobs if not (work / f"vae_k{k}").is_dir()})
+    if missing:
+        print(f"not in {work}: {', '.join(missing)} (run bench_adaptation.py first)",
+              file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        runs = list(pool.map(_evaluate, *zip(*[(str(work), *j) for j in jobs])))
+    wilson = _bench().wilson
+    table = {}
+    for k, m, sc in sorted({(r["k"], r["method"], r["scale"]) for r in runs}):
+        rs = [r for r in runs if (r["k"], r["method"], r["scale"]) == (k, m, sc)]
+        succ = sum(t["successes"] for r in rs for t in r["eval"].values())
+        n = sum(t["episodes"] for r in rs for t in r["eval"].values())
+        per_task = {task: sum(r["eval"][task]["successes"] for r in rs)
+                    / sum(r["eval"][task]["episodes"] for r in rs) for task in rs[0]["eval"]}
+        table[f"K={k}/{m}/{sc:g}"] = {"k": k, "method": m, "scale": sc, "success": succ / n,
+                                     "ci95": wilson(succ, n), "n": n, "per_task": per_task}
+    print(f"{'K':>3} {'method':<7} {'scale':>6} {'success':>8} {'95% CI':>12}  per task")
+    for row in table.values():
+        lo, hi = row["ci95"]
+        tasks = "  ".join(f"{t} {v:.0%}" for t, v in row["per_task"].items())
+        print(f"{row['k']:>3} {row['method']:<7} {row['scale']:>6g} {row['success']:>8.1%} "
+              f"{f'[{lo:.0%}, {hi:.0%}]':>12}  {tasks}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "scan_inference_steering", "work": str(work),
+                               "table": table, "runs": runs,
+                               "wall_s": time.monotonic() - t0}, indent=2))
+    print(f"wrote {out} ({(time.monotonic() - t0) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
