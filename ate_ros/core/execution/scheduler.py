@@ -6,8 +6,8 @@ from accepted chunks, and every control tick :meth:`ChunkScheduler.command` retu
 for the next tick, ``now + dt``, after :func:`~ate_ros.core.execution.safety.limit_step`. Because
 that last step limits position, velocity and acceleration relative to the previous output, the
 invariant holds whatever arrives: every returned point is finite, inside the joint limits and
-within the velocity/acceleration limits of the point before it (the first relative to the
-measured state, at rest).
+within the velocity/acceleration limits of the point before it over the time between them (the
+first relative to the measured state, at rest; ticks missed in between are replayed one by one).
 
 All methods take ``now`` (seconds on the caller's clock: ROS time or sim time) and never read a
 clock; the scheduler is deterministic and costs tens of microseconds per call.
