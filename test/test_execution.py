@@ -302,6 +302,45 @@ def test_missed_ticks_continue_the_trajectory_already_sent():
     assert (np.abs(q_very_late - q) <= s.vmax * (MAX_CATCH_UP_S + dt) + 1e-9).all()
 
 
+def _interp(times: np.ndarray, pos: np.ndarray, t: float) -> np.ndarray:
+    return np.array([np.interp(t, times, pos[:, j]) for j in range(pos.shape[1])])
+
+
+def test_after_a_stall_the_command_continues_the_trajectory_last_sent():
+    """Chunks every 0.15 s, alternating direction (as fjt_probe sends them); the executor stalls
+    for 4-12 ticks at every point of the stream, chunks arriving meanwhile are handled when it
+    wakes. Its first command after the stall must continue the trajectory the controller was
+    following (the last one sent), not restart from where the executor stopped. Without the
+    replay, or with a chunk merged before it, it was about 0.3 rad off here."""
+    emb = _emb(3, rate=20.0)
+    worst = 0.0
+    for stall_at in range(3, 20):
+        for stall_len in (4, 8, 12):
+            s = ChunkScheduler(emb, ExecutionConfig(watchdog_timeout=5.0))
+            dt, robot, sent, pending = s.dt, np.zeros(3), None, []
+            for tick in range(40):
+                t = tick * dt
+                if tick % 3 == 0:  # a chunk from the robot's position every 0.15 s
+                    d = np.linspace(0.03, 0.3, 10)[:, None] * np.array([1.0, -1.0, 0.5])
+                    pending.append((robot + d * (-1) ** (tick // 3), t - 0.02))
+                if stall_at <= tick < stall_at + stall_len:  # the controller goes on alone
+                    if sent is not None:
+                        robot = _interp(*sent, t)
+                    continue
+                for chunk, obs in pending:
+                    s.submit(chunk, obs, t, robot)
+                pending = []
+                q = s.command(t, robot)
+                if tick == stall_at + stall_len:
+                    worst = max(worst, float(np.abs(q - _interp(*sent, t + dt)).max()))
+                times, pos = s.planned(t, max_points=20)
+                later = times > t + dt + 1e-9
+                sent = (np.concatenate([[t + dt], times[later]]),
+                        np.concatenate([q[None], pos[later]]))
+                robot = q
+    assert worst <= s.vmax.min() * dt, worst
+
+
 def test_time_going_backwards_resets():
     s = ChunkScheduler(_emb(1))
     s.submit(np.full((5, 1), 0.1), 10.0, 10.0, np.zeros(1))

@@ -40,3 +40,6 @@ class Spinner:
             self._stop.set_result(None)  # wakes the executor: its spin loop ends
         self.thread.join(timeout)
         self.executor.shutdown()
+        from ate_ros.ros.spin import close_unstarted_callbacks
+
+        close_unstarted_callbacks(self.executor)  # no "never awaited" warnings at exit

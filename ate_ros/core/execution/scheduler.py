@@ -219,6 +219,8 @@ class ChunkScheduler:
                 f"measured position (max {self.max_start_deviation:.3f})")
 
         h = c.shape[0]
+        if self._last_now is not None and now >= self._last_now - _EPS:
+            self._catch_up(now)  # the ticks missed so far ran the plan they had
         times = obs_stamp + self.dt * np.arange(1, h + 1)
         clamped = np.minimum(np.maximum(c, self.lower), self.upper)
         changed = (clamped != c).any(axis=1)
@@ -352,22 +354,30 @@ class ChunkScheduler:
             self._clear_plan()
             self._watchdog_expired = True
             self.stats.watchdog_holds += 1
-        # Ticks the caller missed (a stalled process, a late timer): the controller has kept
-        # following what it was sent (planned() on the tick grid), so replay those ticks and
-        # continue from where that trajectory is now. Stepping once would leave this command
-        # behind the arm, and the next trajectory would pull it back.
-        # Jitter under half a tick is left to the single step, as before.
-        missed = 0
-        while t_next - self._t > 1.5 * self.dt and missed < self._max_catch_up:
-            self._step(self._t + self.dt, self.dt)
-            missed += 1
-        self.stats.missed_ticks += missed
+        self._catch_up(now)
         h = min(t_next - self._t, self.dt)  # beyond the catch-up limit: one step
         q, target = self._step(t_next, h)
         self.stats.commands += 1
         if np.max(np.abs(q - target)) > 1e-6 and not self._holding:
             self.stats.limited_commands += 1
         return q.copy()
+
+    def _catch_up(self, now: float) -> None:
+        """Replay the ticks the caller missed before ``now`` (a stalled process, a late timer).
+
+        The controller kept following what it was sent (planned() on the tick grid) with the plan
+        of that time, so the command continues from where that trajectory is now. Stepping once
+        would leave it behind the arm, and the next trajectory would pull the arm back. Called by
+        :meth:`command` and, before a new chunk changes the plan, by :meth:`submit`. Jitter under
+        half a tick is left to the single step of :meth:`command`.
+        """
+        if self._q is None:
+            return
+        missed = 0
+        while now + self.dt - self._t > 1.5 * self.dt and missed < self._max_catch_up:
+            self._step(self._t + self.dt, self.dt)
+            missed += 1
+        self.stats.missed_ticks += missed
 
     def _step(self, t_next: float, h: float) -> tuple[np.ndarray, np.ndarray]:
         """Advance the command to ``t_next`` (``h`` seconds after the last one, at most dt).
