@@ -214,10 +214,9 @@ def test_a_late_tick_never_sends_the_scheduler_back_in_time(graph, emb):
     ramp = np.linspace(0.0, 0.5, 40)[:, None] * np.array([1.0, 1.0, 1.0])
     robot.chunk_pub.publish(chunk_to_msg(start + ramp, emb, sec_to_time(robot.now())))
     assert wait_for(lambda: node.scheduler.stats.accepted >= 1, 20.0)
-    assert wait_for(lambda: calls[0] >= 60, 30.0)
+    assert wait_for(lambda: calls[0] >= 60 and np.abs(robot.q - start).max() > 0.1, 30.0)
     node._now = real_now
     assert node.scheduler.stats.clock_resets == 0
-    assert np.abs(robot.q - start).max() > 0.1  # it went on moving
 
 
 @pytest.mark.parametrize("graph", [{}, {"spin": "single"}], indirect=True,
