@@ -15,7 +15,6 @@ and writes ``benchmarks/results/scan_inference_steering.json``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -26,23 +25,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))  # its config, evaluation and pooling
 
-
-def _bench():
-    """benchmarks/bench_adaptation.py as a module (its config, evaluation and interval)."""
-    spec = importlib.util.spec_from_file_location("bench_adaptation",
-                                                  ROOT / "benchmarks" / "bench_adaptation.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_adaptation"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+import bench_adaptation as bench  # noqa: E402
 
 
 def _evaluate(work: str, k: int, seed: int, method: str, scale: float) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    bench = _bench()
     cfg = replace(bench.BenchConfig(), inference_steering=scale)
     run = Path(work) / f"k{k}_s{seed}_{method}"
     return {"k": k, "seed": seed, "method": method, "scale": scale,
@@ -76,16 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         runs = list(pool.map(_evaluate, *zip(*[(str(work), *j) for j in jobs])))
-    wilson = _bench().wilson
-    table = {}
-    for k, m, sc in sorted({(r["k"], r["method"], r["scale"]) for r in runs}):
-        rs = [r for r in runs if (r["k"], r["method"], r["scale"]) == (k, m, sc)]
-        succ = sum(t["successes"] for r in rs for t in r["eval"].values())
-        n = sum(t["episodes"] for r in rs for t in r["eval"].values())
-        per_task = {task: sum(r["eval"][task]["successes"] for r in rs)
-                    / sum(r["eval"][task]["episodes"] for r in rs) for task in rs[0]["eval"]}
-        table[f"K={k}/{m}/{sc:g}"] = {"k": k, "method": m, "scale": sc, "success": succ / n,
-                                     "ci95": wilson(succ, n), "n": n, "per_task": per_task}
+    # Pooled over seeds and tasks as the benchmark pools them, one scale at a time.
+    cfg = replace(bench.BenchConfig(), ks=tuple(_csv(args.ks, int)))
+    rows = []
+    for sc in _csv(args.scales, float):
+        pooled = bench.aggregate([dict(r, curve=[]) for r in runs if r["scale"] == sc], cfg)
+        rows += [{"k": row["k"], "method": row["method"], "scale": sc,
+                  **{f: row[f] for f in ("success", "ci95", "n", "per_task")}}
+                 for row in pooled.values()]
+    table = {f"K={r['k']}/{r['method']}/{r['scale']:g}": r
+             for r in sorted(rows, key=lambda r: (r["k"], r["method"], r["scale"]))}
     print(f"{'K':>3} {'method':<7} {'scale':>6} {'success':>8} {'95% CI':>12}  per task")
     for row in table.values():
         lo, hi = row["ci95"]
