@@ -406,13 +406,12 @@ def main(argv: list[str] | None = None) -> int:
                        for k, seed, method in jobs]
             runs = [f.result() for f in futures]
     table = aggregate(runs, cfg)
-    for r in runs if cfg.inference_steering > 0 else []:  # steered rows, same aggregation
-        if "eval_inference_steering" in r:
-            # Same training runs, steered only at evaluation: no curves of their own.
-            runs_is = [dict(x, eval=x["eval_inference_steering"], method=x["method"] + "+is",
-                            curve=[]) for x in runs if "eval_inference_steering" in x]
-            table.update(aggregate(runs_is, cfg))
-            break
+    # Steered rows, same aggregation: the same training runs, steered only at evaluation (no
+    # curves of their own).
+    runs_is = [dict(x, eval=x["eval_inference_steering"], method=x["method"] + "+is", curve=[])
+               for x in runs if "eval_inference_steering" in x]
+    if runs_is and cfg.inference_steering > 0:
+        table.update(aggregate(runs_is, cfg))
     print_table(table, cfg, zero_shot)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "bench_adaptation" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag
