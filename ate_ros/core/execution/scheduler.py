@@ -42,7 +42,7 @@ REJECT_REASONS = (REJECT_SHAPE, REJECT_NON_FINITE, REJECT_BAD_STAMP, REJECT_BAD_
 _EPS = 1e-9
 
 MAX_CATCH_UP_S = 1.0
-"""Longest run of missed control ticks :meth:`ChunkScheduler.command` replays (see there);
+"""Longest run of missed control ticks the scheduler replays (see ``ChunkScheduler._catch_up``);
 after a longer stall the command moves on by one tick from where it was."""
 
 
