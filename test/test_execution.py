@@ -302,6 +302,22 @@ def test_missed_ticks_continue_the_trajectory_already_sent():
     assert (np.abs(q_very_late - q) <= s.vmax * (MAX_CATCH_UP_S + dt) + 1e-9).all()
 
 
+def test_a_late_tick_after_a_new_chunk_does_not_replay_what_was_never_sent():
+    """At rest, a chunk arrives, then the next tick is late: the controller still held the
+    rest position (the new plan was not sent yet), so the command moves one limited step from
+    it, not several ticks along the new plan."""
+    emb = _emb(2, rate=20.0)
+    s = ChunkScheduler(emb)
+    dt = s.dt
+    q = np.zeros(2)
+    for k in range(3):
+        q = s.command(k * dt, q)
+    ramp = np.linspace(0.05, 0.9, 20)[:, None] * np.array([1.0, -1.0])
+    assert s.submit(ramp, 2 * dt, 2 * dt, q).accepted
+    q_late = s.command(6 * dt, q)  # three ticks late
+    assert (np.abs(q_late - q) <= s.vmax * dt + 1e-9).all(), q_late
+
+
 def _interp(times: np.ndarray, pos: np.ndarray, t: float) -> np.ndarray:
     return np.array([np.interp(t, times, pos[:, j]) for j in range(pos.shape[1])])
 

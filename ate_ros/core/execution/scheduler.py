@@ -145,6 +145,7 @@ class ChunkScheduler:
         self._t = -math.inf  # the time it is the target for
         self._last_now: float | None = None
         self._last_accept: float | None = None
+        self._merged_since_command = False  # a chunk changed the plan after the last command
         self._holding = True
         self._watchdog_expired = False
         self.tracking_error = 0.0
@@ -244,6 +245,7 @@ class ChunkScheduler:
 
         self._merge(times, clamped, now)
         self._last_accept = now
+        self._merged_since_command = True
         self._watchdog_expired = False
         self.stats.accepted += 1
         self.stats.clipped_points += clipped
@@ -354,7 +356,12 @@ class ChunkScheduler:
             self._clear_plan()
             self._watchdog_expired = True
             self.stats.watchdog_holds += 1
-        self._catch_up(now)
+        # After a merge the controller still has the trajectory sent before it: ticks missed
+        # since then were not run with the new plan, so they are not replayed with it (submit
+        # replayed those before the merge).
+        if not self._merged_since_command:
+            self._catch_up(now)
+        self._merged_since_command = False
         h = min(t_next - self._t, self.dt)  # beyond the catch-up limit: one step
         q, target = self._step(t_next, h)
         self.stats.commands += 1
