@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from waiting import Spinner
+from waiting import Spinner, action_client_beside, action_graph_report
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
@@ -108,17 +108,16 @@ def test_closed_loop_follows_chunks(graph):
 
 
 def test_run_policy_cancel_stops_motion(graph):
-    from rclpy.action import ActionClient
 
     from ate_ros.action import RunPolicy
 
     nodes, peer = graph(require_goal=True)
     sim = nodes["sim_robot_node"]
     rec = record_joint_states(peer)
-    client = ActionClient(peer, RunPolicy, "run_policy")
+    client = action_client_beside(peer, RunPolicy, "run_policy")
     # Generous deadlines: on a loaded 2-core machine discovery and the goal response can take
     # many seconds; what is asserted is the behaviour, not the speed.
-    assert client.wait_for_server(timeout_sec=30.0)
+    assert client.wait_for_server(timeout_sec=30.0), action_graph_report(client)
     fut = client.send_goal_async(RunPolicy.Goal(instruction="wave", max_duration=0.0))
     end = time.monotonic() + 30
     while not fut.done() and time.monotonic() < end:

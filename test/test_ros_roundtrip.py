@@ -7,12 +7,12 @@ import math
 import time
 
 import pytest
-from waiting import Spinner
+from waiting import Spinner, action_client_beside
 
 rclpy = pytest.importorskip("rclpy")
 
 from builtin_interfaces.msg import Duration  # noqa: E402
-from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse  # noqa: E402
+from rclpy.action import ActionServer, CancelResponse, GoalResponse  # noqa: E402
 from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from trajectory_msgs.msg import JointTrajectoryPoint  # noqa: E402
@@ -109,7 +109,7 @@ def test_action_chunk_topic(graph) -> None:
 
 def test_execute_chunk_feedback_and_result(graph) -> None:
     _, client_node = graph
-    client = ActionClient(client_node, ExecuteChunk, "execute_chunk")
+    client = action_client_beside(client_node, ExecuteChunk, "execute_chunk")
     assert client.wait_for_server(timeout_sec=30)
     feedback: list[int] = []
     goal = ExecuteChunk.Goal(chunk=_chunk(4))
@@ -124,7 +124,7 @@ def test_execute_chunk_feedback_and_result(graph) -> None:
 
 def test_execute_chunk_cancel(graph) -> None:
     _, client_node = graph
-    client = ActionClient(client_node, ExecuteChunk, "execute_chunk")
+    client = action_client_beside(client_node, ExecuteChunk, "execute_chunk")
     assert client.wait_for_server(timeout_sec=30)
     feedback: list[int] = []
     handle = _wait(client.send_goal_async(ExecuteChunk.Goal(chunk=_chunk(40)),

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
+from waiting import action_client_beside, wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
@@ -85,7 +85,6 @@ def reach_state(get_state, change_state, transition_id: int, state_id: int,
 def test_sigint_every_node_exits_cleanly(tmp_path):
     from lifecycle_msgs.msg import State, Transition
     from lifecycle_msgs.srv import ChangeState, GetState
-    from rclpy.action import ActionClient
     from rclpy.executors import SingleThreadedExecutor
     from trajectory_msgs.msg import JointTrajectory
 
@@ -123,7 +122,7 @@ def test_sigint_every_node_exits_cleanly(tmp_path):
         assert reach_state(get_state, change_state, Transition.TRANSITION_ACTIVATE,
                            State.PRIMARY_STATE_ACTIVE), logs()
         # A RunPolicy goal that is still running at Ctrl-C (feedback published per chunk).
-        action = ActionClient(peer, RunPolicy, "run_policy")
+        action = action_client_beside(peer, RunPolicy, "run_policy")
         assert action.wait_for_server(timeout_sec=30.0), logs()
         for _ in range(3):  # a lost response: the next goal preempts the first one
             goal = action.send_goal_async(RunPolicy.Goal(instruction="wave", max_duration=0.0),

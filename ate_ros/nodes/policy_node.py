@@ -3,11 +3,15 @@
 Lifecycle:
     configure  loads the embodiment, the policy (checkpoint directory or a built-in: hold, wave)
                and, when ``vae`` is set, the stage-2 alignment VAE (OOD monitor); creates the
-               publishers, the observation subscription and the RunPolicy action server.
+               publishers and the observation subscription.
     activate   warms the policy up (one dummy inference) and starts the inference thread.
     deactivate publishes a stop request (an empty chunk, ``hold_on_stop``), stops the
                thread, aborts goals.
-    cleanup    destroys publishers/subscription/action server and frees the model.
+    cleanup    destroys publishers/subscription and frees the model.
+The RunPolicy action server lives as long as the node and rejects goals unless it is active:
+rclpy (9.1, Kilted) stops spinning with an RCLError when a waitable is destroyed while another
+executor thread builds its wait set, and an action server destroyed while a client's executor
+holds it in a wait set lingers beside its successor, which the client then may not match.
 
 Topics (relative): subscribes ``observation`` (SensorDataQoS depth 1: the freshest only);
 publishes ``action_chunk`` (stamped with the observation time, inference latency and OOD score:
@@ -123,12 +127,15 @@ class PolicyNode(LifecycleNode):
         self.policy: ChunkPolicy | None = None
         self.alignment = None
         self.history = None
-        self._chunk_pub = self._marker_pub = self._obs_sub = self._action_server = None
+        self._chunk_pub = self._marker_pub = self._obs_sub = None
         self._obs_group = MutuallyExclusiveCallbackGroup()
         # Goal/cancel/result requests and the goal coroutines: nothing in them blocks.
         self._action_group = ReentrantCallbackGroup()
         self._goal_group = MutuallyExclusiveCallbackGroup()  # the goal poll timer
         self._goal_timer = None
+        self._action_server = ActionServer(
+            self, RunPolicy, RUN_POLICY, self._execute_goal, callback_group=self._action_group,
+            goal_callback=self._on_goal, cancel_callback=lambda _req: CancelResponse.ACCEPT)
         self._goal_run: _GoalRun | None = None  # guarded by self._cv
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._cv = threading.Condition()
@@ -184,9 +191,6 @@ class PolicyNode(LifecycleNode):
         self._chunk_pub = self.create_lifecycle_publisher(ActionChunk, ACTION_CHUNK, COMMAND_QOS)
         self._obs_sub = self.create_subscription(Observation, OBSERVATION, self._on_observation,
                                                  SENSOR_QOS, callback_group=self._obs_group)
-        self._action_server = ActionServer(
-            self, RunPolicy, RUN_POLICY, self._execute_goal, callback_group=self._action_group,
-            goal_callback=self._on_goal, cancel_callback=lambda _req: CancelResponse.ACCEPT)
         # Wall (steady) time: a goal notices a cancel even while a simulated clock is paused.
         self._goal_timer = self.create_timer(GOAL_POLL_PERIOD, self._poll_goal,
                                              callback_group=self._goal_group, clock=self._steady,
@@ -265,9 +269,6 @@ class PolicyNode(LifecycleNode):
         if self._goal_timer is not None:
             self.destroy_timer(self._goal_timer)
             self._goal_timer = None
-        if self._action_server is not None:
-            self._action_server.destroy()
-            self._action_server = None
         if self._obs_sub is not None:
             self.destroy_subscription(self._obs_sub)
             self._obs_sub = None
