@@ -322,12 +322,16 @@ def _interp(times: np.ndarray, pos: np.ndarray, t: float) -> np.ndarray:
     return np.array([np.interp(t, times, pos[:, j]) for j in range(pos.shape[1])])
 
 
-def test_after_a_stall_the_command_continues_the_trajectory_last_sent():
-    """Chunks every 0.15 s, alternating direction (as fjt_probe sends them); the executor stalls
-    for 4-12 ticks at every point of the stream, chunks arriving meanwhile are handled when it
-    wakes. Its first command after the stall must continue the trajectory the controller was
-    following (the last one sent), not restart from where the executor stopped. Without the
-    replay, or with a chunk merged before it, it was about 0.3 rad off here."""
+@pytest.mark.parametrize("chunks_during_stall", ["handled_on_wake", "handled_on_arrival"])
+def test_after_a_stall_the_command_continues_the_trajectory_last_sent(chunks_during_stall):
+    """Chunks every 0.15 s, alternating direction (as fjt_probe sends them); the control tick
+    stalls for 4-12 ticks at every point of the stream. Chunks arriving meanwhile are handled
+    when it wakes (a stalled process), or on arrival (on a multi-threaded executor only the
+    tick's callback group was held up). The first command after the stall must continue the
+    trajectory the controller was following (the last one sent), not restart from where the
+    executor stopped. Without the replay, or with a chunk merged before it, it was about
+    0.3 rad off here; replaying the merged plan instead of the sent one, 0.2 rad when chunks
+    were handled on arrival."""
     emb = _emb(3, rate=20.0)
     worst = 0.0
     for stall_at in range(3, 20):
@@ -342,6 +346,10 @@ def test_after_a_stall_the_command_continues_the_trajectory_last_sent():
                 if stall_at <= tick < stall_at + stall_len:  # the controller goes on alone
                     if sent is not None:
                         robot = _interp(*sent, t)
+                    if chunks_during_stall == "handled_on_arrival":
+                        for chunk, obs in pending:
+                            s.submit(chunk, obs, t, robot)
+                        pending = []
                     continue
                 for chunk, obs in pending:
                     s.submit(chunk, obs, t, robot)

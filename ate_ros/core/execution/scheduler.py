@@ -145,7 +145,8 @@ class ChunkScheduler:
         self._t = -math.inf  # the time it is the target for
         self._last_now: float | None = None
         self._last_accept: float | None = None
-        self._merged_since_command = False  # a chunk changed the plan after the last command
+        # The plan as of the last command: what the controller follows until the next one.
+        self._sent_times, self._sent_pos = self._times, self._pos
         self._holding = True
         self._watchdog_expired = False
         self.tracking_error = 0.0
@@ -245,7 +246,6 @@ class ChunkScheduler:
 
         self._merge(times, clamped, now)
         self._last_accept = now
-        self._merged_since_command = True
         self._watchdog_expired = False
         self.stats.accepted += 1
         self.stats.clipped_points += clipped
@@ -299,9 +299,10 @@ class ChunkScheduler:
         self._times, self._pos, self._wsum, self._count = times, pos, wsum, count
 
     # ----- per tick ---------------------------------------------------------------------------
-    def _target(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Plan position and velocity at time t (linear between points, held after the end)."""
-        times, pos = self._times, self._pos
+    def _target(self, t: float, times: np.ndarray, pos: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Position and velocity of the plan (times, pos) at time t (linear between points,
+        held after the end)."""
         i = int(np.searchsorted(times, t))
         if i >= times.size:
             return pos[-1], np.zeros(self.dof)
@@ -356,14 +357,11 @@ class ChunkScheduler:
             self._clear_plan()
             self._watchdog_expired = True
             self.stats.watchdog_holds += 1
-        # After a merge the controller still has the trajectory sent before it: ticks missed
-        # since then were not run with the new plan, so they are not replayed with it (submit
-        # replayed those before the merge).
-        if not self._merged_since_command:
-            self._catch_up(now)
-        self._merged_since_command = False
+        self._catch_up(now)
         h = min(t_next - self._t, self.dt)  # beyond the catch-up limit: one step
-        q, target = self._step(t_next, h)
+        q, target = self._step(t_next, h, self._times, self._pos)
+        self._prune(t_next)
+        self._sent_times, self._sent_pos = self._times, self._pos
         self.stats.commands += 1
         if np.max(np.abs(q - target)) > 1e-6 and not self._holding:
             self.stats.limited_commands += 1
@@ -372,40 +370,46 @@ class ChunkScheduler:
     def _catch_up(self, now: float) -> None:
         """Replay the ticks the caller missed before ``now`` (a stalled process, a late timer).
 
-        The controller kept following what it was sent (planned() on the tick grid) with the plan
-        of that time, so the command continues from where that trajectory is now. Stepping once
-        would leave it behind the arm, and the next trajectory would pull the arm back. Called by
-        :meth:`command` and, before a new chunk changes the plan, by :meth:`submit`. Jitter under
+        The controller kept following what it was last sent (planned() on the tick grid), with
+        the plan as of the last command: chunks merged since then (on a multi-threaded executor
+        they arrive while the tick is held up) never reached it, so the ticks are replayed with
+        the sent plan, not the current one. The command then continues from where that
+        trajectory is now: stepping once would leave it behind the arm, and the next trajectory
+        would pull the arm back. Called by :meth:`command` and by :meth:`submit`. Jitter under
         half a tick is left to the single step of :meth:`command`.
         """
         if self._q is None:
             return
         missed = 0
         while now + self.dt - self._t > 1.5 * self.dt and missed < self._max_catch_up:
-            self._step(self._t + self.dt, self.dt)
+            self._step(self._t + self.dt, self.dt, self._sent_times, self._sent_pos)
             missed += 1
         self.stats.missed_ticks += missed
 
-    def _step(self, t_next: float, h: float) -> tuple[np.ndarray, np.ndarray]:
-        """Advance the command to ``t_next`` (``h`` seconds after the last one, at most dt).
+    def _step(self, t_next: float, h: float, times: np.ndarray, pos: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the command along the plan (times, pos) to ``t_next`` (``h`` seconds after
+        the last one, at most dt).
 
         Returns the new command and the plan's target it was limited from.
         """
-        if self._times.size:
-            target, v_ref = self._target(t_next)
-            self._holding = t_next > self._times[-1] + _EPS
+        if times.size:
+            target, v_ref = self._target(t_next, times, pos)
+            self._holding = t_next > times[-1] + _EPS
         else:
             target, v_ref = self._q, 0.0
             self._holding = True
         q, v = limit_step(self._q, self._v, target, v_ref, h, self.lower, self.upper,
                           self.vmax, self.amax)
         self._q, self._v, self._t = q, v, t_next
-        # Prune points no longer needed for interpolation (keep the one before t_next).
+        return q, target
+
+    def _prune(self, t_next: float) -> None:
+        """Drop planned points no longer needed for interpolation (keep the one before t_next)."""
         i = int(np.searchsorted(self._times, t_next)) - 1
         if i > 0:
             self._times, self._pos = self._times[i:], self._pos[i:]
             self._wsum, self._count = self._wsum[i:], self._count[i:]
-        return q, target
 
     def _clear_plan(self) -> None:
         self._times = np.empty(0)
@@ -449,7 +453,7 @@ class ChunkScheduler:
             if self._times.size:
                 saved = self._q, self._t
                 self._q, self._t = q, t  # _target anchors on the (simulated) last command
-                target, v_ref = self._target(t_next)
+                target, v_ref = self._target(t_next, self._times, self._pos)
                 self._q, self._t = saved
             else:
                 target, v_ref = q, 0.0
