@@ -380,3 +380,87 @@ def test_dry_run_sends_nothing_to_the_controller(graph, emb):
     time.sleep(0.2)
     assert robot.received == []
     _check_limits(emb, robot.dry)
+
+
+class _CapturingFjtClient:
+    """Stands in for the FollowJointTrajectory client: records each goal's trajectory."""
+
+    def __init__(self):
+        self.trajectories: list[JointTrajectory] = []
+
+    def server_is_ready(self):
+        return True
+
+    def send_goal_async(self, goal):
+        from rclpy.task import Future
+
+        self.trajectories.append(goal.trajectory)
+        return Future()  # the controller never answers: the goal stays the active one
+
+
+def test_a_chunk_merged_during_a_tick_is_not_in_the_goal_that_tick_sends(emb):
+    """The FollowJointTrajectory goal a tick sends is planned under the same lock as its
+    command. A chunk merged between the two (another executor thread) went into the goal but
+    not into the plan the scheduler records as sent; after a stall it replayed that plan, and
+    the next goal started 0.35 rad away from the trajectory the controller was following."""
+    import types
+
+    rclpy.init()
+    try:
+        node = ExecutorNode(ExecutorNodeConfig(embodiment="toy3", controller="ctrl",
+                                               execution=ExecutionConfig(watchdog_timeout=5.0)),
+                            embodiment=emb)
+        client = _CapturingFjtClient()
+        node._fjt_client, node._traj_pub = client, None
+        node._fjt_type = types.SimpleNamespace(Goal=types.SimpleNamespace)
+        clock = [100.0]
+        node._now = lambda: clock[0]
+        dt = 1.0 / RATE
+
+        def controller_at(t):  # the controller follows the last goal it got
+            traj = client.trajectories[-1]
+            t0 = time_to_sec(traj.header.stamp)
+            times = np.array([t0 + duration_to_sec(p.time_from_start) for p in traj.points])
+            pos = np.array([p.positions for p in traj.points])
+            return np.array([np.interp(t, times, pos[:, j]) for j in range(pos.shape[1])])
+
+        def chunk(direction):
+            d = np.linspace(0.03, 0.3, 10)[:, None] * np.array([1.0, -1.0, 0.5]) * direction
+            return np.zeros(emb.dof) + d
+
+        node._measured, node._measured_at = np.zeros(emb.dof), clock[0]
+        node._submit(chunk(+1), clock[0] - 0.02)
+        node._tick()
+        for _ in range(2):
+            clock[0] += dt
+            node._measured, node._measured_at = controller_at(clock[0]), clock[0]
+            node._tick()
+        # The next tick sends a goal for a new chunk, and one more chunk, the other way,
+        # arrives right after its command.
+        node._submit(chunk(+1) + node._measured, clock[0] - 0.02)
+        real_set, armed = node.diag.set, [True]
+
+        def set_and_merge(key, value):
+            if armed[0]:
+                armed[0] = False
+                node._submit(chunk(-1) + node._measured, clock[0] - 0.02)
+            real_set(key, value)
+
+        node.diag.set = set_and_merge
+        clock[0] += dt
+        node._measured, node._measured_at = controller_at(clock[0]), clock[0]
+        n = len(client.trajectories)
+        node._tick()
+        assert not armed[0] and len(client.trajectories) == n + 1
+        n += 1
+        # The tick thread stalls for 6 ticks; the controller runs the last goal meanwhile.
+        clock[0] += 6 * dt
+        node._measured, node._measured_at = controller_at(clock[0]), clock[0]
+        expected = controller_at(clock[0] + dt)
+        node._tick()
+        assert len(client.trajectories) == n + 1  # the merged chunk's goal
+        first = np.array(client.trajectories[-1].points[0].positions)
+        assert np.abs(first - expected).max() <= 1.0 * dt + 1e-9
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()

@@ -302,6 +302,12 @@ class ExecutorNode(Node):
             self._plan_dropped = dropped
             tracking = self.scheduler.tracking_error
             dry = self.config.dry_run
+            fjt = (not dry and self._fjt_client is not None
+                   and (send_goal or brake or (holding and not moving)))
+            if fjt:  # a goal is not streamed again: it must hold every command until rest
+                # Under the same lock as the command: a chunk merged in between would be in the
+                # goal but not in the plan the scheduler takes for the one it sent.
+                times, pos = self._plan_to_rest(now, q)
         self.diag.set("tracking_error", tracking)
         self.diag.status(DiagnosticStatus.WARN if self.scheduler.watchdog_expired
                          else DiagnosticStatus.OK,
@@ -316,11 +322,6 @@ class ExecutorNode(Node):
             self._last_hold_sent = q.copy()
         else:
             self._last_hold_sent = None
-        fjt = (not dry and self._fjt_client is not None
-               and (send_goal or brake or (holding and not moving)))
-        if fjt:  # a goal is not streamed again: it must hold every command until rest
-            with self._lock:
-                times, pos = self._plan_to_rest(now, q)
         traj = times_to_trajectory(times - now, pos, self.embodiment.joint_names,
                                    stamp=sec_to_time(now))
         if dry:
