@@ -35,6 +35,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trajectory_math import interp_positions  # noqa: E402
 from waiting import Spinner, wait_for  # noqa: E402
 
 from ate_ros.core.embodiment import Embodiment, JointSpec  # noqa: E402
@@ -138,7 +139,7 @@ class FakeController:
                 if t0 < ts[0]:  # from where the robot was when the goal arrived
                     ts = np.concatenate([[t0], ts])
                     ps = np.concatenate([rec["_start_q"][None], ps])
-                self.q = np.array([np.interp(t_rel, ts, ps[:, j]) for j in range(self.emb.dof)])
+                self.q = interp_positions(ts, ps, t_rel)
             q = self.q.copy()
             publish = self.publish_states
         if publish:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trajectory_math import interp_positions
 
 from ate_ros.core.embodiment import Embodiment, JointSpec
 from ate_ros.core.execution import ChunkScheduler, ExecutionConfig, limit_step
@@ -318,10 +319,6 @@ def test_a_late_tick_after_a_new_chunk_does_not_replay_what_was_never_sent():
     assert (np.abs(q_late - q) <= s.vmax * dt + 1e-9).all(), q_late
 
 
-def _interp(times: np.ndarray, pos: np.ndarray, t: float) -> np.ndarray:
-    return np.array([np.interp(t, times, pos[:, j]) for j in range(pos.shape[1])])
-
-
 @pytest.mark.parametrize("chunks_during_stall", ["handled_on_wake", "handled_on_arrival"])
 def test_after_a_stall_the_command_continues_the_trajectory_last_sent(chunks_during_stall):
     """Chunks every 0.15 s, alternating direction (as fjt_probe sends them); the control tick
@@ -345,7 +342,7 @@ def test_after_a_stall_the_command_continues_the_trajectory_last_sent(chunks_dur
                     pending.append((robot + d * (-1) ** (tick // 3), t - 0.02))
                 if stall_at <= tick < stall_at + stall_len:  # the controller goes on alone
                     if sent is not None:
-                        robot = _interp(*sent, t)
+                        robot = interp_positions(*sent, t)
                     if chunks_during_stall == "handled_on_arrival":
                         for chunk, obs in pending:
                             s.submit(chunk, obs, t, robot)
@@ -356,7 +353,7 @@ def test_after_a_stall_the_command_continues_the_trajectory_last_sent(chunks_dur
                 pending = []
                 q = s.command(t, robot)
                 if tick == stall_at + stall_len:
-                    worst = max(worst, float(np.abs(q - _interp(*sent, t + dt)).max()))
+                    worst = max(worst, float(np.abs(q - interp_positions(*sent, t + dt)).max()))
                 times, pos = s.planned(t, max_points=20)
                 later = times > t + dt + 1e-9
                 sent = (np.concatenate([[t + dt], times[later]]),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trajectory_math import interp_positions
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -125,7 +126,7 @@ def test_every_goal_is_safe_and_well_formed(report):
             pt, pp = _arrays(prev)
             if pt.size:
                 t_rel = g["recv"] - prev["stamp"]
-                planned = np.array([np.interp(t_rel, pt, pp[:, j]) for j in range(pp.shape[1])])
+                planned = interp_positions(pt, pp, t_rel)
                 dev = np.minimum(dev, np.abs(p[0] - planned))
         assert (dev <= reach).all(), f"{where} starts {dev.max():.3f} from the robot"
     assert report["executor_alive"]

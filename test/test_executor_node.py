@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from trajectory_math import interp_positions
 from waiting import Spinner, wait_for
 
 rclpy = pytest.importorskip("rclpy")
@@ -422,7 +423,7 @@ def test_a_chunk_merged_during_a_tick_is_not_in_the_goal_that_tick_sends(emb):
             t0 = time_to_sec(traj.header.stamp)
             times = np.array([t0 + duration_to_sec(p.time_from_start) for p in traj.points])
             pos = np.array([p.positions for p in traj.points])
-            return np.array([np.interp(t, times, pos[:, j]) for j in range(pos.shape[1])])
+            return interp_positions(times, pos, t)
 
         def chunk(direction):
             d = np.linspace(0.03, 0.3, 10)[:, None] * np.array([1.0, -1.0, 0.5]) * direction
