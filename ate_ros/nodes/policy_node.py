@@ -133,9 +133,6 @@ class PolicyNode(LifecycleNode):
         self._action_group = ReentrantCallbackGroup()
         self._goal_group = MutuallyExclusiveCallbackGroup()  # the goal poll timer
         self._goal_timer = None
-        self._action_server = ActionServer(
-            self, RunPolicy, RUN_POLICY, self._execute_goal, callback_group=self._action_group,
-            goal_callback=self._on_goal, cancel_callback=lambda _req: CancelResponse.ACCEPT)
         self._goal_run: _GoalRun | None = None  # guarded by self._cv
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._cv = threading.Condition()
@@ -157,6 +154,10 @@ class PolicyNode(LifecycleNode):
         self.diagnostics = NodeDiagnostics(self, "policy",
                                            period=self.params.config.diagnostics_period)
         self.diagnostics.add_provider(self._diagnose)
+        # Last: its callbacks use the state above (see the module docstring for its lifetime).
+        self._action_server = ActionServer(
+            self, RunPolicy, RUN_POLICY, self._execute_goal, callback_group=self._action_group,
+            goal_callback=self._on_goal, cancel_callback=lambda _req: CancelResponse.ACCEPT)
 
     @property
     def config(self) -> PolicyNodeConfig:
