@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from waiting import action_client_beside, action_graph_report, wait_for
+from waiting import Spinner, action_client_beside, action_graph_report, wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
@@ -69,14 +69,12 @@ def graph(request, small_embodiment, tmp_path):
         made.append(node)
         return node
 
-    spinners = [threading.Thread(target=e.spin, daemon=True) for e in {ex, peer_ex}]
-    for th in spinners:
-        th.start()
+    # Spinner stops spinning before it shuts the executor down: a thread still spinning would
+    # hand the shut-down pool new work ("cannot schedule new futures after shutdown").
+    spinners = [Spinner(e) for e in {ex, peer_ex}]
     yield make, peer, small_embodiment
-    for e in {ex, peer_ex}:
-        e.shutdown()
-    for th in spinners:
-        th.join(timeout=5)
+    for s in spinners:
+        s.close()
     for n in made:
         n._stop_worker()
         n.destroy_node()
