@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # its config, evaluation and pooli
 
 import bench_adaptation as bench  # noqa: E402
 
+from ate_ros.commands.arguments import csv_list  # noqa: E402
+
 
 def _evaluate(work: str, k: int, seed: int, method: str, scale: float) -> dict:
     import torch
@@ -40,23 +42,27 @@ def _evaluate(work: str, k: int, seed: int, method: str, scale: float) -> dict:
             "eval": bench.evaluate(run, cfg, seed, vae=Path(work) / f"vae_k{k}")}
 
 
-def _csv(text: str, kind: type) -> list:
-    return [kind(x) for x in text.split(",") if x]
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in csv_list(text)]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in csv_list(text)]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_adaptation" / "full"))
-    ap.add_argument("--ks", default="10,25,50")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--methods", default="direct,ate")
-    ap.add_argument("--scales", default="0.03,0.1,0.3")
+    ap.add_argument("--ks", type=_ints, default="10,25,50")
+    ap.add_argument("--seeds", type=_ints, default="0,1,2")
+    ap.add_argument("--methods", type=csv_list, default="direct,ate")
+    ap.add_argument("--scales", type=_floats, default="0.03,0.1,0.3")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=str(RESULTS / "scan_inference_steering.json"))
     args = ap.parse_args(argv)
     work = Path(args.work)
-    jobs = [(k, s, m, sc) for k in _csv(args.ks, int) for s in _csv(args.seeds, int)
-            for m in _csv(args.methods, str) for sc in _csv(args.scales, float)]
+    jobs = [(k, s, m, sc) for k in args.ks for s in args.seeds for m in args.methods
+            for sc in args.scales]
     missing = sorted({f"k{k}_s{s}_{m}" for k, s, m, _ in jobs
                       if not (work / f"k{k}_s{s}_{m}" / "config.json").is_file()}
                      | {f"vae_k{k}" for k, *_ in jobs if not (work / f"vae_k{k}").is_dir()})
@@ -68,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         runs = list(pool.map(_evaluate, *zip(*[(str(work), *j) for j in jobs])))
     # Pooled over seeds and tasks as the benchmark pools them, one scale at a time.
-    cfg = replace(bench.BenchConfig(), ks=tuple(_csv(args.ks, int)))
+    cfg = replace(bench.BenchConfig(), ks=tuple(args.ks))
     rows = []
-    for sc in _csv(args.scales, float):
+    for sc in args.scales:
         pooled = bench.aggregate([dict(r, curve=[]) for r in runs if r["scale"] == sc], cfg)
         rows += [{"k": row["k"], "method": row["method"], "scale": sc,
                   **{f: row[f] for f in ("success", "ci95", "n", "per_task")}}
