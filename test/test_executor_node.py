@@ -425,16 +425,18 @@ def test_a_chunk_merged_during_a_tick_is_not_in_the_goal_that_tick_sends(emb):
             pos = np.array([p.positions for p in traj.points])
             return interp_positions(times, pos, t)
 
-        def chunk(direction):
-            d = np.linspace(0.03, 0.3, 10)[:, None] * np.array([1.0, -1.0, 0.5]) * direction
-            return np.zeros(emb.dof) + d
+        def chunk(direction):  # offsets from the robot's position
+            return np.linspace(0.03, 0.3, 10)[:, None] * np.array([1.0, -1.0, 0.5]) * direction
+
+        def advance(seconds):  # the robot is where the controller's trajectory puts it
+            clock[0] += seconds
+            node._measured, node._measured_at = controller_at(clock[0]), clock[0]
 
         node._measured, node._measured_at = np.zeros(emb.dof), clock[0]
         node._submit(chunk(+1), clock[0] - 0.02)
         node._tick()
         for _ in range(2):
-            clock[0] += dt
-            node._measured, node._measured_at = controller_at(clock[0]), clock[0]
+            advance(dt)
             node._tick()
         # The next tick sends a goal for a new chunk, and one more chunk, the other way,
         # arrives right after its command.
@@ -448,15 +450,13 @@ def test_a_chunk_merged_during_a_tick_is_not_in_the_goal_that_tick_sends(emb):
             real_set(key, value)
 
         node.diag.set = set_and_merge
-        clock[0] += dt
-        node._measured, node._measured_at = controller_at(clock[0]), clock[0]
+        advance(dt)
         n = len(client.trajectories)
         node._tick()
         assert not armed[0] and len(client.trajectories) == n + 1
         n += 1
         # The tick thread stalls for 6 ticks; the controller runs the last goal meanwhile.
-        clock[0] += 6 * dt
-        node._measured, node._measured_at = controller_at(clock[0]), clock[0]
+        advance(6 * dt)
         expected = controller_at(clock[0] + dt)
         node._tick()
         assert len(client.trajectories) == n + 1  # the merged chunk's goal
