@@ -122,6 +122,34 @@ def test_lifecycle_cycles_do_not_leak(graph):
     assert set(map(id, node.waitables)) == waitables
 
 
+def test_destroyed_node_leaves_no_action_server_in_the_graph(small_embodiment, tmp_path):
+    """rclpy's destroy_node leaves waitables alone: a RunPolicy server left behind stays in the
+    graph while the node object lives, and a half torn-down one makes a later client's
+    wait_for_server fail (CI saw it at the first wait of a test)."""
+    from ate_ros.core.deploy import PolicyNodeConfig
+    from ate_ros.nodes.policy_node import PolicyNode
+
+    path = tmp_path / "toy3.yaml"
+    small_embodiment.to_yaml(path)
+    contexts = [rclpy.Context(), rclpy.Context()]
+    for c in contexts:
+        rclpy.init(context=c)
+    feedback = "/run_policy/_action/feedback"
+    try:
+        observer = rclpy.create_node("observer", context=contexts[0])
+        node = PolicyNode(PolicyNodeConfig(embodiment=str(path), kinematics="joints"),
+                          policy_factory=lambda c, e: TowardTarget(e), context=contexts[1])
+        assert wait_for(lambda: observer.count_publishers(feedback) == 1, 20.0)
+        node.destroy_node()  # the object stays referenced: no garbage collection helps
+        assert wait_for(lambda: observer.count_publishers(feedback) == 0, 10.0), \
+            "the destroyed node's RunPolicy server is still in the graph"
+        assert node is not None
+        observer.destroy_node()
+    finally:
+        for c in contexts:
+            rclpy.try_shutdown(context=c)
+
+
 def test_chunks_and_stale_observations(graph):
     from ate_ros.msg import ActionChunk, Observation
     from ate_ros.ros import conversions as conv

@@ -355,7 +355,10 @@ class ExecutorNode(Node):
         return np.asarray(times), np.asarray(pos)
 
     def _send_fjt(self, traj: JointTrajectory, motion: bool) -> None:
-        if not self._fjt_client.server_is_ready():
+        client = self._fjt_client  # None once the node is destroyed
+        if client is None:
+            return
+        if not client.server_is_ready():
             self.get_logger().warn("FollowJointTrajectory server not available",
                                    throttle_duration_sec=5.0)
             return
@@ -366,7 +369,7 @@ class ExecutorNode(Node):
             seq = self._fjt_seq
         self.diag.count("fjt_goals_sent")
         with unless_shutdown(self.context):
-            future = self._fjt_client.send_goal_async(goal)
+            future = client.send_goal_async(goal)
             future.add_done_callback(lambda f: self._on_fjt_response(f, seq, motion))
 
     def _on_fjt_response(self, future: Any, seq: int, motion: bool) -> None:
@@ -553,7 +556,11 @@ class ExecutorNode(Node):
 
     def destroy_node(self) -> None:
         self.stop()
+        # rclpy's destroy_node leaves waitables (action servers and clients) in the graph.
         self._action_server.destroy()
+        if self._fjt_client is not None:
+            self._fjt_client.destroy()
+            self._fjt_client = None
         self.diag.destroy()
         super().destroy_node()
 

@@ -491,6 +491,19 @@ class PolicyNode(LifecycleNode):
             run.done.set_result((outcome, reason))
         self._wake()  # resume the coroutine now (when set from another thread)
 
+    def destroy_node(self) -> None:
+        """Stop inference, destroy the RunPolicy server, then the rest of the node.
+
+        rclpy's ``destroy_node`` leaves waitables alone: the server would stay in the graph, and
+        keep the DDS participant alive, until the node object is garbage-collected. Peers then see
+        a server that no longer answers; one that is half torn down (requests still read, no
+        responses written) makes a client's ``wait_for_server`` false even for a live server
+        beside it.
+        """
+        self._stop_worker()
+        self._action_server.destroy()
+        super().destroy_node()
+
     def _wake(self) -> None:
         executor = self.executor
         if executor is not None:
