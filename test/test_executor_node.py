@@ -398,6 +398,9 @@ class _CapturingFjtClient:
         self.trajectories.append(goal.trajectory)
         return Future()  # the controller never answers: the goal stays the active one
 
+    def destroy(self):
+        """A real client leaves the graph here; this one has nothing in it."""
+
 
 def test_a_chunk_merged_during_a_tick_is_not_in_the_goal_that_tick_sends(emb):
     """The FollowJointTrajectory goal a tick sends is planned under the same lock as its
