@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_ros_latency.py [--quick] [--frames 600] [--rate 30]
     .venv/bin/python benchmarks/bench_ros_latency.py --soak [--soak-seconds 600]
     .venv/bin/python benchmarks/bench_ros_latency.py --processes   # one process per node
+    .venv/bin/python benchmarks/bench_ros_latency.py --processes --observation-source sensors
 
 perception_node (event mode: one Observation per frame) and policy_node (a hold policy with a
 known, tiny model time) run in this process on a MultiThreadedExecutor (a
@@ -14,7 +15,9 @@ policy_node in processes of their own, as ``ros2 launch`` does, each spun like i
 executable (both on a SingleThreadedExecutor, see their ``main``); model time is then the hold
 policy's, measured in the single-process mode (~0.02 ms). ``--soak`` reports drift (latency of
 the last vs first minute) and queue growth (observations the policy dropped while busy, process
-RSS). Writes benchmarks/results/bench_ros_latency[_processes|_soak].json.
+RSS). ``--observation-source sensors`` starts no perception_node: policy_node subscribes to the
+image and joint_states itself (one DDS hop less). Writes
+benchmarks/results/bench_ros_latency[_sensors][_processes|_soak].json.
 """
 
 from __future__ import annotations
@@ -53,22 +56,23 @@ class TimedHold:
         return out
 
 
-def node_configs(embodiment: str):
+def node_configs(embodiment: str, source: str = "topic"):
     """Perception (one Observation per frame) and policy (hold) settings of every mode."""
-    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig
+    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig, SensorInputsConfig
 
     return (PerceptionConfig(embodiment=embodiment, rate_hz=0.0, max_age=1.0, max_skew=1.0),
             PolicyNodeConfig(embodiment=embodiment, policy="hold", publish_markers=False,
-                             max_obs_age=1.0))
+                             max_obs_age=1.0, observation_source=source,
+                             sensors=SensorInputsConfig(max_age=1.0, max_skew=1.0)))
 
 
-def run_child(role: str, embodiment: str) -> int:
+def run_child(role: str, embodiment: str, source: str) -> int:
     """One node in this process, spun like its installed executable (``ate_ros.ros.spin``)."""
     from ate_ros.nodes.perception_node import PerceptionNode
     from ate_ros.nodes.policy_node import PolicyNode
     from ate_ros.ros.spin import spin_node
 
-    per_cfg, pol_cfg = node_configs(embodiment)
+    per_cfg, pol_cfg = node_configs(embodiment, source)
 
     def make():
         if role == "perception":
@@ -85,7 +89,7 @@ def run_child(role: str, embodiment: str) -> int:
 
 
 def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0.0,
-              processes: bool = False) -> dict:
+              processes: bool = False, source: str = "topic") -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.task import Future
@@ -115,13 +119,15 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     if processes:
         import subprocess
 
+        roles = ("policy",) if source == "sensors" else ("perception", "policy")
         children = [subprocess.Popen([sys.executable, __file__, "--child", role,
-                                      "--embodiment", embodiment])
-                    for role in ("perception", "policy")]
+                                      "--embodiment", embodiment,
+                                      "--observation-source", source])
+                    for role in roles]
         per = pol = None
     else:
-        per_cfg, pol_cfg = node_configs(embodiment)
-        per = PerceptionNode(per_cfg, context=context)
+        per_cfg, pol_cfg = node_configs(embodiment, source)
+        per = PerceptionNode(per_cfg, context=context) if source == "topic" else None
         pol = PolicyNode(pol_cfg, policy_factory=factory, context=context)
     drv = rclpy.create_node("bench_driver", context=context)
     sent: dict[float, float] = {}
@@ -198,6 +204,7 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         "dropped_busy": pol.dropped_busy if pol else None,
         "stale_refused": pol.refused_stale if pol else None,
         "processes": "one per node" if processes else "one (all nodes)",
+        "observation_source": source,
     }
     if soak_seconds and len(overhead) > 10:
         n = max(1, int(min(60.0, soak_seconds / 4) * rate))
@@ -235,6 +242,8 @@ def main() -> int:
     ap.add_argument("--soak", action="store_true", help="long run: drift and queue growth")
     ap.add_argument("--processes", action="store_true",
                     help="perception and policy nodes in processes of their own (as launched)")
+    ap.add_argument("--observation-source", choices=("topic", "sensors"), default="topic",
+                    help="sensors: no perception_node, the policy node reads the image itself")
     ap.add_argument("--child", choices=("perception", "policy"), help=argparse.SUPPRESS)
     ap.add_argument("--soak-seconds", type=float, default=600.0)
     ap.add_argument("--out", default=None,
@@ -242,10 +251,10 @@ def main() -> int:
                          "[_processes|_soak].json, by mode)")
     a = ap.parse_args()
     if a.child:
-        return run_child(a.child, a.embodiment)
+        return run_child(a.child, a.embodiment, a.observation_source)
     frames = 100 if a.quick else a.frames
     res = run_bench(frames, a.rate, a.embodiment, a.soak_seconds if a.soak else 0.0,
-                    a.processes)
+                    a.processes, a.observation_source)
     res["mode"] = "soak" if a.soak else ("quick" if a.quick else "full")
     res["goal_overhead_p50_ms"] = 3.0
     res["cpu_count"] = os.cpu_count()
@@ -254,6 +263,8 @@ def main() -> int:
         print(f"{k:28s} {v:.3f}" if isinstance(v, float) else f"{k:28s} {v}")
     if a.out is None:  # one file per mode, so one mode's run never replaces another's
         suffix = "_soak" if a.soak else ("_processes" if a.processes else "")
+        if a.observation_source == "sensors":
+            suffix = "_sensors" + suffix
         a.out = str(ROOT / "benchmarks" / "results" / f"bench_ros_latency{suffix}.json")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))

@@ -8,6 +8,11 @@ the common ones. `embodiment` names config/embodiments/<name>.yaml (or is a YAML
 node is configured and activated automatically (autostart:=false leaves it unconfigured for a
 lifecycle manager). Topics are relative: set namespace:= to run several robots.
 
+observation_source:=sensors starts no perception_node: policy_node subscribes to the cameras and
+joint_states itself (its `sensors.*` parameters in config/policy.yaml), which saves one DDS hop
+and the Observation's image copy per chunk (see the README's latency table). The `observation`
+topic is then not published.
+
 No robot_state_publisher here: on a real robot, `robot_description` and TF come from the robot's
 own bringup (its URDF, robot_state_publisher and joint_states), which RViz's RobotModel
 (config/ate.rviz, /robot_description) then shows; sim.launch.py starts one for the simulated arm.
@@ -18,7 +23,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, LaunchConfigurationNotEquals
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
@@ -39,6 +44,8 @@ ARGUMENTS = [
     ("controller", "arm_controller", "commands go to <controller>/joint_trajectory"),
     ("device", "cpu", "torch device of the policy"),
     ("autostart", "true", "configure and activate the policy node at start"),
+    ("observation_source", "topic", "topic: perception_node publishes observations to the "
+     "policy; sensors: the policy node subscribes to cameras and joint_states itself"),
 ]
 
 
@@ -53,10 +60,12 @@ def robot_nodes():
     namespace = LaunchConfiguration("namespace")
     common = {"embodiment": embodiment, "use_sim_time": use_sim_time}
 
+    source = LaunchConfiguration("observation_source")
     perception = Node(
         package="ate_ros", executable="perception_node", name="perception_node",
         namespace=namespace, output="screen",
-        parameters=[config_file("perception.yaml"), common])
+        parameters=[config_file("perception.yaml"), common],
+        condition=LaunchConfigurationNotEquals("observation_source", "sensors"))
     policy = LifecycleNode(
         package="ate_ros", executable="policy_node", name="policy_node",
         namespace=namespace, output="screen",
@@ -64,6 +73,7 @@ def robot_nodes():
             "policy": LaunchConfiguration("policy"),
             "vae": LaunchConfiguration("vae"),
             "device": LaunchConfiguration("device"),
+            "observation_source": source,
         }])
     executor = Node(
         package="ate_ros", executable="executor_node", name="executor_node",

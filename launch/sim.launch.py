@@ -32,6 +32,8 @@ ARGUMENTS = [
     ("namespace", "", "namespace of every node and topic"),
     ("controller", "arm_controller", "commands go to <controller>/joint_trajectory"),
     ("device", "cpu", "torch device of the policy"),
+    ("observation_source", "topic", "topic: perception_node publishes observations to the "
+     "policy; sensors: the policy node subscribes to cameras and joint_states itself"),
     ("task", "", "simulation task ('' = default)"),
     ("seed", "0", "episode seed"),
     ("real_time_factor", "1.0", "sim seconds per wall second"),
@@ -40,7 +42,8 @@ ARGUMENTS = [
      "start robot_state_publisher with the simulated arm's URDF (TF for RViz's RobotModel)"),
 ]
 # Forwarded to ate.launch.py.
-ROBOT_ARGUMENTS = ["embodiment", "policy", "vae", "dry_run", "namespace", "controller", "device"]
+ROBOT_ARGUMENTS = ["embodiment", "policy", "vae", "dry_run", "namespace", "controller", "device",
+                   "observation_source"]
 
 
 def robot_state_publisher(context):

@@ -1,5 +1,6 @@
 """The whole graph closed loop on the simulation (real DDS, sim time):
-sim_robot_node -> perception_node -> policy_node -> executor_node -> sim_robot_node.
+sim_robot_node -> perception_node -> policy_node -> executor_node -> sim_robot_node (or, with
+``observation_source: sensors``, sim_robot_node -> policy_node directly).
 
 The built-in ``wave`` policy commands a known function of time, so the measured joint states can
 be compared with what the chunks said; a RunPolicy cancel must stop the arm (executor holds).
@@ -25,7 +26,7 @@ def args(**kw):
     base = dict(sim=True, policy="wave", vae="", embodiment=EMBODIMENT, task="reach", seed=0,
                 duration=0.0, real_time_factor=2.0, device="cpu", dry_run=False,
                 controller="arm_controller", config_dir="", until_success=False, json="",
-                lockstep=False)
+                lockstep=False, observation_source="topic")
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -43,8 +44,8 @@ def graph():
     ex.add_node(peer)
     spinner = Spinner(ex)
 
-    def make(require_goal=False):
-        made.update(build_graph(args(), context))
+    def make(require_goal=False, **kw):
+        made.update(build_graph(args(**kw), context))
         pol = made["policy_node"]
         if require_goal:
             from rclpy.parameter import Parameter
@@ -87,11 +88,14 @@ def wait_sim(sim, seconds, wall_limit=60.0):
     assert sim.sim_time >= t_end, "simulation did not advance"
 
 
-def test_closed_loop_follows_chunks(graph):
+@pytest.mark.parametrize("source", ["topic", "sensors"])
+def test_closed_loop_follows_chunks(graph, source):
     from ate_ros.core.deploy import WavePolicy
 
-    nodes, peer = graph()
+    nodes, peer = graph(observation_source=source)
     sim, policy = nodes["sim_robot_node"], nodes["policy_node"]
+    assert ("perception_node" in nodes) == (source == "topic")
+    assert (policy.inputs is not None) == (source == "sensors")
     rec = record_joint_states(peer)
     wait_sim(sim, 5.0)
     assert policy.chunks >= 10, f"only {policy.chunks} chunks in 5 s of sim time"

@@ -29,7 +29,7 @@ def _args(**kw):
     base = dict(sim=True, policy="expert", vae="", embodiment=EMBODIMENT, task=TASK, seed=0,
                 duration=30.0, real_time_factor=1.0, device="cpu", dry_run=False,
                 controller="arm_controller", config_dir="", until_success=False, json="",
-                lockstep=True)
+                lockstep=True, observation_source="topic")
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -69,9 +69,11 @@ class Graph:
         rclpy.try_shutdown(context=self.context)
 
 
-def _graph_episode(ep_seed: int) -> dict:
-    g = Graph(_args(seed=ep_seed))
+def _graph_episode(ep_seed: int, source: str = "topic") -> dict:
+    g = Graph(_args(seed=ep_seed, observation_source=source))
     try:
+        assert ("perception_node" in g.nodes) == (source == "topic")
+        assert (g.nodes["policy_node"].inputs is not None) == (source == "sensors")
         sim = g.sim
         assert sim.episode_over.wait(60.0), f"episode did not end (t={sim.sim_time:.2f}s)"
         return {"success": sim.success, "duration": sim.sim_time,
@@ -90,10 +92,11 @@ def test_lockstep_graph_agrees_with_direct_loop():
 
     env = SimEnv(EMBODIMENT, TASK)
     try:
-        for s in range(3):
+        # The last: policy_node bundles the sim's frames itself (observation_source: sensors).
+        for s, source in [(0, "topic"), (1, "topic"), (2, "topic"), (1, "sensors")]:
             direct = evaluate_policy(ExpertPolicy(env, chunk_size=EXPERT_CHUNK, seed=EXPERT_SEED),
                                      EMBODIMENT, TASK, episodes=1, seed=s, env=env).records[0]
-            graph = _graph_episode(episode_seed(s, 0, EVAL_SEED_STREAM))
+            graph = _graph_episode(episode_seed(s, 0, EVAL_SEED_STREAM), source)
             assert direct.seed == episode_seed(s, 0, EVAL_SEED_STREAM)
             assert graph["success"] == direct.success, (s, graph, direct)
             assert graph["chunks"] == direct.chunks, (s, graph, direct)

@@ -164,6 +164,27 @@ def test_robot_launch_arguments():
     assert "sim_robot_node" in {n[1] for n in sim.nodes} and "ate.launch.py" in sim.strings
 
 
+def test_observation_source_argument():
+    """observation_source:=sensors drops perception_node and tells policy_node so; sim.launch.py
+    forwards the argument (and so every argument ate.launch.py declares that it also does)."""
+    robot = LaunchInfo(ROOT / "launch" / "ate.launch.py")
+    perception = next(c for c in ast.walk(robot.tree) if isinstance(c, ast.Call)
+                      and _const(_kw(c, "executable")) == "perception_node")
+    cond = _kw(perception, "condition")
+    assert isinstance(cond, ast.Call) and cond.func.id == "LaunchConfigurationNotEquals"
+    assert [_const(a) for a in cond.args] == ["observation_source", "sensors"]
+    policy = next(n for n in robot.nodes if n[1] == "policy_node")
+    assert "observation_source" in policy[4]
+    from ate_ros.core.deploy import OBSERVATION_SOURCES
+
+    assert "sensors" in OBSERVATION_SOURCES
+    sim = LaunchInfo(ROOT / "launch" / "sim.launch.py")
+    forwarded = next(n for n in ast.walk(sim.tree) if isinstance(n, ast.Assign) and any(
+        getattr(t, "id", "") == "ROBOT_ARGUMENTS" for t in n.targets))
+    names = {_const(e) for e in forwarded.value.elts}
+    assert "observation_source" in names and names <= sim.declared_args
+
+
 def test_external_nodes_are_known(launch):
     """Only known external packages are started, each behind its on/off launch argument."""
     for pkg, exe, *_ in launch.nodes:

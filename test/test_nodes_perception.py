@@ -68,7 +68,7 @@ def test_observation_and_staleness(emb_yaml, compressed):
                    else conv.numpy_to_image(frame, stamp))
             img_pub.publish(msg)
 
-        assert wait_for(lambda: node.instruction == "pick the cube", 10.0)
+        assert wait_for(lambda: node.inputs.instruction == "pick the cube", 10.0)
         assert wait_for(lambda: (send(0.0), bool(got))[1], 10.0)
         obs = got[-1]
         assert list(obs.camera_names) == ["wrist"]

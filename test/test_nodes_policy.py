@@ -25,11 +25,13 @@ class TowardTarget:
 
     def __init__(self, emb):
         self.emb = emb
-        self.camera_names = []
+        self.camera_names = [c.name for c in emb.cameras]
         self.calls = 0
+        self.last = None  # the last observation
 
     def predict_chunk(self, obs, num_steps=None, seed=None):
         self.calls += 1
+        self.last = obs
         q = obs.qpos[self.emb.slots].astype(np.float64)
         steps = np.arange(1, self.chunk_size + 1)[:, None]
         path = q + np.clip(0.5 - q, -0.05 * steps, 0.05 * steps)
@@ -63,7 +65,8 @@ def graph(request, small_embodiment, tmp_path):
         from ate_ros.nodes.policy_node import PolicyNode
 
         cfg.setdefault("kinematics", "joints")
-        node = PolicyNode(PolicyNodeConfig(embodiment=str(path), **cfg),
+        cfg.setdefault("embodiment", str(path))
+        node = PolicyNode(PolicyNodeConfig(**cfg),
                           policy_factory=lambda c, e: TowardTarget(e), context=context)
         ex.add_node(node)
         made.append(node)
@@ -98,9 +101,10 @@ def entity_counts(node):
             len(list(node.waitables)), len(list(node.services)), len(threads))
 
 
-def test_lifecycle_cycles_do_not_leak(graph):
+@pytest.mark.parametrize("source", ["topic", "sensors"])
+def test_lifecycle_cycles_do_not_leak(graph, source):
     make, _, _ = graph
-    node = make()
+    node = make(observation_source=source)
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
     waitables = set(map(id, node.waitables))  # the action server among them
@@ -148,6 +152,71 @@ def test_destroyed_node_leaves_no_action_server_in_the_graph(small_embodiment, t
     finally:
         for c in contexts:
             rclpy.try_shutdown(context=c)
+
+
+def test_sensors_source_feeds_the_model_without_perception_node(graph, tmp_path):
+    """observation_source: sensors: camera frames and joint_states go straight to the model
+    (cropped and resized, joints by name, the latched instruction); stale frames and foreign
+    joint_states are refused and counted; chunks carry the frame's stamp."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from ate_ros.core.deploy import SensorInputsConfig
+    from ate_ros.core.embodiment import CameraSpec, Embodiment, JointSpec
+    from ate_ros.msg import ActionChunk
+    from ate_ros.ros import conversions as conv
+    from ate_ros.ros.qos import LATCHED_QOS
+
+    make, peer, _ = graph
+    emb = Embodiment(name="cam2", joints=[JointSpec("a", 0, -1, 1), JointSpec("b", 1, -1, 1)],
+                     cameras=[CameraSpec("wrist", 32, 24)])
+    emb.to_yaml(tmp_path / "cam2.yaml")
+    node = make(embodiment=str(tmp_path / "cam2.yaml"), observation_source="sensors",
+                sensors=SensorInputsConfig(max_age=0.5))
+    got: list = []
+    peer.create_subscription(ActionChunk, "action_chunk", got.append, 10)
+    img_pub = peer.create_publisher(conv.Image, "wrist/image_raw", 10)
+    js_pub = peer.create_publisher(JointState, "joint_states", 10)
+    peer.create_publisher(String, "instruction", LATCHED_QOS).publish(String(data="pick it"))
+    node.trigger_configure()
+    node.trigger_activate()
+    assert node.subscriptions and not any(s.topic_name.endswith("/observation")
+                                          for s in node.subscriptions)
+    frame = np.zeros((48, 80, 3), np.uint8)
+    frame[:, 8:72] = (255, 0, 0)  # red centre 64x48 (4:3): the centre crop keeps only red
+
+    def send(age: float = 0.0, names=("b", "a", "extra")):
+        now = peer.get_clock().now().nanoseconds * 1e-9
+        stamp = conv.sec_to_time(now - age)
+        js_pub.publish(JointState(header=conv.Header(stamp=stamp), name=list(names),
+                                  position=[0.2, -0.3, 9.0][:len(names)]))
+        img_pub.publish(conv.numpy_to_image(frame, stamp, "wrist"))
+        return stamp
+
+    assert wait_for(lambda: node.inputs.instruction == "pick it", 10.0)
+    assert wait_for(lambda: node.inputs.sync.received["joint_states"] > 0 or send() is None,
+                    10.0)
+    stamp = send()
+    assert wait_for(lambda: any(m.header.stamp == stamp for m in got), 10.0)
+    obs = node.policy.last
+    assert obs.images["wrist"].shape == (24, 32, 3)
+    assert (obs.images["wrist"][..., 0] == 255).all() and (obs.images["wrist"][..., 2] == 0).all()
+    np.testing.assert_allclose(obs.qpos[emb.slots], [-0.3, 0.2], atol=1e-6)
+    assert obs.instruction == "pick it"
+    # A stale frame: refused on arrival, no chunk for it.
+    stale = send(age=2.0)
+    assert wait_for(lambda: node.inputs.sync.refused.get("stale", 0) > 0, 10.0)
+    # joint_states of another robot (no joint 'a'): malformed, counted.
+    send(names=("b", "extra"))
+    assert wait_for(lambda: node.inputs.bad_inputs > 0, 10.0)
+    time.sleep(0.3)
+    assert not any(m.header.stamp == stale for m in got)
+    diag = node._diagnose()
+    assert diag["sensors_refused_stale"] >= 1 and diag["sensors_malformed_inputs"] >= 1
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    assert node.inputs is None and not any(
+        s.topic_name.endswith("image_raw") for s in node.subscriptions)
 
 
 def test_chunks_and_stale_observations(graph):

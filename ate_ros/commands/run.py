@@ -17,7 +17,8 @@ the ticks the executor's scheduler asks for them: the graph reproduces the direc
 loop (``ate_ros.core.sim.evaluate.evaluate_policy``) on the same seed. ``--policy expert`` runs
 the scripted oracle (:class:`ate_ros.core.sim.experts.ExpertPolicy`) as the policy.
 Without ``--sim`` it drives a real robot's ``joint_states``/cameras/controller topics (and
-defaults to ``--dry-run``).
+defaults to ``--dry-run``). ``--observation-source sensors`` starts no perception_node: the
+policy node subscribes to the cameras and joint_states itself (one DDS hop less per chunk).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "runs until the episode is done or --duration)")
     parser.add_argument("--start-timeout", type=float, default=60.0,
                         help="--sim: wall seconds to wait for the graph before starting anyway")
+    parser.add_argument("--observation-source", choices=("topic", "sensors"), default="topic",
+                        help="sensors: no perception_node, policy_node subscribes to the cameras "
+                             "and joint_states itself (one DDS hop less per chunk)")
     parser.add_argument("--json", default="", help="also write the summary to this JSON file")
 
 
@@ -114,7 +118,9 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     dry_run = (not args.sim) if args.dry_run is None else args.dry_run
     common = {"embodiment": emb_spec, "use_sim_time": bool(args.sim)}
     params = {n: {**node_parameters(cfg_dir, n), **common} for n in NODES}
-    params["policy_node"].update(policy=args.policy, vae=args.vae, device=args.device)
+    source = getattr(args, "observation_source", "topic")
+    params["policy_node"].update(policy=args.policy, vae=args.vae, device=args.device,
+                                 observation_source=source)
     params["executor_node"].update(dry_run=dry_run, controller=args.controller)
     lockstep = bool(getattr(args, "lockstep", False)) and args.sim
     # The episode starts once the graph is ready (start_simulation), not while a model loads.
@@ -124,6 +130,7 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     params["sim_robot_node"].pop("use_sim_time")
     if lockstep:  # one observation per camera stamp, bundled exactly (deterministic)
         params["perception_node"].update(exact_sync=True)
+        params["policy_node"]["sensors.exact_sync"] = True
     nodes: dict[str, Any] = {}
     factory = None
     if args.sim:
@@ -137,8 +144,9 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
             params["policy_node"].update(warmup=False)
     elif args.policy == "expert":
         raise SystemExit("--policy expert needs --sim (it reads the simulation's state)")
-    nodes["perception_node"] = PerceptionNode(
-        context=context, parameter_overrides=to_overrides(params["perception_node"]))
+    if source != "sensors":
+        nodes["perception_node"] = PerceptionNode(
+            context=context, parameter_overrides=to_overrides(params["perception_node"]))
     nodes["policy_node"] = PolicyNode(
         context=context, policy_factory=factory,
         parameter_overrides=to_overrides(params["policy_node"]))
@@ -195,7 +203,8 @@ def wire_lockstep(nodes: dict[str, Any]) -> None:
 
 
 def start_simulation(nodes: dict[str, Any], timeout: float = 60.0) -> bool:
-    """Start the sim episode once the graph is up: perception and executor subscribed.
+    """Start the sim episode once the graph is up: the observation's inputs and the executor
+    subscribed (perception_node, or policy_node itself with ``observation_source: sensors``).
 
     Returns False when the graph did not become ready within ``timeout`` wall seconds (the
     episode starts anyway).
@@ -208,10 +217,14 @@ def start_simulation(nodes: dict[str, Any], timeout: float = 60.0) -> bool:
     policy = nodes.get("policy_node")
     end = time.monotonic() + timeout
     ready = False
+    sensors = policy is not None and policy.inputs is not None
     while time.monotonic() < end:
         subs_js = sim.count_subscribers(JOINT_STATES)
-        subs_obs = policy.count_publishers(OBSERVATION) if policy is not None else 1
-        if subs_js >= 2 and subs_obs >= 1:  # perception + executor listen; obs discovered
+        if sensors:  # the policy reads the cameras itself
+            feeds = all(sim.count_subscribers(c.topic) >= 1 for c in policy.embodiment.cameras)
+        else:
+            feeds = policy is None or policy.count_publishers(OBSERVATION) >= 1
+        if subs_js >= 2 and feeds:  # perception (or policy) + executor listen; inputs found
             ready = True
             break
         time.sleep(0.02)

@@ -42,6 +42,9 @@ TASK_SUCCESS = "task_success"
 PREDICTED_CHUNKS = "~/predicted_chunks"
 RUN_POLICY = "run_policy"
 
+OBSERVATION_SOURCES = ("topic", "sensors")
+"""policy_node's ``observation_source`` values."""
+
 
 def _f(default, help: str, range=None, read_only: bool = False,  # noqa: A002
        choices=None):
@@ -58,13 +61,10 @@ def _f(default, help: str, range=None, read_only: bool = False,  # noqa: A002
 # Node configurations
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class PerceptionConfig:
-    """Parameters of ``perception_node``."""
+class SensorInputsConfig:
+    """How camera frames and joint states become one observation: the inputs of
+    ``perception_node``, and of ``policy_node`` with ``observation_source: sensors``."""
 
-    embodiment: str = _f("", "embodiment name (config/embodiments/<name>.yaml) or YAML path",
-                         read_only=True)
-    rate_hz: float = _f(5.0, "Observation publish rate (the policy rate); 0 publishes on every "
-                        "new frame of the first camera", (0.0, 1000.0))
     max_age: float = _f(0.5, "inputs older than this (s, node clock) are refused", (0.0, 60.0))
     max_skew: float = _f(0.2, "largest stamp difference between the inputs of one observation (s)",
                          (0.0, 60.0))
@@ -74,17 +74,32 @@ class PerceptionConfig:
                    "aspect ratio, then resize) or stretch (resize only)",
                    choices=("center", "stretch"))
     instruction: str = _f("", "instruction used until one arrives on the instruction topic")
-    exact_sync: bool = _f(False, "publish one observation per new stamp of the first camera, as "
-                          "soon as every input has a sample with exactly that stamp (lock-step "
+    exact_sync: bool = _f(False, "one observation per new stamp of the first camera, as soon as "
+                          "every input has a sample with exactly that stamp (lock-step "
                           "simulation: deterministic bundles); rate_hz is then ignored",
                           read_only=True)
-    diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
 
     def __post_init__(self) -> None:
         if self.crop not in ("center", "stretch"):
             raise ValueError(f"crop must be 'center' or 'stretch', got {self.crop!r}")
-        if self.rate_hz < 0 or self.max_age < 0 or self.max_skew < 0:
-            raise ValueError("rate_hz, max_age and max_skew must be >= 0")
+        if self.max_age < 0 or self.max_skew < 0:
+            raise ValueError("max_age and max_skew must be >= 0")
+
+
+@dataclass
+class PerceptionConfig(SensorInputsConfig):
+    """Parameters of ``perception_node``: its inputs, plus the embodiment and the rate."""
+
+    embodiment: str = _f("", "embodiment name (config/embodiments/<name>.yaml) or YAML path",
+                         read_only=True)
+    rate_hz: float = _f(5.0, "Observation publish rate (the policy rate); 0 publishes on every "
+                        "new frame of the first camera", (0.0, 1000.0))
+    diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rate_hz < 0:
+            raise ValueError("rate_hz must be >= 0")
 
 
 @dataclass
@@ -97,6 +112,12 @@ class PolicyNodeConfig:
     vae: str = _f("", "stage-2 alignment directory for the OOD monitor ('' = none, OOD is NaN)",
                   read_only=True)
     device: str = _f("cpu", "torch device of the policy (cpu, cuda, cuda:1)", read_only=True)
+    observation_source: str = _f(
+        "topic", "where observations come from: topic (the observation topic, published by "
+        "perception_node) or sensors (this node subscribes to the embodiment's cameras and "
+        "joint_states itself, set up by sensors.*: no perception_node, one DDS hop and one image "
+        "copy less)", read_only=True, choices=OBSERVATION_SOURCES)
+    sensors: SensorInputsConfig = field(default_factory=SensorInputsConfig)
     rate_hz: float = _f(0.0, "largest inference rate; 0 = on every new observation",
                         (0.0, 1000.0))
     num_steps: int = _f(0, "denoising / integration steps (0 = the policy's default)", (0, 1000))
@@ -120,6 +141,9 @@ class PolicyNodeConfig:
     diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
 
     def __post_init__(self) -> None:
+        if self.observation_source not in OBSERVATION_SOURCES:
+            raise ValueError(f"observation_source must be one of {OBSERVATION_SOURCES}, got "
+                             f"{self.observation_source!r}")
         if self.kinematics not in ("auto", "urdf", "sim", "joints"):
             raise ValueError(f"kinematics must be auto, urdf, sim or joints, got "
                              f"{self.kinematics!r}")

@@ -3,7 +3,8 @@
 Lifecycle:
     configure  loads the embodiment, the policy (checkpoint directory or a built-in: hold, wave)
                and, when ``vae`` is set, the stage-2 alignment VAE (OOD monitor); creates the
-               publishers and the observation subscription.
+               publishers and the observation subscription (or, with
+               ``observation_source: sensors``, the camera / joint_states subscriptions).
     activate   warms the policy up (one dummy inference) and starts the inference thread.
     deactivate publishes a stop request (an empty chunk, ``hold_on_stop``), stops the
                thread, aborts goals.
@@ -13,7 +14,11 @@ rclpy (9.1, Kilted) stops spinning with an RCLError when a waitable is destroyed
 executor thread builds its wait set, and an action server destroyed while a client's executor
 holds it in a wait set lingers beside its successor, which the client then may not match.
 
-Topics (relative): subscribes ``observation`` (SensorDataQoS depth 1: the freshest only);
+Topics (relative): subscribes ``observation`` (SensorDataQoS depth 1: the freshest only), or
+with ``observation_source: sensors`` the embodiment's camera topics, ``joint_states`` and
+``instruction`` itself (:class:`ate_ros.ros.sensor_inputs.SensorInputs`, set up by ``sensors.*``;
+no perception_node is needed: one DDS hop and the Observation's image copy are saved, see the
+README's latency table; frames are decoded on the inference thread);
 publishes ``action_chunk`` (stamped with the observation time, inference latency and OOD score:
 the latent distance of the chunk to the adaptation distribution, NaN without a VAE),
 ``~/predicted_chunks`` (visualization_msgs/MarkerArray), ``/diagnostics``.
@@ -61,6 +66,7 @@ from ate_ros.action import RunPolicy
 from ate_ros.core.deploy import (
     ACTION_CHUNK,
     OBSERVATION,
+    OBSERVATION_SOURCES,
     PREDICTED_CHUNKS,
     RUN_POLICY,
     LatencyStats,
@@ -75,6 +81,7 @@ from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from ate_ros.ros.sensor_inputs import SensorInputs, SensorSnapshot
 from ate_ros.ros.spin import publish_unless_shutdown, spin_node, unless_shutdown
 
 PolicyFactory = Callable[[PolicyNodeConfig, Embodiment], ChunkPolicy]
@@ -128,6 +135,7 @@ class PolicyNode(LifecycleNode):
         self.alignment = None
         self.history = None
         self._chunk_pub = self._marker_pub = self._obs_sub = None
+        self.inputs: SensorInputs | None = None  # observation_source: sensors
         self._obs_group = MutuallyExclusiveCallbackGroup()
         # Goal/cancel/result requests and the goal coroutines: nothing in them blocks.
         self._action_group = ReentrantCallbackGroup()
@@ -136,7 +144,7 @@ class PolicyNode(LifecycleNode):
         self._goal_run: _GoalRun | None = None  # guarded by self._cv
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._cv = threading.Condition()
-        self._pending: Observation | None = None
+        self._pending: Observation | SensorSnapshot | None = None
         self._worker: threading.Thread | None = None
         self._stop = True
         self._running = False  # publishing chunks (cleared by a finished/canceled goal)
@@ -190,16 +198,27 @@ class PolicyNode(LifecycleNode):
             self._marker_pub = self.create_lifecycle_publisher(MarkerArray, PREDICTED_CHUNKS,
                                                                LATCHED_QOS)
         self._chunk_pub = self.create_lifecycle_publisher(ActionChunk, ACTION_CHUNK, COMMAND_QOS)
-        self._obs_sub = self.create_subscription(Observation, OBSERVATION, self._on_observation,
-                                                 SENSOR_QOS, callback_group=self._obs_group)
+        if cfg.observation_source == OBSERVATION_SOURCES[1]:
+            self.inputs = SensorInputs(self, self.embodiment, cfg.sensors,
+                                       callback_group=self._obs_group, on_ready=self._on_sensors)
+        else:
+            self._obs_sub = self.create_subscription(
+                Observation, OBSERVATION, self._on_observation, SENSOR_QOS,
+                callback_group=self._obs_group)
         # Wall (steady) time: a goal notices a cancel even while a simulated clock is paused.
         self._goal_timer = self.create_timer(GOAL_POLL_PERIOD, self._poll_goal,
                                              callback_group=self._goal_group, clock=self._steady,
                                              autostart=False)
         self.get_logger().info(
             f"configured: policy {cfg.policy!r} (H={self.policy.chunk_size}) for "
-            f"{self.embodiment.name}, OOD monitor {'on' if self.alignment else 'off'}")
+            f"{self.embodiment.name}, OOD monitor {'on' if self.alignment else 'off'}, "
+            f"observations from {self._source()}")
         return super().on_configure(state)
+
+    def _source(self) -> str:
+        if self.inputs is None:
+            return f"topic {self._obs_sub.topic_name}"
+        return f"sensors {self.inputs.topics[:-1]}"
 
     def _limit_threads(self) -> None:
         """Apply ``torch_threads`` (process-wide) when a model imported torch.
@@ -273,6 +292,9 @@ class PolicyNode(LifecycleNode):
         if self._obs_sub is not None:
             self.destroy_subscription(self._obs_sub)
             self._obs_sub = None
+        if self.inputs is not None:
+            self.inputs.destroy()
+            self.inputs = None
         for pub in (self._chunk_pub, self._marker_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
@@ -284,8 +306,18 @@ class PolicyNode(LifecycleNode):
 
     # ----- observations -------------------------------------------------------------------
     def _on_observation(self, msg: Observation) -> None:
-        now = self._now()
-        age = now - _to_s(msg.header.stamp)
+        self._offer(msg, _to_s(msg.header.stamp))
+
+    def _on_sensors(self) -> None:
+        """observation_source: sensors: a new frame; decoding waits for the inference thread."""
+        inputs = self.inputs
+        snap = inputs.snapshot() if inputs is not None else None
+        if snap is not None:
+            self._offer(snap, snap.stamp)
+
+    def _offer(self, item: Observation | SensorSnapshot, stamp: float) -> None:
+        """Hand the newest observation to the inference thread (unless already stale)."""
+        age = self._now() - stamp
         if age > self.config.max_obs_age:
             self.refused_stale += 1
             self.get_logger().warning(f"stale observation refused ({age:.3f}s old > "
@@ -295,7 +327,7 @@ class PolicyNode(LifecycleNode):
         with self._cv:
             if self._pending is not None:
                 self.dropped_busy += 1  # the model is slower than the observation rate
-            self._pending = msg
+            self._pending = item
             self._cv.notify()
 
     def _work(self) -> None:
@@ -305,9 +337,10 @@ class PolicyNode(LifecycleNode):
                     self._cv.wait()
                 if self._stop:
                     return
-                msg, self._pending = self._pending, None
+                item, self._pending = self._pending, None
                 running = self._running and self.context.ok()  # nothing after Ctrl-C
-            stamp = _to_s(msg.header.stamp)
+                inputs = self.inputs
+            stamp = item.stamp if isinstance(item, SensorSnapshot) else _to_s(item.header.stamp)
             if not running:
                 continue
             rate = self.config.rate_hz
@@ -317,13 +350,26 @@ class PolicyNode(LifecycleNode):
                 self.refused_stale += 1  # went stale while the model was busy
                 continue
             try:
-                self._infer(msg)
+                obs = self._policy_observation(item, inputs)
+                if obs is not None:
+                    self._infer(obs, conv.sec_to_time(stamp) if isinstance(item, SensorSnapshot)
+                                else item.header.stamp)
             except Exception as exc:  # noqa: BLE001 - keep serving; report in diagnostics
                 self.errors += 1
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=5.0)
 
-    def _policy_observation(self, msg: Observation) -> PolicyObservation:
-        obs = conv.msg_to_policy_observation(msg, self.embodiment)
+    def _policy_observation(self, item: Observation | SensorSnapshot,
+                            inputs: SensorInputs | None) -> PolicyObservation | None:
+        """The model's input from an Observation message or (sensors) a snapshot; None when a
+        frame of the snapshot cannot be decoded (counted by the inputs)."""
+        if isinstance(item, SensorSnapshot):
+            images = inputs.images(item) if inputs is not None else None
+            if images is None:
+                return None
+            obs = conv.arrays_to_policy_observation(images, item.q, item.instruction, item.stamp,
+                                                    self.embodiment)
+        else:
+            obs = conv.msg_to_policy_observation(item, self.embodiment)
         if self._goal_instruction is not None:
             obs.instruction = self._goal_instruction  # the RunPolicy goal wins
         return obs
@@ -342,9 +388,9 @@ class PolicyNode(LifecycleNode):
         steps = self.config.num_steps or None
         return np.asarray(self.policy.predict_chunk(obs, num_steps=steps, seed=seed))
 
-    def _infer(self, msg: Observation) -> None:
+    def _infer(self, obs: PolicyObservation, stamp: Any) -> None:
+        """One chunk for ``obs``, published stamped ``stamp`` (the observation's, exactly)."""
         cfg, emb = self.config, self.embodiment
-        obs = self._policy_observation(msg)
         seed = None if cfg.seed < 0 else cfg.seed
         t0 = time.perf_counter()
         chunk_u = self._predict(obs, seed)  # (H, 128) unified joint targets
@@ -356,7 +402,7 @@ class PolicyNode(LifecycleNode):
         latency = self._now() - obs.stamp
         chunk = emb.from_unified(chunk_u)  # (H, D) in joint order
         samples = [emb.from_unified(s) for s in samples_u]
-        out = conv.chunk_to_msg(chunk, emb, msg.header.stamp, model_id=str(cfg.policy),
+        out = conv.chunk_to_msg(chunk, emb, stamp, model_id=str(cfg.policy),
                                 inference_latency=latency, ood_score=ood, samples=samples)
         with self._cv:
             if self._stop or not self._running:
@@ -371,7 +417,7 @@ class PolicyNode(LifecycleNode):
             self.history.add_executed(obs.qpos[emb.slots])
             self.history.add_chunk(chunk, samples)
             publish_unless_shutdown(self, self._marker_pub, polylines_to_markers(
-                self.history.polylines(), self.history.frame, msg.header.stamp))
+                self.history.polylines(), self.history.frame, stamp))
 
     def _ood(self, chunk_u: np.ndarray) -> float:
         """Latent distance of a (H, 128) chunk to the adaptation distribution (NaN: no VAE)."""
@@ -520,11 +566,18 @@ class PolicyNode(LifecycleNode):
             self.diagnostics.status(WARN, f"{self.refused_stale} stale observations refused")
         else:
             self.diagnostics.status(OK, "running" if self._running else "paused (holding)")
-        return {"chunks_published": self.chunks, "inference_latency_p50_s": lat["p50"],
-                "inference_latency_p99_s": lat["p99"], "model_time_p50_s": model["p50"],
-                "stale_observations_refused": self.refused_stale,
-                "observations_dropped_busy": self.dropped_busy, "ood_score": self.last_ood,
-                "inference_errors": self.errors}
+        out = {"chunks_published": self.chunks, "inference_latency_p50_s": lat["p50"],
+               "inference_latency_p99_s": lat["p99"], "model_time_p50_s": model["p50"],
+               "stale_observations_refused": self.refused_stale,
+               "observations_dropped_busy": self.dropped_busy, "ood_score": self.last_ood,
+               "inference_errors": self.errors}
+        inputs = self.inputs
+        if inputs is not None:  # observation_source: sensors: the inputs' own counts
+            out.update({f"sensors_{k}": v for k, v in inputs.diagnostics().items()})
+            if inputs.last_refusal and self.errors == 0:
+                self.diagnostics.status(WARN, inputs.last_refusal)
+            inputs.last_refusal = ""
+        return out
 
 
 def main(args: list[str] | None = None) -> int:

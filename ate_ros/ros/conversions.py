@@ -368,9 +368,15 @@ def msg_to_observation_data(msg: Any, embodiment: Embodiment | None = None
 
 def msg_to_policy_observation(msg: Any, embodiment: Embodiment) -> Any:
     """``ate_ros/Observation`` -> ``PolicyObservation`` (unified qpos + mask)."""
+    return arrays_to_policy_observation(*msg_to_observation_data(msg, embodiment), embodiment)
+
+
+def arrays_to_policy_observation(images: dict[str, np.ndarray], q: np.ndarray,
+                                 instruction: str, stamp: float, embodiment: Embodiment) -> Any:
+    """Images by camera, (D,) joint positions in embodiment order -> ``PolicyObservation``."""
     from ate_ros.core.policy_io import PolicyObservation
 
-    images, q, instruction, stamp = msg_to_observation_data(msg, embodiment)
+    q = np.asarray(q)
     if not np.isfinite(q).all():
         raise ConversionError("observation joint positions contain NaN or inf")
     return PolicyObservation(images=images, qpos=embodiment.to_unified(q.astype(np.float32)),

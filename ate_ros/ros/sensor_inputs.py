@@ -1,0 +1,207 @@
+"""Camera frames + joint_states + instruction -> the freshest synchronised observation.
+
+The inputs of ``perception_node`` (which publishes the bundle as ``ate_ros/Observation``) and of
+``policy_node`` with ``observation_source: sensors`` (which hands it to its model directly, with
+no Observation message in between). Settings: :class:`ate_ros.core.deploy.SensorInputsConfig`.
+
+Subscribes (relative names, SensorDataQoS depth 1): ``<camera topic>`` (sensor_msgs/Image) or
+``<camera topic>/compressed`` (CompressedImage) for each camera of the embodiment,
+``joint_states``, and ``instruction`` (std_msgs/String, transient-local: the last one is kept).
+
+Work is split so that an owner can keep its executor thread short: :meth:`SensorInputs.snapshot`
+(cheap, under a lock: the newest raw frames, joint positions and stamp, or a refusal) and
+:meth:`SensorInputs.images` (decoding, cropping and resizing, wherever the owner likes).
+Frames that never become part of an observation are never decoded.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+
+from ate_ros.core.deploy import (
+    INSTRUCTION,
+    JOINT_STATES,
+    FreshestSync,
+    SensorInputsConfig,
+    prepare_image,
+)
+from ate_ros.core.embodiment import Embodiment, EmbodimentError
+from ate_ros.ros import conversions as conv
+from ate_ros.ros.qos import LATCHED_QOS, SENSOR_QOS
+
+
+@dataclass
+class SensorSnapshot:
+    """The newest synchronised inputs, not decoded yet."""
+
+    frames: dict[str, Any]  # camera name -> sensor_msgs/Image or CompressedImage
+    q: np.ndarray  # (D,) joint positions in the embodiment's order
+    stamp: float  # the newest input's stamp (s)
+    instruction: str
+
+
+class SensorInputs:
+    """Subscriptions of ``node`` to an embodiment's cameras, joint_states and instruction.
+
+    Args:
+        node: Owns the subscriptions (and their clock: sim time with use_sim_time).
+        embodiment: Names the cameras (topics, sizes) and the joints.
+        config: Ages, skew, crop, compressed, exact sync, default instruction.
+        callback_group: Group of every subscription.
+        on_ready: Called (on the executor thread, lock released) when a new observation can be
+            formed: on every new frame of the first camera (of joint_states, for an embodiment
+            without cameras) when ``event_driven``, or, with ``config.exact_sync``, once per
+            first-camera stamp that every input has reached.
+        event_driven: Whether new first-camera frames call ``on_ready`` (otherwise the owner
+            polls :meth:`snapshot`, e.g. on a timer).
+    """
+
+    def __init__(self, node: Node, embodiment: Embodiment, config: SensorInputsConfig, *,
+                 callback_group: Any = None, on_ready: Callable[[], None] | None = None,
+                 event_driven: bool = True) -> None:
+        self.node = node
+        self.embodiment = embodiment
+        self.config = config
+        self.cameras = list(embodiment.cameras)
+        self.instruction = config.instruction
+        self.sync = FreshestSync([c.name for c in self.cameras] + [JOINT_STATES],
+                                 config.max_age, config.max_skew)
+        self.last_refusal = ""
+        self.bad_inputs = 0
+        self._on_ready = on_ready
+        self._event_driven = event_driven
+        self._lock = threading.Lock()
+        self._exact_stamp = -math.inf  # exact_sync: the last stamp handed on
+        self._subs = []
+        for i, cam in enumerate(self.cameras):
+            def on_image(msg, name=cam.name, first=(i == 0)):
+                self._on_image(name, msg, first)
+
+            if config.compressed:
+                self._subs.append(node.create_subscription(
+                    CompressedImage, cam.topic.rstrip("/") + "/compressed", on_image,
+                    SENSOR_QOS, callback_group=callback_group))
+            else:
+                self._subs.append(node.create_subscription(
+                    Image, cam.topic, on_image, SENSOR_QOS, callback_group=callback_group))
+        self._subs.append(node.create_subscription(JointState, JOINT_STATES, self._on_joints,
+                                                   SENSOR_QOS, callback_group=callback_group))
+        self._subs.append(node.create_subscription(String, INSTRUCTION, self._on_instruction,
+                                                   LATCHED_QOS, callback_group=callback_group))
+
+    @property
+    def topics(self) -> list[str]:
+        return [s.topic_name for s in self._subs]
+
+    def destroy(self) -> None:
+        """Destroy the subscriptions (the owner's cleanup)."""
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        self._subs = []
+
+    def _now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    # ----- callbacks ----------------------------------------------------------------------
+    def _on_image(self, camera: str, msg: Any, first: bool) -> None:
+        with self._lock:
+            fresh = self.sync.offer(camera, conv.time_to_sec(msg.header.stamp), msg, self._now())
+        if not fresh:
+            self.last_refusal = f"{camera} image older than max_age={self.config.max_age}s"
+            self.node.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
+        elif self.config.exact_sync:
+            self._ready_if_exact()
+        elif first and self._event_driven and self._on_ready is not None:
+            self._on_ready()
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            q = self.embodiment.order_by_name(list(msg.name), list(msg.position))
+        except EmbodimentError as exc:
+            self.bad_inputs += 1
+            self.node.get_logger().warning(f"joint_states ignored: {exc}",
+                                           throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            fresh = self.sync.offer(JOINT_STATES, conv.time_to_sec(msg.header.stamp), q,
+                                    self._now())
+        if not fresh:
+            self.last_refusal = f"joint_states older than max_age={self.config.max_age}s"
+        elif self.config.exact_sync:
+            self._ready_if_exact()
+        elif not self.cameras and self._event_driven and self._on_ready is not None:
+            self._on_ready()  # a robot without cameras: joint states pace the observations
+
+    def _on_instruction(self, msg: String) -> None:
+        self.instruction = msg.data
+        self.node.get_logger().info(f"instruction: {msg.data!r}")
+
+    def _ready_if_exact(self) -> None:
+        """exact_sync: ``on_ready`` once per first-camera stamp that every input has reached."""
+        if not self.cameras or self._on_ready is None:
+            return
+        with self._lock:
+            stamp = self.sync.stamp(self.cameras[0].name)
+            if stamp is None or stamp <= self._exact_stamp:
+                return
+            stamps = [self.sync.stamp(n) for n in self.sync.inputs]
+            if any(s is None or abs(s - stamp) > 1e-9 for s in stamps):
+                return  # another input of this stamp is still on its way
+            self._exact_stamp = stamp
+        self._on_ready()
+
+    # ----- assembling ---------------------------------------------------------------------
+    def snapshot(self, now: float | None = None) -> SensorSnapshot | None:
+        """The newest synchronised inputs, or None (refused: stale, skewed or missing input;
+        the reason is in :attr:`last_refusal`, logged and counted by reason)."""
+        now = self._now() if now is None else now
+        with self._lock:
+            ok, reason = self.sync.check(now)
+            if not ok:
+                self.last_refusal = reason
+                self.node.get_logger().warning(f"no observation: {reason}",
+                                               throttle_duration_sec=5.0)
+                return None
+            frames = {c.name: self.sync.get(c.name) for c in self.cameras}
+            q = np.asarray(self.sync.get(JOINT_STATES), dtype=np.float64)
+            stamp = self.sync.newest_stamp()
+        return SensorSnapshot(frames, q, stamp, self.instruction)
+
+    def images(self, snap: SensorSnapshot) -> dict[str, np.ndarray] | None:
+        """Decode, crop and resize the frames of ``snap`` to the embodiment's camera sizes, or
+        None when one cannot be decoded (counted in :attr:`bad_inputs`, reason logged)."""
+        out = {}
+        for cam in self.cameras:
+            frame = snap.frames[cam.name]
+            try:
+                img = (conv.compressed_to_numpy(frame) if self.config.compressed
+                       else conv.image_to_numpy(frame))
+            except conv.ConversionError as exc:
+                self.bad_inputs += 1
+                self.last_refusal = f"camera {cam.name}: {exc}"
+                self.node.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
+                return None
+            out[cam.name] = prepare_image(img, cam.width, cam.height, self.config.crop)
+        return out
+
+    def diagnostics(self, now: float | None = None) -> dict[str, Any]:
+        """Per-input counts and ages, refusals by reason, malformed inputs."""
+        now = self._now() if now is None else now
+        with self._lock:
+            ages = self.sync.ages(now)
+            refused = dict(self.sync.refused)
+            received = dict(self.sync.received)
+        out: dict[str, Any] = {"malformed_inputs": self.bad_inputs}
+        out.update({f"{n}_received": k for n, k in received.items()})
+        out.update({f"{n}_age_s": a for n, a in ages.items()})
+        out.update({f"refused_{k}": n for k, n in refused.items()})
+        return out
