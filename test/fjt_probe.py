@@ -173,7 +173,7 @@ def main(out_path: str, spin: str = "single") -> int:
     def counters() -> dict:
         vals = node.diag.values()
         return {k: v for k, v in vals.items()
-                if k.startswith(("fjt_", "accepted", "rejected"))}
+                if k.startswith(("fjt_", "accepted", "rejected", "trajectories_sent"))}
 
     def send(offsets: np.ndarray, q=None) -> float:
         """Publish a chunk: robot position + offsets (H, D); returns its observation stamp."""

@@ -322,6 +322,8 @@ class ExecutorNode(Node):
             self._last_hold_sent = q.copy()
         else:
             self._last_hold_sent = None
+        if not (dry or self._traj_pub is not None or fjt):
+            return  # FollowJointTrajectory output: the running goal already holds this tick
         traj = times_to_trajectory(times - now, pos, self.embodiment.joint_names,
                                    stamp=sec_to_time(now))
         if dry:
