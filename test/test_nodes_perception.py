@@ -1,9 +1,11 @@
-"""perception_node over real DDS: synchronised, resized observations; stale inputs refused."""
+"""perception_node over real DDS: synchronised, resized observations; stale inputs refused;
+run-time parameter changes applied."""
 
 from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,8 +26,11 @@ def emb_yaml(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("compressed", [False, True])
-def test_observation_and_staleness(emb_yaml, compressed):
+@pytest.fixture
+def perception(emb_yaml):
+    """Yields a factory: ``make(**config)`` -> a spinning perception_node and a peer that
+    publishes frames (``send(age)``: joint_states, then a red-centred image, both ``age`` s old)
+    and collects the observations (``got``)."""
     from rclpy.executors import MultiThreadedExecutor
     from sensor_msgs.msg import JointState
     from std_msgs.msg import String
@@ -38,24 +43,25 @@ def test_observation_and_staleness(emb_yaml, compressed):
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    try:
-        node = PerceptionNode(PerceptionConfig(embodiment=str(emb_yaml), rate_hz=0.0,
-                                               max_age=0.5, compressed=compressed),
+    made: list = []
+    ex = MultiThreadedExecutor(num_threads=2, context=context)
+
+    def make(**cfg):
+        compressed = cfg.get("compressed", False)
+        node = PerceptionNode(PerceptionConfig(embodiment=str(emb_yaml), **cfg),
                               context=context)
         peer = rclpy.create_node("peer", context=context)
+        made.extend([node, peer])
         got: list = []
         peer.create_subscription(Observation, "observation", got.append, 10)
         img_type = conv.CompressedImage if compressed else conv.Image
-        img_pub = peer.create_publisher(img_type, "wrist/image_raw" + ("/compressed" if
-                                                                      compressed else ""), 10)
+        img_pub = peer.create_publisher(
+            img_type, "wrist/image_raw" + ("/compressed" if compressed else ""), 10)
         js_pub = peer.create_publisher(JointState, "joint_states", 10)
         peer.create_publisher(String, "instruction", LATCHED_QOS).publish(
             String(data="pick the cube"))
-        ex = MultiThreadedExecutor(num_threads=2, context=context)
         ex.add_node(node)
         ex.add_node(peer)
-        th = threading.Thread(target=ex.spin, daemon=True)
-        th.start()
         frame = np.zeros((48, 80, 3), np.uint8)
         frame[:, 8:72] = (255, 0, 0)  # red centre 64x48 (4:3): the centre crop keeps only red
 
@@ -68,27 +74,73 @@ def test_observation_and_staleness(emb_yaml, compressed):
                    else conv.numpy_to_image(frame, stamp))
             img_pub.publish(msg)
 
-        assert wait_for(lambda: node.inputs.instruction == "pick the cube", 10.0)
-        assert wait_for(lambda: (send(0.0), bool(got))[1], 10.0)
-        obs = got[-1]
-        assert list(obs.camera_names) == ["wrist"]
-        img = conv.image_to_numpy(obs.images[0])
-        assert img.shape == (24, 32, 3) and img[..., 0].min() > 200 and img[..., 1].max() < 60
-        assert list(obs.joint_names) == ["a", "b"]
-        np.testing.assert_allclose(obs.joint_positions, [0.1, 0.2])
-        assert obs.instruction == "pick the cube"
-        time.sleep(0.3)  # let frames sent while waiting arrive
-        n = len(got)
-        refused0 = node.sync.refused.get("stale", 0)
-        for _ in range(3):
-            send(2.0)  # two seconds old: refused
-        assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0, 10.0)
-        time.sleep(0.2)
-        assert len(got) == n
-        assert "stale" in "".join(node.diagnostics.values()) or node.sync.refused["stale"] > 0
+        return SimpleNamespace(node=node, got=got, send=send)
+
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        yield make
+    finally:
         ex.shutdown()
         th.join(timeout=5)
-        node.destroy_node()
-        peer.destroy_node()
-    finally:
+        for n in made:
+            n.destroy_node()
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_observation_and_staleness(perception, compressed):
+    from ate_ros.ros import conversions as conv
+
+    g = perception(rate_hz=0.0, max_age=0.5, compressed=compressed)
+    node, got, send = g.node, g.got, g.send
+    assert wait_for(lambda: node.inputs.instruction == "pick the cube", 10.0)
+    assert wait_for(lambda: (send(0.0), bool(got))[1], 10.0)
+    obs = got[-1]
+    assert list(obs.camera_names) == ["wrist"]
+    img = conv.image_to_numpy(obs.images[0])
+    assert img.shape == (24, 32, 3) and img[..., 0].min() > 200 and img[..., 1].max() < 60
+    assert list(obs.joint_names) == ["a", "b"]
+    np.testing.assert_allclose(obs.joint_positions, [0.1, 0.2])
+    assert obs.instruction == "pick the cube"
+    time.sleep(0.3)  # let frames sent while waiting arrive
+    n = len(got)
+    refused0 = node.sync.refused.get("stale", 0)
+    for _ in range(3):
+        send(2.0)  # two seconds old: refused
+    assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0, 10.0)
+    time.sleep(0.2)
+    assert len(got) == n
+    assert "stale" in "".join(node.diagnostics.values()) or node.sync.refused["stale"] > 0
+
+
+def test_runtime_parameter_changes_apply(perception):
+    """``ros2 param set`` on max_age, instruction and rate_hz takes effect at once."""
+    from rclpy.parameter import Parameter
+
+    g = perception(rate_hz=0.0, max_age=1.0, max_skew=1.0)
+    node, got, send = g.node, g.got, g.send
+    assert wait_for(lambda: (send(0.3), bool(got))[1], 10.0)  # 0.3 s old: fresh enough
+    assert node.set_parameters([Parameter("max_age", value=0.1),
+                                Parameter("instruction", value="stack")])[0].successful
+    refused0 = node.sync.refused.get("stale", 0)
+    send(0.3)  # now too old
+    assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0, 10.0)
+    assert node.inputs.instruction == "stack"  # the default changed: it replaces the topic's
+    # rate_hz 0 -> 20: observations on a timer, also without new frames (while fresh).
+    assert node.set_parameters([Parameter("max_age", value=5.0),
+                                Parameter("rate_hz", value=20.0)])[0].successful
+    assert node.timer is not None and not node.inputs.event_driven
+    send(0.0)
+    time.sleep(0.3)
+    n = len(got)
+    time.sleep(0.5)
+    assert len(got) - n >= 4, f"{len(got) - n} observations in 0.5 s at 20 Hz"
+    assert got[-1].instruction == "stack"
+    # and back to one per frame: the timer is gone.
+    assert node.set_parameters([Parameter("rate_hz", value=0.0)])[0].successful
+    assert node.timer is None and node.inputs.event_driven
+    time.sleep(0.2)
+    n = len(got)
+    time.sleep(0.4)
+    assert len(got) == n

@@ -213,6 +213,14 @@ def test_sensors_source_feeds_the_model_without_perception_node(graph, tmp_path)
     assert not any(m.header.stamp == stale for m in got)
     diag = node._diagnose()
     assert diag["sensors_refused_stale"] >= 1 and diag["sensors_malformed_inputs"] >= 1
+    from rclpy.parameter import Parameter  # ros2 param set sensors.max_age: applied at once
+
+    assert node.set_parameters([Parameter("sensors.max_age", value=3.0)])[0].successful
+    assert node.inputs.sync.max_age == 3.0
+    received, refused = node.inputs.sync.received["wrist"], node.inputs.sync.refused["stale"]
+    send(age=2.0)  # as old as the refused frame: accepted now (the newer frames stay newest)
+    assert wait_for(lambda: node.inputs.sync.received["wrist"] > received, 10.0)
+    assert node.inputs.sync.refused["stale"] == refused
     node.trigger_deactivate()
     node.trigger_cleanup()
     assert node.inputs is None and not any(

@@ -40,7 +40,8 @@ class PerceptionNode(Node):
     def __init__(self, config: PerceptionConfig | None = None, *,
                  node_name: str = "perception_node", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.params = DataclassParameters(self, PerceptionConfig, defaults=config)
+        self.params = DataclassParameters(self, PerceptionConfig, defaults=config,
+                                          on_change=self._reconfigure)
         cfg = self.config = self.params.config
         self.embodiment = load_embodiment(cfg.embodiment)
         self.published = 0
@@ -48,15 +49,35 @@ class PerceptionNode(Node):
         self.inputs = SensorInputs(self, self.embodiment, cfg, callback_group=group,
                                    on_ready=self._publish, event_driven=cfg.rate_hz == 0)
         self.pub = self.create_publisher(Observation, OBSERVATION, COMMAND_QOS)
+        self._group = group
         self.timer = None
-        if cfg.rate_hz > 0 and not cfg.exact_sync:
-            self.timer = self.create_timer(1.0 / cfg.rate_hz, self._publish, callback_group=group)
+        self._start_timer()
         self.diagnostics = NodeDiagnostics(self, "perception", period=cfg.diagnostics_period)
         self.diagnostics.add_provider(self._diagnose)
         self.get_logger().info(
             f"perception for {self.embodiment.name}: cameras "
             f"{[c.topic for c in self.embodiment.cameras]}, joint_states, {self._mode()}, "
             f"max_age {cfg.max_age}s")
+
+    def _start_timer(self) -> None:
+        cfg = self.config
+        if cfg.rate_hz > 0 and not cfg.exact_sync:
+            self.timer = self.create_timer(1.0 / cfg.rate_hz, self._publish,
+                                           callback_group=self._group)
+
+    def _reconfigure(self, cfg: PerceptionConfig) -> None:
+        """A run-time parameter change: new ages/crop/instruction, and the rate (event-driven
+        at 0)."""
+        rate_changed = cfg.rate_hz != self.config.rate_hz
+        self.config = cfg
+        self.inputs.reconfigure(cfg)
+        if rate_changed:
+            if self.timer is not None:
+                self.destroy_timer(self.timer)
+                self.timer = None
+            self._start_timer()
+            self.inputs.event_driven = cfg.rate_hz == 0
+            self.get_logger().info(f"observations: {self._mode()}")
 
     @property
     def sync(self):

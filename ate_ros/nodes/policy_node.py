@@ -128,7 +128,8 @@ class PolicyNode(LifecycleNode):
                  policy_factory: PolicyFactory | None = None, node_name: str = "policy_node",
                  **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.params = DataclassParameters(self, PolicyNodeConfig, defaults=config)
+        self.params = DataclassParameters(self, PolicyNodeConfig, defaults=config,
+                                          on_change=self._reconfigure)
         self._factory = policy_factory or load_chunk_policy
         self.embodiment: Embodiment | None = None
         self.policy: ChunkPolicy | None = None
@@ -170,6 +171,12 @@ class PolicyNode(LifecycleNode):
     @property
     def config(self) -> PolicyNodeConfig:
         return self.params.config
+
+    def _reconfigure(self, cfg: PolicyNodeConfig) -> None:
+        """A run-time parameter change (the rest of the config is read where it is used)."""
+        inputs = self.inputs
+        if inputs is not None:
+            inputs.reconfigure(cfg.sensors)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

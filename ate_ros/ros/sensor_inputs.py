@@ -78,7 +78,7 @@ class SensorInputs:
         self.last_refusal = ""
         self.bad_inputs = 0
         self._on_ready = on_ready
-        self._event_driven = event_driven
+        self.event_driven = event_driven
         self._lock = threading.Lock()
         self._exact_stamp = -math.inf  # exact_sync: the last stamp handed on
         self._subs = []
@@ -97,6 +97,15 @@ class SensorInputs:
                                                    SENSOR_QOS, callback_group=callback_group))
         self._subs.append(node.create_subscription(String, INSTRUCTION, self._on_instruction,
                                                    LATCHED_QOS, callback_group=callback_group))
+
+    def reconfigure(self, config: SensorInputsConfig) -> None:
+        """Apply run-time parameter changes: ages, skew, crop, and the default instruction when
+        it changed (an instruction received on the topic stays until then)."""
+        with self._lock:
+            if config.instruction != self.config.instruction:
+                self.instruction = config.instruction
+            self.config = config
+            self.sync.max_age, self.sync.max_skew = config.max_age, config.max_skew
 
     @property
     def topics(self) -> list[str]:
@@ -120,7 +129,7 @@ class SensorInputs:
             self.node.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
         elif self.config.exact_sync:
             self._ready_if_exact()
-        elif first and self._event_driven and self._on_ready is not None:
+        elif first and self.event_driven and self._on_ready is not None:
             self._on_ready()
 
     def _on_joints(self, msg: JointState) -> None:
@@ -138,7 +147,7 @@ class SensorInputs:
             self.last_refusal = f"joint_states older than max_age={self.config.max_age}s"
         elif self.config.exact_sync:
             self._ready_if_exact()
-        elif not self.cameras and self._event_driven and self._on_ready is not None:
+        elif not self.cameras and self.event_driven and self._on_ready is not None:
             self._on_ready()  # a robot without cameras: joint states pace the observations
 
     def _on_instruction(self, msg: String) -> None:
