@@ -206,9 +206,13 @@ def test_sensors_source_feeds_the_model_without_perception_node(graph, tmp_path)
     # A stale frame: refused on arrival, no chunk for it.
     stale = send(age=2.0)
     assert wait_for(lambda: node.inputs.sync.refused.get("stale", 0) > 0, 10.0)
-    # joint_states of another robot (no joint 'a'): malformed, counted.
+    # joint_states of another robot (no joint 'a'), or with a NaN: malformed, counted.
     send(names=("b", "extra"))
     assert wait_for(lambda: node.inputs.bad_inputs > 0, 10.0)
+    js_pub.publish(JointState(header=conv.Header(stamp=send()), name=["a", "b"],
+                              position=[float("nan"), 0.0]))
+    assert wait_for(lambda: node.inputs.bad_inputs > 1, 10.0)
+    assert np.isfinite(node.inputs.sync.get("joint_states")).all()
     time.sleep(0.3)
     assert not any(m.header.stamp == stale for m in got)
     diag = node._diagnose()

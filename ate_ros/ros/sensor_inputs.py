@@ -135,10 +135,12 @@ class SensorInputs:
     def _on_joints(self, msg: JointState) -> None:
         try:
             q = self.embodiment.order_by_name(list(msg.name), list(msg.position))
+            if not np.isfinite(q).all():
+                raise EmbodimentError(f"non-finite positions {np.asarray(q).tolist()}")
         except EmbodimentError as exc:
             self.bad_inputs += 1
-            self.node.get_logger().warning(f"joint_states ignored: {exc}",
-                                           throttle_duration_sec=5.0)
+            self.last_refusal = f"joint_states ignored: {exc}"
+            self.node.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
             return
         with self._lock:
             fresh = self.sync.offer(JOINT_STATES, conv.time_to_sec(msg.header.stamp), q,
