@@ -13,7 +13,11 @@ Publishes:
         first-camera stamp as soon as every input has a sample with exactly that stamp.
     ``/diagnostics``: input rates, image ages, refusals.
 Inputs older than ``max_age`` (or ``max_skew`` apart) are refused: no observation is published
-and the refusal is counted and reported. Parameters: :class:`ate_ros.core.deploy.PerceptionConfig`.
+and the refusal is counted and reported; joint_states naming other joints or holding NaN/inf are
+dropped as malformed. The inputs are :class:`ate_ros.ros.sensor_inputs.SensorInputs`, which
+policy_node uses itself with ``observation_source: sensors`` (no perception_node then).
+Parameters: :class:`ate_ros.core.deploy.PerceptionConfig`; run-time sets of ``max_age``,
+``max_skew``, ``crop``, ``instruction`` and ``rate_hz`` apply at once.
 """
 
 from __future__ import annotations
