@@ -33,6 +33,14 @@ def test_joint_state_to_embodiment_order(small_embodiment):
                                      small_embodiment)
     with pytest.raises(cv.ConversionError, match="names"):
         cv.joint_state_to_arrays(JointState(name=["j0"], position=[0.0, 1.0]))
+    with pytest.raises(cv.ConversionError, match="non-finite"):
+        cv.joint_state_to_embodiment(JointState(name=["j0", "j1", "j2"],
+                                                position=[0.0, float("inf"), 1.0]),
+                                     small_embodiment)
+    # NaN in a joint the embodiment does not drive is not its concern.
+    msg = JointState(name=["extra", "j2", "j0", "j1"], position=[float("nan"), 2.0, 0.0, 1.0])
+    np.testing.assert_array_equal(cv.joint_state_to_embodiment(msg, small_embodiment),
+                                  [0.0, 1.0, 2.0])
 
 
 def test_chunk_round_trip_by_name(small_embodiment):

@@ -210,9 +210,6 @@ class ExecutorNode(Node):
             self.get_logger().warn(f"ignoring joint_states: {exc}",
                                    throttle_duration_sec=5.0)
             return
-        if not np.isfinite(q).all():
-            self.diag.count("bad_joint_states")
-            return
         now = self._now()
         with self._lock:
             self._measured = q

@@ -106,12 +106,19 @@ def joint_state_to_arrays(msg: JointState) -> tuple[list[str], np.ndarray]:
 
 
 def joint_state_to_embodiment(msg: JointState, embodiment: Embodiment) -> np.ndarray:
-    """JointState -> (D,) positions in the embodiment's joint order (extra joints ignored)."""
+    """JointState -> (D,) positions in the embodiment's joint order (extra joints ignored).
+
+    Raises :class:`ConversionError` for missing joints, mismatched lengths, or a NaN/inf
+    position of one of the embodiment's joints.
+    """
     names, pos = joint_state_to_arrays(msg)
     try:
-        return embodiment.order_by_name(names, pos)
+        q = embodiment.order_by_name(names, pos)
     except EmbodimentError as exc:
         raise ConversionError(str(exc)) from exc
+    if not np.isfinite(q).all():
+        raise ConversionError(f"non-finite joint positions {q.tolist()}")
+    return q
 
 
 # ----- chunks / trajectories ----------------------------------------------------------------

@@ -34,7 +34,7 @@ from ate_ros.core.deploy import (
     SensorInputsConfig,
     prepare_image,
 )
-from ate_ros.core.embodiment import Embodiment, EmbodimentError
+from ate_ros.core.embodiment import Embodiment
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.qos import LATCHED_QOS, SENSOR_QOS
 
@@ -134,10 +134,8 @@ class SensorInputs:
 
     def _on_joints(self, msg: JointState) -> None:
         try:
-            q = self.embodiment.order_by_name(list(msg.name), list(msg.position))
-            if not np.isfinite(q).all():
-                raise EmbodimentError(f"non-finite positions {np.asarray(q).tolist()}")
-        except EmbodimentError as exc:
+            q = conv.joint_state_to_embodiment(msg, self.embodiment)
+        except conv.ConversionError as exc:
             self.bad_inputs += 1
             self.last_refusal = f"joint_states ignored: {exc}"
             self.node.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
