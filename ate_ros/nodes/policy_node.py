@@ -145,7 +145,8 @@ class PolicyNode(LifecycleNode):
         self._goal_run: _GoalRun | None = None  # guarded by self._cv
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._cv = threading.Condition()
-        self._pending: Observation | SensorSnapshot | None = None
+        # The newest observation not yet taken by the inference thread, with its stamp (s).
+        self._pending: tuple[Observation | SensorSnapshot, float] | None = None
         self._worker: threading.Thread | None = None
         self._stop = True
         self._running = False  # publishing chunks (cleared by a finished/canceled goal)
@@ -334,7 +335,7 @@ class PolicyNode(LifecycleNode):
         with self._cv:
             if self._pending is not None:
                 self.dropped_busy += 1  # the model is slower than the observation rate
-            self._pending = item
+            self._pending = item, stamp
             self._cv.notify()
 
     def _work(self) -> None:
@@ -344,10 +345,9 @@ class PolicyNode(LifecycleNode):
                     self._cv.wait()
                 if self._stop:
                     return
-                item, self._pending = self._pending, None
+                (item, stamp), self._pending = self._pending, None
                 running = self._running and self.context.ok()  # nothing after Ctrl-C
                 inputs = self.inputs
-            stamp = item.stamp if isinstance(item, SensorSnapshot) else _to_s(item.header.stamp)
             if not running:
                 continue
             rate = self.config.rate_hz
@@ -357,29 +357,32 @@ class PolicyNode(LifecycleNode):
                 self.refused_stale += 1  # went stale while the model was busy
                 continue
             try:
-                obs = self._policy_observation(item, inputs)
-                if obs is not None:
-                    self._infer(obs, conv.sec_to_time(stamp) if isinstance(item, SensorSnapshot)
-                                else item.header.stamp)
+                model_input = self._policy_observation(item, inputs)
+                if model_input is not None:
+                    self._infer(*model_input)
             except Exception as exc:  # noqa: BLE001 - keep serving; report in diagnostics
                 self.errors += 1
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=5.0)
 
     def _policy_observation(self, item: Observation | SensorSnapshot,
-                            inputs: SensorInputs | None) -> PolicyObservation | None:
-        """The model's input from an Observation message or (sensors) a snapshot; None when a
-        frame of the snapshot cannot be decoded (counted by the inputs)."""
+                            inputs: SensorInputs | None
+                            ) -> tuple[PolicyObservation, Any] | None:
+        """The model's input and the stamp its chunk carries (a message's own, exactly), from
+        an Observation message or (sensors) a snapshot; None when a frame of the snapshot
+        cannot be decoded (counted by the inputs)."""
         if isinstance(item, SensorSnapshot):
             images = inputs.images(item) if inputs is not None else None
             if images is None:
                 return None
             obs = conv.arrays_to_policy_observation(images, item.q, item.instruction, item.stamp,
                                                     self.embodiment)
+            stamp = conv.sec_to_time(item.stamp)
         else:
             obs = conv.msg_to_policy_observation(item, self.embodiment)
+            stamp = item.header.stamp
         if self._goal_instruction is not None:
             obs.instruction = self._goal_instruction  # the RunPolicy goal wins
-        return obs
+        return obs, stamp
 
     def _dummy_observation(self) -> PolicyObservation:
         emb = self.embodiment
