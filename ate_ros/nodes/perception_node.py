@@ -49,11 +49,10 @@ class PerceptionNode(Node):
         cfg = self.config = self.params.config
         self.embodiment = load_embodiment(cfg.embodiment)
         self.published = 0
-        group = MutuallyExclusiveCallbackGroup()
-        self.inputs = SensorInputs(self, self.embodiment, cfg, callback_group=group,
+        self._group = MutuallyExclusiveCallbackGroup()
+        self.inputs = SensorInputs(self, self.embodiment, cfg, callback_group=self._group,
                                    on_ready=self._publish, event_driven=cfg.rate_hz == 0)
         self.pub = self.create_publisher(Observation, OBSERVATION, COMMAND_QOS)
-        self._group = group
         self.timer = None
         self._start_timer()
         self.diagnostics = NodeDiagnostics(self, "perception", period=cfg.diagnostics_period)
