@@ -38,3 +38,23 @@ def small_embodiment():
                           max_acceleration=10.0) for i in range(3)],
         control_rate_hz=10.0,
     )
+
+
+@pytest.fixture
+def camera_embodiment():
+    """Two joints (a, b) and one 32x24 camera, ``wrist`` (tests of camera inputs)."""
+    from ate_ros.core.embodiment import CameraSpec, Embodiment, JointSpec
+
+    return Embodiment(name="cam2", joints=[JointSpec("a", 0, -1, 1), JointSpec("b", 1, -1, 1)],
+                      cameras=[CameraSpec("wrist", 32, 24)])
+
+
+@pytest.fixture
+def red_centred_frame():
+    """An 80x48 rgb8 frame whose centre 64x48 (4:3, the camera's aspect) is pure red and whose
+    sides are black: a centre crop to 32x24 keeps only red."""
+    import numpy as np
+
+    frame = np.zeros((48, 80, 3), np.uint8)
+    frame[:, 8:72] = (255, 0, 0)
+    return frame

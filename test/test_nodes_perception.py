@@ -16,18 +16,7 @@ pytestmark = pytest.mark.ros
 
 
 @pytest.fixture
-def emb_yaml(tmp_path):
-    from ate_ros.core.embodiment import CameraSpec, Embodiment, JointSpec
-
-    emb = Embodiment(name="cam2", joints=[JointSpec("a", 0, -1, 1), JointSpec("b", 1, -1, 1)],
-                     cameras=[CameraSpec("wrist", 32, 24)])
-    path = tmp_path / "cam2.yaml"
-    emb.to_yaml(path)
-    return path
-
-
-@pytest.fixture
-def perception(emb_yaml):
+def perception(camera_embodiment, red_centred_frame, tmp_path):
     """Yields a factory: ``make(**config)`` -> a spinning perception_node and a peer that
     publishes frames (``send(age)``: joint_states, then a red-centred image, both ``age`` s old)
     and collects the observations (``got``)."""
@@ -41,6 +30,8 @@ def perception(emb_yaml):
     from ate_ros.ros import conversions as conv
     from ate_ros.ros.qos import LATCHED_QOS
 
+    emb_yaml = tmp_path / "cam2.yaml"
+    camera_embodiment.to_yaml(emb_yaml)
     context = rclpy.Context()
     rclpy.init(context=context)
     made: list = []
@@ -62,8 +53,7 @@ def perception(emb_yaml):
             String(data="pick the cube"))
         ex.add_node(node)
         ex.add_node(peer)
-        frame = np.zeros((48, 80, 3), np.uint8)
-        frame[:, 8:72] = (255, 0, 0)  # red centre 64x48 (4:3): the centre crop keeps only red
+        frame = red_centred_frame
 
         def send(age: float) -> None:
             stamp = conv.sec_to_time(peer.get_clock().now().nanoseconds * 1e-9 - age)

@@ -154,7 +154,8 @@ def test_destroyed_node_leaves_no_action_server_in_the_graph(small_embodiment, t
             rclpy.try_shutdown(context=c)
 
 
-def test_sensors_source_feeds_the_model_without_perception_node(graph, tmp_path):
+def test_sensors_source_feeds_the_model_without_perception_node(graph, camera_embodiment,
+                                                                red_centred_frame, tmp_path):
     """observation_source: sensors: camera frames and joint_states go straight to the model
     (cropped and resized, joints by name, the latched instruction); stale frames and foreign
     joint_states are refused and counted; chunks carry the frame's stamp."""
@@ -162,14 +163,12 @@ def test_sensors_source_feeds_the_model_without_perception_node(graph, tmp_path)
     from std_msgs.msg import String
 
     from ate_ros.core.deploy import SensorInputsConfig
-    from ate_ros.core.embodiment import CameraSpec, Embodiment, JointSpec
     from ate_ros.msg import ActionChunk
     from ate_ros.ros import conversions as conv
     from ate_ros.ros.qos import LATCHED_QOS
 
     make, peer, _ = graph
-    emb = Embodiment(name="cam2", joints=[JointSpec("a", 0, -1, 1), JointSpec("b", 1, -1, 1)],
-                     cameras=[CameraSpec("wrist", 32, 24)])
+    emb = camera_embodiment
     emb.to_yaml(tmp_path / "cam2.yaml")
     node = make(embodiment=str(tmp_path / "cam2.yaml"), observation_source="sensors",
                 sensors=SensorInputsConfig(max_age=0.5))
@@ -182,8 +181,7 @@ def test_sensors_source_feeds_the_model_without_perception_node(graph, tmp_path)
     node.trigger_activate()
     assert node.subscriptions and not any(s.topic_name.endswith("/observation")
                                           for s in node.subscriptions)
-    frame = np.zeros((48, 80, 3), np.uint8)
-    frame[:, 8:72] = (255, 0, 0)  # red centre 64x48 (4:3): the centre crop keeps only red
+    frame = red_centred_frame
 
     def send(age: float = 0.0, names=("b", "a", "extra")):
         now = peer.get_clock().now().nanoseconds * 1e-9
