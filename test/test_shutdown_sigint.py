@@ -156,3 +156,66 @@ def test_sigint_every_node_exits_cleanly(tmp_path):
         spinner.join(timeout=5)
         peer.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+BUSY_NODE = """
+import sys, time
+import rclpy.node
+from ate_ros.ros.spin import spin_node
+
+class Busy(rclpy.node.Node):
+    def __init__(self):
+        super().__init__("busy_node")
+        self.create_timer(0.02, self.tick)
+        self.ticks = 0
+
+    def tick(self):
+        # Pure Python for ~all of the main thread's time: a KeyboardInterrupt lands here.
+        try:
+            end = time.perf_counter() + 0.05
+            while time.perf_counter() < end:
+                pass
+        except KeyboardInterrupt:
+            print("INTERRUPTED IN CALLBACK", flush=True)
+            raise
+        self.ticks += 1
+        if self.ticks == 5:
+            print("ticking", flush=True)
+
+def before_destroy(node):
+    print("stopping", flush=True)
+    if sys.argv[1] == "hang":
+        time.sleep(60.0)
+
+sys.exit(spin_node(Busy, before_destroy=before_destroy, single_threaded=True))
+"""
+
+
+@pytest.mark.parametrize("shutdown", ["clean", "hang"])
+def test_first_sigint_ends_spinning_without_interrupting_a_callback(tmp_path, shutdown):
+    """Ctrl-C while a callback runs on the spinning (main) thread: the first SIGINT must not
+    raise inside it (or inside rclpy, which then prints a traceback at exit; seen in CI). A
+    second SIGINT still ends a shutdown that hangs."""
+    log = tmp_path / "busy.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-c", BUSY_NODE, shutdown], cwd=ROOT, env=env,
+                                stdout=f, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: "ticking" in log.read_text(), 60.0), log.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert wait_for(lambda: "stopping" in log.read_text(), 10.0), log.read_text()
+        if shutdown == "hang":
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "INTERRUPTED IN CALLBACK" not in text, text
+    if shutdown == "clean":
+        assert proc.returncode == 0, text
+        assert not [b for b in BAD if b in text.lower()], text
+    else:  # the second Ctrl-C interrupts the hung before_destroy
+        assert proc.returncode != 0 and "KeyboardInterrupt" in text, text

@@ -6,13 +6,21 @@ then raises ``RCLError`` ("publisher's context is invalid"). Nodes publish from 
 timers through :func:`publish_unless_shutdown` / :func:`unless_shutdown`, which drop exactly
 that error once the context is shut down (and re-raise it otherwise). :func:`spin_node` stops
 the node's own threads first, then the executor, then destroys the node.
+
+rclpy's handler then calls Python's, which raises ``KeyboardInterrupt`` wherever the main thread
+happens to be: inside a callback, or inside rclpy itself (a ``Task`` whose ``__init__`` was cut
+short prints "Exception ignored in: Future.__del__ ... no attribute '_exception'" when it is
+collected). :func:`spin_node` installs :func:`quiet_first_sigint` instead, so the first Ctrl-C
+only ends spinning; a second one still raises, should shutting down hang.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -135,6 +143,35 @@ def publish_unless_shutdown(node: Node, publisher: Any, msg: Any) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def quiet_first_sigint() -> Iterator[None]:
+    """Within this block, the first SIGINT raises nothing; the next ones raise KeyboardInterrupt.
+
+    Enter it before ``rclpy.init``: rclpy's C handler (installed by init) shuts the default
+    context down, wakes the executors and then calls the Python handler installed before it, so
+    spinning ends without an exception landing in the middle of a callback. Installing a Python
+    handler after ``rclpy.init`` would replace rclpy's handler instead. The previous Python
+    handler is restored on exit. Does nothing outside the main thread (Python only lets the
+    main thread install signal handlers).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen = 0
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > 1:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def spin_node(make_node: Callable[[], Node], args: list[str] | None = None,
               before_destroy: Callable[[Node], None] | None = None,
               single_threaded: bool = False) -> int:
@@ -148,28 +185,30 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None = None,
     spinning ends, before the executor is shut down and the node's entities are destroyed.
     """
     prefer_short_gil_slices()
-    rclpy.init(args=args)
-    context = rclpy.get_default_context()
-    node = None
-    executor = SingleThreadedExecutor() if single_threaded else DrainingMultiThreadedExecutor()
-    try:
-        node = make_node()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        # rcl's errors (RCLError, InvalidHandle) and pybind11's conversion errors are
-        # RuntimeErrors: a callback on the spinning thread was cut short by Ctrl-C shutting the
-        # context down. A real error, with the context up, goes on.
-        if not _shut_down(context):
-            raise
-    finally:
-        if node is not None and before_destroy is not None:
-            before_destroy(node)
-        executor.shutdown()
-        close_unstarted_callbacks(executor)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    with quiet_first_sigint():
+        rclpy.init(args=args)
+        context = rclpy.get_default_context()
+        node = None
+        executor = (SingleThreadedExecutor() if single_threaded
+                    else DrainingMultiThreadedExecutor())
+        try:
+            node = make_node()
+            executor.add_node(node)
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except RuntimeError:
+            # rcl's errors (RCLError, InvalidHandle) and pybind11's conversion errors are
+            # RuntimeErrors: a callback on the spinning thread was cut short by Ctrl-C shutting
+            # the context down. A real error, with the context up, goes on.
+            if not _shut_down(context):
+                raise
+        finally:
+            if node is not None and before_destroy is not None:
+                before_destroy(node)
+            executor.shutdown()
+            close_unstarted_callbacks(executor)
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
     return 0
