@@ -85,7 +85,7 @@ def run_child(role: str, embodiment: str, source: str) -> int:
     if role == "perception":  # as perception_node's main()
         return spin_node(make, single_threaded=True)
     # as policy_node's main()
-    return spin_node(make, before_destroy=lambda n: n._stop_worker(), single_threaded=True)
+    return spin_node(make, before_destroy=lambda n: n.stop_inference(), single_threaded=True)
 
 
 def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0.0,
@@ -201,7 +201,6 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         "overhead_p50_ms": 1e3 * float(np.percentile(overhead, 50)) if len(e2e) else None,
         "overhead_p99_ms": 1e3 * float(np.percentile(overhead, 99)) if len(e2e) else None,
         "model_p50_ms": 1e3 * float(np.median([model[k] for k in keys])) if keys else None,
-        "dropped_busy": pol.dropped_busy if pol else None,
         "stale_refused": pol.refused_stale if pol else None,
         "processes": "one per node" if processes else "one (all nodes)",
         "observation_source": source,
@@ -219,7 +218,7 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     th.join(timeout=5)
     ex.shutdown()
     if pol is not None:
-        pol._stop_worker()
+        pol.stop_inference()
     for n in nodes:
         n.destroy_node()
     rclpy.shutdown(context=context)

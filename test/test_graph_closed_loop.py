@@ -61,8 +61,8 @@ def graph():
     yield make
     spinner.close()
     for n in made.values():
-        if hasattr(n, "_stop_worker"):
-            n._stop_worker()
+        if hasattr(n, "stop_inference"):
+            n.stop_inference()
         n.destroy_node()
     peer.destroy_node()
     rclpy.shutdown(context=context)

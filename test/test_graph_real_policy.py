@@ -62,8 +62,8 @@ class Graph:
         self.sim.pause()
         self.spinner.close()
         for n in self.nodes.values():
-            if hasattr(n, "_stop_worker"):
-                n._stop_worker()
+            if hasattr(n, "stop_inference"):
+                n.stop_inference()
             n.destroy_node()
         self.monitor.node.destroy_node()
         rclpy.try_shutdown(context=self.context)

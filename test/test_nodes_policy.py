@@ -79,7 +79,7 @@ def graph(request, small_embodiment, tmp_path):
     for s in spinners:
         s.close()
     for n in made:
-        n._stop_worker()
+        n.stop_inference()
         n.destroy_node()
     peer.destroy_node()
     rclpy.shutdown(context=context)
@@ -113,14 +113,21 @@ def test_lifecycle_cycles_do_not_leak(graph, source):
     node.trigger_deactivate()
     node.trigger_cleanup()
     before = entity_counts(node)
+
+    def helpers() -> int:  # the inference thread's hidden node, in the graph
+        return sum(n == "_policy_node_inputs" for n, _ in node.get_node_names_and_namespaces())
+
+    assert wait_for(lambda: helpers() == 0, 5.0)
     for _ in range(20):
         assert node.trigger_configure() == R.SUCCESS
         assert node.trigger_activate() == R.SUCCESS
-        assert node._worker is not None and node._worker.is_alive()
+        assert node._inference.running and helpers() == 1
         assert node.trigger_deactivate() == R.SUCCESS
+        assert not node._inference.running
         assert node.trigger_cleanup() == R.SUCCESS
-        assert node.policy is None and node._chunk_pub is None
+        assert node.policy is None and node._chunk_pub is None and node._inference is None
     assert entity_counts(node) == before
+    assert wait_for(lambda: helpers() == 0, 5.0)
     # No transition destroys a waitable: rclpy's executor can stop on one destroyed while
     # another thread builds its wait set (RCLError "action server pointer is invalid").
     assert set(map(id, node.waitables)) == waitables
@@ -452,7 +459,7 @@ def test_lifecycle_services_with_running_goals(graph, stream_observations):
     assert transition(Transition.TRANSITION_ACTIVATE)
     assert entity_counts(node)[:-1] == before
     workers = [t for t in threading.enumerate() if t.name == "policy_inference"]
-    assert workers == [node._worker]
+    assert workers == [node._inference.thread]
     assert transition(Transition.TRANSITION_DEACTIVATE)
     assert transition(Transition.TRANSITION_CLEANUP)
     stop.set()

@@ -344,8 +344,8 @@ def run(args: argparse.Namespace) -> int:
             spinner.join(timeout=5.0)
         executor.shutdown()
         for n in nodes.values():
-            if hasattr(n, "_stop_worker"):
-                n._stop_worker()
+            if hasattr(n, "stop_inference"):
+                n.stop_inference()
             n.destroy_node()
         rclpy.try_shutdown(context=context)
     print_summary(summary)

@@ -26,8 +26,12 @@ Action: ``run_policy`` (ate_ros/action/RunPolicy): the goal's instruction overri
 observation's; feedback per chunk; ends after ``max_duration`` (node clock) or on cancel, after
 which the node publishes a stop request (an empty chunk) and pauses until the next goal.
 
-Inference runs in a dedicated thread: the executor thread only stores the newest observation,
-so a slow model never blocks subscriptions, services or the action server. Observations older
+Inference runs in a thread of its own (:class:`ate_ros.ros.inference_thread.InferenceThread`,
+configure..cleanup): the observation subscriptions live on a hidden helper node
+(``_policy_node_inputs``) that this thread spins, and the model runs in their callbacks. So a
+slow model never blocks the node's executor (services, the action server, goals), and an
+observation reaches the model without a hand-off between threads. Observations that arrive while
+the model runs wait in the depth-1 queue: the model always gets the newest. Observations older
 than ``max_obs_age`` (node clock; sim time with use_sim_time) are refused and counted.
 Parameters: :class:`ate_ros.core.deploy.PolicyNodeConfig`.
 
@@ -37,10 +41,10 @@ steady-clock timer (cancel is noticed while a simulated clock is paused) ends it
 duration or preemption and publishes the feedback; deactivation and cleanup end it directly.
 Only the transitions hold the executor thread a while: configure loads the model, activate runs
 the warm-up inference, deactivate waits for the inference in progress. On a
-MultiThreadedExecutor (``ate-ros run``, tests) the groups keep it correct: observations
-(mutually exclusive), goal/cancel/result requests and goal coroutines (reentrant), the goal timer
-(mutually exclusive), lifecycle/parameter services and /diagnostics (the node's default group);
-the goal state is shared under one lock. Once Ctrl-C has shut the context down, neither the
+MultiThreadedExecutor (``ate-ros run``, tests) the groups keep it correct: goal/cancel/result
+requests and goal coroutines (reentrant), the goal timer (mutually exclusive), lifecycle and
+parameter services and /diagnostics (the node's default group); the goal state is shared with
+the inference thread under one lock. Once Ctrl-C has shut the context down, neither the
 inference thread nor the timers publish (:func:`ate_ros.ros.spin.publish_unless_shutdown`).
 """
 
@@ -79,6 +83,7 @@ from ate_ros.msg import ActionChunk, Observation
 from ate_ros.nodes.visualization import polylines_to_markers
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
+from ate_ros.ros.inference_thread import InferenceThread
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from ate_ros.ros.sensor_inputs import SensorInputs, SensorSnapshot
@@ -137,25 +142,23 @@ class PolicyNode(LifecycleNode):
         self.history = None
         self._chunk_pub = self._marker_pub = self._obs_sub = None
         self.inputs: SensorInputs | None = None  # observation_source: sensors
-        self._obs_group = MutuallyExclusiveCallbackGroup()
+        # Holds the input subscriptions and runs the model in their callbacks (configure..cleanup).
+        self._inference: InferenceThread | None = None
         # Goal/cancel/result requests and the goal coroutines: nothing in them blocks.
         self._action_group = ReentrantCallbackGroup()
         self._goal_group = MutuallyExclusiveCallbackGroup()  # the goal poll timer
         self._goal_timer = None
-        self._goal_run: _GoalRun | None = None  # guarded by self._cv
+        self._goal_run: _GoalRun | None = None  # guarded by self._lock
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._cv = threading.Condition()
-        # The newest observation not yet taken by the inference thread, with its stamp (s).
-        self._pending: tuple[Observation | SensorSnapshot, float] | None = None
-        self._worker: threading.Thread | None = None
-        self._stop = True
+        # Guards the goal state, _active and _running between the executor and inference threads.
+        self._lock = threading.Lock()
+        self._active = False  # between activation and deactivation
         self._running = False  # publishing chunks (cleared by a finished/canceled goal)
         self._goal_instruction: str | None = None
         self._goal_seq = 0
         self._last_infer_stamp = -math.inf
         self.chunks = 0
         self.refused_stale = 0
-        self.dropped_busy = 0
         self.errors = 0
         self.last_latency = float("nan")
         self.last_ood = float("nan")
@@ -206,13 +209,13 @@ class PolicyNode(LifecycleNode):
             self._marker_pub = self.create_lifecycle_publisher(MarkerArray, PREDICTED_CHUNKS,
                                                                LATCHED_QOS)
         self._chunk_pub = self.create_lifecycle_publisher(ActionChunk, ACTION_CHUNK, COMMAND_QOS)
+        self._inference = InferenceThread(self)
         if cfg.observation_source == OBSERVATION_SOURCES[1]:
-            self.inputs = SensorInputs(self, self.embodiment, cfg.sensors,
-                                       callback_group=self._obs_group, on_ready=self._on_sensors)
+            self.inputs = SensorInputs(self._inference.node, self.embodiment, cfg.sensors,
+                                       on_ready=self._on_sensors, owner=self)
         else:
-            self._obs_sub = self.create_subscription(
-                Observation, OBSERVATION, self._on_observation, SENSOR_QOS,
-                callback_group=self._obs_group)
+            self._obs_sub = self._inference.node.create_subscription(
+                Observation, OBSERVATION, self._on_observation, SENSOR_QOS)
         # Wall (steady) time: a goal notices a cancel even while a simulated clock is paused.
         self._goal_timer = self.create_timer(GOAL_POLL_PERIOD, self._poll_goal,
                                              callback_group=self._goal_group, clock=self._steady,
@@ -253,18 +256,16 @@ class PolicyNode(LifecycleNode):
             except Exception as exc:  # noqa: BLE001
                 self.get_logger().error(f"warm-up failed: {exc}")
                 return TransitionCallbackReturn.FAILURE
-        with self._cv:
-            self._pending = None
-            self._stop = False
+        with self._lock:
+            self._active = True
             self._running = not self.config.require_goal
-        self._worker = threading.Thread(target=self._work, name="policy_inference", daemon=True)
-        self._worker.start()
+        self._inference.start()
         ret = super().on_activate(state)
         self.get_logger().info("activated")
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self.stop_inference()
         if self.config.hold_on_stop:
             self._publish_hold("deactivated")
         self._goal_seq += 1  # any running goal aborts
@@ -278,31 +279,36 @@ class PolicyNode(LifecycleNode):
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self.stop_inference()
         self._release()
         return super().on_shutdown(state)
 
-    def _stop_worker(self) -> None:
-        """Stop the inference thread (also at process exit, before the node is destroyed)."""
-        with self._cv:
-            self._stop = True
+    @property
+    def active(self) -> bool:
+        """Whether the node is active: taking observations (and accepting goals)."""
+        return self._active
+
+    def stop_inference(self) -> None:
+        """Stop taking observations; returns once the inference in progress is done (no chunk
+        is published after it). Also at process exit, before the node is destroyed."""
+        with self._lock:
+            self._active = False
             self._running = False
-            self._cv.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout=30.0)
-            self._worker = None
+        if self._inference is not None:
+            self._inference.stop()
 
     def _release(self) -> None:
         self._end_goal(RunPolicy.Result.ABORTED, "shut down")
         if self._goal_timer is not None:
             self.destroy_timer(self._goal_timer)
             self._goal_timer = None
-        if self._obs_sub is not None:
-            self.destroy_subscription(self._obs_sub)
-            self._obs_sub = None
         if self.inputs is not None:
             self.inputs.destroy()
             self.inputs = None
+        if self._inference is not None:  # with the helper node, the observation subscription
+            self._inference.destroy()
+            self._inference = None
+            self._obs_sub = None
         for pub in (self._chunk_pub, self._marker_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
@@ -312,19 +318,19 @@ class PolicyNode(LifecycleNode):
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    # ----- observations -------------------------------------------------------------------
+    # ----- observations (on the inference thread) -----------------------------------------
     def _on_observation(self, msg: Observation) -> None:
-        self._offer(msg, _to_s(msg.header.stamp))
+        self._handle(msg, _to_s(msg.header.stamp))
 
     def _on_sensors(self) -> None:
-        """observation_source: sensors: a new frame; decoding waits for the inference thread."""
+        """observation_source: sensors: a new frame (decoded only if it is used)."""
         inputs = self.inputs
         snap = inputs.snapshot() if inputs is not None else None
         if snap is not None:
-            self._offer(snap, snap.stamp)
+            self._handle(snap, snap.stamp)
 
-    def _offer(self, item: Observation | SensorSnapshot, stamp: float) -> None:
-        """Hand the newest observation to the inference thread (unless already stale)."""
+    def _handle(self, item: Observation | SensorSnapshot, stamp: float) -> None:
+        """Run the model on the newest observation, unless it is stale, paused or too soon."""
         age = self._now() - stamp
         if age > self.config.max_obs_age:
             self.refused_stale += 1
@@ -332,37 +338,20 @@ class PolicyNode(LifecycleNode):
                                       f"max_obs_age {self.config.max_obs_age}s)",
                                       throttle_duration_sec=5.0)
             return
-        with self._cv:
-            if self._pending is not None:
-                self.dropped_busy += 1  # the model is slower than the observation rate
-            self._pending = item, stamp
-            self._cv.notify()
-
-    def _work(self) -> None:
-        while True:
-            with self._cv:
-                while self._pending is None and not self._stop:
-                    self._cv.wait()
-                if self._stop:
-                    return
-                (item, stamp), self._pending = self._pending, None
-                running = self._running and self.context.ok()  # nothing after Ctrl-C
-                inputs = self.inputs
-            if not running:
-                continue
-            rate = self.config.rate_hz
-            if rate > 0 and stamp - self._last_infer_stamp < 1.0 / rate - 1e-6:
-                continue
-            if self._now() - stamp > self.config.max_obs_age:
-                self.refused_stale += 1  # went stale while the model was busy
-                continue
-            try:
-                model_input = self._policy_observation(item, inputs)
-                if model_input is not None:
-                    self._infer(*model_input)
-            except Exception as exc:  # noqa: BLE001 - keep serving; report in diagnostics
-                self.errors += 1
-                self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=5.0)
+        with self._lock:
+            running = self._running and self.context.ok()  # nothing after Ctrl-C
+        if not running:
+            return
+        rate = self.config.rate_hz
+        if rate > 0 and stamp - self._last_infer_stamp < 1.0 / rate - 1e-6:
+            return
+        try:
+            model_input = self._policy_observation(item, self.inputs)
+            if model_input is not None:
+                self._infer(*model_input)
+        except Exception as exc:  # noqa: BLE001 - keep serving; report in diagnostics
+            self.errors += 1
+            self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=5.0)
 
     def _policy_observation(self, item: Observation | SensorSnapshot,
                             inputs: SensorInputs | None
@@ -414,8 +403,8 @@ class PolicyNode(LifecycleNode):
         samples = [emb.from_unified(s) for s in samples_u]
         out = conv.chunk_to_msg(chunk, emb, stamp, model_id=str(cfg.policy),
                                 inference_latency=latency, ood_score=ood, samples=samples)
-        with self._cv:
-            if self._stop or not self._running:
+        with self._lock:
+            if not self._running:
                 return  # deactivated or canceled while the model was running
             if not publish_unless_shutdown(self, self._chunk_pub, out):
                 return  # Ctrl-C shut the context down while the model was running
@@ -457,7 +446,7 @@ class PolicyNode(LifecycleNode):
 
     # ----- RunPolicy action ---------------------------------------------------------------
     def _on_goal(self, request) -> GoalResponse:
-        if self._worker is None:
+        if not self._active:
             self.get_logger().warning("RunPolicy goal rejected: node is not active")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
@@ -472,9 +461,9 @@ class PolicyNode(LifecycleNode):
         self._goal_seq += 1
         run = _GoalRun(handle=goal_handle, seq=self._goal_seq, start=self._now(),
                        start_chunks=self.chunks, max_duration=float(req.max_duration))
-        with self._cv:
+        with self._lock:
             previous, self._goal_run = self._goal_run, run
-            active = self._worker is not None and self._goal_timer is not None
+            active = self._active and self._goal_timer is not None
             if active:
                 self._goal_instruction = req.instruction or None
                 self._running = True
@@ -504,13 +493,13 @@ class PolicyNode(LifecycleNode):
 
     def _poll_goal(self) -> None:
         """Goal timer: end the running goal on cancel, preemption or its duration; feedback."""
-        with self._cv:
+        with self._lock:
             run = self._goal_run
         if run is None:
             return
         if run.handle.is_cancel_requested:
             self._finish(run, RunPolicy.Result.CANCELED, "canceled")
-        elif run.seq != self._goal_seq or self._worker is None:
+        elif run.seq != self._goal_seq or not self._active:
             self._finish(run, RunPolicy.Result.ABORTED, "deactivated")
         elif run.max_duration > 0 and self._now() - run.start >= run.max_duration:
             self._finish(run, RunPolicy.Result.SUCCEEDED, "duration reached")
@@ -524,7 +513,7 @@ class PolicyNode(LifecycleNode):
 
     def _end_goal(self, outcome: int, reason: str) -> None:
         """End the running goal, if any (deactivation, cleanup)."""
-        with self._cv:
+        with self._lock:
             run = self._goal_run
         if run is not None:
             self._finish(run, outcome, reason)
@@ -535,7 +524,7 @@ class PolicyNode(LifecycleNode):
         Unless a newer goal took over, chunks stop here (before the coroutine's hold chunk) and
         the node pauses until the next goal.
         """
-        with self._cv:
+        with self._lock:
             if run.done.done():
                 return
             if self._goal_run is run:
@@ -556,7 +545,7 @@ class PolicyNode(LifecycleNode):
         responses written) makes a client's ``wait_for_server`` false even for a live server
         beside it.
         """
-        self._stop_worker()
+        self.stop_inference()
         self._action_server.destroy()
         super().destroy_node()
 
@@ -570,7 +559,7 @@ class PolicyNode(LifecycleNode):
         lat, model = self.latency.summary(), self.model_time.summary()
         if self.errors:
             self.diagnostics.status(ERROR, f"{self.errors} inference errors")
-        elif self._worker is None:
+        elif not self._active:
             self.diagnostics.status(OK, "inactive")
         elif self.refused_stale:
             self.diagnostics.status(WARN, f"{self.refused_stale} stale observations refused")
@@ -579,8 +568,7 @@ class PolicyNode(LifecycleNode):
         out = {"chunks_published": self.chunks, "inference_latency_p50_s": lat["p50"],
                "inference_latency_p99_s": lat["p99"], "model_time_p50_s": model["p50"],
                "stale_observations_refused": self.refused_stale,
-               "observations_dropped_busy": self.dropped_busy, "ood_score": self.last_ood,
-               "inference_errors": self.errors}
+               "ood_score": self.last_ood, "inference_errors": self.errors}
         inputs = self.inputs
         if inputs is not None:  # observation_source: sensors: the inputs' own counts
             out.update({f"sensors_{k}": v for k, v in inputs.diagnostics().items()})
@@ -592,7 +580,7 @@ class PolicyNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     # Nothing blocks an executor thread (see the module docstring): one thread is enough.
-    return spin_node(PolicyNode, args, before_destroy=lambda n: n._stop_worker(),
+    return spin_node(PolicyNode, args, before_destroy=lambda n: n.stop_inference(),
                      single_threaded=True)
 
 

@@ -53,7 +53,7 @@ class SensorInputs:
     """Subscriptions of ``node`` to an embodiment's cameras, joint_states and instruction.
 
     Args:
-        node: Owns the subscriptions (and their clock: sim time with use_sim_time).
+        node: Owns the subscriptions.
         embodiment: Names the cameras (topics, sizes) and the joints.
         config: Ages, skew, crop, compressed, exact sync, default instruction.
         callback_group: Group of every subscription.
@@ -63,12 +63,18 @@ class SensorInputs:
             first-camera stamp that every input has reached.
         event_driven: Whether new first-camera frames call ``on_ready`` (otherwise the owner
             polls :meth:`snapshot`, e.g. on a timer).
+        owner: Whose clock (sim time with use_sim_time) ages the inputs and whose logger
+            reports refusals; default ``node`` (policy_node subscribes on a helper node:
+            :class:`ate_ros.ros.inference_thread.InferenceThread`).
     """
 
     def __init__(self, node: Node, embodiment: Embodiment, config: SensorInputsConfig, *,
                  callback_group: Any = None, on_ready: Callable[[], None] | None = None,
-                 event_driven: bool = True) -> None:
+                 event_driven: bool = True, owner: Node | None = None) -> None:
         self.node = node
+        self.owner = owner if owner is not None else node
+        self._clock = self.owner.get_clock()
+        self._logger = self.owner.get_logger()
         self.embodiment = embodiment
         self.config = config
         self.cameras = list(embodiment.cameras)
@@ -118,7 +124,7 @@ class SensorInputs:
         self._subs = []
 
     def _now(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
+        return self._clock.now().nanoseconds * 1e-9
 
     # ----- callbacks ----------------------------------------------------------------------
     def _on_image(self, camera: str, msg: Any, first: bool) -> None:
@@ -126,7 +132,7 @@ class SensorInputs:
             fresh = self.sync.offer(camera, conv.time_to_sec(msg.header.stamp), msg, self._now())
         if not fresh:
             self.last_refusal = f"{camera} image older than max_age={self.config.max_age}s"
-            self.node.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
+            self._logger.warning(self.last_refusal, throttle_duration_sec=5.0)
         elif self.config.exact_sync:
             self._ready_if_exact()
         elif first and self.event_driven and self._on_ready is not None:
@@ -138,7 +144,7 @@ class SensorInputs:
         except conv.ConversionError as exc:
             self.bad_inputs += 1
             self.last_refusal = f"joint_states ignored: {exc}"
-            self.node.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
+            self._logger.warning(self.last_refusal, throttle_duration_sec=5.0)
             return
         with self._lock:
             fresh = self.sync.offer(JOINT_STATES, conv.time_to_sec(msg.header.stamp), q,
@@ -152,7 +158,7 @@ class SensorInputs:
 
     def _on_instruction(self, msg: String) -> None:
         self.instruction = msg.data
-        self.node.get_logger().info(f"instruction: {msg.data!r}")
+        self._logger.info(f"instruction: {msg.data!r}")
 
     def _ready_if_exact(self) -> None:
         """exact_sync: ``on_ready`` once per first-camera stamp that every input has reached."""
@@ -177,7 +183,7 @@ class SensorInputs:
             ok, reason = self.sync.check(now)
             if not ok:
                 self.last_refusal = reason
-                self.node.get_logger().warning(f"no observation: {reason}",
+                self._logger.warning(f"no observation: {reason}",
                                                throttle_duration_sec=5.0)
                 return None
             frames = {c.name: self.sync.get(c.name) for c in self.cameras}
@@ -197,7 +203,7 @@ class SensorInputs:
             except conv.ConversionError as exc:
                 self.bad_inputs += 1
                 self.last_refusal = f"camera {cam.name}: {exc}"
-                self.node.get_logger().warning(self.last_refusal, throttle_duration_sec=5.0)
+                self._logger.warning(self.last_refusal, throttle_duration_sec=5.0)
                 return None
             out[cam.name] = prepare_image(img, cam.width, cam.height, self.config.crop)
         return out
