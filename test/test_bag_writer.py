@@ -70,7 +70,8 @@ def test_round_trip(tmp_path, storage, name):
     np.testing.assert_allclose(tfs, [0.1, 0.2, 0.3, 0.4])
     chunk = msgs[T.ACTION_CHUNK_TOPIC][0][1]
     assert chunk.model_id == "m" and np.isnan(chunk.ood_score)
-    assert len(chunk.trajectory.points) == 2
+    assert list(chunk.joint_names) == ["a", "b"] and chunk.dt == pytest.approx(0.05)
+    assert chunk.positions.shape == (4,)  # 2 points of 2 joints, point after point
     assert msgs[T.INSTRUCTION_TOPIC][0][1].data == "stack the cubes"
 
     if storage == "ros1":

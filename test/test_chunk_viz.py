@@ -160,16 +160,40 @@ def test_plot_chunks_dataset(planar, tmp_path):
     assert _nonempty_png(out)
 
 
-def test_plot_chunks_bag(planar, tmp_path):
+LEGACY_ACTION_CHUNK = """std_msgs/Header header
+string embodiment
+string model_id
+trajectory_msgs/JointTrajectory trajectory
+float32 inference_latency
+float32 ood_score
+trajectory_msgs/JointTrajectory[] samples
+"""
+"""ate_ros/ActionChunk as bags recorded before the flat layout define it."""
+
+
+@pytest.mark.parametrize("layout", ["flat", "legacy"])
+def test_plot_chunks_bag(planar, tmp_path, layout):
+    """plot-chunks reads chunks (and their samples) from a bag, in the current flat layout and
+    in the legacy JointTrajectory one (rosbags decodes a bag with the definitions stored in
+    it)."""
     pytest.importorskip("rosbags")
+    from argparse import Namespace
+
     from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     from ate_ros.cli import main
+    from ate_ros.commands.plot_chunks import load_bag
     from ate_ros.core.data.typestores import make_typestore
 
-    store = make_typestore()
+    if layout == "flat":
+        store = make_typestore()
+    else:
+        store = get_typestore(Stores.ROS2_KILTED)
+        store.register(get_types_from_msg(LEGACY_ACTION_CHUNK, "ate_ros/msg/ActionChunk"))
     T = store.types
     bag = tmp_path / "bag"
+    written = []
     with Writer(bag, version=9) as w:
         ca = w.add_connection("/action_chunk", "ate_ros/msg/ActionChunk", typestore=store)
         cj = w.add_connection("/joint_states", "sensor_msgs/msg/JointState", typestore=store)
@@ -177,25 +201,45 @@ def test_plot_chunks_bag(planar, tmp_path):
         header = T["std_msgs/msg/Header"](stamp=stamp, frame_id="base")
         Dur = T["builtin_interfaces/msg/Duration"]
         Pt = T["trajectory_msgs/msg/JointTrajectoryPoint"]
+        order = [2, 0, 1]  # the message's joint order differs from the embodiment's
+        names = [planar.joint_names[i] for i in order]
         for k in range(4):
-            pts = [Pt(positions=np.array([0.1, 0.2 * i + 0.1 * k, 0.3]), velocities=np.array([]),
-                      accelerations=np.array([]), effort=np.array([]),
-                      time_from_start=Dur(sec=0, nanosec=100_000_000 * (i + 1)))
-                   for i in range(8)]
-            traj = T["trajectory_msgs/msg/JointTrajectory"](header=header,
-                                                           joint_names=planar.joint_names,
-                                                           points=pts)
-            msg = T["ate_ros/msg/ActionChunk"](header=header, embodiment="planar", model_id="m",
-                                              trajectory=traj, inference_latency=0.01,
-                                              ood_score=float("nan"), samples=[traj])
+            chunk = np.stack([np.full(8, 0.1), 0.2 * np.arange(8) + 0.1 * k, np.full(8, 0.3)], 1)
+            written.append(chunk)
+            cols = chunk[:, order]
+            if layout == "flat":
+                msg = T["ate_ros/msg/ActionChunk"](
+                    header=header, embodiment="planar", model_id="m", joint_names=names,
+                    dt=0.1, positions=cols.ravel(), inference_latency=0.01,
+                    ood_score=float("nan"), samples=(cols + 1).ravel())
+            else:
+                def traj(c):
+                    pts = [Pt(positions=np.ascontiguousarray(row), velocities=np.array([]),
+                              accelerations=np.array([]), effort=np.array([]),
+                              time_from_start=Dur(sec=0, nanosec=100_000_000 * (i + 1)))
+                           for i, row in enumerate(c)]
+                    return T["trajectory_msgs/msg/JointTrajectory"](header=header,
+                                                                   joint_names=names, points=pts)
+
+                msg = T["ate_ros/msg/ActionChunk"](header=header, embodiment="planar",
+                                                  model_id="m", trajectory=traj(cols),
+                                                  inference_latency=0.01,
+                                                  ood_score=float("nan"), samples=[traj(cols + 1)])
             w.write(ca, (k + 1) * 10**9, store.serialize_cdr(msg, msg.__msgtype__))
             js = T["sensor_msgs/msg/JointState"](header=header, name=planar.joint_names,
                                                 position=np.array([0.1, 0.1 * k, 0.3]),
                                                 velocity=np.array([]), effort=np.array([]))
             w.write(cj, (k + 1) * 10**9 + 1, store.serialize_cdr(js, js.__msgtype__))
+    emb_yaml = _yaml(planar, tmp_path)
+    _, chunks, qs, _ = load_bag(Namespace(source=str(bag), topic="", embodiment=emb_yaml,
+                                          chunks=4))
+    assert len(chunks) == 4 and qs.shape == (4, 3)
+    for (got, samples), want in zip(chunks, written):
+        np.testing.assert_allclose(got, want)  # back in the embodiment's joint order
+        assert len(samples) == 1
+        np.testing.assert_allclose(samples[0], want + 1)
     out = tmp_path / "bag.png"
-    assert main(["plot-chunks", str(bag), "-o", str(out), "--embodiment",
-                 _yaml(planar, tmp_path)]) == 0
+    assert main(["plot-chunks", str(bag), "-o", str(out), "--embodiment", emb_yaml]) == 0
     assert _nonempty_png(out)
 
 

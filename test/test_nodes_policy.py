@@ -315,7 +315,7 @@ def test_run_policy_feedback_and_cancel_holds(graph, stream_observations):
     hold = [m for m in got if "hold" in m.model_id]
     assert hold, "cancel must publish a stop request"
     # A chunk without points: the executor holds where the robot is (ActionChunk.msg).
-    assert len(hold[-1].trajectory.points) == 0 and hold[-1].embodiment == emb.name
+    assert len(hold[-1].positions) == 0 and hold[-1].embodiment == emb.name
     assert conv.time_to_sec(hold[-1].header.stamp) > 0
     client.destroy()
 

@@ -74,9 +74,10 @@ def test_generated_interfaces_import() -> None:
     from ate_ros.msg import ActionChunk, Observation
 
     fields = ActionChunk.get_fields_and_field_types()
-    for key in ("header", "embodiment", "model_id", "trajectory", "inference_latency",
-                "ood_score", "samples"):
-        assert key in fields
+    assert fields == {"header": "std_msgs/Header", "embodiment": "string",
+                      "model_id": "string", "joint_names": "sequence<string>", "dt": "double",
+                      "positions": "sequence<double>", "inference_latency": "float",
+                      "ood_score": "float", "samples": "sequence<double>"}
     assert "images" in Observation.get_fields_and_field_types()
     assert ExecuteChunk.Result.CANCELED != ExecuteChunk.Result.SUCCEEDED
     assert "max_duration" in RunPolicy.Goal.get_fields_and_field_types()

@@ -9,6 +9,7 @@ pytest.importorskip("rclpy")
 
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 
+from ate_ros.core.chunk_layout import ChunkLayoutError, read_action_chunk  # noqa: E402
 from ate_ros.ros import conversions as cv  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -46,18 +47,41 @@ def test_joint_state_to_embodiment_order(small_embodiment):
 def test_chunk_round_trip_by_name(small_embodiment):
     emb = small_embodiment
     chunk = np.arange(12, dtype=float).reshape(4, 3) / 10
-    msg = cv.chunk_to_msg(chunk, emb, cv.sec_to_time(3.0), model_id="m", inference_latency=0.1)
-    pts = msg.trajectory.points
-    assert [cv.duration_to_sec(p.time_from_start) for p in pts] == pytest.approx(
-        [0.1, 0.2, 0.3, 0.4])
+    msg = cv.chunk_to_msg(chunk, emb, cv.sec_to_time(3.0), model_id="m", inference_latency=0.1,
+                          samples=[chunk + 1, chunk + 2])
+    assert msg.dt == pytest.approx(0.1) and list(msg.joint_names) == emb.joint_names
+    assert list(msg.positions) == pytest.approx(chunk.ravel().tolist())  # point after point
+    fields = read_action_chunk(msg)
+    np.testing.assert_allclose(fields.times, [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(fields.samples, [chunk + 1, chunk + 2])
     # Reorder the columns: mapping is by name.
-    tr = msg.trajectory
-    tr.joint_names = ["j2", "j0", "j1"]
-    for p, row in zip(tr.points, chunk):
-        p.positions = [row[2], row[0], row[1]]
+    msg.joint_names = ["j2", "j0", "j1"]
+    msg.positions = chunk[:, [2, 0, 1]].ravel().tolist()
     out, stamp = cv.msg_to_chunk(msg, emb)
     np.testing.assert_allclose(out, chunk)
     assert stamp == pytest.approx(3.0)
+    with pytest.raises(cv.ConversionError, match="samples"):
+        cv.chunk_to_msg(chunk, emb, cv.sec_to_time(3.0), samples=[chunk[:2]])
+
+
+def test_legacy_chunk_layout_is_still_read(small_embodiment):
+    """Bags recorded before the flat layout hold ``trajectory`` + JointTrajectory samples."""
+    from types import SimpleNamespace as NS
+
+    emb = small_embodiment
+    chunk = np.arange(6, dtype=float).reshape(2, 3)
+    traj = cv.chunk_to_trajectory(chunk[:, [1, 2, 0]], emb)
+    traj.joint_names = ["j1", "j2", "j0"]
+    sample = cv.chunk_to_trajectory(chunk + 5, emb)
+    legacy = NS(trajectory=traj, samples=[sample])
+    fields = read_action_chunk(legacy)
+    assert fields.joint_names == ["j1", "j2", "j0"]
+    np.testing.assert_allclose(fields.times, [0.1, 0.2])
+    np.testing.assert_allclose(fields.positions, chunk[:, [1, 2, 0]])
+    np.testing.assert_allclose(fields.samples[0], (chunk + 5)[:, [1, 2, 0]])
+    traj.points[1].positions = [0.0]
+    with pytest.raises(ChunkLayoutError, match="point 1"):
+        read_action_chunk(legacy)
 
 
 def test_stop_request_is_an_empty_chunk_for_this_embodiment(small_embodiment):
@@ -75,21 +99,39 @@ def test_stop_request_is_an_empty_chunk_for_this_embodiment(small_embodiment):
 def test_chunk_errors(small_embodiment):
     emb = small_embodiment
     msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
-    msg.trajectory.joint_names = ["j0", "j1", "bogus"]
+    msg.joint_names = ["j0", "j1", "bogus"]
     with pytest.raises(cv.ConversionError, match="unknown joints"):
         cv.msg_to_chunk(msg, emb)
+    msg.joint_names = ["j0", "j1", "j1"]
+    with pytest.raises(cv.ConversionError, match="duplicate"):
+        cv.msg_to_chunk(msg, emb)
+    msg.joint_names = ["j0", "j1"]
+    with pytest.raises(cv.ConversionError, match="lacks joints"):
+        cv.msg_to_chunk(msg, emb)
     msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
-    msg.trajectory.points[1].positions = [0.0, 0.0]
-    with pytest.raises(cv.ConversionError, match="point 1"):
+    msg.positions = [0.0] * 5  # not a whole number of 3-joint points
+    with pytest.raises(cv.ConversionError, match="malformed chunk: 5 positions"):
+        cv.msg_to_chunk(msg, emb)
+    msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
+    msg.samples = [0.0] * 7
+    with pytest.raises(cv.ConversionError, match="sample"):
+        cv.msg_to_chunk(msg, emb)
+    msg = cv.chunk_to_msg(np.zeros((0, 3)), emb, cv.sec_to_time(0.0))
+    with pytest.raises(cv.ConversionError, match="no points"):
         cv.msg_to_chunk(msg, emb)
     msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
     msg.embodiment = "other"
     with pytest.raises(cv.ConversionError, match="other"):
         cv.msg_to_chunk(msg, emb)
     msg = cv.chunk_to_msg(np.zeros((2, 3)), emb, cv.sec_to_time(0.0))
-    msg.trajectory.points[1].time_from_start = cv.sec_to_duration(0.5)
-    with pytest.raises(cv.ConversionError, match="time_from_start"):
+    msg.dt = 0.25  # not this embodiment's control period
+    with pytest.raises(cv.ConversionError, match="dt=0.1000 s apart"):
         cv.msg_to_chunk(msg, emb)
+    assert cv.msg_to_chunk(msg, emb, check_timing=False)[0].shape == (2, 3)
+    traj = cv.chunk_to_trajectory(np.zeros((2, 3)), emb)
+    traj.points[1].time_from_start = cv.sec_to_duration(0.5)
+    with pytest.raises(cv.ConversionError, match="time_from_start"):
+        cv.trajectory_to_chunk(traj, emb)
     with pytest.raises(cv.ConversionError):
         cv.chunk_to_trajectory(np.zeros((2, 4)), emb)
 

@@ -11,13 +11,12 @@ from waiting import Spinner, action_client_beside
 
 rclpy = pytest.importorskip("rclpy")
 
-from builtin_interfaces.msg import Duration  # noqa: E402
 from rclpy.action import ActionServer, CancelResponse, GoalResponse  # noqa: E402
 from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from trajectory_msgs.msg import JointTrajectoryPoint  # noqa: E402
 
 from ate_ros.action import ExecuteChunk  # noqa: E402
+from ate_ros.core.chunk_layout import read_action_chunk  # noqa: E402
 from ate_ros.msg import ActionChunk  # noqa: E402
 from ate_ros.ros.spin import DrainingMultiThreadedExecutor  # noqa: E402
 
@@ -27,12 +26,9 @@ def _chunk(n_points: int = 5) -> ActionChunk:
     msg.embodiment = "toy3"
     msg.model_id = "roundtrip"
     msg.ood_score = math.nan
-    msg.trajectory.joint_names = ["j0", "j1", "j2"]
-    for i in range(n_points):
-        p = JointTrajectoryPoint()
-        p.positions = [0.1 * i, -0.1 * i, 0.0]
-        p.time_from_start = Duration(sec=0, nanosec=int((i + 1) * 1e8))
-        msg.trajectory.points.append(p)
+    msg.joint_names = ["j0", "j1", "j2"]
+    msg.dt = 0.1
+    msg.positions = [v for i in range(n_points) for v in (0.1 * i, -0.1 * i, 0.0)]
     return msg
 
 
@@ -50,7 +46,7 @@ class _Server(Node):
             cancel_callback=lambda _g: CancelResponse.ACCEPT, callback_group=group)
 
     def _execute(self, handle):
-        points = handle.request.chunk.trajectory.points
+        points = read_action_chunk(handle.request.chunk).positions
         result = ExecuteChunk.Result()
         for i, _ in enumerate(points):
             if handle.is_cancel_requested:
@@ -103,8 +99,9 @@ def test_action_chunk_topic(graph) -> None:
     assert server.received, "no ActionChunk arrived over DDS"
     got = server.received[0]
     assert got.embodiment == "toy3" and math.isnan(got.ood_score)
-    assert [list(p.positions) for p in got.trajectory.points][2] == pytest.approx([0.2, -0.2, 0])
-    assert got.trajectory.points[4].time_from_start.nanosec == 500_000_000
+    fields = read_action_chunk(got)
+    assert fields.positions[2].tolist() == pytest.approx([0.2, -0.2, 0])
+    assert fields.times[4] == pytest.approx(0.5)
 
 
 def test_execute_chunk_feedback_and_result(graph) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ate_ros.core.chunk_layout import ChunkLayoutError, read_action_chunk
+
 logger = logging.getLogger(__name__)
 
 
@@ -100,18 +102,27 @@ def load_bag(args) -> tuple:
                 if msg.model_id.startswith("hold"):
                     continue
                 emb_name = emb_name or msg.embodiment
-                raw_chunks.append((msg.trajectory, list(msg.samples)))
+                try:  # flat, or the legacy layout of older bags
+                    chunk = read_action_chunk(msg)
+                except ChunkLayoutError as exc:
+                    raise SystemExit(f"{src}: {conn.topic}: malformed ActionChunk: {exc}") \
+                        from exc
+                raw_chunks.append((chunk.joint_names, chunk.positions, chunk.samples))
             else:
-                raw_chunks.append((msg, []))
+                names = list(msg.joint_names)
+                pos = np.array([np.asarray(p.positions, dtype=float) for p in msg.points])
+                raw_chunks.append((names, pos.reshape(-1, len(names)), []))
     emb = _embodiment(args.embodiment, emb_name)
 
-    def to_array(traj) -> np.ndarray:
-        names = list(traj.joint_names)
-        pos = np.array([np.asarray(p.positions, dtype=float) for p in traj.points])
-        return np.stack([pos[:, names.index(n)] for n in emb.joint_names], axis=1)
+    def to_array(names: list[str], pos: np.ndarray) -> np.ndarray:
+        missing = [n for n in emb.joint_names if n not in names]
+        if missing:
+            raise SystemExit(f"{src}: chunks lack joints {missing} of {emb.name}")
+        return pos[:, [names.index(n) for n in emb.joint_names]]
 
     picked = [raw_chunks[i] for i in _evenly(len(raw_chunks), args.chunks)]
-    chunks = [(to_array(t), [to_array(s) for s in samples]) for t, samples in picked]
+    chunks = [(to_array(names, pos), [to_array(names, s) for s in samples])
+              for names, pos, samples in picked]
     qs = []
     for names, pos in executed:
         try:

@@ -3,10 +3,10 @@
 - Time: :func:`time_to_sec`, :func:`sec_to_time`, :func:`time_to_ns`, :func:`ns_to_time`,
   :func:`duration_to_sec`, :func:`sec_to_duration` (builtin_interfaces Time/Duration).
 - Joint states: :func:`joint_state_to_arrays`, :func:`joint_state_to_embodiment`.
-- Chunks: :func:`chunk_to_trajectory`, :func:`trajectory_to_chunk`, :func:`chunk_to_msg`,
-  :func:`msg_to_chunk` (``ate_ros/ActionChunk``), following the chunk timing convention of
-  ``ate_ros.core.policy_io``: point i has ``time_from_start = (i + 1) * dt`` from the
-  observation stamp.
+- Chunks: :func:`chunk_to_msg`, :func:`msg_to_chunk` (``ate_ros/ActionChunk``, flat arrays:
+  :mod:`ate_ros.core.chunk_layout`), :func:`chunk_to_trajectory`, :func:`trajectory_to_chunk`
+  (trajectory_msgs/JointTrajectory), following the chunk timing convention of
+  ``ate_ros.core.policy_io``: point i is due ``(i + 1) * dt`` after the observation stamp.
 - Images: :func:`image_to_numpy` (rgb8/bgr8/rgba8/bgra8/mono8, row padding),
   :func:`numpy_to_image`,
   :func:`compressed_to_numpy` (JPEG/PNG via OpenCV), :func:`numpy_to_compressed`.
@@ -18,6 +18,7 @@ Errors are :class:`ConversionError` (a ValueError) with a message that says what
 
 from __future__ import annotations
 
+import array
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ate_ros.core.chunk_layout import ChunkLayoutError, point_times, read_action_chunk
 from ate_ros.core.embodiment import Embodiment, EmbodimentError
 
 __all__ = [
@@ -129,13 +131,10 @@ def chunk_to_trajectory(chunk: np.ndarray, embodiment: Embodiment, stamp: Time |
     ``stamp`` is the observation time (ActionChunk convention); ``dt`` defaults to the
     embodiment's control period.
     """
-    c = np.asarray(chunk, dtype=np.float64)
-    if c.ndim != 2 or c.shape[1] != embodiment.dof:
-        raise ConversionError(f"chunk must be (H, {embodiment.dof}) for {embodiment.name}, "
-                              f"got {c.shape}")
+    c = _chunk_array(chunk, embodiment)
     dt = embodiment.control_period if dt is None else float(dt)
-    times = dt * np.arange(1, c.shape[0] + 1)
-    return times_to_trajectory(times, c, embodiment.joint_names, stamp, frame_id)
+    return times_to_trajectory(point_times(dt, c.shape[0]), c, embodiment.joint_names, stamp,
+                               frame_id)
 
 
 def times_to_trajectory(times_from_start: np.ndarray, positions: np.ndarray,
@@ -165,15 +164,7 @@ def trajectory_to_chunk(traj: JointTrajectory, embodiment: Embodiment,
     or (with ``check_timing``) ``time_from_start`` not equal to ``(i + 1) * dt``.
     """
     names = list(traj.joint_names)
-    unknown = embodiment.unknown_joints(names)
-    if unknown:
-        raise ConversionError(f"unknown joints {unknown} for embodiment {embodiment.name} "
-                              f"(joints: {embodiment.joint_names})")
-    if len(set(names)) != len(names):
-        raise ConversionError(f"duplicate joint names in trajectory: {names}")
-    missing = [n for n in embodiment.joint_names if n not in names]
-    if missing:
-        raise ConversionError(f"trajectory lacks joints {missing} of {embodiment.name}")
+    order = _embodiment_columns(names, embodiment, "trajectory")
     if not traj.points:
         raise ConversionError("trajectory has no points")
     n = len(names)
@@ -191,48 +182,94 @@ def trajectory_to_chunk(traj: JointTrajectory, embodiment: Embodiment,
         if not np.allclose(t, expect, atol=1e-3 * dt + 1e-6):
             raise ConversionError(
                 f"time_from_start must be (i+1)*dt with dt={dt:.4f} s; got {t[:4].tolist()}...")
-    order = [names.index(j) for j in embodiment.joint_names]
     return arr[:, order]
+
+
+def _embodiment_columns(names: list[str], embodiment: Embodiment, what: str) -> list[int]:
+    """Column of each of ``embodiment``'s joints in ``names``; ConversionError for unknown,
+    duplicate or missing joints (a message for another robot)."""
+    unknown = embodiment.unknown_joints(names)
+    if unknown:
+        raise ConversionError(f"unknown joints {unknown} for embodiment {embodiment.name} "
+                              f"(joints: {embodiment.joint_names})")
+    if len(set(names)) != len(names):
+        raise ConversionError(f"duplicate joint names in {what}: {names}")
+    missing = [n for n in embodiment.joint_names if n not in names]
+    if missing:
+        raise ConversionError(f"{what} lacks joints {missing} of {embodiment.name}")
+    return [names.index(j) for j in embodiment.joint_names]
 
 
 def chunk_to_msg(chunk: np.ndarray, embodiment: Embodiment, obs_stamp: Time,
                  model_id: str = "", inference_latency: float = 0.0,
                  ood_score: float = float("nan"),
-                 samples: Sequence[np.ndarray] = ()) -> Any:
-    """(H, D) chunk -> ``ate_ros/ActionChunk`` (header.stamp = observation time)."""
+                 samples: Sequence[np.ndarray] = (), dt: float | None = None) -> Any:
+    """(H, D) chunk in embodiment order -> ``ate_ros/ActionChunk`` (header.stamp = observation
+    time; ``dt`` defaults to the embodiment's control period). An (0, D) chunk is a stop
+    request."""
     from ate_ros.msg import ActionChunk
 
+    c = _chunk_array(chunk, embodiment)
     msg = ActionChunk()
     msg.header = Header(stamp=obs_stamp, frame_id=embodiment.base_frame)
     msg.embodiment = embodiment.name
     msg.model_id = model_id
-    msg.trajectory = chunk_to_trajectory(chunk, embodiment, obs_stamp, embodiment.base_frame)
+    msg.joint_names = list(embodiment.joint_names)
+    msg.dt = embodiment.control_period if dt is None else float(dt)
+    # array.array('d') is taken as is by rclpy (a list would be checked value by value).
+    msg.positions = array.array("d", c.tobytes())
     msg.inference_latency = float(inference_latency)
     msg.ood_score = float(ood_score)
-    msg.samples = [chunk_to_trajectory(s, embodiment, obs_stamp, embodiment.base_frame)
-                   for s in samples]
+    if len(samples):
+        extra = [_chunk_array(s, embodiment) for s in samples]
+        if any(e.shape != c.shape for e in extra):
+            raise ConversionError(f"samples must be shaped like the chunk {c.shape}, got "
+                                  f"{[e.shape for e in extra]}")
+        msg.samples = array.array("d", np.concatenate(extra).tobytes())
     return msg
+
+
+def _chunk_array(chunk: np.ndarray, embodiment: Embodiment) -> np.ndarray:
+    c = np.ascontiguousarray(chunk, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != embodiment.dof:
+        raise ConversionError(f"chunk must be (H, {embodiment.dof}) for {embodiment.name}, "
+                              f"got {c.shape}")
+    return c
 
 
 def is_stop_request(msg: Any, embodiment: Embodiment) -> bool:
     """Whether an ``ate_ros/ActionChunk`` asks ``embodiment`` to stop: no points, and either
     naming this embodiment or none (see ActionChunk.msg). Empty chunks for another robot are
     not ours to act on."""
-    return not msg.trajectory.points and msg.embodiment in ("", embodiment.name)
+    return not len(msg.positions) and msg.embodiment in ("", embodiment.name)
 
 
 def msg_to_chunk(msg: Any, embodiment: Embodiment,
                  check_timing: bool = True) -> tuple[np.ndarray, float]:
     """``ate_ros/ActionChunk`` -> ((H, D) chunk in embodiment order, observation stamp in s).
 
-    Raises :class:`ConversionError` if the chunk names another embodiment or its trajectory
-    does not map onto this one.
+    Raises :class:`ConversionError` if the chunk names another embodiment, its joints do not
+    map onto this one (unknown, duplicate or missing), its positions are not whole points, it
+    has no points, or (``check_timing``) its ``dt`` is not the embodiment's control period.
     """
     if msg.embodiment and msg.embodiment != embodiment.name:
         raise ConversionError(f"chunk is for embodiment {msg.embodiment!r}, "
                               f"this executor drives {embodiment.name!r}")
-    return (trajectory_to_chunk(msg.trajectory, embodiment, check_timing=check_timing),
-            time_to_sec(msg.header.stamp))
+    try:
+        fields = read_action_chunk(msg)
+    except ChunkLayoutError as exc:
+        raise ConversionError(f"malformed chunk: {exc}") from exc
+    order = _embodiment_columns(fields.joint_names, embodiment, "chunk")
+    if not fields.horizon:
+        raise ConversionError("chunk has no points")
+    if check_timing:
+        dt = embodiment.control_period
+        expect = point_times(dt, fields.horizon)
+        if not np.allclose(fields.times, expect, atol=1e-3 * dt + 1e-6):
+            raise ConversionError(f"chunk points must be dt={dt:.4f} s apart (the control "
+                                  f"period of {embodiment.name}); got times "
+                                  f"{fields.times[:4].tolist()}...")
+    return fields.positions[:, order], time_to_sec(msg.header.stamp)
 
 
 # ----- images -------------------------------------------------------------------------------

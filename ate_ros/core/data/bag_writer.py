@@ -177,8 +177,10 @@ class BagRecorder:
         if self._first_ns is None or log_ns < self._first_ns:
             self._first_ns = int(log_ns)
 
-    def _trajectory(self, topic: str, t_ns: int, names: Sequence[str], positions: np.ndarray,
-                    dt: float, frame_id: str = ""):
+    @staticmethod
+    def _points(topic: str, names: Sequence[str], positions: np.ndarray,
+                dt: float) -> np.ndarray:
+        """(N, D) positions for ``names``, checked; dt > 0."""
         pos = np.asarray(positions, dtype=np.float64)
         if pos.ndim != 2 or pos.shape[1] != len(names):
             raise BagWriteError(
@@ -186,6 +188,11 @@ class BagRecorder:
                 f"{pos.shape}")
         if not dt > 0:
             raise BagWriteError(f"{topic}: dt must be positive, got {dt}")
+        return pos
+
+    def _trajectory(self, topic: str, t_ns: int, names: Sequence[str], positions: np.ndarray,
+                    dt: float, frame_id: str = ""):
+        pos = self._points(topic, names, positions, dt)
         empty = np.zeros(0, dtype=np.float64)
         points = []
         for i in range(pos.shape[0]):
@@ -265,12 +272,14 @@ class BagRecorder:
                            model_id: str = "", inference_latency: float = 0.0,
                            ood_score: float = float("nan"), frame_id: str = "base_link",
                            recv_delay_ns: int = 0) -> None:
-        """Write an ``ate_ros/ActionChunk`` stamped with the observation time ``t_ns``."""
-        traj = self._trajectory(topic, t_ns, names, positions, dt, frame_id)
+        """Write an ``ate_ros/ActionChunk`` of (N, D) points, stamped with the observation time
+        ``t_ns`` (flat layout: :mod:`ate_ros.core.chunk_layout`)."""
+        pos = self._points(topic, names, positions, dt)
         msg = self._msg(T.ACTION_CHUNK_TYPE, header=self._header(topic, t_ns, frame_id),
-                        embodiment=embodiment, model_id=model_id, trajectory=traj,
+                        embodiment=embodiment, model_id=model_id, joint_names=list(names),
+                        dt=float(dt), positions=pos.ravel(),
                         inference_latency=float(inference_latency), ood_score=float(ood_score),
-                        samples=[])
+                        samples=np.zeros(0, dtype=np.float64))
         self._write(topic, T.ACTION_CHUNK_TYPE, t_ns + recv_delay_ns, msg)
 
     def set_metadata(self, key: str, value: str) -> None:
