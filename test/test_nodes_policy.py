@@ -161,6 +161,50 @@ def test_destroyed_node_leaves_no_action_server_in_the_graph(small_embodiment, t
             rclpy.try_shutdown(context=c)
 
 
+@pytest.mark.parametrize("source", ["topic", "sensors"])
+def test_process_name_and_remaps_reach_the_inference_thread_inputs(small_embodiment, tmp_path,
+                                                                   source):
+    """``ros2 launch`` renames the node with a process-wide ``-r __node:=NAME``; the inference
+    thread's helper node must not take that name too, and must subscribe where the process's
+    remappings send the policy node's inputs."""
+    from ate_ros.core.deploy import PolicyNodeConfig
+    from ate_ros.nodes.policy_node import PolicyNode
+
+    path = tmp_path / "toy3.yaml"
+    small_embodiment.to_yaml(path)
+    context, observing = rclpy.Context(), rclpy.Context()  # the observer keeps its own name
+    rclpy.init(context=context, args=[
+        "--ros-args", "-r", "__node:=arm_policy", "-r", "__ns:=/left",
+        "-r", "observation:=/remapped/observation", "-r", "joint_states:=/robot/joint_states"])
+    rclpy.init(context=observing)
+    try:
+        observer = rclpy.create_node("observer", context=observing)
+        node = PolicyNode(PolicyNodeConfig(embodiment=str(path), kinematics="joints",
+                                           observation_source=source),
+                          policy_factory=lambda c, e: TowardTarget(e), context=context)
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+
+        def names():
+            return sorted(f"{ns.rstrip('/')}/{n}"
+                          for n, ns in observer.get_node_names_and_namespaces())
+
+        assert wait_for(lambda: "/left/_arm_policy_inputs" in names(), 20.0), names()
+        assert names().count("/left/arm_policy") == 1, names()
+        if source == "topic":
+            assert node._obs_sub.topic_name == "/remapped/observation"
+        else:
+            assert "/robot/joint_states" in node.inputs.topics
+            assert "/left/instruction" in node.inputs.topics  # the owner's namespace
+        node.destroy_node()
+        assert wait_for(lambda: "/left/_arm_policy_inputs" not in names(), 20.0), names()
+        observer.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+        rclpy.try_shutdown(context=observing)
+
+
 def test_sensors_source_feeds_the_model_without_perception_node(graph, camera_embodiment,
                                                                 red_centred_frame, tmp_path):
     """observation_source: sensors: camera frames and joint_states go straight to the model

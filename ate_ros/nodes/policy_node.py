@@ -28,7 +28,7 @@ which the node publishes a stop request (an empty chunk) and pauses until the ne
 
 Inference runs in a thread of its own (:class:`ate_ros.ros.inference_thread.InferenceThread`,
 configure..cleanup): the observation subscriptions live on a hidden helper node
-(``_policy_node_inputs``) that this thread spins, and the model runs in their callbacks. So a
+(``_<node name>_inputs``) that this thread spins, and the model runs in their callbacks. So a
 slow model never blocks the node's executor (services, the action server, goals), and an
 observation reaches the model without a hand-off between threads. Observations that arrive while
 the model runs wait in the depth-1 queue: the model always gets the newest. Observations older
@@ -215,7 +215,8 @@ class PolicyNode(LifecycleNode):
                                        on_ready=self._on_sensors, owner=self)
         else:
             self._obs_sub = self._inference.node.create_subscription(
-                Observation, OBSERVATION, self._on_observation, SENSOR_QOS)
+                Observation, self._inference.topic(OBSERVATION), self._on_observation,
+                SENSOR_QOS)
         # Wall (steady) time: a goal notices a cancel even while a simulated clock is paused.
         self._goal_timer = self.create_timer(GOAL_POLL_PERIOD, self._poll_goal,
                                              callback_group=self._goal_group, clock=self._steady,
@@ -282,11 +283,6 @@ class PolicyNode(LifecycleNode):
         self.stop_inference()
         self._release()
         return super().on_shutdown(state)
-
-    @property
-    def active(self) -> bool:
-        """Whether the node is active: taking observations (and accepting goals)."""
-        return self._active
 
     def stop_inference(self) -> None:
         """Stop taking observations; returns once the inference in progress is done (no chunk
@@ -546,6 +542,9 @@ class PolicyNode(LifecycleNode):
         beside it.
         """
         self.stop_inference()
+        if self._inference is not None:  # configured: the helper node would linger too
+            self._inference.destroy()
+            self._inference = None
         self._action_server.destroy()
         super().destroy_node()
 

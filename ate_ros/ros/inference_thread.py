@@ -7,14 +7,17 @@ timers) on each wake-up. :class:`InferenceThread` owns a hidden helper node inst
 the input subscriptions, and spins it on a SingleThreadedExecutor in the thread that runs the
 model: a callback takes the input and runs the model where it is. Inputs that arrive while the
 model runs wait in their subscription's queue (depth 1 with SensorDataQoS: only the newest).
-Measured with ``benchmarks/bench_ros_latency.py --processes --observation-source sensors`` on
-the 2-core VM: p50 3.5 vs 4.4 ms of overhead, 6 interleaved runs of each (see the README).
+Measured with ``benchmarks/bench_ros_latency.py --processes`` on the 2-core VM (medians of 3
+interleaved runs): p50 overhead 3.50 vs 4.00 ms with ``observation_source: sensors``, 4.36 vs
+5.16 ms with ``topic`` (see the README).
 
 The helper node is named ``_<owner>_inputs`` (a leading underscore hides it from
-``ros2 node list``), in the owner's namespace and context. It reads the process's global
-arguments, so remappings given to the process (what ``ros2 launch`` passes) apply to its topics;
-it has no parameter services and no rosout. Its callbacks should use the owner's clock and
-logger (sim time, log names).
+``ros2 node list``), in the owner's namespace and context, without parameter services or rosout.
+It ignores the process's arguments: ``ros2 launch`` passes ``-r __node:=<name>``, which would
+give it the owner's name too. Subscribe it to :meth:`InferenceThread.topic` names instead: the
+owner's names after its remappings, so ``-r observation:=/x`` (for the process or for the owner
+node) moves the helper's subscription as it would the owner's. Its callbacks should use the
+owner's clock and logger (sim time, log names).
 """
 
 from __future__ import annotations
@@ -49,12 +52,17 @@ class InferenceThread:
         self.thread_name = thread_name
         self.node = rclpy.create_node(
             f"_{owner.get_name()}_inputs", namespace=owner.get_namespace(),
-            context=owner.context, start_parameter_services=False, enable_rosout=False)
+            context=owner.context, use_global_arguments=False, start_parameter_services=False,
+            enable_rosout=False)
         self._executor = SingleThreadedExecutor(context=owner.context)
         self._executor.add_node(self.node)
         self.thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.callback_errors = 0
+
+    def topic(self, name: str) -> str:
+        """``name`` as the owner resolves it (namespace, ``~``, remappings): absolute."""
+        return self.owner.resolve_topic_name(name)
 
     @property
     def running(self) -> bool:

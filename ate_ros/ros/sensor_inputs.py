@@ -63,8 +63,9 @@ class SensorInputs:
             first-camera stamp that every input has reached.
         event_driven: Whether new first-camera frames call ``on_ready`` (otherwise the owner
             polls :meth:`snapshot`, e.g. on a timer).
-        owner: Whose clock (sim time with use_sim_time) ages the inputs and whose logger
-            reports refusals; default ``node`` (policy_node subscribes on a helper node:
+        owner: Whose clock (sim time with use_sim_time) ages the inputs, whose logger reports
+            refusals and whose remappings resolve the topic names; default ``node``
+            (policy_node subscribes on a helper node:
             :class:`ate_ros.ros.inference_thread.InferenceThread`).
     """
 
@@ -87,6 +88,8 @@ class SensorInputs:
         self.event_driven = event_driven
         self._lock = threading.Lock()
         self._exact_stamp = -math.inf  # exact_sync: the last stamp handed on
+        # On another node than the owner, subscribe to the owner's resolved (absolute) names.
+        topic = ((lambda name: name) if self.owner is node else self.owner.resolve_topic_name)
         self._subs = []
         for i, cam in enumerate(self.cameras):
             def on_image(msg, name=cam.name, first=(i == 0)):
@@ -94,15 +97,18 @@ class SensorInputs:
 
             if config.compressed:
                 self._subs.append(node.create_subscription(
-                    CompressedImage, cam.topic.rstrip("/") + "/compressed", on_image,
+                    CompressedImage, topic(cam.topic.rstrip("/") + "/compressed"), on_image,
                     SENSOR_QOS, callback_group=callback_group))
             else:
                 self._subs.append(node.create_subscription(
-                    Image, cam.topic, on_image, SENSOR_QOS, callback_group=callback_group))
-        self._subs.append(node.create_subscription(JointState, JOINT_STATES, self._on_joints,
-                                                   SENSOR_QOS, callback_group=callback_group))
-        self._subs.append(node.create_subscription(String, INSTRUCTION, self._on_instruction,
-                                                   LATCHED_QOS, callback_group=callback_group))
+                    Image, topic(cam.topic), on_image, SENSOR_QOS,
+                    callback_group=callback_group))
+        self._subs.append(node.create_subscription(JointState, topic(JOINT_STATES),
+                                                   self._on_joints, SENSOR_QOS,
+                                                   callback_group=callback_group))
+        self._subs.append(node.create_subscription(String, topic(INSTRUCTION),
+                                                   self._on_instruction, LATCHED_QOS,
+                                                   callback_group=callback_group))
 
     def reconfigure(self, config: SensorInputsConfig) -> None:
         """Apply run-time parameter changes: ages, skew, crop, and the default instruction when
