@@ -142,9 +142,12 @@ def test_new_chunk_preempts_the_active_goal(report):
     assert sum(g["mode"] == "accept" for g in goals) >= 6
     ends = [g["stamp"] + g["times"][-1] for g in goals]
     overlapping = [b["index"] for a, b, end in zip(goals, goals[1:], ends) if b["recv"] < end]
-    assert len(overlapping) >= 5, "new chunks did not preempt the running goal"
-    assert sum(g["outcome"] == "superseded" for g in goals) >= 5
-    assert _counter(report, "nominal", "fjt_goals_preempted") >= 5
+    # 5 of the 6 goals can arrive while the previous one runs (chunks 0.15 s apart, 0.5 s
+    # long); a loaded 2-core machine once stalled the pipeline past one goal's end (4 of 5),
+    # so one miss is allowed: an executor that waits for goals to end preempts none.
+    assert len(overlapping) >= 4, "new chunks did not preempt the running goal"
+    assert sum(g["outcome"] == "superseded" for g in goals) >= len(overlapping)
+    assert _counter(report, "nominal", "fjt_goals_preempted") >= len(overlapping)
     assert _counter(report, "nominal", "fjt_goals_sent") >= 6
     # Ticks that send no goal (the running one holds them) are not counted as sent (one apart:
     # the counters are read while the node runs, between the two counts of a tick).
