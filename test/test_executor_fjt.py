@@ -139,16 +139,17 @@ def test_new_chunk_preempts_the_active_goal(report):
     phase = report["phases"]["nominal"]
     goals = _goals(report, "nominal")
     assert phase["chunks_accepted"] == 6
-    assert sum(g["mode"] == "accept" for g in goals) >= 6
+    # One goal per chunk, sent at the next control tick (0.05 s). A loaded 2-core machine can
+    # deliver two chunks within one tick (they go out as one goal) or stall the pipeline past
+    # a goal's end (seen once each: 5 goals; 4 of 5 overlapping), so one miss is allowed: an
+    # executor that waits for goals to end, or sends none per chunk, fails by far.
+    assert sum(g["mode"] == "accept" for g in goals) >= 5
     ends = [g["stamp"] + g["times"][-1] for g in goals]
     overlapping = [b["index"] for a, b, end in zip(goals, goals[1:], ends) if b["recv"] < end]
-    # 5 of the 6 goals can arrive while the previous one runs (chunks 0.15 s apart, 0.5 s
-    # long); a loaded 2-core machine once stalled the pipeline past one goal's end (4 of 5),
-    # so one miss is allowed: an executor that waits for goals to end preempts none.
     assert len(overlapping) >= 4, "new chunks did not preempt the running goal"
     assert sum(g["outcome"] == "superseded" for g in goals) >= len(overlapping)
     assert _counter(report, "nominal", "fjt_goals_preempted") >= len(overlapping)
-    assert _counter(report, "nominal", "fjt_goals_sent") >= 6
+    assert _counter(report, "nominal", "fjt_goals_sent") >= 5
     # Ticks that send no goal (the running one holds them) are not counted as sent (one apart:
     # the counters are read while the node runs, between the two counts of a tick).
     assert abs(_counter(report, "nominal", "trajectories_sent")
