@@ -172,9 +172,12 @@ def test_process_name_and_remaps_reach_the_inference_thread_inputs(small_embodim
 
     path = tmp_path / "toy3.yaml"
     small_embodiment.to_yaml(path)
+    # Names of this case only: another participant's destroyed nodes can linger in a new
+    # observer's graph for a while (stale discovery data), e.g. the other case's.
+    name, ns = f"arm_policy_{source}", f"/left_{source}"
     context, observing = rclpy.Context(), rclpy.Context()  # the observer keeps its own name
     rclpy.init(context=context, args=[
-        "--ros-args", "-r", "__node:=arm_policy", "-r", "__ns:=/left",
+        "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={ns}",
         "-r", "observation:=/remapped/observation", "-r", "joint_states:=/robot/joint_states"])
     rclpy.init(context=observing)
     try:
@@ -190,15 +193,15 @@ def test_process_name_and_remaps_reach_the_inference_thread_inputs(small_embodim
             return sorted(f"{ns.rstrip('/')}/{n}"
                           for n, ns in observer.get_node_names_and_namespaces())
 
-        assert wait_for(lambda: "/left/_arm_policy_inputs" in names(), 20.0), names()
-        assert names().count("/left/arm_policy") == 1, names()
+        assert wait_for(lambda: f"{ns}/_{name}_inputs" in names(), 20.0), names()
+        assert names().count(f"{ns}/{name}") == 1, names()
         if source == "topic":
             assert node._obs_sub.topic_name == "/remapped/observation"
         else:
             assert "/robot/joint_states" in node.inputs.topics
-            assert "/left/instruction" in node.inputs.topics  # the owner's namespace
+            assert f"{ns}/instruction" in node.inputs.topics  # the owner's namespace
         node.destroy_node()
-        assert wait_for(lambda: "/left/_arm_policy_inputs" not in names(), 20.0), names()
+        assert wait_for(lambda: f"{ns}/_{name}_inputs" not in names(), 20.0), names()
         observer.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
