@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ate_ros.core.chunk_layout import ChunkLayoutError, read_action_chunk
+from ate_ros.core.chunk_layout import ChunkLayoutError, read_action_chunk, read_joint_trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -98,20 +98,18 @@ def load_bag(args) -> tuple:
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.msgtype == "sensor_msgs/msg/JointState":
                 executed.append((list(msg.name), np.asarray(msg.position, dtype=float)))
-            elif conn.msgtype == chunk_types[0]:
+                continue
+            if conn.msgtype == chunk_types[0]:
                 if msg.model_id.startswith("hold"):
                     continue
                 emb_name = emb_name or msg.embodiment
-                try:  # flat, or the legacy layout of older bags
-                    chunk = read_action_chunk(msg)
-                except ChunkLayoutError as exc:
-                    raise SystemExit(f"{src}: {conn.topic}: malformed ActionChunk: {exc}") \
-                        from exc
-                raw_chunks.append((chunk.joint_names, chunk.positions, chunk.samples))
-            else:
-                names = list(msg.joint_names)
-                pos = np.array([np.asarray(p.positions, dtype=float) for p in msg.points])
-                raw_chunks.append((names, pos.reshape(-1, len(names)), []))
+            try:  # an ActionChunk (flat, or the legacy layout of older bags) or a trajectory
+                chunk = (read_action_chunk(msg) if conn.msgtype == chunk_types[0]
+                         else read_joint_trajectory(msg))
+            except ChunkLayoutError as exc:
+                raise SystemExit(f"{src}: {conn.topic}: malformed {conn.msgtype}: {exc}") \
+                    from exc
+            raw_chunks.append((chunk.joint_names, chunk.positions, chunk.samples))
     emb = _embodiment(args.embodiment, emb_name)
 
     def to_array(names: list[str], pos: np.ndarray) -> np.ndarray:

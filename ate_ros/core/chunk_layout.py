@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkFields", "ChunkLayoutError", "point_times", "read_action_chunk"]
+__all__ = ["ChunkFields", "ChunkLayoutError", "point_times", "read_action_chunk",
+           "read_joint_trajectory"]
 
 
 class ChunkLayoutError(ValueError):
@@ -74,28 +75,33 @@ def read_action_chunk(msg: Any) -> ChunkFields:
     return ChunkFields(names, point_times(msg.dt, positions.shape[0]), positions, samples)
 
 
-def _rows(traj: Any, n: int) -> np.ndarray:
+def read_joint_trajectory(traj: Any) -> ChunkFields:
+    """The points of a ``trajectory_msgs/JointTrajectory`` (rclpy or rosbags; no samples).
+
+    Raises:
+        ChunkLayoutError: a point's length differs from ``joint_names``.
+    """
+    names = list(traj.joint_names)
+    n = len(names)
     rows = []
     for i, p in enumerate(traj.points):
         if len(p.positions) != n:
             raise ChunkLayoutError(f"point {i} has {len(p.positions)} positions for {n} joint "
                                    "names")
         rows.append(np.asarray(p.positions, dtype=np.float64))
-    return np.array(rows, dtype=np.float64).reshape(len(rows), n)
+    times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9
+                      for p in traj.points], dtype=np.float64)
+    return ChunkFields(names, times, np.array(rows, dtype=np.float64).reshape(len(rows), n), [])
 
 
 def _read_legacy(msg: Any) -> ChunkFields:
     """``trajectory`` (JointTrajectory) + ``samples`` (JointTrajectory[]): older bags."""
-    traj = msg.trajectory
-    names = list(traj.joint_names)
-    times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9
-                      for p in traj.points], dtype=np.float64)
-    positions = _rows(traj, len(names))
-    samples = []
+    chunk = read_joint_trajectory(msg.trajectory)
+    names = chunk.joint_names
     for s in msg.samples:
-        s_names = list(s.joint_names)
-        if sorted(s_names) != sorted(names):
-            raise ChunkLayoutError(f"a sample's joints {s_names} differ from the chunk's {names}")
-        rows = _rows(s, len(s_names))
-        samples.append(rows[:, [s_names.index(j) for j in names]])
-    return ChunkFields(names, times, positions, samples)
+        sample = read_joint_trajectory(s)
+        if sorted(sample.joint_names) != sorted(names):
+            raise ChunkLayoutError(f"a sample's joints {sample.joint_names} differ from the "
+                                   f"chunk's {names}")
+        chunk.samples.append(sample.positions[:, [sample.joint_names.index(j) for j in names]])
+    return chunk

@@ -29,7 +29,12 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ate_ros.core.chunk_layout import ChunkLayoutError, point_times, read_action_chunk
+from ate_ros.core.chunk_layout import (
+    ChunkLayoutError,
+    point_times,
+    read_action_chunk,
+    read_joint_trajectory,
+)
 from ate_ros.core.embodiment import Embodiment, EmbodimentError
 
 __all__ = [
@@ -163,26 +168,20 @@ def trajectory_to_chunk(traj: JointTrajectory, embodiment: Embodiment,
     missing or duplicate joints, points whose length differs from ``joint_names``, no points,
     or (with ``check_timing``) ``time_from_start`` not equal to ``(i + 1) * dt``.
     """
-    names = list(traj.joint_names)
-    order = _embodiment_columns(names, embodiment, "trajectory")
+    order = _embodiment_columns(list(traj.joint_names), embodiment, "trajectory")
     if not traj.points:
         raise ConversionError("trajectory has no points")
-    n = len(names)
-    rows = []
-    for i, p in enumerate(traj.points):
-        if len(p.positions) != n:
-            raise ConversionError(
-                f"point {i} has {len(p.positions)} positions for {n} joint names")
-        rows.append(p.positions)
-    arr = np.asarray(rows, dtype=np.float64)  # (H, n) in message order
+    try:
+        fields = read_joint_trajectory(traj)  # (H, n) in message order
+    except ChunkLayoutError as exc:
+        raise ConversionError(str(exc)) from exc
     if check_timing:
         dt = embodiment.control_period if dt is None else float(dt)
-        t = np.array([duration_to_sec(p.time_from_start) for p in traj.points])
-        expect = dt * np.arange(1, len(traj.points) + 1)
-        if not np.allclose(t, expect, atol=1e-3 * dt + 1e-6):
+        t = fields.times
+        if not np.allclose(t, point_times(dt, fields.horizon), atol=1e-3 * dt + 1e-6):
             raise ConversionError(
                 f"time_from_start must be (i+1)*dt with dt={dt:.4f} s; got {t[:4].tolist()}...")
-    return arr[:, order]
+    return fields.positions[:, order]
 
 
 def _embodiment_columns(names: list[str], embodiment: Embodiment, what: str) -> list[int]:

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ate_ros.core.chunk_layout import ChunkLayoutError, read_action_chunk
+from ate_ros.core.chunk_layout import ChunkLayoutError, read_action_chunk, read_joint_trajectory
 from ate_ros.core.data import resample as R
 from ate_ros.core.data import topics as T
 from ate_ros.core.data.bags import (
@@ -539,23 +539,14 @@ class _BagConverter:
         # ActionChunk: header = observation time; JointTrajectory: stamp 0 means "now".
         st = m.header.stamp.sec * R.NS + m.header.stamp.nanosec
         stamp = st if (use_header and st) else t
-        if self.action_source == "trajectory":
-            names = list(m.joint_names)
-            if any(len(p.positions) != len(names) for p in m.points):
-                s.payload.append(None)
-                s.reason[idx] = DROP_MALFORMED
-                return stamp
-            all_pts = np.array([np.asarray(p.positions, dtype=np.float64) for p in m.points])
-            tfs = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9
-                            for p in m.points])
-        else:  # ActionChunk, flat or (older bags) legacy layout
-            try:
-                chunk = read_action_chunk(m)
-            except ChunkLayoutError:
-                s.payload.append(None)
-                s.reason[idx] = DROP_MALFORMED
-                return stamp
-            names, all_pts, tfs = chunk.joint_names, chunk.positions, chunk.times
+        try:  # a JointTrajectory, or an ActionChunk (flat or, in older bags, legacy layout)
+            chunk = (read_joint_trajectory(m) if self.action_source == "trajectory"
+                     else read_action_chunk(m))
+        except ChunkLayoutError:
+            s.payload.append(None)
+            s.reason[idx] = DROP_MALFORMED
+            return stamp
+        names, all_pts, tfs = chunk.joint_names, chunk.positions, chunk.times
         index = {n: i for i, n in enumerate(names)}
         if any(n not in index for n in self.emb.joint_names):
             s.payload.append(None)
