@@ -14,9 +14,9 @@ talking over real DDS on loopback; a driver node publishes an rgb8 image and joi
 policy_node in processes of their own, as ``ros2 launch`` does, each spun like its installed
 executable (both on a SingleThreadedExecutor, see their ``main``); model time is then the hold
 policy's, measured in the single-process mode (~0.02 ms). ``--soak`` reports drift (latency of
-the last vs first minute) and queue growth (observations the policy dropped while busy, process
-RSS). ``--observation-source sensors`` starts no perception_node: policy_node subscribes to the
-image and joint_states itself (one DDS hop less). Writes
+the last vs first minute), chunks missing and the growth of this process's RSS.
+``--observation-source sensors`` starts no perception_node: policy_node subscribes to the image
+and joint_states itself (one DDS hop less). Writes
 benchmarks/results/bench_ros_latency[_sensors][_processes|_soak].json.
 """
 
@@ -37,6 +37,8 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from ate_ros.core.deploy import OBSERVATION_SOURCES  # noqa: E402
 
 
 class TimedHold:
@@ -241,7 +243,8 @@ def main() -> int:
     ap.add_argument("--soak", action="store_true", help="long run: drift and queue growth")
     ap.add_argument("--processes", action="store_true",
                     help="perception and policy nodes in processes of their own (as launched)")
-    ap.add_argument("--observation-source", choices=("topic", "sensors"), default="topic",
+    ap.add_argument("--observation-source", choices=OBSERVATION_SOURCES,
+                    default=OBSERVATION_SOURCES[0],
                     help="sensors: no perception_node, the policy node reads the image itself")
     ap.add_argument("--child", choices=("perception", "policy"), help=argparse.SUPPRESS)
     ap.add_argument("--soak-seconds", type=float, default=600.0)

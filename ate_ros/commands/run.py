@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ate_ros.core.deploy import OBSERVATION_SOURCES
+
 NODES = ("sim_robot_node", "perception_node", "policy_node", "executor_node")
 
 
@@ -65,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "runs until the episode is done or --duration)")
     parser.add_argument("--start-timeout", type=float, default=60.0,
                         help="--sim: wall seconds to wait for the graph before starting anyway")
-    parser.add_argument("--observation-source", choices=("topic", "sensors"), default="topic",
+    parser.add_argument("--observation-source", choices=OBSERVATION_SOURCES,
+                        default=OBSERVATION_SOURCES[0],
                         help="sensors: no perception_node, policy_node subscribes to the cameras "
                              "and joint_states itself (one DDS hop less per chunk)")
     parser.add_argument("--json", default="", help="also write the summary to this JSON file")

@@ -342,21 +342,20 @@ class PolicyNode(LifecycleNode):
         if rate > 0 and stamp - self._last_infer_stamp < 1.0 / rate - 1e-6:
             return
         try:
-            model_input = self._policy_observation(item, self.inputs)
+            model_input = self._policy_observation(item)
             if model_input is not None:
                 self._infer(*model_input)
         except Exception as exc:  # noqa: BLE001 - keep serving; report in diagnostics
             self.errors += 1
             self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=5.0)
 
-    def _policy_observation(self, item: Observation | SensorSnapshot,
-                            inputs: SensorInputs | None
+    def _policy_observation(self, item: Observation | SensorSnapshot
                             ) -> tuple[PolicyObservation, Any] | None:
         """The model's input and the stamp its chunk carries (a message's own, exactly), from
         an Observation message or (sensors) a snapshot; None when a frame of the snapshot
         cannot be decoded (counted by the inputs)."""
         if isinstance(item, SensorSnapshot):
-            images = inputs.images(item) if inputs is not None else None
+            images = self.inputs.images(item)  # a snapshot comes from self.inputs
             if images is None:
                 return None
             obs = conv.arrays_to_policy_observation(images, item.q, item.instruction, item.stamp,
