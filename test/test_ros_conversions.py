@@ -151,7 +151,7 @@ def test_image_encodings_and_padding():
     out = cv.image_to_numpy(cv.numpy_to_image(grey, encoding="mono8"))
     assert out.shape == (5, 7, 3) and (out[..., 1] == grey).all()
     with pytest.raises(cv.ConversionError, match="encoding"):
-        cv.image_to_numpy(Image(height=1, width=1, encoding="16UC1", step=2, data=b"\0\0"))
+        cv.image_to_numpy(Image(height=1, width=1, encoding="32FC1", step=4, data=b"\0" * 4))
     with pytest.raises(cv.ConversionError, match="bytes"):
         cv.image_to_numpy(Image(height=2, width=2, encoding="rgb8", step=6, data=b"\0" * 6))
 

@@ -7,9 +7,9 @@
   :mod:`ate_ros.core.chunk_layout`), :func:`chunk_to_trajectory`, :func:`trajectory_to_chunk`
   (trajectory_msgs/JointTrajectory), following the chunk timing convention of
   ``ate_ros.core.policy_io``: point i is due ``(i + 1) * dt`` after the observation stamp.
-- Images: :func:`image_to_numpy` (rgb8/bgr8/rgba8/bgra8/mono8, row padding),
-  :func:`numpy_to_image`,
-  :func:`compressed_to_numpy` (JPEG/PNG via OpenCV), :func:`numpy_to_compressed`.
+- Images: :func:`image_to_numpy`, :func:`compressed_to_numpy` (the core decoder of
+  :mod:`ate_ros.core.data.image_decoding`, shared with bag conversion), :func:`numpy_to_image`,
+  :func:`numpy_to_compressed`.
 - Observations: :func:`observation_to_msg`, :func:`msg_to_observation_data`,
   :func:`msg_to_policy_observation`.
 
@@ -35,6 +35,7 @@ from ate_ros.core.chunk_layout import (
     read_action_chunk,
     read_joint_trajectory,
 )
+from ate_ros.core.data.image_decoding import ImageDecodeError, decode_compressed, decode_image
 from ate_ros.core.embodiment import Embodiment, EmbodimentError
 
 __all__ = [
@@ -272,36 +273,17 @@ def msg_to_chunk(msg: Any, embodiment: Embodiment,
 
 
 # ----- images -------------------------------------------------------------------------------
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
-
-
 def image_to_numpy(msg: Image) -> np.ndarray:
     """sensor_msgs/Image -> RGB uint8 (H, W, 3), honouring ``step`` (row padding).
 
-    Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8/8UC1 (grey replicated), 8UC3 (as rgb).
+    The decoder bag conversion uses (:func:`ate_ros.core.data.image_decoding.decode_image`,
+    whose docstring lists the encodings and their channel order), so a camera is seen the same
+    way in training data and at run time.
     """
-    enc = msg.encoding
-    if enc not in _CHANNELS:
-        raise ConversionError(f"unsupported image encoding {enc!r}; supported: "
-                              f"{sorted(_CHANNELS)}")
-    ch = _CHANNELS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if step < w * ch:
-        raise ConversionError(f"image step {step} is smaller than width*channels {w * ch}")
-    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, bytearray,
-                                                                        memoryview))
-                         else msg.data, dtype=np.uint8)
-    if data.size < h * step:
-        raise ConversionError(f"image data has {data.size} bytes, expected {h * step} "
-                              f"({h} rows of {step})")
-    img = data[: h * step].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
-    if enc in ("bgr8", "bgra8"):
-        img = img[..., 2::-1]
-    elif ch == 4:
-        img = img[..., :3]
-    elif ch == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img)
+    try:
+        return decode_image(msg)
+    except ImageDecodeError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def numpy_to_image(img: np.ndarray, stamp: Time | None = None, frame_id: str = "",
@@ -335,18 +317,12 @@ def numpy_to_image(img: np.ndarray, stamp: Time | None = None, frame_id: str = "
 
 
 def compressed_to_numpy(msg: CompressedImage) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 (H, W, 3) via OpenCV."""
+    """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 (H, W, 3), with the decoder bag
+    conversion uses (:func:`ate_ros.core.data.image_decoding.decode_compressed`)."""
     try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - opencv is a dev requirement
-        raise ConversionError("CompressedImage needs OpenCV: pip install "
-                              "opencv-python-headless") from exc
-    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        raise ConversionError(f"could not decode compressed image (format {msg.format!r}, "
-                              f"{buf.size} bytes)")
-    return np.ascontiguousarray(img[..., ::-1])
+        return decode_compressed(msg)
+    except ImageDecodeError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def numpy_to_compressed(img: np.ndarray, stamp: Time | None = None, frame_id: str = "",

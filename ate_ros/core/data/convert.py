@@ -19,9 +19,10 @@ What is read from each bag (defaults in :class:`ConversionSpec`):
   ``auto`` when the bag has no commands) sets ``action[t] = qpos[t + 1]``: what the robot
   actually reached one period later, the usual choice for teleoperation data; the last frame of
   every contiguous run has no successor and is dropped (reason ``no_next_state``);
-* images: ``sensor_msgs/Image`` (rgb8/bgr8/rgba8/bgra8/mono8) or ``CompressedImage``, on the
-  embodiment camera's topic or its ``/compressed`` sibling, decoded with OpenCV and resized to the
-  camera's size; only the frames the resampler keeps are decoded;
+* images: ``sensor_msgs/Image`` or ``CompressedImage`` (JPEG/PNG), on the embodiment camera's
+  topic or its ``/compressed`` sibling, decoded by :mod:`ate_ros.core.data.image_decoding` (the
+  decoder the nodes use; its docstring lists the encodings) and resized to the camera's size;
+  only the frames the resampler keeps are decoded;
 * instruction: ``ConversionSpec.instruction`` if set, else the latest ``std_msgs/String`` on
   ``/instruction`` at the episode start (or the first one inside it), else the bag's
   ``instruction`` metadata, else empty (with a warning).
@@ -72,6 +73,7 @@ from ate_ros.core.data.episode_format import (
     Episode,
     write_episode,
 )
+from ate_ros.core.data.image_decoding import decode_image_message, resize_image
 from ate_ros.core.dataclass_io import strict_from_dict
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 
@@ -305,38 +307,6 @@ class _Stream:
 
 def _default_age(spec_value: float | None, period_s: float) -> int:
     return int(round((spec_value if spec_value is not None else max(2 * period_s, 0.1)) * 1e9))
-
-
-def _decode_image(msg: Any, msgtype: str, width: int, height: int) -> np.ndarray:
-    """RGB uint8 (height, width, 3) from an Image or CompressedImage message."""
-    import cv2
-
-    if msgtype == T.COMPRESSED_IMAGE_TYPE:
-        img = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"OpenCV cannot decode the {msg.format!r} image")
-        img = img[:, :, ::-1]
-    else:
-        enc = msg.encoding.lower()
-        channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1,
-                    "8uc3": 3}
-        if enc not in channels:
-            raise ValueError(f"unsupported image encoding {msg.encoding!r} (8-bit rgb/bgr/mono)")
-        ch, h, w, step = channels[enc], int(msg.height), int(msg.width), int(msg.step)
-        data = np.asarray(msg.data, dtype=np.uint8)
-        if step < w * ch or data.size < h * step:
-            raise ValueError(f"image data too short: {data.size} bytes for {h}x{w}x{ch} "
-                             f"(step {step})")
-        img = data[:h * step].reshape(h, step)[:, :w * ch].reshape(h, w, ch)
-        if ch == 1:
-            img = np.repeat(img, 3, axis=2)
-        elif enc in ("bgr8", "bgra8", "8uc3"):
-            img = img[:, :, 2::-1]
-        else:
-            img = img[:, :, :3]
-    if img.shape[0] != height or img.shape[1] != width:
-        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img, dtype=np.uint8)
 
 
 class _BagConverter:
@@ -717,7 +687,8 @@ class _BagConverter:
             for i in sorted(need[s.topic]):
                 try:
                     msg = self.bag.deserialize(s.payload[i], mtype)
-                    self.images[(s.topic, i)] = _decode_image(msg, mtype, cam.width, cam.height)
+                    img = decode_image_message(msg, mtype == T.COMPRESSED_IMAGE_TYPE)
+                    self.images[(s.topic, i)] = resize_image(img, cam.width, cam.height)
                 except Exception as exc:
                     failed.append((s, i, exc))
         for s, i, _exc in failed:
