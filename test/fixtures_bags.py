@@ -66,6 +66,7 @@ class BagPlan:
     recv_delay_ns: int = 1_000_000
     img_size: tuple[int, int] = (IMG_H, IMG_W)
     markers_at: list[float] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)  # bag metadata besides instruction
 
 
 def write_bag(path: str | Path, storage: str = "mcap", plan: BagPlan | None = None) -> Path:
@@ -81,6 +82,8 @@ def write_bag(path: str | Path, storage: str = "mcap", plan: BagPlan | None = No
         return t
 
     with BagRecorder(path, storage=storage) as rec:
+        for key, value in plan.metadata.items():
+            rec.set_metadata(key, value)
         if plan.instruction_as == "metadata":
             rec.set_metadata("instruction", plan.instruction)
         if plan.instruction_as == "topic":

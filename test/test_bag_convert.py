@@ -65,6 +65,33 @@ def test_resize_next_state_and_metadata_instruction(tmp_path):
     assert ep.instruction == "stack the cubes"
 
 
+@pytest.mark.parametrize("storage,name", STORAGES)
+def test_metadata_task_and_success_reach_the_episodes(tmp_path, storage, name):
+    """task and success from the bag metadata (as sim-record writes them) become episode
+    attributes; --task overrides the task; the embodiment named there is checked."""
+    meta = {"task": "stack", "success": "true", "embodiment": "other_robot"}
+    bag = write_bag(tmp_path / name, storage, BagPlan(duration_s=1.5, metadata=meta))
+    failed = write_bag(tmp_path / ("f.bag" if storage == "ros1" else "f"), storage,
+                       BagPlan(duration_s=1.5, metadata={"success": "False"}))
+    odd = write_bag(tmp_path / ("o.bag" if storage == "ros1" else "o"), storage,
+                    BagPlan(duration_s=1.5, metadata={"success": "maybe"}))
+    m = convert_bags([bag, failed, odd], toy_embodiment(), tmp_path / "out",
+                     ConversionSpec(val_fraction=0))
+    eps = {Path(e["file"]).stem: e for e in m.episodes}
+    read = {k: read_episode(tmp_path / "out" / e["file"]) for k, e in eps.items()}
+    stem = Path(name).stem
+    assert (read[stem].task, read[stem].success) == ("stack", True)
+    assert (eps[stem]["task"], eps[stem]["success"]) == ("stack", True)
+    assert (read["f"].task, read["f"].success) == ("", False)
+    assert read["o"].success is None
+    warnings = {Path(b["path"]).stem: b["warnings"] for b in m.bags}
+    assert any("'other_robot'" in w for w in warnings[stem])
+    assert any("'maybe'" in w for w in warnings["o"])
+    m2 = convert_bags([bag], toy_embodiment(), tmp_path / "out2",
+                      ConversionSpec(val_fraction=0, task="override"))
+    assert read_episode(tmp_path / "out2" / m2.episodes[0]["file"]).task == "override"
+
+
 def test_gap_split_and_drop(tmp_path):
     bag = write_bag(tmp_path / "b", "mcap", BagPlan(drop_joint_between=(1.0, 1.5)))
     emb = toy_embodiment()

@@ -1,9 +1,14 @@
 """``ate-ros bag2dataset``: rosbags -> ATE alignment data + training episodes.
 
 Exit codes: 0 when every bag converted; 1 when any bag failed (the others are still converted
-and written, failed bags are listed in manifest.json), unless ``--keep-going`` is given and at
-least one bag succeeded, which returns 0. By design ``--keep-going`` never turns "nothing
-converted" into success. 2 for bad arguments (unknown embodiment, output exists, no bags).
+and written, failed bags are listed in manifest.json with their error and message counts),
+unless ``--keep-going`` is given and at least one bag succeeded, which returns 0. By design
+``--keep-going`` never turns "nothing converted" into success. A bag fails when it cannot be
+opened or read (empty, truncated, a CRC mismatch in an MCAP chunk, not CDR-serialised), lacks
+a required topic, or leaves no episode; topics nothing reads are ignored (with a warning when
+their type cannot be decoded, e.g. service events). 2 for bad arguments (unknown
+embodiment, output exists, no bags, an input that is not a bag). Errors are one line each on
+stderr; a failed bag leaves no file behind.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import sys
 EPILOG = (
     "exit status: 0 if all bags converted; 1 if any bag failed (the other bags are still "
     "converted, failures are listed in manifest.json) -- with --keep-going, 0 as long as at "
-    "least one bag converted; 2 for bad arguments. Actions: --action-source auto uses "
-    "JointTrajectory commands, else ActionChunk, else the next joint state (action[t] = "
-    "qpos[t+1]).")
+    "least one bag converted; 2 for bad arguments (unknown embodiment, output exists, an "
+    "input that is not a bag). A bag fails when it cannot be opened or read (empty, "
+    "truncated, MCAP chunk CRC mismatch, not CDR), lacks a required topic or leaves no "
+    "episode; unused topics whose types cannot be decoded (e.g. service events) only warn. "
+    "Actions: --action-source auto uses JointTrajectory commands, else ActionChunk, else the "
+    "next joint state (action[t] = qpos[t+1]).")
 
 
 def _camera_map(items: list[str]) -> dict[str, str]:
@@ -79,28 +87,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 0 when at least one bag converted even if others failed")
 
 
+def spec_from_args(args: argparse.Namespace):
+    """The :class:`ConversionSpec` of the command line (ValueError for invalid values)."""
+    from ate_ros.core.data.convert import ConversionSpec
+
+    return ConversionSpec(
+        rate_hz=args.rate, joint_topic=args.joint_topic, action_source=args.action_source,
+        command_topic=args.command_topic, action_chunk_topic=args.action_chunk_topic,
+        camera_topics=_camera_map(args.camera),
+        require_cameras=not args.no_require_cameras, instruction=args.instruction,
+        instruction_topic=args.instruction_topic, task=args.task,
+        split_topic=args.split_topic, time_source=args.time_source,
+        joint_max_age_s=args.joint_max_age, image_max_age_s=args.image_max_age,
+        action_max_age_s=args.action_max_age, gap_policy=args.gaps,
+        clock_jump=args.clock_jump, min_episode_frames=args.min_episode_frames,
+        val_fraction=args.val_fraction, seed=args.seed, ros_distro=args.ros_distro,
+        msg_dirs=args.msg_dir, workers=args.workers, overwrite=args.overwrite,
+        compression=None if args.compression == "none" else args.compression)
+
+
+def print_report(manifest, out: str, keep_going: bool) -> int:
+    """One line per bag (warnings below it), a summary line; returns the exit status."""
+    for b in manifest.bags:
+        if b["status"] == "ok":
+            eps = len(b["episodes"])
+            f = b["frames"]
+            print(f"ok     {b['path']}: {eps} episode(s), {f['written']}/{f['candidates']} "
+                  f"frames, dropped {f['dropped'] or 'none'}")
+            for w in b["warnings"]:
+                print(f"       warning: {w}")
+        else:
+            print(f"FAILED {b['path']}: {b['error']}", file=sys.stderr)
+    print(f"{out}: {len(manifest.episodes)} episodes "
+          f"(train {len(manifest.splits['train'])}, val {len(manifest.splits['val'])})")
+    return 1 if manifest.failed and not keep_going else 0
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
     from ate_ros.core.data.bags import BagError
-    from ate_ros.core.data.convert import ConversionError, ConversionSpec, convert_bags
+    from ate_ros.core.data.convert import ConversionError, convert_bags
     from ate_ros.core.embodiment import EmbodimentError, load_embodiment
 
     try:
         emb = load_embodiment(args.embodiment)
-        spec = ConversionSpec(
-            rate_hz=args.rate, joint_topic=args.joint_topic, action_source=args.action_source,
-            command_topic=args.command_topic, action_chunk_topic=args.action_chunk_topic,
-            camera_topics=_camera_map(args.camera),
-            require_cameras=not args.no_require_cameras, instruction=args.instruction,
-            instruction_topic=args.instruction_topic, task=args.task,
-            split_topic=args.split_topic, time_source=args.time_source,
-            joint_max_age_s=args.joint_max_age, image_max_age_s=args.image_max_age,
-            action_max_age_s=args.action_max_age, gap_policy=args.gaps,
-            clock_jump=args.clock_jump, min_episode_frames=args.min_episode_frames,
-            val_fraction=args.val_fraction, seed=args.seed, ros_distro=args.ros_distro,
-            msg_dirs=args.msg_dir, workers=args.workers, overwrite=args.overwrite,
-            compression=None if args.compression == "none" else args.compression)
+        spec = spec_from_args(args)
     except (EmbodimentError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -117,18 +149,4 @@ def run(args: argparse.Namespace) -> int:
     except BagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for b in manifest.bags:
-        if b["status"] == "ok":
-            eps = len(b["episodes"])
-            f = b["frames"]
-            print(f"ok     {b['path']}: {eps} episode(s), {f['written']}/{f['candidates']} "
-                  f"frames, dropped {f['dropped'] or 'none'}")
-            for w in b["warnings"]:
-                print(f"       warning: {w}")
-        else:
-            print(f"FAILED {b['path']}: {b['error']}", file=sys.stderr)
-    print(f"{args.out}: {len(manifest.episodes)} episodes "
-          f"(train {len(manifest.splits['train'])}, val {len(manifest.splits['val'])})")
-    if manifest.failed and not args.keep_going:
-        return 1
-    return 0
+    return print_report(manifest, args.out, args.keep_going)

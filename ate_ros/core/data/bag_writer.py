@@ -12,6 +12,10 @@ Metadata (:meth:`BagRecorder.set_metadata`, e.g. the instruction) is stored
   ``/ate_ros/metadata`` holding ``{"key": ..., "value": ...}`` JSON, stamped with the first
   message time of the bag.
 
+MCAP files carry the CRC-32 of every chunk (as ``ros2 bag record`` writes them; rosbags' own
+writer leaves the field zero, "not computed"), so readers detect damaged bytes instead of
+decoding them: :func:`write_mcap_chunk_crcs` fills them in when the bag is closed.
+
 Example::
 
     with BagRecorder("demo_000", storage="mcap") as rec:
@@ -25,6 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -120,6 +126,9 @@ class BagRecorder:
                 self._writer.set_custom_data(key, value)
         writer, self._writer = self._writer, None
         writer.close()
+        if self.storage == "mcap":
+            for f in sorted(self.path.glob("*.mcap")):
+                write_mcap_chunk_crcs(f)
         logger.debug("wrote %s (%s): %s", self.path, self.storage, self.counts)
 
     def abort(self) -> None:
@@ -287,3 +296,68 @@ class BagRecorder:
         if not isinstance(value, str) or not isinstance(key, str) or not key:
             raise BagWriteError(f"metadata key and value must be strings, got {key!r}={value!r}")
         self._metadata[key] = value
+
+
+# MCAP layout (https://mcap.dev/spec): magic, then records of opcode (uint8), length (uint64 LE)
+# and content. A Chunk's content starts with message_start_time, message_end_time,
+# uncompressed_size (uint64 each) and uncompressed_crc (uint32), then compression (string:
+# uint32 length + bytes) and records (uint64 length + bytes).
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_OP_CHUNK, _OP_DATA_END, _OP_FOOTER = 0x06, 0x0F, 0x02
+_RECORD_HEAD = struct.Struct("<BQ")
+_CRC_AT = 24  # offset of uncompressed_crc in a Chunk's content
+
+
+def mcap_chunk_records(path: str | Path) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the content of each Chunk record in an MCAP file's data section.
+
+    Raises:
+        BagWriteError: The file is not an MCAP file or a record runs past its end.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    out = []
+    with open(path, "rb") as f:
+        if f.read(len(_MCAP_MAGIC)) != _MCAP_MAGIC:
+            raise BagWriteError(f"{path}: not an MCAP file")
+        pos = len(_MCAP_MAGIC)
+        while pos + _RECORD_HEAD.size <= size:
+            f.seek(pos)
+            op, length = _RECORD_HEAD.unpack(f.read(_RECORD_HEAD.size))
+            start = pos + _RECORD_HEAD.size
+            if start + length > size:
+                raise BagWriteError(f"{path}: record at byte {pos} runs past the end of the file")
+            if op in (_OP_DATA_END, _OP_FOOTER):
+                break
+            if op == _OP_CHUNK:
+                out.append((start, length))
+            pos = start + length
+    return out
+
+
+def write_mcap_chunk_crcs(path: str | Path) -> int:
+    """Fill in the ``uncompressed_crc`` of every chunk of an MCAP file, in place.
+
+    Only uncompressed chunks (what :class:`BagRecorder` writes) are filled; compressed ones keep
+    their field as it is.
+
+    Returns:
+        How many chunks were given a CRC.
+
+    Raises:
+        BagWriteError: The file is not an MCAP file or a record runs past its end.
+    """
+    done = 0
+    with open(path, "r+b") as f:
+        for start, length in mcap_chunk_records(path):
+            f.seek(start)
+            content = f.read(length)  # chunks are ~1 MB: rosbags starts a new one beyond 1 MiB
+            comp_len = struct.unpack_from("<I", content, _CRC_AT + 4)[0]
+            if comp_len:
+                continue
+            rec_at = _CRC_AT + 8
+            rec_len = struct.unpack_from("<Q", content, rec_at)[0]
+            f.seek(start + _CRC_AT)
+            f.write(struct.pack("<I", zlib.crc32(content[rec_at + 8:rec_at + 8 + rec_len])))
+            done += 1
+    return done

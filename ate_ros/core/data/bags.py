@@ -36,7 +36,11 @@ logger = logging.getLogger(__name__)
 ROS1_SUFFIX = ".bag"
 ROSBAG2_METADATA = "metadata.yaml"
 RAW_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+# Bag metadata keys this package reads (what ``ate-ros sim-record`` writes; any recorder can).
 METADATA_INSTRUCTION = "instruction"
+METADATA_TASK = "task"
+METADATA_SUCCESS = "success"
+METADATA_EMBODIMENT = "embodiment"
 
 
 class BagError(RuntimeError):
@@ -182,8 +186,10 @@ class BagSource:
             self.reader.open()
         except Exception as exc:  # truncated or corrupt files raise many error types
             self.reader = None
-            raise BagError(self.path, f"cannot open bag ({type(exc).__name__}: {exc}); the "
-                                      "file may be truncated or corrupt") from exc
+            hint = ("only CDR-serialised rosbag2 bags can be read" if "serialization format"
+                    in str(exc).lower() else "the file may be truncated or corrupt")
+            raise BagError(self.path, f"cannot open bag ({type(exc).__name__}: {exc}); "
+                                      f"{hint}") from exc
         try:
             for conn in self.reader.connections:
                 s = self.topics.setdefault(conn.topic, TopicSummary(conn.msgtype, 0))
@@ -303,6 +309,9 @@ class BagSource:
             for conn, t, raw in self.reader.messages(connections=conns):
                 yield conn.topic, t, raw
         except Exception as exc:
+            if "checksum" in str(exc).lower():  # rosbags' MCAP reader checks chunk CRCs
+                raise BagError(self.path, f"CRC mismatch in an MCAP chunk ({exc}): the bag's "
+                                          "bytes are damaged; copy or record it again") from exc
             raise BagError(self.path, f"error while reading messages ({type(exc).__name__}: "
                                       f"{exc}); the file may be truncated or corrupt") from exc
 

@@ -31,7 +31,16 @@ What is read from each bag (defaults in :class:`ConversionSpec`):
   only the frames the resampler keeps are decoded;
 * instruction: ``ConversionSpec.instruction`` if set, else the latest ``std_msgs/String`` on
   ``/instruction`` at the episode start (or the first one inside it), else the bag's
-  ``instruction`` metadata, else empty (with a warning).
+  ``instruction`` metadata, else empty (with a warning);
+* task and success: ``ConversionSpec.task`` if set, else the bag's ``task`` metadata; the
+  bag's ``success`` metadata (``true``/``false``), stored with each episode; a bag whose
+  ``embodiment`` metadata names another embodiment converts with a warning.
+
+Bad bags fail one by one, the others still convert: a bag that cannot be opened or read
+(empty, truncated, an MCAP chunk whose CRC-32 does not match its bytes, not CDR) or that lacks
+a required topic is listed in the manifest with its error and the messages read before it
+failed; none of its files is kept. Topics no role reads are ignored, with a warning when their
+type cannot be decoded (e.g. service events).
 
 Time alignment (:mod:`resample`): every stream is placed on a grid at ``rate_hz`` by header
 stamp (``time_source="receive"`` uses the bag's receive times; a zero header stamp falls back to
@@ -43,7 +52,6 @@ times. A header stamp that steps back by more than ``clock_jump_tolerance_s`` is
 the bag is cut there (``clock_jump="split"``) or fails (``"error"``); smaller backward steps are
 out-of-order messages and are dropped with a reason.
 """
-
 
 from ate_ros.core.data.convert.pipeline import assign_splits, convert_bag, convert_bags
 from ate_ros.core.data.convert.spec import (

@@ -14,10 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from ate_ros.core.data.bags import BagError, BagSource, bag_storage, discover_bags
+from ate_ros.core.data.bags import (
+    METADATA_EMBODIMENT,
+    BagError,
+    BagSource,
+    bag_storage,
+    discover_bags,
+)
 from ate_ros.core.data.convert.alignment import align
 from ate_ros.core.data.convert.decoding import decode_frames
 from ate_ros.core.data.convert.spec import (
+    ROLE_IGNORED,
     STAGE_DIR,
     STATUS_FAILED,
     STATUS_OK,
@@ -26,7 +33,12 @@ from ate_ros.core.data.convert.spec import (
     Manifest,
 )
 from ate_ros.core.data.convert.streams import BagStreams
-from ate_ros.core.data.convert.writing import account, sha256_file, write_episodes
+from ate_ros.core.data.convert.writing import (
+    account,
+    account_failed,
+    sha256_file,
+    write_episodes,
+)
 from ate_ros.core.data.episode_format import EMBODIMENT_FILE, MANIFEST, SPLITS
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 
@@ -49,6 +61,7 @@ class _BagConverter:
             "frames": {"candidates": 0, "written": 0, "dropped": {}}, "episodes": [],
             "metadata": {}}
         self.written: list[Path] = []
+        self.streams: BagStreams | None = None
 
     def run(self) -> dict[str, Any]:
         try:
@@ -67,12 +80,17 @@ class _BagConverter:
         report["ros_distro"] = bag.distro
         report["metadata"] = dict(bag.metadata)
         self.warnings.extend(bag.warnings)
-        bs = BagStreams(bag, self.emb, self.spec, self.warnings)
-        bs.assign_roles()
-        report["action_source"] = bs.action_source
+        named = bag.metadata.get(METADATA_EMBODIMENT)
+        if named and named != self.emb.name:
+            self.warnings.append(f"bag metadata names embodiment {named!r}; converted as "
+                                 f"{self.emb.name!r}")
         for topic, s in bag.topics.items():
-            report["topics"][topic] = {"type": s.msgtype, "role": bs.role(topic),
+            report["topics"][topic] = {"type": s.msgtype, "role": ROLE_IGNORED,
                                        "count": s.count}
+        bs = self.streams = BagStreams(bag, self.emb, self.spec, self.warnings)
+        bs.assign_roles()
+        self._record_roles()
+        report["action_source"] = bs.action_source
         bs.read()
         bs.clean()
         for _ in range(DECODE_ATTEMPTS):
@@ -96,12 +114,20 @@ class _BagConverter:
         report["frames"]["written"] = sum(e["frames"] for e in episodes)
         account(bs, report["topics"], episodes)
 
+    def _record_roles(self) -> None:
+        for topic, entry in self.report["topics"].items():
+            entry["role"] = self.streams.role(topic)
+
     def _fail(self, reason: str) -> None:
         self.report["status"] = STATUS_FAILED
         self.report["error"] = reason
         self.report["episodes"] = []
+        self.report["frames"]["written"] = 0
         for p in self.written:  # no partial output from a failed bag
             p.unlink(missing_ok=True)
+        if self.streams is not None:
+            self._record_roles()
+        account_failed(self.streams, self.report["topics"])
         logger.error("%s: %s", self.path, reason)
 
 

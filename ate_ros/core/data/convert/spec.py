@@ -44,6 +44,8 @@ DROP_STALE = "stale_"
 DROP_NO_NEXT = "no_next_state"
 DROP_SHORT = "episode_too_short"
 DROP_JOINT_GAP = "joint_gap"
+DROP_BAG_FAILED = "bag_failed"
+"""Messages read from a bag that failed (mid-read or later): none of them is used."""
 
 
 class ConversionError(RuntimeError):
@@ -152,10 +154,13 @@ class Manifest:
     """What a conversion did, as written to ``manifest.json``.
 
     ``bags`` holds one report per input bag: ``path``, ``storage``, ``status`` (``ok`` or
-    ``failed``), ``error``, ``warnings``, ``topics`` (per topic: ``type``, ``role``, ``read``,
-    ``used``, ``dropped`` {reason: n}, ``rate_hz``; ``read == used + sum(dropped)``),
-    ``frames`` (``candidates == written + sum(dropped)``), ``episodes`` (file, split, start and
-    end time, frames, instruction). ``files`` maps each output file to its SHA-256.
+    ``failed``), ``error``, ``warnings``, ``metadata`` (the bag's), ``topics`` (per topic of an
+    opened bag: ``type``, ``role``, ``count`` (in the bag's index), ``read``, ``used``,
+    ``dropped`` {reason: n}, ``rate_hz``; ``read == used + sum(dropped)``; topics no role
+    reads have ``read == 0``; in a failed bag nothing is used and the messages read before it
+    failed that no earlier reason dropped count as ``bag_failed``), ``frames``
+    (``candidates == written + sum(dropped)``), ``episodes`` (file, split, start and end
+    time, frames, instruction, task, success). ``files`` maps each output file to its SHA-256.
     """
 
     embodiment: str

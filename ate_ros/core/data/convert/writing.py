@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from ate_ros.core.data import resample as R
-from ate_ros.core.data.bags import METADATA_INSTRUCTION
+from ate_ros.core.data.bags import METADATA_INSTRUCTION, METADATA_SUCCESS, METADATA_TASK
 from ate_ros.core.data.convert.decoding import Frames
 from ate_ros.core.data.convert.spec import (
+    DROP_BAG_FAILED,
     DROP_OUTSIDE,
     DROP_SUPERSEDED,
     ROLE_CAMERA,
@@ -55,6 +56,24 @@ def instruction_at(bs: BagStreams, t0: int, t1: int) -> str:
     return bs.bag.metadata.get(METADATA_INSTRUCTION, "")
 
 
+def episode_labels(bs: BagStreams) -> tuple[str, bool | None]:
+    """``(task, success)`` of the bag's episodes: the spec's task, else the bag metadata's, and
+    the metadata's ``success`` (``true``/``false``, ``1``/``0``, ``yes``/``no``; None when absent
+    or unreadable, with a warning)."""
+    meta = bs.bag.metadata
+    task = bs.spec.task or meta.get(METADATA_TASK, "")
+    text = meta.get(METADATA_SUCCESS)
+    if text is None:
+        return task, None
+    success = _BOOLS.get(text.strip().lower())
+    if success is None:
+        bs.warnings.append(f"bag metadata success={text!r} is not true/false; not stored")
+    return task, success
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def write_episodes(bs: BagStreams, episodes: list[dict[str, Any]], frames: Frames, name: str,
                    stage: Path, written: list[Path]) -> list[dict[str, Any]]:
     """Write ``episodes`` as ``<name>[_epNNN].hdf5`` under ``stage``.
@@ -64,10 +83,12 @@ def write_episodes(bs: BagStreams, episodes: list[dict[str, Any]], frames: Frame
             up after an error finds a half-written file too.
 
     Returns:
-        The manifest record of each episode (file, frames, start, end, instruction, sha256).
+        The manifest record of each episode (file, frames, start, end, instruction, task,
+        success, sha256).
     """
     js, emb, spec = bs.joints, bs.emb, bs.spec
     period = bs.timing.period
+    task, success = episode_labels(bs)
     multi = len(episodes) > 1
     records = []
     for e_i, ep in enumerate(episodes):
@@ -100,7 +121,7 @@ def write_episodes(bs: BagStreams, episodes: list[dict[str, Any]], frames: Frame
         fname = f"{name}_ep{e_i:03d}.hdf5" if multi else f"{name}.hdf5"
         episode = Episode(
             qpos=qpos, action=action, timestamps=t / 1e9, images=images,
-            instruction=instruction, task=spec.task, embodiment=emb.name,
+            instruction=instruction, task=task, success=success, embodiment=emb.name,
             joint_names=list(emb.joint_names), slots=emb.slots, rate_hz=bs.timing.rate,
             source=str(bs.path))
         out = stage / fname
@@ -108,7 +129,8 @@ def write_episodes(bs: BagStreams, episodes: list[dict[str, Any]], frames: Frame
         write_episode(out, episode, compression=spec.compression)
         records.append({
             "file": fname, "frames": len(t), "start": float(t[0] / 1e9),
-            "end": float(t[-1] / 1e9), "instruction": instruction, "sha256": sha256_file(out)})
+            "end": float(t[-1] / 1e9), "instruction": instruction, "task": task,
+            "success": success, "sha256": sha256_file(out)})
         if not np.all(emb.within_limits(qpos, tol=1e-6)):
             bs.warnings.append(f"{fname}: joint positions outside the embodiment limits")
     return records
@@ -150,3 +172,29 @@ def account(bs: BagStreams, topics: dict[str, dict[str, Any]],
             "rate_hz": round(R.measured_rate(s.stamps[keep_all]), 3)})
         if entry["read"] != entry["used"] + sum(entry["dropped"].values()):
             raise RuntimeError(f"{topic}: message accounting does not reconcile: {entry}")
+    _unread(topics)
+
+
+def account_failed(bs: BagStreams | None, topics: dict[str, dict[str, Any]]) -> None:
+    """The topic records of a bag that failed at any stage (``bs`` None: before reading).
+
+    Nothing of a failed bag is used: each message read is dropped, with the reason cleaning or
+    decoding gave it, else ``bag_failed``; so ``read == used + sum(dropped)`` holds here too.
+    """
+    streams = bs.streams if bs is not None else {}
+    for topic, s in streams.items():
+        if topic not in topics:
+            continue
+        dropped: Counter[str] = Counter(s.reason.values())
+        dropped[DROP_BAG_FAILED] += s.read - sum(dropped.values())
+        topics[topic].update({
+            "read": s.read, "used": 0, "dropped": {k: v for k, v in dropped.items() if v},
+            "rate_hz": round(R.measured_rate(np.asarray(s.stamps, dtype=np.int64)), 3)})
+    _unread(topics)
+
+
+def _unread(topics: dict[str, dict[str, Any]]) -> None:
+    """Records of the topics no role read (their messages are counted in ``count`` only)."""
+    for entry in topics.values():
+        if "read" not in entry:
+            entry.update({"read": 0, "used": 0, "dropped": {}, "rate_hz": None})
