@@ -3,19 +3,35 @@
 Inputs:
 - an episode dataset folder (``train/``/``val/`` of ``*.hdf5``) or one episode file: chunks are
   windows ``action[t : t + H]`` at evenly spaced ``t``; the executed path is ``qpos``;
-- a rosbag (ROS 1, ROS 2 sqlite3 or MCAP; read with rosbags): chunks are ``ate_ros/ActionChunk``
-  messages (with their extra samples) or, without those, ``trajectory_msgs/JointTrajectory``
-  commands; the executed path comes from ``sensor_msgs/JointState``.
+- a rosbag (ROS 1, ROS 2 sqlite3 or MCAP), opened as ``ate-ros bag2dataset`` opens it
+  (:class:`ate_ros.core.data.bags.BagSource`: the same errors, the same typestores, topics whose
+  types cannot be decoded skipped with a warning): chunks are ``ate_ros/ActionChunk`` messages
+  (with their extra samples; stop and hold chunks skipped) or, without those,
+  ``trajectory_msgs/JointTrajectory`` commands; the executed path comes from
+  ``sensor_msgs/JointState``.
+
+The embodiment is ``--embodiment``, else the dataset's ``embodiment.yaml`` or the episode's
+attribute, else for a bag its metadata's ``embodiment`` (what ``ate-ros sim-record`` writes),
+else the ``embodiment`` field of its ActionChunks.
 
 End-effector positions come from the embodiment's URDF or simulation model
 (:func:`ate_ros.core.kinematics.load_kinematics`); the drawing is
 :func:`ate_ros.core.chunk_viz.render_png` (3D view, top and side projections).
+
+Exit codes: 0 when the PNG was written; 1 when the input cannot be drawn (a bag that cannot be
+opened or read, e.g. empty, truncated, damaged or not CDR-serialised, with the message
+``bag2dataset`` gives for it; no chunk left to draw; chunks that lack the embodiment's joints;
+an episode file that cannot be read); 2 for bad arguments (no such source, not a bag or
+dataset, an embodiment that cannot be found or told, a ``--topic`` or episode index the
+source lacks, a kinematics source the embodiment lacks). Errors are one line on stderr;
+nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +40,32 @@ from ate_ros.core.chunk_layout import ChunkLayoutError, read_action_chunk, read_
 
 logger = logging.getLogger(__name__)
 
+EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+EPILOG = (
+    "exit status: 0 if the PNG was written; 1 if the input cannot be drawn (a bag that cannot "
+    "be opened or read -- empty, truncated, damaged, not CDR -- with bag2dataset's message for "
+    "it; no chunk left to draw; chunks lacking the embodiment's joints; an unreadable episode "
+    "file); 2 for bad arguments (no such source, not a bag or dataset, embodiment not found or "
+    "not named anywhere, --topic or --episode not in the source, kinematics source missing). "
+    "Errors are one line on stderr and nothing is written.")
+
+CHUNK_TYPE = "ate_ros/msg/ActionChunk"
+TRAJECTORY_TYPE = "trajectory_msgs/msg/JointTrajectory"
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+HOLD_PREFIX = "hold"
+"""ActionChunks whose model_id starts with this hold the arm; they carry no prediction."""
+
+
+class PlotError(Exception):
+    """The input cannot be drawn; ``code`` is the exit status (see the module docstring)."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
     parser.add_argument("source", help="episode dataset folder, episode .hdf5 file, or rosbag")
     parser.add_argument("-o", "--out", default="",
                         help="PNG path (default: <source>_chunks.png next to the source)")
@@ -39,19 +79,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinematics", default="auto", choices=("auto", "urdf", "sim", "joints"),
                         help="forward kinematics source")
     parser.add_argument("--topic", default="", help="bag topic of the chunks (default: any)")
+    parser.add_argument("--ros-distro", default=None,
+                        help="typestore for types the bag does not define (default: detect, "
+                             "else kilted)")
+    parser.add_argument("--msg-dir", action="append", default=[],
+                        help="folder of custom .msg files (DIR or PKG=DIR); repeatable")
 
 
 # ----- loading ------------------------------------------------------------------------------
-def _embodiment(spec: str, fallback: str | None, folder: Path | None = None):
-    from ate_ros.core.embodiment import Embodiment, load_embodiment
+def _embodiment(spec: str, fallbacks: list[tuple[str, str]], folder: Path | None = None):
+    """``--embodiment``, else ``folder/embodiment.yaml``, else the first named fallback
+    (``(where it was named, name)``)."""
+    from ate_ros.core.embodiment import Embodiment, EmbodimentError, load_embodiment
 
-    if spec:
-        return load_embodiment(spec)
-    if folder is not None and (folder / "embodiment.yaml").is_file():
-        return Embodiment.from_yaml(folder / "embodiment.yaml")
-    if fallback:
-        return load_embodiment(fallback)
-    raise SystemExit("cannot tell the embodiment: pass --embodiment")
+    try:
+        if spec:
+            return load_embodiment(spec)
+        if folder is not None and (folder / "embodiment.yaml").is_file():
+            return Embodiment.from_yaml(folder / "embodiment.yaml")
+        for where, name in fallbacks:
+            if name:
+                try:
+                    return load_embodiment(name)
+                except EmbodimentError as exc:
+                    raise PlotError(f"{where} names embodiment {name!r}, which cannot be "
+                                    f"loaded ({exc}); pass --embodiment", EXIT_USAGE) from exc
+    except (EmbodimentError, OSError) as exc:
+        raise PlotError(str(exc), EXIT_USAGE) from exc
+    raise PlotError("cannot tell the embodiment: pass --embodiment", EXIT_USAGE)
 
 
 def _evenly(n_total: int, n: int) -> np.ndarray:
@@ -60,16 +115,22 @@ def _evenly(n_total: int, n: int) -> np.ndarray:
 
 def load_dataset(args) -> tuple:
     """-> (embodiment, [(chunk (H, D), [samples])], executed (T, D), title)."""
-    from ate_ros.core.data.episode_format import episode_paths, read_episode
+    from ate_ros.core.data.episode_format import EpisodeFormatError, episode_paths, read_episode
 
     src = Path(args.source)
-    if src.is_dir():
-        path = episode_paths(src, args.split)[args.episode]
-        folder = src
-    else:
-        path, folder = src, src.parent.parent
-    ep = read_episode(path, load_images=False)
-    emb = _embodiment(args.embodiment, ep.embodiment or None, folder)
+    try:
+        if src.is_dir():
+            paths = episode_paths(src, args.split)
+            if not 0 <= args.episode < len(paths):
+                raise PlotError(f"{src}: --episode {args.episode} out of range ({len(paths)} "
+                                f"episodes in {args.split}/)", EXIT_USAGE)
+            path, folder = paths[args.episode], src
+        else:
+            path, folder = src, src.parent.parent
+        ep = read_episode(path, load_images=False)
+    except (EpisodeFormatError, OSError) as exc:
+        raise PlotError(str(exc)) from exc
+    emb = _embodiment(args.embodiment, [(str(path), ep.embodiment)], folder)
     actions = ep.action if ep.action is not None else ep.qpos
     H = min(args.horizon, len(actions))
     starts = _evenly(len(actions) - H + 1, args.chunks)
@@ -78,44 +139,46 @@ def load_dataset(args) -> tuple:
     return emb, chunks, ep.qpos, title
 
 
-def load_bag(args) -> tuple:
-    from rosbags.highlevel import AnyReader
+def _bag_path(src: Path) -> Path:
+    """The one bag ``src`` is or holds (a rosbag2 folder without metadata.yaml holds its
+    storage file, which bag2dataset reads the same way)."""
+    from ate_ros.core.data.bags import BagError, discover_bags
 
-    from ate_ros.core.data.typestores import make_typestore
+    try:
+        bags = discover_bags([src])
+    except BagError as exc:
+        raise PlotError(str(exc), EXIT_USAGE) from exc
+    if len(bags) != 1:
+        raise PlotError(f"{src}: holds {len(bags)} bags; plot one of them", EXIT_USAGE)
+    return bags[0]
+
+
+def load_bag(args) -> tuple:
+    """-> (embodiment, [(chunk (H, D), [samples])], executed (T, D), title)."""
+    from ate_ros.core.data.bags import METADATA_EMBODIMENT, BagError, BagSource
 
     src = Path(args.source)
-    chunk_types = ("ate_ros/msg/ActionChunk", "trajectory_msgs/msg/JointTrajectory")
-    with AnyReader([src], default_typestore=make_typestore()) as reader:
-        conns = [c for c in reader.connections if c.msgtype in chunk_types
-                 and (not args.topic or c.topic == args.topic)]
-        if any(c.msgtype == chunk_types[0] for c in conns):
-            conns = [c for c in conns if c.msgtype == chunk_types[0]]
-        states = [c for c in reader.connections if c.msgtype == "sensor_msgs/msg/JointState"]
-        if not conns:
-            raise SystemExit(f"{src}: no ActionChunk or JointTrajectory messages")
-        raw_chunks, emb_name, executed = [], None, []
-        for conn, _, raw in reader.messages(connections=conns + states):
-            msg = reader.deserialize(raw, conn.msgtype)
-            if conn.msgtype == "sensor_msgs/msg/JointState":
-                executed.append((list(msg.name), np.asarray(msg.position, dtype=float)))
-                continue
-            if conn.msgtype == chunk_types[0]:
-                if msg.model_id.startswith("hold"):
-                    continue
-                emb_name = emb_name or msg.embodiment
-            try:  # an ActionChunk (flat, or the legacy layout of older bags) or a trajectory
-                chunk = (read_action_chunk(msg) if conn.msgtype == chunk_types[0]
-                         else read_joint_trajectory(msg))
-            except ChunkLayoutError as exc:
-                raise SystemExit(f"{src}: {conn.topic}: malformed {conn.msgtype}: {exc}") \
-                    from exc
-            raw_chunks.append((chunk.joint_names, chunk.positions, chunk.samples))
-    emb = _embodiment(args.embodiment, emb_name)
+    path = _bag_path(src)
+    topic = getattr(args, "topic", "")
+    try:
+        with BagSource(path, getattr(args, "ros_distro", None),
+                       getattr(args, "msg_dir", [])) as bag:
+            for w in bag.warnings:
+                logger.warning("%s: %s", path, w)
+            chunk_topics, state_topics = _bag_topics(bag, topic)
+            raw_chunks, executed, chunk_emb, holds = _read_bag(bag, chunk_topics, state_topics)
+            named = bag.metadata.get(METADATA_EMBODIMENT, "")
+    except BagError as exc:
+        raise PlotError(str(exc)) from exc
+    if not raw_chunks:
+        raise PlotError(f"{path}: no chunk left to draw ({holds} hold/stop chunks skipped)")
+    emb = _embodiment(args.embodiment, [(f"{path} metadata", named),
+                                        (f"{path} ActionChunk", chunk_emb)])
 
     def to_array(names: list[str], pos: np.ndarray) -> np.ndarray:
         missing = [n for n in emb.joint_names if n not in names]
         if missing:
-            raise SystemExit(f"{src}: chunks lack joints {missing} of {emb.name}")
+            raise PlotError(f"{path}: chunks lack joints {missing} of {emb.name}")
         return pos[:, [names.index(n) for n in emb.joint_names]]
 
     picked = [raw_chunks[i] for i in _evenly(len(raw_chunks), args.chunks)]
@@ -127,8 +190,67 @@ def load_bag(args) -> tuple:
             qs.append(emb.order_by_name(names, pos))
         except ValueError:
             continue
-    title = f"{src.name}: {emb.name}, {len(chunks)} of {len(raw_chunks)} chunks"
+    title = f"{path.name}: {emb.name}, {len(chunks)} of {len(raw_chunks)} chunks"
     return emb, chunks, np.array(qs).reshape(-1, emb.dof), title
+
+
+def _bag_topics(bag, topic: str) -> tuple[list[str], list[str]]:
+    """Chunk topics (ActionChunk if any, else JointTrajectory) and joint-state topics whose
+    types the bag's typestore can decode; the others are skipped with a warning."""
+    from ate_ros.core.data.bags import BagError
+
+    if topic and topic not in bag.topics:
+        raise PlotError(f"{bag.path}: no topic {topic} (topics: {sorted(bag.topics)}); fix "
+                        "--topic", EXIT_USAGE)
+    usable = {}
+    for name, s in bag.topics.items():
+        if s.msgtype in bag.undefined_types:
+            logger.warning("%s: %s: no definition for %s; skipped", bag.path, name, s.msgtype)
+        elif s.msgtype in (CHUNK_TYPE, TRAJECTORY_TYPE, JOINT_STATE_TYPE):
+            usable[name] = s.msgtype
+    chunks = [t for t, m in usable.items() if m in (CHUNK_TYPE, TRAJECTORY_TYPE)
+              and (not topic or t == topic)]
+    if any(usable[t] == CHUNK_TYPE for t in chunks):
+        chunks = [t for t in chunks if usable[t] == CHUNK_TYPE]
+    if not chunks:
+        raise BagError(bag.path, "no ActionChunk or JointTrajectory messages"
+                       + (f" on {topic}" if topic else ""))
+    return chunks, [t for t, m in usable.items() if m == JOINT_STATE_TYPE]
+
+
+def _read_bag(bag, chunk_topics: list[str], state_topics: list[str]) -> tuple:
+    """-> ([(joint names, positions (H, n), [samples])], [(names, q)], chunk embodiment,
+    number of hold/stop chunks skipped)."""
+    from ate_ros.core.data.bags import BagError
+
+    raw_chunks, executed, emb_name, holds, bad = [], [], "", 0, 0
+    for topic, _, raw in bag.messages(chunk_topics + state_topics):
+        msgtype = bag.topics[topic].msgtype
+        try:
+            msg = bag.deserialize(raw, msgtype)
+        except Exception:  # one undecodable message should not hide the others
+            bad += 1
+            continue
+        if msgtype == JOINT_STATE_TYPE:
+            executed.append((list(msg.name), np.asarray(msg.position, dtype=float)))
+            continue
+        if msgtype == CHUNK_TYPE:
+            if msg.model_id.startswith(HOLD_PREFIX):
+                holds += 1
+                continue
+            emb_name = emb_name or msg.embodiment
+        try:  # an ActionChunk (flat, or the legacy layout of older bags) or a trajectory
+            chunk = (read_action_chunk(msg) if msgtype == CHUNK_TYPE
+                     else read_joint_trajectory(msg))
+        except ChunkLayoutError as exc:
+            raise BagError(bag.path, f"{topic}: malformed {msgtype}: {exc}") from exc
+        if not chunk.horizon:  # a stop request: nothing to draw
+            holds += 1
+            continue
+        raw_chunks.append((chunk.joint_names, chunk.positions, chunk.samples))
+    if bad:
+        logger.warning("%s: %d messages could not be decoded; skipped", bag.path, bad)
+    return raw_chunks, executed, emb_name, holds
 
 
 def is_dataset(path: Path) -> bool:
@@ -136,15 +258,19 @@ def is_dataset(path: Path) -> bool:
         (path / "train").is_dir() or (path / "val").is_dir()))
 
 
-def run(args: argparse.Namespace) -> int:
+def plot(args: argparse.Namespace) -> Path:
+    """Read the source, draw its chunks and write the PNG; PlotError when it cannot."""
     from ate_ros.core.chunk_viz import ChunkHistory, ChunkVizConfig, render_png
-    from ate_ros.core.kinematics import load_kinematics
+    from ate_ros.core.kinematics import KinematicsError, load_kinematics
 
     src = Path(args.source)
     if not src.exists():
-        raise SystemExit(f"{src} does not exist")
+        raise PlotError(f"{src}: no such file or folder", EXIT_USAGE)
     emb, chunks, executed, title = (load_dataset if is_dataset(src) else load_bag)(args)
-    fk = load_kinematics(emb, args.kinematics)
+    try:
+        fk = load_kinematics(emb, args.kinematics)
+    except KinematicsError as exc:
+        raise PlotError(str(exc), EXIT_USAGE) from exc
     hist = ChunkHistory(fk, ChunkVizConfig(history=max(len(chunks) - 1, 0),
                                            executed_length=max(2, len(executed))))
     if len(executed):
@@ -155,4 +281,13 @@ def run(args: argparse.Namespace) -> int:
     render_png(hist.polylines(), out, title=title, metric=fk.metric)
     print(f"wrote {out} ({len(chunks)} chunks, {len(executed)} executed points, "
           f"{type(fk).__name__})")
-    return 0
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        plot(args)
+    except PlotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    return EXIT_OK

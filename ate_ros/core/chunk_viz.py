@@ -16,6 +16,7 @@ The ROS visualisation (``ate_ros/nodes/visualization.py``) turns polylines into 
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,12 @@ def render_png(polylines: list[Polyline], path: str | Path, title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    # Written next to the target and renamed, so a failed render leaves no partial PNG.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
