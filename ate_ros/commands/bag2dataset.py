@@ -83,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"],
                         help="HDF5 compression of images (lzf: ~2x slower, smaller files)")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--format", default="ate", choices=["ate", "lerobot"],
+                        help="ate: our HDF5 episodes; lerobot: a LeRobotDataset (v3) written by "
+                             "LeRobot's own writer from the same aligned streams "
+                             "(docs/lerobot.md)")
+    parser.add_argument("--lerobot-videos", action="store_true",
+                        help="--format lerobot: store cameras as video (decoding needs "
+                             "torchcodec + FFmpeg) instead of image frames")
     parser.add_argument("--keep-going", action="store_true",
                         help="exit 0 when at least one bag converted even if others failed")
 
@@ -136,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
     except (EmbodimentError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    target = _ate_target(args)
     try:
-        manifest = convert_bags(args.bags, emb, args.out, spec, now=time.time())
+        manifest = convert_bags(args.bags, emb, target, spec, now=time.time())
     except ConversionError as exc:
         if exc.manifest is None:
             print(f"error: {exc}", file=sys.stderr)
@@ -149,4 +157,46 @@ def run(args: argparse.Namespace) -> int:
     except BagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.format == "lerobot" and (rc := _export_lerobot(args, target)):
+        return rc
     return print_report(manifest, args.out, args.keep_going)
+
+
+# ----- --format lerobot: convert to our format in a hidden sibling, then export ---------------
+def _ate_target(args: argparse.Namespace) -> str:
+    """Where convert_bags writes: ``--out`` itself, or a hidden sibling for ``--format lerobot``
+    (so per-bag isolation, atomic output and the manifest stay the converter's)."""
+    if args.format != "lerobot":
+        return args.out
+    import shutil
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        return args.out  # the converter refuses it with its usual message
+    tmp = out.with_name(f".{out.name}.ate")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return str(tmp)
+
+
+def _export_lerobot(args: argparse.Namespace, target: str) -> int:
+    """Export the converted episodes at ``target`` to ``--out`` as a LeRobotDataset (with the
+    converter's manifest in its ``meta/``), then remove ``target``."""
+    import shutil
+    from pathlib import Path
+
+    from ate_ros.core.data.episode_format import MANIFEST
+    from ate_ros.core.data.lerobot_export import export_lerobot
+    from ate_ros.core.lerobot_compat import LeRobotUnavailable
+
+    try:
+        out = export_lerobot(target, args.out, use_videos=args.lerobot_videos,
+                             overwrite=args.overwrite)
+        shutil.copy2(Path(target) / MANIFEST, out / "meta" / MANIFEST)
+    except (LeRobotUnavailable, ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    return 0
