@@ -55,6 +55,7 @@ setup(
             "torchvision>=0.21", "datasets>=4.0,<4.2", "diffusers>=0.27.2,<0.36",
             "draccus==0.10.0", "einops>=0.8,<0.9", "av>=15,<16", "jsonlines>=4,<5",
             "termcolor>=2.4,<4", "deepdiff>=7.0.1,<9", "imageio>=2.34,<3", "pyserial>=3.5,<4",
+            "gymnasium>=1.1.1,<2",
         ],
         "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "hypothesis>=6.80", "ruff>=0.6"],
     },

@@ -9,7 +9,9 @@ from ate_ros.commands.pretrain import add_common_arguments, common_config
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, steps=2000, lr=1e-4)
-    parser.add_argument("--policy", required=True, help="pre-trained policy folder")
+    parser.add_argument("--policy", required=True,
+                        help="pre-trained policy folder, or lerobot:<dir> for a LeRobot "
+                             "checkpoint (docs/lerobot.md)")
     parser.add_argument("--vae", default=None, help="`ate-ros align` output folder")
     parser.add_argument("--guidance", default="on", choices=("on", "off"),
                         help="off: direct fine-tuning baseline (exactly the plain loss)")
@@ -29,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ate_ros.core.lerobot_compat import is_lerobot_spec
+
+    if is_lerobot_spec(args.policy):
+        return run_lerobot(args)
     from ate_ros.core.data.policy_dataset import PolicyDatasetError
     from ate_ros.core.embodiment import EmbodimentError
     from ate_ros.core.steer.guidance import GuidanceConfig
@@ -48,4 +54,31 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"policy written to {out}")
     print(format_summary(out))
+    return 0
+
+
+def run_lerobot(args: argparse.Namespace) -> int:
+    """``--policy lerobot:<dir>``: LeRobot's policy, processors and data, our guided loss."""
+    from ate_ros.core.lerobot_compat import LeRobotUnavailable, lerobot_path
+    from ate_ros.core.steer.guidance import GuidanceConfig
+    from ate_ros.core.steer.lerobot_finetune import LeRobotFinetuneConfig, finetune_lerobot_policy
+    from ate_ros.core.training import CheckpointError, select_device
+
+    if len(args.data) != 1:
+        print("ate-ros steer: error: a LeRobot policy fine-tunes on one --data folder")
+        return 2
+    try:
+        guidance = GuidanceConfig(enabled=args.guidance == "on", scale=args.lambda_,
+                                  clamp=args.clamp, clamp_mode=args.clamp_mode,
+                                  direction=args.direction)
+        cfg = LeRobotFinetuneConfig(
+            policy_path=str(lerobot_path(args.policy)), data=args.data[0], out=args.out,
+            vae=args.vae, guidance=guidance, steps=args.steps, batch_size=args.batch_size,
+            lr=args.lr, seed=args.seed, device=str(select_device(args.device)),
+            log_every=args.log_every)
+        out = finetune_lerobot_policy(cfg)
+    except (ValueError, FileNotFoundError, LeRobotUnavailable, CheckpointError) as exc:
+        print(f"ate-ros steer: error: {exc}")
+        return 2
+    print(f"LeRobot policy written to {out}")
     return 0

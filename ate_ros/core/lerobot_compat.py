@@ -88,6 +88,7 @@ def require_lerobot() -> str:
             _skip_groot_init()
         importlib.import_module("lerobot.policies")
         importlib.import_module("lerobot.datasets.lerobot_dataset")
+        importlib.import_module("lerobot.policies.factory")
     except ImportError as exc:
         raise LeRobotUnavailable(f"LeRobot {version} does not import ({exc}); {INSTALL_HINT}"
                                  ) from exc
