@@ -4,6 +4,10 @@
 - :class:`ChunkScheduler`: ``submit`` chunks, ``command`` every tick, ``needs_chunk``,
   ``planned`` (for streaming a JointTrajectory), ``reset``, ``stats``.
 - :func:`limit_step`: one position/velocity/acceleration-limited step.
+- :class:`ChunkExecutor`: executor_node's per-tick decisions (``step(now) -> TickDecision``:
+  stream, hold, brake, send a FollowJointTrajectory goal; goal outcomes).
+- :class:`PolicyGate`: policy_node's run-time gating (staleness, rate, RunPolicy goal end) and
+  :func:`ood_window`.
 """
 
 from ate_ros.core.execution.config import (
@@ -11,6 +15,22 @@ from ate_ros.core.execution.config import (
     OUTPUT_MODES,
     ExecutionConfig,
     ExecutorNodeConfig,
+)
+from ate_ros.core.execution.executor import (
+    FJT_MAX_SECONDS,
+    ChunkExecutor,
+    Output,
+    SupervisedChunk,
+    TickDecision,
+)
+from ate_ros.core.execution.goals import GoalEnd, GoalOutcome
+from ate_ros.core.execution.policy_gate import (
+    Admission,
+    GoalStep,
+    PolicyGate,
+    PolicyGoal,
+    ood_score,
+    ood_window,
 )
 from ate_ros.core.execution.safety import brake_step, limit_step
 from ate_ros.core.execution.scheduler import (
@@ -22,13 +42,26 @@ from ate_ros.core.execution.scheduler import (
 
 __all__ = [
     "BLEND_MODES",
+    "FJT_MAX_SECONDS",
     "OUTPUT_MODES",
     "REJECT_REASONS",
+    "Admission",
+    "ChunkExecutor",
     "ChunkScheduler",
     "ExecutionConfig",
     "ExecutionStats",
     "ExecutorNodeConfig",
+    "GoalEnd",
+    "GoalOutcome",
+    "GoalStep",
+    "Output",
+    "PolicyGate",
+    "PolicyGoal",
     "SubmitResult",
+    "SupervisedChunk",
+    "TickDecision",
     "brake_step",
     "limit_step",
+    "ood_score",
+    "ood_window",
 ]
