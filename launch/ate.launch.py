@@ -1,11 +1,11 @@
-"""Run a policy on a robot: perception_node + policy_node (lifecycle) + executor_node.
+"""Run a policy on a robot: perception_node + policy_node + executor_node (lifecycle nodes).
 
     ros2 launch ate_ros ate.launch.py embodiment:=sim_arm7 policy:=/path/to/policy \
         vae:=/path/to/align/stage2 dry_run:=true
 
 Node parameters come from config/{perception,policy,executor}.yaml; the arguments below override
-the common ones. `embodiment` names config/embodiments/<name>.yaml (or is a YAML path). The policy
-node is configured and activated automatically (autostart:=false leaves it unconfigured for a
+the common ones. `embodiment` names config/embodiments/<name>.yaml (or is a YAML path). Every node
+is configured and activated automatically (autostart:=false leaves them unconfigured for a
 lifecycle manager). Topics are relative: set namespace:= to run several robots.
 
 observation_source:=sensors starts no perception_node: policy_node subscribes to the cameras and
@@ -23,10 +23,10 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
-from launch.conditions import IfCondition, LaunchConfigurationNotEquals
+from launch.conditions import IfCondition
 from launch.events import matches_action
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode, Node
+from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
+from launch_ros.actions import LifecycleNode
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
@@ -43,7 +43,7 @@ ARGUMENTS = [
     ("namespace", "", "namespace of every node and topic"),
     ("controller", "arm_controller", "commands go to <controller>/joint_trajectory"),
     ("device", "cpu", "torch device of the policy"),
-    ("autostart", "true", "configure and activate the policy node at start"),
+    ("autostart", "true", "configure and activate every node at start"),
     ("observation_source", "topic", "topic: perception_node publishes observations to the "
      "policy; sensors: the policy node subscribes to cameras and joint_states itself"),
 ]
@@ -61,11 +61,12 @@ def robot_nodes():
     common = {"embodiment": embodiment, "use_sim_time": use_sim_time}
 
     source = LaunchConfiguration("observation_source")
-    perception = Node(
+    perception = LifecycleNode(
         package="ate_ros", executable="perception_node", name="perception_node",
         namespace=namespace, output="screen",
         parameters=[config_file("perception.yaml"), common],
-        condition=LaunchConfigurationNotEquals("observation_source", "sensors"))
+        condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration("observation_source"),
+                                                    "sensors")))
     policy = LifecycleNode(
         package="ate_ros", executable="policy_node", name="policy_node",
         namespace=namespace, output="screen",
@@ -75,7 +76,7 @@ def robot_nodes():
             "device": LaunchConfiguration("device"),
             "observation_source": source,
         }])
-    executor = Node(
+    executor = LifecycleNode(
         package="ate_ros", executable="executor_node", name="executor_node",
         namespace=namespace, output="screen",
         parameters=[config_file("executor.yaml"), common, {
@@ -83,16 +84,26 @@ def robot_nodes():
             "controller": LaunchConfiguration("controller"),
         }])
 
-    autostart = IfCondition(LaunchConfiguration("autostart"))
-    configure = EmitEvent(condition=autostart, event=ChangeState(
-        lifecycle_node_matcher=matches_action(policy),
+    nodes = [perception, policy, executor]
+    return nodes + [e for n in nodes for e in autostart(n)]
+
+
+def autostart(node):
+    """Configure ``node`` at start and activate it once it is inactive (unless autostart:=false).
+
+    A node that is not launched (perception_node with observation_source:=sensors) handles no
+    event: its transitions are dropped.
+    """
+    condition = IfCondition(LaunchConfiguration("autostart"))
+    configure = EmitEvent(condition=condition, event=ChangeState(
+        lifecycle_node_matcher=matches_action(node),
         transition_id=Transition.TRANSITION_CONFIGURE))
     activate = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=policy, goal_state="inactive",
+        target_lifecycle_node=node, goal_state="inactive",
         entities=[EmitEvent(event=ChangeState(
-            lifecycle_node_matcher=matches_action(policy),
-            transition_id=Transition.TRANSITION_ACTIVATE))]), condition=autostart)
-    return [perception, policy, executor, activate, configure]
+            lifecycle_node_matcher=matches_action(node),
+            transition_id=Transition.TRANSITION_ACTIVATE))]), condition=condition)
+    return [activate, configure]
 
 
 def generate_launch_description():

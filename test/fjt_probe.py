@@ -158,6 +158,8 @@ def main(out_path: str, spin: str = "single") -> int:
                              diagnostics_period=0.2,
                              execution=ExecutionConfig(watchdog_timeout=5.0))
     node = ExecutorNode(cfg, embodiment=emb)
+    node.trigger_configure()
+    node.trigger_activate()
     robot_node = rclpy.create_node("fake_jtc")
     ctrl = FakeController(robot_node, emb)
     chunk_pub = robot_node.create_publisher(ActionChunk, "action_chunk", COMMAND_QOS)
@@ -195,13 +197,26 @@ def main(out_path: str, spin: str = "single") -> int:
         if not ok:
             report["errors"].append(f"{name}: did not settle")
 
+    def goals_answered() -> bool:
+        """Every goal the controller got is counted by the executor: sent, and (once ended)
+        succeeded, preempted or failed."""
+        c = node.core.counts
+        with ctrl.lock:
+            ended = sum(g["outcome"] != "pending" for g in ctrl.goals)
+            received = len(ctrl.goals)
+        answered = sum(c[f"fjt_goals_{k}"] for k in ("succeeded", "preempted", "rejected",
+                                                      "aborted", "canceled"))
+        return c["fjt_goals_sent"] == received and answered == ended
+
     def phase(name: str, start: int, **extra) -> None:
+        if not wait_for(goals_answered, WAIT):
+            report["errors"].append(f"{name}: goal results not all counted")
         with ctrl.lock:
             end = len(ctrl.goals)
         report["phases"][name] = {"goals": [start, end], "counters": counters(), **extra}
 
     try:
-        if not (wait_for(lambda: node._measured is not None, WAIT)
+        if not (wait_for(lambda: node.core.measured is not None, WAIT)
                 and wait_for(node._fjt_client.server_is_ready, WAIT)):
             report["errors"].append("no joint_states or FollowJointTrajectory server")
             return 1

@@ -133,27 +133,24 @@ def test_every_goal_is_safe_and_well_formed(report):
 
 
 def test_new_chunk_preempts_the_active_goal(report):
-    """Each accepted chunk sends a new goal at once, while the previous one is still running
-    (the joint_trajectory_controller replaces the trajectory); the superseded goals' endings are
-    counted as preempted, not as failures."""
+    """Chunks arriving while a goal runs go out as new goals that replace it (the
+    joint_trajectory_controller's preemption); the superseded goals' endings are counted as
+    preempted, not as failures. Which tick sends which goal is timing, asserted on a stepped
+    clock (test_executor_core.py); here only what holds however the machine's load shifts it."""
     phase = report["phases"]["nominal"]
     goals = _goals(report, "nominal")
     assert phase["chunks_accepted"] == 6
-    # One goal per chunk, sent at the next control tick (0.05 s). A loaded 2-core machine can
-    # deliver two chunks within one tick (they go out as one goal) or stall the pipeline past
-    # a goal's end (seen once each: 5 goals; 4 of 5 overlapping), so one miss is allowed: an
-    # executor that waits for goals to end, or sends none per chunk, fails by far.
-    assert sum(g["mode"] == "accept" for g in goals) >= 5
-    ends = [g["stamp"] + g["times"][-1] for g in goals]
-    overlapping = [b["index"] for a, b, end in zip(goals, goals[1:], ends) if b["recv"] < end]
-    assert len(overlapping) >= 4, "new chunks did not preempt the running goal"
-    assert sum(g["outcome"] == "superseded" for g in goals) >= len(overlapping)
-    assert _counter(report, "nominal", "fjt_goals_preempted") >= len(overlapping)
-    assert _counter(report, "nominal", "fjt_goals_sent") >= 5
-    # Ticks that send no goal (the running one holds them) are not counted as sent (one apart:
-    # the counters are read while the node runs, between the two counts of a tick).
-    assert abs(_counter(report, "nominal", "trajectories_sent")
-               - _counter(report, "nominal", "fjt_goals_sent")) <= 1
+    assert goals and goals[0]["mode"] == "accept"
+    assert all(g["outcome"] in ("succeeded", "superseded") for g in goals), goals
+    # The probe waited until the executor had counted every goal the controller answered (the
+    # counters run from the start: the goals so far include the hold sent at start).
+    so_far = report["goals"][:phase["goals"][1]]
+    superseded = sum(g["outcome"] == "superseded" for g in so_far)
+    assert _counter(report, "nominal", "fjt_goals_preempted") == superseded
+    assert _counter(report, "nominal", "fjt_goals_succeeded") == len(so_far) - superseded
+    assert _counter(report, "nominal", "fjt_goals_sent") == len(so_far)
+    # Ticks that send no goal (the running one holds them) are not counted as sent.
+    assert _counter(report, "nominal", "trajectories_sent") == len(so_far)
     for key in ("fjt_goals_rejected", "fjt_goals_aborted", "fjt_goals_canceled"):
         assert _counter(report, "nominal", key) == 0, key
 

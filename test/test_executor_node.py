@@ -1,7 +1,11 @@
-"""executor_node over real DDS (loopback): limits at the controller, ExecuteChunk, dry_run.
+"""executor_node over real DDS (loopback): smoke tests of what only the node does.
 
-ExecuteChunk runs twice: with the node on a MultiThreadedExecutor shared with the fake robot (as
-``ate-ros run`` spins the graph) and alone on a SingleThreadedExecutor (as its ``main`` does).
+The decisions (holding, braking, goal outcomes, dry run, preemption) are tested on a stepped
+clock in test_executor_core.py; here: limits at the controller over real messages, a late tick
+on a MultiThreadedExecutor, ExecuteChunk feedback and cancel through the action server (with the
+node on a MultiThreadedExecutor shared with the fake robot, as ``ate-ros run`` spins the graph,
+and alone on a SingleThreadedExecutor, as its ``main`` does), and a cancel while sim time stands
+still (the goal poll runs on the steady clock).
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-from trajectory_math import interp_positions
 from waiting import Spinner, wait_for
 
 rclpy = pytest.importorskip("rclpy")
@@ -102,6 +105,9 @@ def graph(emb, request):
     cfg = ExecutorNodeConfig(embodiment="toy3", controller="ctrl", diagnostics_period=0.2,
                              execution=ExecutionConfig(watchdog_timeout=5.0), **params)
     node = ExecutorNode(cfg, embodiment=emb, **node_kwargs)
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
     robot_node = rclpy.create_node("fake_robot")
     robot = FakeRobot(robot_node, emb)
     if spin == "single":
@@ -111,7 +117,7 @@ def graph(emb, request):
     ex.add_node(node)
     robot_ex.add_node(robot_node)
     spinners = [Spinner(e) for e in {ex: None, robot_ex: None}]
-    wait_for(lambda: node._measured is not None, 20.0)
+    wait_for(lambda: node.core.measured is not None, 20.0)
     yield node, robot
     for s in spinners:
         s.close()
@@ -181,7 +187,6 @@ def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):
         # One at a time: the subscription keeps the last 10, and a loaded machine that stalls
         # the executor for a second would otherwise drop some (latest-wins, as on a robot).
         assert wait_for(lambda i=i: handled() >= i + 1, 20.0), f"chunk {i} was never handled"
-    time.sleep(0.3)
     stats = node.scheduler.stats
     assert stats.accepted >= n // 6  # the plausible ones (and some others, clamped)
     assert stats.rejected["non_finite"] >= 1 and stats.rejected["shape"] >= n // 3
@@ -206,7 +211,7 @@ def test_a_late_tick_never_sends_the_scheduler_back_in_time(graph, emb):
         t = real_now()
         calls[0] += 1
         if calls[0] % 3 == 0:
-            time.sleep(2.5 * node.dt)
+            time.sleep(2.5 * node.core.dt)
         return t
 
     node._now = preempted_after_reading_the_clock
@@ -261,8 +266,9 @@ def test_execute_chunk_feedback_and_cancel(graph, emb, action_client):
     assert res.outcome == ExecuteChunk.Result.CANCELED, res
     assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 10.0)
     held = node.scheduler.last_command
-    time.sleep(0.3)
-    np.testing.assert_array_equal(node.scheduler.last_command, held)
+    commands = node.scheduler.stats.commands
+    assert wait_for(lambda: node.scheduler.stats.commands >= commands + 5, 10.0)
+    np.testing.assert_array_equal(node.scheduler.last_command, held)  # 5 ticks later
     assert held[0] < q[0] + 0.5, (held, q, res)  # stopped well before the chunk's end
     # 3) A chunk for other joints is rejected with a reason.
     bad = chunk_to_msg(np.zeros((3, 3)), emb, sec_to_time(robot.now()))
@@ -290,57 +296,12 @@ def _result(handle):
     return fut.result().result
 
 
-@pytest.mark.parametrize("graph", [{"spin": "single"}], indirect=True, ids=["single_threaded"])
-def test_execute_chunk_preempted_by_a_new_goal_and_by_a_topic_chunk(graph, emb, action_client):
-    node, robot = graph
-    client = action_client
-    assert client.wait_for_server(timeout_sec=30.0)
-    ramp = np.linspace(0.0, 0.6, 80)[:, None] * np.array([1.0, 1.0, 1.0])
-    fb_a, fb_b = [], []
-    a = _send(client, ExecuteChunk.Goal(chunk=chunk_to_msg(robot.q + ramp, emb,
-                                                            sec_to_time(robot.now()))), fb_a)
-    assert wait_for(lambda: len(fb_a) >= 2, 20.0)
-    b = _send(client, ExecuteChunk.Goal(chunk=chunk_to_msg(robot.q - ramp, emb,
-                                                            sec_to_time(robot.now()))), fb_b)
-    res_a = _result(a)
-    assert res_a.outcome == ExecuteChunk.Result.PREEMPTED and "new goal" in res_a.message
-    assert res_a.executed_points >= 2
-    assert wait_for(lambda: len(fb_b) >= 2, 20.0)
-    robot.chunk_pub.publish(chunk_to_msg(robot.q + ramp[:10], emb, sec_to_time(robot.now())))
-    res_b = _result(b)
-    assert res_b.outcome == ExecuteChunk.Result.PREEMPTED and "action_chunk" in res_b.message
-    assert node._goal is None and node._goal_timer.is_canceled()
+def test_only_this_robots_empty_chunk_is_a_stop_request(emb):
+    from ate_ros.ros.conversions import is_stop_request
 
-
-@pytest.mark.parametrize("graph", [{"spin": "single"}], indirect=True, ids=["single_threaded"])
-def test_empty_chunk_stops_where_the_robot_is(graph, emb, action_client):
-    """A chunk without points (policy_node's stop request) ends the running goal and holds at
-    the measured position: the arm brakes and stays, it does not return to an older point."""
-    node, robot = graph
-    client = action_client
-    assert client.wait_for_server(timeout_sec=30.0)
-    start = robot.q.copy()
-    ramp = np.linspace(0.0, 0.8, 80)[:, None] * np.array([1.0, 1.0, 1.0])
-    fb = []
-    handle = _send(client, ExecuteChunk.Goal(chunk=chunk_to_msg(start + ramp, emb,
-                                                                 sec_to_time(robot.now()))), fb)
-    assert wait_for(lambda: np.abs(robot.q - start).max() > 0.15, 20.0)
-    robot.chunk_pub.publish(chunk_to_msg(np.zeros((0, emb.dof)), emb, sec_to_time(robot.now()),
-                                         model_id="hold (test)"))
-    res = _result(handle)
-    assert res.outcome == ExecuteChunk.Result.PREEMPTED and "action_chunk" in res.message
-    assert wait_for(lambda: node.scheduler.holding and not node.scheduler.moving, 10.0)
-    stopped = robot.q.copy()
-    time.sleep(0.5)
-    np.testing.assert_allclose(robot.q, stopped, atol=1e-9)  # held still
-    assert np.abs(stopped - start).min() > 0.15, "it held where it was, not at the start"
-    assert node.scheduler.stats.stop_requests == 1
-    assert node.scheduler.stats.rejected_total == 0  # a stop request is not a bad chunk
-    # Another embodiment's empty chunk is not a stop request for this robot.
-    other = ActionChunk(embodiment="other_robot")
-    robot.chunk_pub.publish(other)
-    time.sleep(0.3)
-    assert node.scheduler.stats.stop_requests == 1
+    assert is_stop_request(chunk_to_msg(np.zeros((0, emb.dof)), emb, sec_to_time(1.0)), emb)
+    assert not is_stop_request(ActionChunk(embodiment="other_robot"), emb)
+    assert not is_stop_request(chunk_to_msg(np.zeros((2, emb.dof)), emb, sec_to_time(1.0)), emb)
 
 
 @pytest.mark.parametrize(
@@ -354,116 +315,15 @@ def test_execute_chunk_cancel_while_sim_time_is_paused(graph, emb, action_client
     clock_pub = robot.node.create_publisher(Clock, "/clock", 10)
     t0 = 100.0
     assert wait_for(lambda: (clock_pub.publish(Clock(clock=sec_to_time(t0))),
-                             node._measured_at >= t0)[1], 20.0)
+                             node.core.measured_at >= t0)[1], 20.0)
     assert client.wait_for_server(timeout_sec=30.0)
     ramp = np.linspace(0.0, 0.6, 80)[:, None] * np.array([1.0, 1.0, 1.0])
     handle = _send(client, ExecuteChunk.Goal(chunk=chunk_to_msg(robot.q + ramp, emb,
                                                                  sec_to_time(t0))))
-    assert wait_for(lambda: node._goal is not None, 20.0)
+    assert wait_for(lambda: node.core.goal is not None, 20.0)
     assert math.isfinite(node.scheduler.plan_end)  # planned, not commanded: no tick ran
     cancel = handle.cancel_goal_async()
     assert wait_for(cancel.done, 20.0)
     res = _result(handle)
     assert res.outcome == ExecuteChunk.Result.CANCELED and res.executed_points == 0
     assert node.scheduler.plan_end == -math.inf  # the plan is dropped: the next tick holds
-
-@pytest.mark.parametrize("graph", [{"dry_run": True}], indirect=True)
-def test_dry_run_sends_nothing_to_the_controller(graph, emb):
-    node, robot = graph
-    q = robot.q.copy()
-    for _ in range(3):
-        chunk = q + np.linspace(0.0, 0.1, 8)[:, None]
-        robot.chunk_pub.publish(chunk_to_msg(chunk, emb, sec_to_time(robot.now())))
-        time.sleep(0.15)
-    assert wait_for(lambda: len(robot.dry) >= 3, 20.0)
-    assert node.scheduler.stats.accepted >= 1
-    time.sleep(0.2)
-    assert robot.received == []
-    _check_limits(emb, robot.dry)
-
-
-class _CapturingFjtClient:
-    """Stands in for the FollowJointTrajectory client: records each goal's trajectory."""
-
-    def __init__(self):
-        self.trajectories: list[JointTrajectory] = []
-
-    def server_is_ready(self):
-        return True
-
-    def send_goal_async(self, goal):
-        from rclpy.task import Future
-
-        self.trajectories.append(goal.trajectory)
-        return Future()  # the controller never answers: the goal stays the active one
-
-    def destroy(self):
-        """A real client leaves the graph here; this one has nothing in it."""
-
-
-def test_a_chunk_merged_during_a_tick_is_not_in_the_goal_that_tick_sends(emb):
-    """The FollowJointTrajectory goal a tick sends is planned under the same lock as its
-    command. A chunk merged between the two (another executor thread) went into the goal but
-    not into the plan the scheduler records as sent; after a stall it replayed that plan, and
-    the next goal started 0.35 rad away from the trajectory the controller was following."""
-    import types
-
-    rclpy.init()
-    try:
-        node = ExecutorNode(ExecutorNodeConfig(embodiment="toy3", controller="ctrl",
-                                               execution=ExecutionConfig(watchdog_timeout=5.0)),
-                            embodiment=emb)
-        client = _CapturingFjtClient()
-        node._fjt_client, node._traj_pub = client, None
-        node._fjt_type = types.SimpleNamespace(Goal=types.SimpleNamespace)
-        clock = [100.0]
-        node._now = lambda: clock[0]
-        dt = 1.0 / RATE
-
-        def controller_at(t):  # the controller follows the last goal it got
-            traj = client.trajectories[-1]
-            t0 = time_to_sec(traj.header.stamp)
-            times = np.array([t0 + duration_to_sec(p.time_from_start) for p in traj.points])
-            pos = np.array([p.positions for p in traj.points])
-            return interp_positions(times, pos, t)
-
-        def chunk(direction):  # offsets from the robot's position
-            return np.linspace(0.03, 0.3, 10)[:, None] * np.array([1.0, -1.0, 0.5]) * direction
-
-        def advance(seconds):  # the robot is where the controller's trajectory puts it
-            clock[0] += seconds
-            node._measured, node._measured_at = controller_at(clock[0]), clock[0]
-
-        node._measured, node._measured_at = np.zeros(emb.dof), clock[0]
-        node._submit(chunk(+1), clock[0] - 0.02)
-        node._tick()
-        for _ in range(2):
-            advance(dt)
-            node._tick()
-        # The next tick sends a goal for a new chunk, and one more chunk, the other way,
-        # arrives right after its command.
-        node._submit(chunk(+1) + node._measured, clock[0] - 0.02)
-        real_set, armed = node.diag.set, [True]
-
-        def set_and_merge(key, value):
-            if armed[0]:
-                armed[0] = False
-                node._submit(chunk(-1) + node._measured, clock[0] - 0.02)
-            real_set(key, value)
-
-        node.diag.set = set_and_merge
-        advance(dt)
-        n = len(client.trajectories)
-        node._tick()
-        assert not armed[0] and len(client.trajectories) == n + 1
-        n += 1
-        # The tick thread stalls for 6 ticks; the controller runs the last goal meanwhile.
-        advance(6 * dt)
-        expected = controller_at(clock[0] + dt)
-        node._tick()
-        assert len(client.trajectories) == n + 1  # the merged chunk's goal
-        first = np.array(client.trajectories[-1].points[0].positions)
-        assert np.abs(first - expected).max() <= 1.0 * dt + 1e-9
-        node.destroy_node()
-    finally:
-        rclpy.shutdown()

@@ -33,7 +33,7 @@ def args(**kw):
 
 @pytest.fixture
 def graph():
-    from ate_ros.commands.run import build_graph, start_simulation
+    from ate_ros.commands.run import bring_up, build_graph, start_simulation
     from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
     context = rclpy.Context()
@@ -53,8 +53,7 @@ def graph():
             pol.set_parameters([Parameter("require_goal", value=True)])
         for n in made.values():
             ex.add_node(n)
-        assert pol.trigger_configure().name == "SUCCESS"  # noqa
-        assert pol.trigger_activate().name == "SUCCESS"  # noqa
+        assert bring_up(made) == ""
         assert start_simulation(made, timeout=20.0)
         return made, peer
 

@@ -38,7 +38,7 @@ class Graph:
     """The nodes of ``ate-ros run`` on one context, spun in a thread (closed by ``close``)."""
 
     def __init__(self, args) -> None:
-        from ate_ros.commands.run import Monitor, build_graph, start_simulation
+        from ate_ros.commands.run import Monitor, bring_up, build_graph, start_simulation
         from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
         self.context = rclpy.Context()
@@ -49,9 +49,7 @@ class Graph:
         for n in [*self.nodes.values(), self.monitor.node]:
             self.ex.add_node(n)
         self.spinner = Spinner(self.ex)
-        pol = self.nodes["policy_node"]
-        assert pol.trigger_configure().name == "SUCCESS"  # noqa
-        assert pol.trigger_activate().name == "SUCCESS"  # noqa
+        assert bring_up(self.nodes) == ""
         assert start_simulation(self.nodes, timeout=20.0)
 
     @property

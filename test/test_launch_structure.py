@@ -170,9 +170,13 @@ def test_observation_source_argument():
     robot = LaunchInfo(ROOT / "launch" / "ate.launch.py")
     perception = next(c for c in ast.walk(robot.tree) if isinstance(c, ast.Call)
                       and _const(_kw(c, "executable")) == "perception_node")
-    cond = _kw(perception, "condition")
-    assert isinstance(cond, ast.Call) and cond.func.id == "LaunchConfigurationNotEquals"
-    assert [_const(a) for a in cond.args] == ["observation_source", "sensors"]
+    cond = _kw(perception, "condition")  # IfCondition(NotEqualsSubstitution(<arg>, "sensors"))
+    assert isinstance(cond, ast.Call) and cond.func.id == "IfCondition"
+    (test,) = cond.args
+    assert isinstance(test, ast.Call) and test.func.id == "NotEqualsSubstitution"
+    arg, value = test.args
+    assert arg.func.id == "LaunchConfiguration" and _const(arg.args[0]) == "observation_source"
+    assert _const(value) == "sensors"
     policy = next(n for n in robot.nodes if n[1] == "policy_node")
     assert "observation_source" in policy[4]
     from ate_ros.core.deploy import OBSERVATION_SOURCES
@@ -183,6 +187,22 @@ def test_observation_source_argument():
         getattr(t, "id", "") == "ROBOT_ARGUMENTS" for t in n.targets))
     names = {_const(e) for e in forwarded.value.elts}
     assert "observation_source" in names and names <= sim.declared_args
+
+
+def test_robot_nodes_are_lifecycle_nodes_brought_up_at_start():
+    """perception, policy and executor are lifecycle nodes; autostart configures and activates
+    each (a ChangeState per transition and node)."""
+    robot = LaunchInfo(ROOT / "launch" / "ate.launch.py")
+    kinds = {_const(_kw(c, "executable")): c.func.id for c in ast.walk(robot.tree)
+             if isinstance(c, ast.Call) and _const(_kw(c, "executable"))}
+    assert kinds == {n: "LifecycleNode" for n in ("perception_node", "policy_node",
+                                                  "executor_node")}
+    transitions = [a.attr for c in ast.walk(robot.tree)
+                   if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "ChangeState"
+                   for a in ast.walk(c) if isinstance(a, ast.Attribute)
+                   and a.attr.startswith("TRANSITION_")]
+    assert sorted(set(transitions)) == ["TRANSITION_ACTIVATE", "TRANSITION_CONFIGURE"]
+    assert "LaunchConfigurationNotEquals" not in robot.path.read_text()  # deprecated
 
 
 def test_external_nodes_are_known(launch):

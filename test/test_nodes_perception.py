@@ -41,6 +41,9 @@ def perception(camera_embodiment, red_centred_frame, tmp_path):
         compressed = cfg.get("compressed", False)
         node = PerceptionNode(PerceptionConfig(embodiment=str(emb_yaml), **cfg),
                               context=context)
+        from rclpy.lifecycle import TransitionCallbackReturn as R
+
+        assert node.trigger_configure() == R.SUCCESS and node.trigger_activate() == R.SUCCESS
         peer = rclpy.create_node("peer", context=context)
         made.extend([node, peer])
         got: list = []
@@ -54,6 +57,7 @@ def perception(camera_embodiment, red_centred_frame, tmp_path):
         ex.add_node(node)
         ex.add_node(peer)
         frame = red_centred_frame
+        sent = [0]
 
         def send(age: float) -> None:
             stamp = conv.sec_to_time(peer.get_clock().now().nanoseconds * 1e-9 - age)
@@ -63,8 +67,13 @@ def perception(camera_embodiment, red_centred_frame, tmp_path):
             msg = (conv.numpy_to_compressed(frame, stamp, fmt="png") if compressed
                    else conv.numpy_to_image(frame, stamp))
             img_pub.publish(msg)
+            sent[0] += 1
 
-        return SimpleNamespace(node=node, got=got, send=send)
+        def frames_handled() -> bool:
+            """Every frame sent has reached the node (taken or refused as stale)."""
+            return node.sync.received["wrist"] == sent[0]
+
+        return SimpleNamespace(node=node, got=got, send=send, frames_handled=frames_handled)
 
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
@@ -93,14 +102,14 @@ def test_observation_and_staleness(perception, compressed):
     assert list(obs.joint_names) == ["a", "b"]
     np.testing.assert_allclose(obs.joint_positions, [0.1, 0.2])
     assert obs.instruction == "pick the cube"
-    time.sleep(0.3)  # let frames sent while waiting arrive
-    n = len(got)
+    assert wait_for(g.frames_handled, 10.0)  # frames sent while waiting arrived
+    n = node.published
     refused0 = node.sync.refused.get("stale", 0)
     for _ in range(3):
         send(2.0)  # two seconds old: refused
-    assert wait_for(lambda: node.sync.refused.get("stale", 0) > refused0, 10.0)
-    time.sleep(0.2)
-    assert len(got) == n
+    assert wait_for(g.frames_handled, 10.0)
+    assert node.sync.refused.get("stale", 0) >= refused0 + 3
+    assert node.published == n  # none of them became an observation
     assert "stale" in "".join(node.diagnostics.values()) or node.sync.refused["stale"] > 0
 
 
@@ -122,15 +131,10 @@ def test_runtime_parameter_changes_apply(perception):
                                 Parameter("rate_hz", value=20.0)])[0].successful
     assert node.timer is not None and not node.inputs.event_driven
     send(0.0)
-    time.sleep(0.3)
-    n = len(got)
-    time.sleep(0.5)
-    assert len(got) - n >= 4, f"{len(got) - n} observations in 0.5 s at 20 Hz"
-    assert got[-1].instruction == "stack"
+    assert wait_for(g.frames_handled, 10.0)
+    n = node.published  # from here on no new frame: the timer publishes
+    assert wait_for(lambda: node.published >= n + 4, 10.0)
+    assert wait_for(lambda: got and got[-1].instruction == "stack", 10.0)
     # and back to one per frame: the timer is gone.
     assert node.set_parameters([Parameter("rate_hz", value=0.0)])[0].successful
     assert node.timer is None and node.inputs.event_driven
-    time.sleep(0.2)
-    n = len(got)
-    time.sleep(0.4)
-    assert len(got) == n

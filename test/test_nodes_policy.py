@@ -240,8 +240,13 @@ def test_sensors_source_feeds_the_model_without_perception_node(graph, camera_em
     def send(age: float = 0.0, names=("b", "a", "extra")):
         now = peer.get_clock().now().nanoseconds * 1e-9
         stamp = conv.sec_to_time(now - age)
+        joints = node.inputs.sync.received["joint_states"] + node.inputs.bad_inputs
         js_pub.publish(JointState(header=conv.Header(stamp=stamp), name=list(names),
                                   position=[0.2, -0.3, 9.0][:len(names)]))
+        # The frame forms the observation on arrival: its joint_states must be in first (taken,
+        # refused or malformed), or it pairs with older ones.
+        wait_for(lambda: node.inputs.sync.received["joint_states"] + node.inputs.bad_inputs
+                 > joints, 10.0)
         img_pub.publish(conv.numpy_to_image(frame, stamp, "wrist"))
         return stamp
 
@@ -265,7 +270,8 @@ def test_sensors_source_feeds_the_model_without_perception_node(graph, camera_em
                               position=[float("nan"), 0.0]))
     assert wait_for(lambda: node.inputs.bad_inputs > 1, 10.0)
     assert np.isfinite(node.inputs.sync.get("joint_states")).all()
-    time.sleep(0.3)
+    # The stale frame was refused on arrival (above); frames are handled in order, so once the
+    # later ones are in, a chunk for it would be too.
     assert not any(m.header.stamp == stale for m in got)
     diag = node._diagnose()
     assert diag["sensors_refused_stale"] >= 1 and diag["sensors_malformed_inputs"] >= 1
@@ -298,8 +304,7 @@ def test_chunks_and_stale_observations(graph):
     stale = observation(peer, emb, [0.0, 0.1, 0.2], age=3.0)
     pub.publish(stale)
     assert wait_for(lambda: node.refused_stale >= 1, 20.0)
-    time.sleep(0.2)
-    assert not got and node.chunks == 0
+    assert node.chunks == 0  # refused before the model: no chunk for it
     fresh = observation(peer, emb, [0.0, 0.1, 0.2])
     assert wait_for(lambda: (pub.publish(fresh), bool(got))[1], 20.0)
     msg = got[0]
@@ -312,10 +317,7 @@ def test_chunks_and_stale_observations(graph):
     # those when the transition returns, so count what the node published).
     assert wait_for(lambda: len(got) == node.chunks + 1, 10.0), (len(got), node.chunks)
     assert "hold" in got[-1].model_id and not any("hold" in m.model_id for m in got[:-1])
-    n = len(got)
-    pub.publish(observation(peer, emb, [0.0, 0.1, 0.2]))
-    time.sleep(0.3)
-    assert len(got) == n  # then nothing more
+    assert not node._inference.running  # then nothing more: no observation is taken
 
 
 def _active_node_and_client(graph, stream_observations, q):
@@ -343,8 +345,8 @@ def test_run_policy_feedback_and_cancel_holds(graph, stream_observations):
 
     q = [0.0, 0.1, 0.2]
     node, peer, emb, got, stop, client = _active_node_and_client(graph, stream_observations, q)
-    time.sleep(0.3)
-    assert not got  # require_goal: nothing without a goal
+    assert wait_for(lambda: node.gate.paused >= 3, 20.0)
+    assert node.chunks == 0  # require_goal: observations arrive, nothing without a goal
     feedback = []
     handle = send_goal(client, feedback, instruction="wave", max_duration=0.0)
     assert wait_for(lambda: len(got) >= 3 and feedback, 20.0)
@@ -354,11 +356,10 @@ def test_run_policy_feedback_and_cancel_holds(graph, stream_observations):
     result_fut = handle.get_result_async()
     assert wait_for(result_fut.done, 20.0)
     assert result_fut.result().result.outcome == RunPolicy.Result.CANCELED
-    time.sleep(0.3)
-    n = len(got)
-    time.sleep(0.4)
+    chunks, paused = node.chunks, node.gate.paused
+    assert wait_for(lambda: node.gate.paused >= paused + 3, 20.0)
     stop.set()
-    assert len(got) == n  # no chunks after the cancel
+    assert node.chunks == chunks  # observations still arrive: no chunks after the cancel
     hold = [m for m in got if "hold" in m.model_id]
     assert hold, "cancel must publish a stop request"
     # A chunk without points: the executor holds where the robot is (ActionChunk.msg).
@@ -431,10 +432,10 @@ def test_run_policy_ends_after_its_duration(graph, stream_observations):
     assert elapsed >= 1.0 and res.result.chunks >= 1 and feedback
     assert feedback[-1].chunks <= res.result.chunks
     assert wait_for(lambda: got and "hold" in got[-1].model_id, 10.0)  # then holds
-    n = len(got)
-    time.sleep(0.4)
+    chunks, paused = node.chunks, node.gate.paused
+    assert wait_for(lambda: node.gate.paused >= paused + 3, 20.0)
     stop.set()
-    assert len(got) == n and not node._running  # paused until the next goal
+    assert node.chunks == chunks and not node._running  # paused until the next goal
     client.destroy()
 
 
@@ -493,9 +494,7 @@ def test_lifecycle_services_with_running_goals(graph, stream_observations):
             assert res.result.outcome == RunPolicy.Result.ABORTED
             assert res.result.reason == "deactivated"
         assert wait_for(lambda: "hold" in got[-1].model_id, 10.0)
-        n = len(got)
-        time.sleep(0.2)
-        assert len(got) == n, "chunks after the goal ended"
+        assert not node._inference.running, "inputs still taken after deactivation"
         if cycle < 2:
             assert transition(Transition.TRANSITION_CLEANUP)
             assert node.policy is None

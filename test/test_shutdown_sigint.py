@@ -2,11 +2,11 @@
 
 The four nodes run as separate processes, as ``ros2 launch ate_ros sim.launch.py`` starts them
 (``python -m ate_ros.nodes.<node>``, sim time, real DDS on this session's ROS_DOMAIN_ID). This
-test configures and activates policy_node, starts a RunPolicy goal (no end), lets every node
-publish (the simulation thread, perception's timer, policy_node's inference thread and goal
-feedback timer, the executor's control tick, every node's /diagnostics timer), then sends SIGINT
-to all of them at once: rclpy's signal handler shuts each context down while those threads and
-timers are mid-flight. ~10 s.
+test configures and activates the lifecycle nodes (as the launch files' autostart does), starts
+a RunPolicy goal (no end), lets every node publish (the simulation thread, perception's timer,
+policy_node's inference thread and goal feedback timer, the executor's control tick, every node's
+/diagnostics timer), then sends SIGINT to all of them at once: rclpy's signal handler shuts each
+context down while those threads and timers are mid-flight. ~10 s.
 """
 
 from __future__ import annotations
@@ -106,8 +106,9 @@ def test_sigint_every_node_exits_cleanly(tmp_path):
     peer.create_subscription(Observation, "observation", count("obs"), 10)
     peer.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", count("traj"),
                              10)
-    change_state = peer.create_client(ChangeState, "/policy_node/change_state")
-    get_state = peer.create_client(GetState, "/policy_node/get_state")
+    lifecycle = {n: (peer.create_client(GetState, f"/{n}/get_state"),
+                     peer.create_client(ChangeState, f"/{n}/change_state"))
+                 for n in ("perception_node", "executor_node", "policy_node")}
     ex = SingleThreadedExecutor(context=context)
     ex.add_node(peer)
     spinner = threading.Thread(target=ex.spin, daemon=True)
@@ -115,12 +116,13 @@ def test_sigint_every_node_exits_cleanly(tmp_path):
     try:
         logs = lambda: "\n".join(f"--- {n} (rc {p.poll()}):\n{log.read_text()}"  # noqa: E731
                                  for n, (p, log) in procs.items())
-        assert change_state.wait_for_service(timeout_sec=60.0), logs()
-        assert get_state.wait_for_service(timeout_sec=20.0), logs()
-        assert reach_state(get_state, change_state, Transition.TRANSITION_CONFIGURE,
-                           State.PRIMARY_STATE_INACTIVE), logs()
-        assert reach_state(get_state, change_state, Transition.TRANSITION_ACTIVATE,
-                           State.PRIMARY_STATE_ACTIVE), logs()
+        for get_state, change_state in lifecycle.values():
+            assert change_state.wait_for_service(timeout_sec=60.0), logs()
+            assert get_state.wait_for_service(timeout_sec=20.0), logs()
+            assert reach_state(get_state, change_state, Transition.TRANSITION_CONFIGURE,
+                               State.PRIMARY_STATE_INACTIVE), logs()
+            assert reach_state(get_state, change_state, Transition.TRANSITION_ACTIVATE,
+                               State.PRIMARY_STATE_ACTIVE), logs()
         # A RunPolicy goal that is still running at Ctrl-C (feedback published per chunk).
         action = action_client_beside(peer, RunPolicy, "run_policy")
         assert action.wait_for_server(timeout_sec=30.0), logs()
@@ -131,7 +133,8 @@ def test_sigint_every_node_exits_cleanly(tmp_path):
                 break
         assert goal.done() and goal.result().accepted, logs()
         assert wait_for(lambda: min(counts.values()) > 0, 30.0), f"{counts}\n{logs()}"
-        time.sleep(2.0)  # every node keeps publishing
+        seen = dict(counts)  # every node keeps publishing: SIGINT lands mid-flight
+        assert wait_for(lambda: all(counts[k] > seen[k] + 2 for k in counts), 30.0), counts
         assert all(p.poll() is None for p, _ in procs.values()), logs()
         for p, _ in procs.values():
             p.send_signal(signal.SIGINT)

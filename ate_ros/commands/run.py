@@ -5,11 +5,11 @@
 Starts sim_robot_node (with ``--sim``) + perception_node + policy_node + executor_node in one
 process on a MultiThreadedExecutor (:class:`ate_ros.ros.spin.DrainingMultiThreadedExecutor`),
 with the same parameter files the launch files use
-(``config/{perception,policy,executor,sim_robot}.yaml``), configures and activates the policy
-node, and only then starts the simulated episode (the sim node starts paused: a slow model load
-never eats the episode). Runs for ``--duration`` seconds (sim time of the episode with
-``--sim``, else wall time; Ctrl-C stops early), pauses the simulation and prints a summary:
-chunks, chunk latency p50/p99, model time, task success of that episode, sim time.
+(``config/{perception,policy,executor,sim_robot}.yaml``), configures and activates the lifecycle
+nodes (:func:`bring_up`), and only then starts the simulated episode (the sim node starts paused:
+a slow model load never eats the episode). Runs for ``--duration`` seconds (sim time of the
+episode with ``--sim``, else wall time; Ctrl-C stops early), pauses the simulation and prints a
+summary: chunks, chunk latency p50/p99, model time, task success of that episode, sim time.
 
 ``--lockstep`` (with ``--sim``): sim time advances one control period only after that tick's
 observation -> chunk -> executor command went through the graph, and chunks are requested on
@@ -190,19 +190,47 @@ def wire_lockstep(nodes: dict[str, Any]) -> None:
     sim, ex = nodes.get("sim_robot_node"), nodes.get("executor_node")
     if sim is None or ex is None:
         return
-    sched = ex.scheduler
 
+    # The scheduler exists once the executor is configured (before the episode starts).
     def needs_observation(t: float) -> bool:
         with ex._lock:
-            return sched.needs_chunk(t)
+            return ex.scheduler is not None and ex.scheduler.needs_chunk(t)
+
+    def chunk_handled() -> int:
+        sched = ex.scheduler
+        return 0 if sched is None else sched.stats.accepted + sched.stats.rejected_total
 
     def executor_state() -> tuple[int, bool]:
         with ex._lock:
+            sched = ex.scheduler
+            if sched is None:
+                return 0, True
             return sched.stats.commands, sched.holding and not sched.moving
 
     sim.needs_observation = needs_observation
-    sim.chunk_handled = lambda: sched.stats.accepted + sched.stats.rejected_total
+    sim.chunk_handled = chunk_handled
     sim.executor_state = executor_state
+
+
+LIFECYCLE_NODES = ("perception_node", "executor_node", "policy_node")
+"""Brought to active in this order: the policy's first chunk finds the executor running."""
+
+
+def bring_up(nodes: dict[str, Any]) -> str:
+    """Configure and activate the graph's lifecycle nodes, as the launch files' autostart does.
+
+    Returns the name of the first node that failed a transition ("" when all are active).
+    """
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    for name in LIFECYCLE_NODES:
+        node = nodes.get(name)
+        if node is None:
+            continue
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
+                node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            return name
+    return ""
 
 
 def start_simulation(nodes: dict[str, Any], timeout: float = 60.0) -> bool:
@@ -301,11 +329,9 @@ def run(args: argparse.Namespace) -> int:
                                    args=(stop_spinning,), daemon=True)
         spinner.start()
         policy = nodes["policy_node"]
-        from rclpy.lifecycle import TransitionCallbackReturn
-
-        if policy.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
-                policy.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-            print("policy_node failed to configure/activate (see log above)")
+        failed = bring_up(nodes)
+        if failed:
+            print(f"{failed} failed to configure/activate (see log above)")
             return 1
         sim = nodes.get("sim_robot_node")
         if sim is not None and not start_simulation(nodes, args.start_timeout):

@@ -1,4 +1,11 @@
-"""perception_node: cameras + joint_states -> ``ate_ros/Observation`` at the policy rate.
+"""perception_node (lifecycle): cameras + joint_states -> ``ate_ros/Observation`` at the policy
+rate.
+
+Lifecycle:
+    configure  loads the embodiment, subscribes to its inputs, creates the publisher.
+    activate   starts publishing (the timer, or on every frame).
+    deactivate stops publishing (inputs are still taken, so they are fresh on activation).
+    cleanup    destroys the subscriptions and the publisher.
 
 Subscribes (relative names, SensorDataQoS depth 1):
     ``<camera topic>`` (sensor_msgs/Image, from the embodiment's camera list) or
@@ -25,7 +32,7 @@ from __future__ import annotations
 import sys
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ate_ros.core.deploy import OBSERVATION, PerceptionConfig
 from ate_ros.core.embodiment import load_embodiment
@@ -38,7 +45,7 @@ from ate_ros.ros.sensor_inputs import SensorInputs
 from ate_ros.ros.spin import publish_unless_shutdown, spin_node
 
 
-class PerceptionNode(Node):
+class PerceptionNode(LifecycleNode):
     """Builds Observations from the newest camera frames and joint states."""
 
     def __init__(self, config: PerceptionConfig | None = None, *,
@@ -46,38 +53,88 @@ class PerceptionNode(Node):
         super().__init__(node_name, **kwargs)
         self.params = DataclassParameters(self, PerceptionConfig, defaults=config,
                                           on_change=self._reconfigure)
-        cfg = self.config = self.params.config
-        self.embodiment = load_embodiment(cfg.embodiment)
+        self.config = self.params.config
+        self.embodiment = None
+        self.inputs: SensorInputs | None = None
+        self.pub = None
+        self.timer = None
         self.published = 0
+        self._active = False
         self._group = MutuallyExclusiveCallbackGroup()
+        self.diagnostics = NodeDiagnostics(self, "perception",
+                                           period=self.config.diagnostics_period)
+        self.diagnostics.add_provider(self._diagnose)
+
+    # ----- lifecycle ----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        cfg = self.config
+        try:
+            self.embodiment = load_embodiment(cfg.embodiment)
+        except Exception as exc:  # noqa: BLE001 - any load failure is a failed transition
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self.inputs = SensorInputs(self, self.embodiment, cfg, callback_group=self._group,
                                    on_ready=self._publish, event_driven=cfg.rate_hz == 0)
-        self.pub = self.create_publisher(Observation, OBSERVATION, COMMAND_QOS)
-        self.timer = None
-        self._start_timer()
-        self.diagnostics = NodeDiagnostics(self, "perception", period=cfg.diagnostics_period)
-        self.diagnostics.add_provider(self._diagnose)
+        self.pub = self.create_lifecycle_publisher(Observation, OBSERVATION, COMMAND_QOS)
         self.get_logger().info(
-            f"perception for {self.embodiment.name}: cameras "
+            f"configured: perception for {self.embodiment.name}: cameras "
             f"{[c.topic for c in self.embodiment.cameras]}, joint_states, {self._mode()}, "
             f"max_age {cfg.max_age}s")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        ret = super().on_activate(state)
+        self._active = True
+        self._start_timer()
+        self.get_logger().info("activated")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop_timer()
+        self.get_logger().info("deactivated: no observations")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._release()
+        return super().on_shutdown(state)
+
+    def _release(self) -> None:
+        self._stop_timer()
+        if self.inputs is not None:
+            self.inputs.destroy()
+            self.inputs = None
+        if self.pub is not None:
+            self.destroy_lifecycle_publisher(self.pub)
+            self.pub = None
 
     def _start_timer(self) -> None:
         cfg = self.config
-        if cfg.rate_hz > 0 and not cfg.exact_sync:
+        if self._active and cfg.rate_hz > 0 and not cfg.exact_sync:
             self.timer = self.create_timer(1.0 / cfg.rate_hz, self._publish,
                                            callback_group=self._group)
+
+    def _stop_timer(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            self.destroy_timer(timer)
 
     def _reconfigure(self, cfg: PerceptionConfig) -> None:
         """A run-time parameter change: new ages/crop/instruction, and the rate (event-driven
         at 0)."""
         rate_changed = cfg.rate_hz != self.config.rate_hz
         self.config = cfg
+        if self.inputs is None:
+            return  # applied at configure
         self.inputs.reconfigure(cfg)
         if rate_changed:
-            if self.timer is not None:
-                self.destroy_timer(self.timer)
-                self.timer = None
+            self._stop_timer()
             self._start_timer()
             self.inputs.event_driven = cfg.rate_hz == 0
             self.get_logger().info(f"observations: {self._mode()}")
@@ -93,6 +150,8 @@ class PerceptionNode(Node):
         return "every frame" if self.config.rate_hz == 0 else f"{self.config.rate_hz} Hz"
 
     def _publish(self) -> None:
+        if not self._active or self.inputs is None:
+            return
         snap = self.inputs.snapshot()
         if snap is None:
             return
@@ -107,6 +166,9 @@ class PerceptionNode(Node):
 
     def _diagnose(self) -> dict:
         inputs = self.inputs
+        if inputs is None:
+            self.diagnostics.status(OK, "unconfigured")
+            return {"observations_published": self.published}
         if inputs.bad_inputs and not self.published:
             self.diagnostics.status(ERROR, f"malformed inputs: {inputs.last_refusal}")
         elif inputs.last_refusal:

@@ -31,39 +31,33 @@ configure..cleanup): the observation subscriptions live on a hidden helper node
 (``_<node name>_inputs``) that this thread spins, and the model runs in their callbacks. So a
 slow model never blocks the node's executor (services, the action server, goals), and an
 observation reaches the model without a hand-off between threads. Observations that arrive while
-the model runs wait in the depth-1 queue: the model always gets the newest. Observations older
-than ``max_obs_age`` (node clock; sim time with use_sim_time) are refused and counted.
+the model runs wait in the depth-1 queue: the model always gets the newest. Which observations
+reach the model (older than ``max_obs_age`` on the node clock: refused and counted; paused; rate)
+and when a goal ends are decided by the ROS-free :class:`ate_ros.core.execution.PolicyGate`.
 Parameters: :class:`ate_ros.core.deploy.PolicyNodeConfig`.
 
 Executors: no callback waits for another one, so the node spins on a SingleThreadedExecutor in
-its own process (``main``). A RunPolicy goal is a coroutine that awaits its end; a 20 ms
-steady-clock timer (cancel is noticed while a simulated clock is paused) ends it on cancel, its
-duration or preemption and publishes the feedback; deactivation and cleanup end it directly.
-Only the transitions hold the executor thread a while: configure loads the model, activate runs
-the warm-up inference, deactivate waits for the inference in progress. On a
-MultiThreadedExecutor (``ate-ros run``, tests) the groups keep it correct: goal/cancel/result
-requests and goal coroutines (reentrant), the goal timer (mutually exclusive), lifecycle and
-parameter services and /diagnostics (the node's default group); the goal state is shared with
-the inference thread under one lock. Once Ctrl-C has shut the context down, neither the
-inference thread nor the timers publish (:func:`ate_ros.ros.spin.publish_unless_shutdown`).
+its own process (``main``). A RunPolicy goal is a coroutine that awaits its end
+(:class:`ate_ros.ros.goal_runner.GoalRunner`, whose steady-clock poll ends it on cancel, its
+duration or preemption); only the transitions hold the executor thread a while (loading, warm-up,
+waiting for the inference in progress). On a MultiThreadedExecutor (``ate-ros run``, tests):
+goal requests and coroutines are reentrant, the goal poll mutually exclusive, the rest in the
+node's default group; the gate and the goal are shared with the inference thread under one lock.
+After Ctrl-C nothing publishes (:func:`ate_ros.ros.spin.publish_unless_shutdown`).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import Clock, ClockType
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.task import Future
 from visualization_msgs.msg import MarkerArray
 
 from ate_ros.action import RunPolicy
@@ -78,11 +72,13 @@ from ate_ros.core.deploy import (
     builtin_policy,
 )
 from ate_ros.core.embodiment import Embodiment, load_embodiment
+from ate_ros.core.execution import Admission, GoalEnd, GoalOutcome, PolicyGate, ood_score
 from ate_ros.core.policy_io import ChunkPolicy, PolicyObservation
 from ate_ros.msg import ActionChunk, Observation
 from ate_ros.nodes.visualization import polylines_to_markers
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
+from ate_ros.ros.goal_runner import GoalRun, GoalRunner, result_code, settle
 from ate_ros.ros.inference_thread import InferenceThread
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
@@ -91,23 +87,7 @@ from ate_ros.ros.spin import publish_unless_shutdown, spin_node, unless_shutdown
 
 PolicyFactory = Callable[[PolicyNodeConfig, Embodiment], ChunkPolicy]
 
-GOAL_POLL_PERIOD = 0.02
-"""Steady-clock seconds between checks of the running RunPolicy goal (cancel, end, feedback)."""
-
 _to_s = conv.time_to_sec
-
-
-@dataclass
-class _GoalRun:
-    """The running RunPolicy goal. ``done`` gets ``(outcome, reason)`` when it has to end."""
-
-    handle: Any
-    seq: int
-    start: float  # node clock
-    start_chunks: int
-    max_duration: float
-    done: Future = field(default_factory=Future)
-    last_feedback: int = -1  # self.chunks at the last feedback
 
 
 def load_chunk_policy(config: PolicyNodeConfig, embodiment: Embodiment) -> ChunkPolicy:
@@ -146,19 +126,11 @@ class PolicyNode(LifecycleNode):
         self._inference: InferenceThread | None = None
         # Goal/cancel/result requests and the goal coroutines: nothing in them blocks.
         self._action_group = ReentrantCallbackGroup()
-        self._goal_group = MutuallyExclusiveCallbackGroup()  # the goal poll timer
-        self._goal_timer = None
-        self._goal_run: _GoalRun | None = None  # guarded by self._lock
-        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
-        # Guards the goal state, _active and _running between the executor and inference threads.
-        self._lock = threading.Lock()
-        self._active = False  # between activation and deactivation
-        self._running = False  # publishing chunks (cleared by a finished/canceled goal)
-        self._goal_instruction: str | None = None
-        self._goal_seq = 0
-        self._last_infer_stamp = -math.inf
-        self.chunks = 0
-        self.refused_stale = 0
+        # Guards the gate and the running goal between the executor and inference threads.
+        self._lock = threading.RLock()
+        cfg = self.params.config
+        self.gate = PolicyGate(cfg.max_obs_age, cfg.rate_hz)
+        self._goals = GoalRunner(self, self._poll_goal, self._lock)
         self.errors = 0
         self.last_latency = float("nan")
         self.last_ood = float("nan")
@@ -176,8 +148,24 @@ class PolicyNode(LifecycleNode):
     def config(self) -> PolicyNodeConfig:
         return self.params.config
 
+    @property
+    def chunks(self) -> int:
+        """Chunks published since the node was created."""
+        return self.gate.chunks
+
+    @property
+    def refused_stale(self) -> int:
+        """Observations refused as older than ``max_obs_age``."""
+        return self.gate.refused_stale
+
+    @property
+    def _running(self) -> bool:
+        return self.gate.running
+
     def _reconfigure(self, cfg: PolicyNodeConfig) -> None:
         """A run-time parameter change (the rest of the config is read where it is used)."""
+        with self._lock:
+            self.gate.max_obs_age, self.gate.rate_hz = cfg.max_obs_age, cfg.rate_hz
         inputs = self.inputs
         if inputs is not None:
             inputs.reconfigure(cfg.sensors)
@@ -217,10 +205,6 @@ class PolicyNode(LifecycleNode):
             self._obs_sub = self._inference.node.create_subscription(
                 Observation, self._inference.topic(OBSERVATION), self._on_observation,
                 SENSOR_QOS)
-        # Wall (steady) time: a goal notices a cancel even while a simulated clock is paused.
-        self._goal_timer = self.create_timer(GOAL_POLL_PERIOD, self._poll_goal,
-                                             callback_group=self._goal_group, clock=self._steady,
-                                             autostart=False)
         self.get_logger().info(
             f"configured: policy {cfg.policy!r} (H={self.policy.chunk_size}) for "
             f"{self.embodiment.name}, OOD monitor {'on' if self.alignment else 'off'}, "
@@ -233,12 +217,8 @@ class PolicyNode(LifecycleNode):
         return f"sensors {self.inputs.topics[:-1]}"
 
     def _limit_threads(self) -> None:
-        """Apply ``torch_threads`` (process-wide) when a model imported torch.
-
-        A small model on many intra-op threads competes with the executor, DDS and simulation
-        threads of the same process (and OpenMP workers spin while they wait): measured ~4x
-        slower with 2 threads than with 1 on a loaded 2-core machine.
-        """
+        """Apply ``torch_threads`` (process-wide) when a model imported torch: a small model on
+        many intra-op threads competes with the executor, DDS and simulation threads."""
         torch = sys.modules.get("torch")
         n = self.config.torch_threads
         if torch is None or n <= 0 or not self.config.device.startswith("cpu"):
@@ -258,8 +238,7 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().error(f"warm-up failed: {exc}")
                 return TransitionCallbackReturn.FAILURE
         with self._lock:
-            self._active = True
-            self._running = not self.config.require_goal
+            self.gate.activate(self.config.require_goal)
         self._inference.start()
         ret = super().on_activate(state)
         self.get_logger().info("activated")
@@ -269,8 +248,8 @@ class PolicyNode(LifecycleNode):
         self.stop_inference()
         if self.config.hold_on_stop:
             self._publish_hold("deactivated")
-        self._goal_seq += 1  # any running goal aborts
-        self._end_goal(RunPolicy.Result.ABORTED, "deactivated")
+        with self._lock:
+            self._finish(self.gate.deactivate())  # no newer goal: its end publishes no hold
         self.get_logger().info("deactivated: holding")
         return super().on_deactivate(state)
 
@@ -288,16 +267,13 @@ class PolicyNode(LifecycleNode):
         """Stop taking observations; returns once the inference in progress is done (no chunk
         is published after it). Also at process exit, before the node is destroyed."""
         with self._lock:
-            self._active = False
-            self._running = False
+            self.gate.active = self.gate.running = False
         if self._inference is not None:
             self._inference.stop()
 
     def _release(self) -> None:
-        self._end_goal(RunPolicy.Result.ABORTED, "shut down")
-        if self._goal_timer is not None:
-            self.destroy_timer(self._goal_timer)
-            self._goal_timer = None
+        with self._lock:
+            self._finish(self.gate.end_goal(GoalOutcome.ABORTED, "shut down"))
         if self.inputs is not None:
             self.inputs.destroy()
             self.inputs = None
@@ -327,19 +303,16 @@ class PolicyNode(LifecycleNode):
 
     def _handle(self, item: Observation | SensorSnapshot, stamp: float) -> None:
         """Run the model on the newest observation, unless it is stale, paused or too soon."""
-        age = self._now() - stamp
-        if age > self.config.max_obs_age:
-            self.refused_stale += 1
-            self.get_logger().warning(f"stale observation refused ({age:.3f}s old > "
-                                      f"max_obs_age {self.config.max_obs_age}s)",
-                                      throttle_duration_sec=5.0)
-            return
+        now = self._now()
+        if not self.context.ok():
+            return  # nothing after Ctrl-C
         with self._lock:
-            running = self._running and self.context.ok()  # nothing after Ctrl-C
-        if not running:
-            return
-        rate = self.config.rate_hz
-        if rate > 0 and stamp - self._last_infer_stamp < 1.0 / rate - 1e-6:
+            admission = self.gate.admit(now, stamp)
+        if admission is Admission.STALE:
+            self.get_logger().warning(f"stale observation refused ({now - stamp:.3f}s old > "
+                                      f"max_obs_age {self.gate.max_obs_age}s)",
+                                      throttle_duration_sec=5.0)
+        if admission is not Admission.RUN:
             return
         try:
             model_input = self._policy_observation(item)
@@ -355,17 +328,16 @@ class PolicyNode(LifecycleNode):
         an Observation message or (sensors) a snapshot; None when a frame of the snapshot
         cannot be decoded (counted by the inputs)."""
         if isinstance(item, SensorSnapshot):
-            images = self.inputs.images(item)  # a snapshot comes from self.inputs
-            if images is None:
+            obs = self.inputs.policy_observation(item)  # a snapshot comes from self.inputs
+            if obs is None:
                 return None
-            obs = conv.arrays_to_policy_observation(images, item.q, item.instruction, item.stamp,
-                                                    self.embodiment)
             stamp = conv.sec_to_time(item.stamp)
         else:
             obs = conv.msg_to_policy_observation(item, self.embodiment)
             stamp = item.header.stamp
-        if self._goal_instruction is not None:
-            obs.instruction = self._goal_instruction  # the RunPolicy goal wins
+        instruction = self.gate.instruction
+        if instruction is not None:
+            obs.instruction = instruction  # the RunPolicy goal wins
         return obs, stamp
 
     def _dummy_observation(self) -> PolicyObservation:
@@ -391,19 +363,20 @@ class PolicyNode(LifecycleNode):
         model_s = time.perf_counter() - t0
         samples_u = [self._predict(obs, None if seed is None else seed + k + 1)
                      for k in range(cfg.num_samples)]
-        ood = self._ood(chunk_u)
-        self._last_infer_stamp = obs.stamp
+        ood = ood_score(self.alignment, chunk_u)
+        with self._lock:
+            self.gate.inferred(obs.stamp)
         latency = self._now() - obs.stamp
         chunk = emb.from_unified(chunk_u)  # (H, D) in joint order
         samples = [emb.from_unified(s) for s in samples_u]
         out = conv.chunk_to_msg(chunk, emb, stamp, model_id=str(cfg.policy),
                                 inference_latency=latency, ood_score=ood, samples=samples)
         with self._lock:
-            if not self._running:
+            if not self.gate.running:
                 return  # deactivated or canceled while the model was running
             if not publish_unless_shutdown(self, self._chunk_pub, out):
                 return  # Ctrl-C shut the context down while the model was running
-        self.chunks += 1
+            self.gate.published()
         self.last_latency, self.last_ood = latency, ood
         self.latency.add(latency)
         self.model_time.add(model_s)
@@ -412,22 +385,6 @@ class PolicyNode(LifecycleNode):
             self.history.add_chunk(chunk, samples)
             publish_unless_shutdown(self, self._marker_pub, polylines_to_markers(
                 self.history.polylines(), self.history.frame, stamp))
-
-    def _ood(self, chunk_u: np.ndarray) -> float:
-        """Latent distance of a (H, 128) chunk to the adaptation distribution (NaN: no VAE)."""
-        if self.alignment is None:
-            return float("nan")
-        import torch
-
-        n = self.alignment.chunk_size
-        # The VAE's window may differ from the policy's H: truncate, or hold the last point.
-        if len(chunk_u) >= n:
-            window = chunk_u[:n]
-        else:
-            window = np.concatenate([chunk_u, np.repeat(chunk_u[-1:], n - len(chunk_u), 0)])
-        with torch.no_grad():
-            return float(self.alignment.ood_score(
-                torch.as_tensor(window[None], dtype=torch.float32))[0])
 
     def _publish_hold(self, why: str) -> None:
         """A stop request: a chunk without points, stamped now (see ActionChunk.msg). The
@@ -441,7 +398,7 @@ class PolicyNode(LifecycleNode):
 
     # ----- RunPolicy action ---------------------------------------------------------------
     def _on_goal(self, request) -> GoalResponse:
-        if not self._active:
+        if not self.gate.active:
             self.get_logger().warning("RunPolicy goal rejected: node is not active")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
@@ -453,83 +410,38 @@ class PolicyNode(LifecycleNode):
         lifecycle transitions on a single thread while a goal runs.
         """
         req = goal_handle.request
-        self._goal_seq += 1
-        run = _GoalRun(handle=goal_handle, seq=self._goal_seq, start=self._now(),
-                       start_chunks=self.chunks, max_duration=float(req.max_duration))
         with self._lock:
-            previous, self._goal_run = self._goal_run, run
-            active = self._active and self._goal_timer is not None
-            if active:
-                self._goal_instruction = req.instruction or None
-                self._running = True
-                self._goal_timer.reset()
-        if previous is not None:  # this goal preempts the previous one
-            self._finish(previous, RunPolicy.Result.ABORTED, "preempted by a new goal")
-        if active:
+            goal, ended = self.gate.start_goal(self._now(), req.max_duration, req.instruction)
+            self._goals.finish_ended(ended)  # the preempted goal, still the runner's
+            run = self._goals.begin(goal_handle, goal, poll=self.gate.goal is goal)
+            self._goals.finish_ended(ended)  # this one, when the node is not active
+        if self.gate.goal is goal:
             self.get_logger().info(f"RunPolicy: {req.instruction!r} for "
                                    f"{req.max_duration or 'unlimited'} s")
-            self._wake()  # multi-threaded: it may be waiting without the goal timer
-        else:  # deactivated since the goal was accepted
-            self._finish(run, RunPolicy.Result.ABORTED, "node not active")
-        outcome, reason = await run.done
-        result = RunPolicy.Result(outcome=outcome, reason=reason,
-                                  chunks=self.chunks - run.start_chunks)
-        if run.seq == self._goal_seq and self.config.hold_on_stop:
-            self._publish_hold(reason)
-        with unless_shutdown(self.context):
-            if outcome == RunPolicy.Result.CANCELED:
-                goal_handle.canceled()
-            elif outcome == RunPolicy.Result.ABORTED:
-                goal_handle.abort()
-            else:
-                goal_handle.succeed()
-        self.get_logger().info(f"RunPolicy ended: {reason} after {result.chunks} chunks")
+        end: GoalEnd = await run.done
+        result = RunPolicy.Result(outcome=result_code(RunPolicy.Result, end.outcome),
+                                  reason=end.message, chunks=self.chunks - goal.start_chunks)
+        if self.gate.is_latest(goal) and self.config.hold_on_stop:
+            self._publish_hold(end.message)
+        settle(goal_handle, end.outcome, self.context)
+        self.get_logger().info(f"RunPolicy ended: {end.message} after {result.chunks} chunks")
         return result
 
-    def _poll_goal(self) -> None:
+    def _poll_goal(self, run: GoalRun) -> None:
         """Goal timer: end the running goal on cancel, preemption or its duration; feedback."""
         with self._lock:
-            run = self._goal_run
-        if run is None:
-            return
-        if run.handle.is_cancel_requested:
-            self._finish(run, RunPolicy.Result.CANCELED, "canceled")
-        elif run.seq != self._goal_seq or not self._active:
-            self._finish(run, RunPolicy.Result.ABORTED, "deactivated")
-        elif run.max_duration > 0 and self._now() - run.start >= run.max_duration:
-            self._finish(run, RunPolicy.Result.SUCCEEDED, "duration reached")
-        elif self.chunks != run.last_feedback and self.context.ok():
-            run.last_feedback = chunks = self.chunks
-            fb = RunPolicy.Feedback(chunks=chunks - run.start_chunks,
-                                    last_latency=float(self.last_latency),
+            step = self.gate.poll_goal(run.data, self._now(), run.handle.is_cancel_requested)
+            self._finish(step.end)
+        if step.feedback is not None and self.context.ok():
+            fb = RunPolicy.Feedback(chunks=step.feedback, last_latency=float(self.last_latency),
                                     ood_score=float(self.last_ood))
             with unless_shutdown(self.context):
                 run.handle.publish_feedback(fb)
 
-    def _end_goal(self, outcome: int, reason: str) -> None:
-        """End the running goal, if any (deactivation, cleanup)."""
-        with self._lock:
-            run = self._goal_run
-        if run is not None:
-            self._finish(run, outcome, reason)
-
-    def _finish(self, run: _GoalRun, outcome: int, reason: str) -> None:
-        """Resolve ``run.done`` (once; any thread): its coroutine then finishes the goal.
-
-        Unless a newer goal took over, chunks stop here (before the coroutine's hold chunk) and
-        the node pauses until the next goal.
-        """
-        with self._lock:
-            if run.done.done():
-                return
-            if self._goal_run is run:
-                self._goal_run = None
-                self._running = False
-                self._goal_instruction = None
-                if self._goal_timer is not None:
-                    self._goal_timer.cancel()
-            run.done.set_result((outcome, reason))
-        self._wake()  # resume the coroutine now (when set from another thread)
+    def _finish(self, end: GoalEnd | None) -> None:
+        """Resolve the coroutine of a goal the gate ended (once; any thread)."""
+        if end is not None:
+            self._goals.finish_ended([end])
 
     def destroy_node(self) -> None:
         """Stop inference, destroy the RunPolicy server, then the rest of the node.
@@ -547,17 +459,12 @@ class PolicyNode(LifecycleNode):
         self._action_server.destroy()
         super().destroy_node()
 
-    def _wake(self) -> None:
-        executor = self.executor
-        if executor is not None:
-            executor.wake()
-
     # ----- diagnostics --------------------------------------------------------------------
     def _diagnose(self) -> dict:
         lat, model = self.latency.summary(), self.model_time.summary()
         if self.errors:
             self.diagnostics.status(ERROR, f"{self.errors} inference errors")
-        elif not self._active:
+        elif not self.gate.active:
             self.diagnostics.status(OK, "inactive")
         elif self.refused_stale:
             self.diagnostics.status(WARN, f"{self.refused_stale} stale observations refused")

@@ -35,6 +35,7 @@ from ate_ros.core.deploy import (
     prepare_image,
 )
 from ate_ros.core.embodiment import Embodiment
+from ate_ros.core.policy_io import PolicyObservation
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.qos import LATCHED_QOS, SENSOR_QOS
 
@@ -213,6 +214,15 @@ class SensorInputs:
                 return None
             out[cam.name] = prepare_image(img, cam.width, cam.height, self.config.crop)
         return out
+
+    def policy_observation(self, snap: SensorSnapshot) -> PolicyObservation | None:
+        """The model's input from ``snap`` (frames decoded here), or None when a frame cannot be
+        decoded (see :meth:`images`)."""
+        images = self.images(snap)
+        if images is None:
+            return None
+        return conv.arrays_to_policy_observation(images, snap.q, snap.instruction, snap.stamp,
+                                                 self.embodiment)
 
     def diagnostics(self, now: float | None = None) -> dict[str, Any]:
         """Per-input counts and ages, refusals by reason, malformed inputs."""
