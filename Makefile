@@ -11,7 +11,7 @@ STAMP_PKG := $(VENV)/.stamp-package
 STAMP_IFACE := $(VENV)/.stamp-interfaces
 STAMP_LEROBOT := $(VENV)/.stamp-lerobot
 
-.PHONY: setup test lint pytest demo demo-tiny bench clean
+.PHONY: setup test test-fast lint pytest demo demo-tiny bench clean
 
 setup: $(STAMP_PKG) $(STAMP_IFACE) $(STAMP_LEROBOT)
 
@@ -38,6 +38,13 @@ pytest: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test: lint pytest
+
+# Core unit tests only (stepped clocks, no DDS, no builds): seconds, for the edit-test loop.
+FAST_TESTS ?= test/test_executor_core.py test/test_policy_gate.py test/test_execution.py \
+	test/test_nodes_core_logic.py test/test_core_is_ros_free.py test/test_embodiment.py \
+	test/test_normalization.py test/test_chunks.py test/test_launch_structure.py
+test-fast: $(STAMP_PKG)
+	$(PY) -m pytest -q -m "not ros and not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/ate-ros demo
