@@ -1,18 +1,21 @@
 """Cross-embodiment adaptation in simulation: direct fine-tuning vs ATE guidance.
 
 A policy pre-trained on the pre-training arms (``sim_arm6``, ``sim_arm5``;
-``assets/pretrained_sim``) is fine-tuned on the new 7-DoF arm (``sim_arm7``) with K scripted
-demonstrations per task, twice with the same steps, seeds and data: direct fine-tuning and ATE
-guidance (stage-2 VAE aligned to the pre-training latent prior). Each result is evaluated closed
-loop in MuJoCo (chunks through the executor's ChunkScheduler). Optionally also the classifier-sign
-variant of guidance and inference-time steering.
+``assets/pretrained_lowdim``, which does its own tasks: ``benchmarks/bench_own_arm.py``) is
+fine-tuned on the new 7-DoF arm (``sim_arm7``) with K scripted demonstrations per task, with the
+same steps, seeds and data: direct fine-tuning, ATE guidance (stage-2 VAE aligned to the
+pre-training latent prior; the paper's sign) and the classifier-sign variant of guidance. Each
+result is evaluated closed loop in MuJoCo (chunks through the executor's ChunkScheduler) on the
+same evaluation episodes, so ATE and direct are compared pair by pair.
 
-    python benchmarks/bench_adaptation.py --quick      # < 10 min: K=10, one seed, reach
-    python benchmarks/bench_adaptation.py              # K in {10,25,50}, 3 seeds, 3 tasks
+    python benchmarks/bench_adaptation.py --quick --jobs 2   # < 10 min: K=10, one seed
+    python benchmarks/bench_adaptation.py --jobs 2           # K in {5,10,25}, 3 seeds, 3 tasks
 
-Prints a table (success, 95% Wilson interval pooled over seeds and tasks, steps for ATE to reach
-the direct baseline's final success) and writes ``benchmarks/results/bench_adaptation[_quick]
-.json`` and a success-vs-steps plot ``.png``.
+Prints a table (success, 95% Wilson interval pooled over seeds and tasks, and per guided method
+the difference to direct fine-tuning with a paired 95% bootstrap interval) and writes
+``benchmarks/results/bench_adaptation[_quick].json`` and a success-vs-steps plot ``.png``.
+Evaluation seeds (``20000 + seed``) are kept apart from the development seeds used while
+choosing settings (``--eval-offset``).
 """
 
 from __future__ import annotations
@@ -34,14 +37,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 @dataclass
 class BenchConfig:
-    ks: tuple[int, ...] = (10, 25, 50)
+    ks: tuple[int, ...] = (5, 10, 25)
     seeds: tuple[int, ...] = (0, 1, 2)
     tasks: tuple[str, ...] = ("reach", "push", "pick_color")
-    methods: tuple[str, ...] = ("direct", "ate")
+    methods: tuple[str, ...] = ("direct", "ate", "ate_classifier")
     steps: int = 600
     curve_every: int = 150
     curve_episodes: int = 6
     eval_episodes: int = 50
+    eval_offset: int = 20_000  # evaluation seed = eval_offset + seed
     align_epochs: tuple[int, int] = (12, 80)  # stage 1 sees ~25k chunks of runs/pretrain_data
     pretrain_per_task: int = 60       # pre-training demos per arm and task (stage-1 data)
     val_per_task: int = 3             # held-out adaptation demos per task
@@ -52,9 +56,10 @@ class BenchConfig:
     extra: dict = field(default_factory=dict)
 
 
-QUICK = BenchConfig(ks=(10,), seeds=(0,), tasks=("reach",), steps=200, curve_every=100,
-                    curve_episodes=6, eval_episodes=20, align_epochs=(8, 30),
+QUICK = BenchConfig(ks=(10,), seeds=(0,), methods=("direct", "ate"), steps=300,
+                    curve_every=150, curve_episodes=4, eval_episodes=20, align_epochs=(8, 30),
                     pretrain_per_task=20)
+BOOTSTRAP_REPS = 10_000
 
 METHOD_GUIDANCE = {"direct": None, "ate": "paper", "ate_classifier": "classifier"}
 
@@ -156,10 +161,45 @@ def evaluate(policy_dir: Path, cfg: BenchConfig, seed: int, vae: Path | None = N
     out = {}
     for task in cfg.tasks:
         r = evaluate_policy(policy, ADAPT_EMBODIMENT, task, episodes=cfg.eval_episodes,
-                            seed=20_000 + seed)
-        out[task] = {"successes": int(round(r.success_rate * cfg.eval_episodes)),
-                     "episodes": cfg.eval_episodes, "nearer_target": r.nearer_target}
+                            seed=cfg.eval_offset + seed)
+        out[task] = {"successes": r.successes, "episodes": r.episodes,
+                     "nearer_target": r.nearer_target,
+                     "outcomes": [int(e.success) for e in r.records]}
     return out
+
+
+def paired_difference(runs: list[dict], k: int, method: str, cfg: BenchConfig,
+                      reps: int = BOOTSTRAP_REPS, seed: int = 0) -> dict | None:
+    """``method - direct`` success at K, paired by (seed, task, evaluation episode).
+
+    Both methods are evaluated on the same episodes (same initial states) for each seed, so the
+    difference is taken episode by episode. The 95% interval is a two-level bootstrap: seeds are
+    resampled (the training-run variance), then episodes within each drawn seed and task (the
+    evaluation variance).
+    """
+    by = {(r["method"], r["seed"]): r for r in runs if r["k"] == k}
+    seeds = [s for s in cfg.seeds if (method, s) in by and ("direct", s) in by]
+    if not seeds:
+        return None
+    diffs = []  # per seed: per task (E,) array of paired differences
+    for s in seeds:
+        a, b = by[(method, s)]["eval"], by[("direct", s)]["eval"]
+        if any("outcomes" not in a[t] or "outcomes" not in b[t] for t in cfg.tasks):
+            return None
+        diffs.append([np.asarray(a[t]["outcomes"], float) - np.asarray(b[t]["outcomes"], float)
+                      for t in cfg.tasks])
+    mean = float(np.mean([d.mean() for per_seed in diffs for d in per_seed]))
+    rng = np.random.default_rng(seed)
+    boot = np.empty(reps)
+    for i in range(reps):
+        pick = rng.integers(len(diffs), size=len(diffs))
+        vals = [per_task[rng.integers(len(per_task), size=len(per_task))].mean()
+                for j in pick for per_task in diffs[j]]
+        boot[i] = np.mean(vals)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"diff": mean, "ci95": [float(lo), float(hi)], "seeds": len(seeds),
+            "pairs": int(sum(len(d) for per_seed in diffs for d in per_seed)),
+            "separates": bool(lo > 0 or hi < 0)}
 
 
 RUN_RESULT = "bench_run.json"
@@ -251,6 +291,9 @@ def aggregate(runs: list[dict], cfg: BenchConfig) -> dict:
                                         "nearer_named": (sum(a for a, _ in named) /
                                                          sum(b for _, b in named)
                                                          if named else None)}
+    for row in table.values():
+        if row["method"] != "direct":
+            row["vs_direct"] = paired_difference(runs, row["k"], row["method"], cfg)
     for k in cfg.ks:  # steps for each guided method to reach the direct baseline's final success
         base = table.get(f"K={k}/direct")
         if not base or not base["curve"]:
@@ -271,8 +314,8 @@ def print_table(table: dict, cfg: BenchConfig, zero_shot: dict | None) -> None:
           f"{cfg.eval_episodes} episodes x {len(cfg.tasks)} tasks x {len(cfg.seeds)} seeds, "
           f"{cfg.steps} fine-tuning steps")
     hdr = f"{'K':>3} {'method':16} {'success':>8} {'95% CI':>14} " + \
-        "".join(f"{t:>11}" for t in cfg.tasks) + f" {'steps to direct':>16} {'val MSE':>8}" + \
-        f" {'named obj.':>10}"
+        "".join(f"{t:>11}" for t in cfg.tasks) + f" {'- direct [95% CI]':>22}" + \
+        f" {'steps to direct':>16} {'val MSE':>8} {'named obj.':>10}"
     print(hdr)
     print("-" * len(hdr))
     if zero_shot:
@@ -285,9 +328,12 @@ def print_table(table: dict, cfg: BenchConfig, zero_shot: dict | None) -> None:
         lo, hi = row["ci95"]
         stp = row.get("steps_to_direct_final", "")
         named = "" if row.get("nearer_named") is None else f"{row['nearer_named']:.0%}"
+        vs = row.get("vs_direct")
+        diff = "" if not vs else (f"{vs['diff']:+.1%} [{vs['ci95'][0]:+.0%}, "
+                                  f"{vs['ci95'][1]:+.0%}]")
         print(f"{row['k']:>3} {row['method']:16} {row['success']:8.1%} "
               f"{f'[{lo:.0%}, {hi:.0%}]':>14} " +
-              "".join(f"{row['per_task'][t]:11.0%}" for t in cfg.tasks) +
+              "".join(f"{row['per_task'][t]:11.0%}" for t in cfg.tasks) + f" {diff:>22}" +
               f" {'' if stp == '' else ('not reached' if stp is None else stp):>16}"
               f" {_fmt(row.get('val_action_mse')):>8}"
               f" {named:>10}")
@@ -322,13 +368,17 @@ def plot(table: dict, cfg: BenchConfig, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="< 10 min smoke-size run")
-    p.add_argument("--pretrained", default=str(ROOT / "assets" / "pretrained_sim"))
+    p.add_argument("--pretrained", default=str(ROOT / "assets" / "pretrained_lowdim"))
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_adaptation"))
     p.add_argument("--ks", default="", help="override K values, e.g. 10,25")
     p.add_argument("--seeds", default="", help="override seeds, e.g. 0,1")
     p.add_argument("--tasks", default="", help="override tasks")
     p.add_argument("--steps", type=int, default=0, help="override fine-tuning steps")
     p.add_argument("--eval-episodes", type=int, default=0)
+    p.add_argument("--eval-offset", type=int, default=-1,
+                   help="evaluation seed offset (default 20000; use another while tuning)")
+    p.add_argument("--align-epochs", default="", help="override stage-1,stage-2 VAE epochs")
+    p.add_argument("--clamp", type=float, default=0.0, help="override the guidance clamp")
     p.add_argument("--methods", default="", help="e.g. direct,ate,ate_classifier")
     p.add_argument("--lambda", dest="lam", type=float, default=0.0)
     p.add_argument("--inference-steering", type=float, default=-1.0,
@@ -355,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
                       ("lam", args.lam)):
         if val:
             over[name] = val
+    if args.eval_offset >= 0:
+        over["eval_offset"] = args.eval_offset
+    if args.align_epochs:
+        over["align_epochs"] = tuple(int(x) for x in args.align_epochs.split(","))
+    if args.clamp:
+        over["clamp"] = args.clamp
     if args.inference_steering >= 0:
         over["inference_steering"] = args.inference_steering
     cfg = replace(cfg, **over)
@@ -385,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
               ADAPT_EMBODIMENT, "--out", str(vaes[k]), "--epochs-stage2", str(cfg.align_epochs[1]),
               "--short", "pad", "--no-progress", "--no-control", "--device", "cpu"])
     _log(f"alignment done ({time.monotonic() - t0:.0f} s)")
-    zero_shot = evaluate(pretrained, cfg, seed=0)
+    zero_shot = evaluate(pretrained, cfg, seed=cfg.seeds[0])
     _log(f"zero-shot pretrained: {zero_shot}")
     jobs = [(k, seed, method) for k in cfg.ks for seed in cfg.seeds for method in cfg.methods]
     runs = []

@@ -24,25 +24,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="episodes saved as PNG strips")
     parser.add_argument("--blend", choices=("replace", "crossfade", "ensemble"),
                         default="crossfade", help="how new chunks join the plan")
-    parser.add_argument("--replan-steps", type=int, default=4,
-                        help="request a new chunk when fewer planned points remain")
+    parser.add_argument("--replan-steps", type=int, default=None,
+                        help="request a new chunk when fewer planned points remain (default: "
+                             "chunk size minus the policy's n_action_steps when it sets them, "
+                             "else 4)")
     parser.add_argument("--device", default="cpu", help="torch device for the policy")
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
-    from ate_ros.core.execution import ExecutionConfig
-    from ate_ros.core.sim.evaluate import evaluate_policy
+    from ate_ros.core.sim.evaluate import default_execution, evaluate_policy
     from ate_ros.core.steer.policies import load_policy
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = load_policy(args.policy, device=args.device)
+    execution = replace(default_execution(policy), blend=args.blend)
+    if args.replan_steps is not None:
+        execution = replace(execution, replan_steps=args.replan_steps)
     result = evaluate_policy(
         policy, args.embodiment, args.task, episodes=args.episodes, seed=args.seed,
         num_steps=args.num_steps,
-        execution=ExecutionConfig(blend=args.blend, replan_steps=args.replan_steps),
+        execution=execution,
         render_dir=out, render_episodes=args.render_episodes)
     result.save(out / "results.json")
     print(result.summary())

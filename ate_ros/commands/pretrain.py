@@ -53,6 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow-convention", default="openpi", choices=("openpi", "paper"))
     parser.add_argument("--chunk", type=int, default=16, help="chunk size H")
     parser.add_argument("--cameras", type=csv_list, default=["front"])
+    parser.add_argument("--observation", default="image", choices=OBSERVATION_TRACKS,
+                        help="what the policy reads besides joints and instruction: camera "
+                             "images, the low-dimensional environment state recorded with the "
+                             "episodes (object positions), or both")
+    parser.add_argument("--action-mode", default="absolute", choices=("absolute", "relative"),
+                        help="predict joint targets, or offsets from the observed joint state")
+    parser.add_argument("--n-action-steps", type=int, default=0,
+                        help="chunk points executed before the next chunk (receding horizon; "
+                             "0: the executor's replan_steps)")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
@@ -74,6 +83,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-encoder", default="minilm", choices=("minilm", "hash"))
 
 
+OBSERVATION_TRACKS = ("image", "low_dim", "image+low_dim")
+
+
+def env_state_width(data_dirs: list[str]) -> int:
+    """Width of the environment state in the first training episode of ``data_dirs``."""
+    from ate_ros.core.data.episode_format import episode_paths, read_episode
+
+    ep = read_episode(episode_paths(data_dirs[0], "train")[0], load_images=False)
+    if ep.env_state is None:
+        raise ValueError(f"{data_dirs[0]}: episodes hold no environment_state; the low_dim "
+                         "track needs it (sim-record writes it)")
+    return int(ep.env_state.shape[1])
+
+
 def run(args: argparse.Namespace) -> int:
     from ate_ros.core.data.policy_dataset import PolicyDatasetError
     from ate_ros.core.embodiment import EmbodimentError
@@ -82,9 +105,13 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.training import CheckpointError
 
     try:
+        low_dim = "low_dim" in args.observation
+        cameras = args.cameras if "image" in args.observation else []
         policy = VLAConfig(head=args.head, prediction_type=args.prediction,
                            flow_convention=args.flow_convention, chunk_size=args.chunk,
-                           camera_names=args.cameras, image_size=args.image_size,
+                           camera_names=cameras, image_size=args.image_size,
+                           env_state_dim=env_state_width(args.data) if low_dim else 0,
+                           action_mode=args.action_mode, n_action_steps=args.n_action_steps,
                            d_model=args.d_model, n_layers=args.layers,
                            vision_pool=args.vision_pool, vision_grid=args.vision_grid,
                            instruction_keypoints=args.instruction_keypoints,

@@ -102,6 +102,22 @@ def to_overrides(values: dict[str, Any]) -> list:
     return [Parameter(k, value=v) for k, v in values.items()]
 
 
+def policy_replan_steps(policy: str) -> int | None:
+    """``chunk_size - n_action_steps`` of a policy folder that sets ``n_action_steps`` (the
+    receding horizon it was trained and evaluated with); ``None`` otherwise."""
+    import json
+
+    cfg = Path(policy) / "config.json" if policy else None
+    if cfg is None or not cfg.is_file():
+        return None
+    try:
+        pol = json.loads(cfg.read_text()).get("policy", {})
+        n = int(pol.get("n_action_steps", 0) or 0)
+        return max(int(pol["chunk_size"]) - n, 0) if n > 0 else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     """Create the nodes (not spinning yet). Returns name -> node."""
     from ate_ros.core.embodiment import load_embodiment
@@ -125,6 +141,9 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     params["policy_node"].update(policy=args.policy, vae=args.vae, device=args.device,
                                  observation_source=source)
     params["executor_node"].update(dry_run=dry_run, controller=args.controller)
+    replan = policy_replan_steps(args.policy)
+    if replan is not None:  # the policy's receding horizon, as ate-ros eval executes it
+        params["executor_node"]["execution.replan_steps"] = replan
     lockstep = bool(getattr(args, "lockstep", False)) and args.sim
     # The episode starts once the graph is ready (start_simulation), not while a model loads.
     params["sim_robot_node"].update(task=args.task, seed=args.seed, controller=args.controller,

@@ -29,6 +29,10 @@ class PolicyObservation:
         mask: (UNIFIED_DIM,) bool, the embodiment's used slots.
         instruction: Natural-language task instruction.
         stamp: Observation time in seconds (node clock / sim time).
+        env_state: Optional (E,) float32 low-dimensional environment state (object positions
+            from the simulator or a perception module, the ``low_dim`` observation of
+            robomimic / Diffusion Policy); its layout is the producer's (for the simulation:
+            ``ate_ros.core.sim.object_labels.ENV_STATE_NAMES``).
     """
 
     images: dict[str, np.ndarray]
@@ -37,6 +41,7 @@ class PolicyObservation:
     instruction: str = ""
     stamp: float = 0.0
     extras: dict = field(default_factory=dict)
+    env_state: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.qpos = np.asarray(self.qpos, dtype=np.float32)
@@ -47,6 +52,12 @@ class PolicyObservation:
                 f"{self.mask.shape}")
         if not np.all(np.isfinite(self.qpos)):
             raise ValueError("observation qpos contains NaN or inf")
+        if self.env_state is not None:
+            self.env_state = np.asarray(self.env_state, dtype=np.float32)
+            if self.env_state.ndim != 1:
+                raise ValueError(f"env_state must be 1-D, got shape {self.env_state.shape}")
+            if not np.all(np.isfinite(self.env_state)):
+                raise ValueError("observation env_state contains NaN or inf")
         for name, img in self.images.items():
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"image {name!r} must be uint8 (H, W, 3), got {img.dtype} "

@@ -20,6 +20,9 @@ key                    shape / dtype                meaning
                                                     reached one control period later
 ``timestamps``         (T,) float64 (optional)      seconds (header clock of the source)
 ``images/<camera>``    (T, H, W, 3) uint8 (opt.)    RGB frames aligned to ``timestamps``
+``environment_state``  (T, E) float32 (optional)    low-dimensional scene state (object
+                                                    positions), layout in the
+                                                    ``environment_state_names`` attribute
 =====================  ===========================  ==========================================
 
 File attributes: ``format`` (= ``FORMAT_NAME``), ``format_version``, ``embodiment``,
@@ -48,6 +51,7 @@ QPOS = "qpos"
 ACTION = "action"
 TIMESTAMPS = "timestamps"
 IMAGES = "images"
+ENV_STATE = "environment_state"
 ATTR_FORMAT = "format"
 ATTR_VERSION = "format_version"
 ATTR_EMBODIMENT = "embodiment"
@@ -58,6 +62,7 @@ ATTR_INSTRUCTION = "instruction"
 ATTR_TASK = "task"
 ATTR_SUCCESS = "success"
 ATTR_SOURCE = "source"
+ATTR_ENV_STATE_NAMES = "environment_state_names"
 MANIFEST = "manifest.json"
 EMBODIMENT_FILE = "embodiment.yaml"
 
@@ -83,6 +88,8 @@ class Episode:
     success: bool | None = None
     source: str = ""
     path: str = ""
+    env_state: np.ndarray | None = None
+    env_state_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.qpos.shape[0])
@@ -116,6 +123,16 @@ class Episode:
                 raise EpisodeFormatError(
                     f"{where}: images/{cam} must be uint8 (T={T}, H, W, 3), got "
                     f"{img.dtype} {img.shape}")
+        if self.env_state is not None:
+            e = np.asarray(self.env_state)
+            if e.ndim != 2 or e.shape[0] != T:
+                raise EpisodeFormatError(
+                    f"{where}: environment_state must be (T={T}, E), got {e.shape}")
+            if not np.all(np.isfinite(e)):
+                raise EpisodeFormatError(f"{where}: environment_state has NaN/inf")
+            if self.env_state_names and len(self.env_state_names) != e.shape[1]:
+                raise EpisodeFormatError(f"{where}: {len(self.env_state_names)} "
+                                         f"environment_state names for E={e.shape[1]}")
         if self.joint_names and len(self.joint_names) != D:
             raise EpisodeFormatError(f"{where}: {len(self.joint_names)} joint names for D={D}")
         if self.slots is not None and len(self.slots) != D:
@@ -137,6 +154,9 @@ def write_episode(path: str | Path, ep: Episode, compression: str | None = "lzf"
                 f.create_dataset(ACTION, data=np.asarray(ep.action, dtype=np.float32))
             if ep.timestamps is not None:
                 f.create_dataset(TIMESTAMPS, data=np.asarray(ep.timestamps, dtype=np.float64))
+            if ep.env_state is not None:
+                f.create_dataset(ENV_STATE, data=np.asarray(ep.env_state, dtype=np.float32))
+                f.attrs[ATTR_ENV_STATE_NAMES] = json.dumps(list(ep.env_state_names))
             if ep.images:
                 g = f.create_group(IMAGES)
                 for cam, img in ep.images.items():
@@ -180,6 +200,10 @@ def read_episode(path: str | Path, load_images: bool = True, cameras: list[str] 
                 ep.action = np.asarray(f[ACTION][()], dtype=np.float32)
             if TIMESTAMPS in f:
                 ep.timestamps = np.asarray(f[TIMESTAMPS][()], dtype=np.float64)
+            if ENV_STATE in f:
+                ep.env_state = np.asarray(f[ENV_STATE][()], dtype=np.float32)
+                names = _attr_str(f.attrs, ATTR_ENV_STATE_NAMES)
+                ep.env_state_names = json.loads(names) if names else []
             if load_images and IMAGES in f:
                 for cam in f[IMAGES]:
                     if cameras is None or cam in cameras:

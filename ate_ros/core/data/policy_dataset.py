@@ -32,6 +32,7 @@ OBS_IMAGES = "observation.images"
 OBS_STATE = "observation.state"
 OBS_MASK = "observation.mask"
 OBS_TEXT = "observation.text_embedding"
+OBS_ENV_STATE = "observation.environment_state"
 ACTION = "action"
 EPISODE_GOAL = "episode.final_state"
 """(B, D) the joint state at the end of the sample's episode: where the demonstration went (the
@@ -92,18 +93,24 @@ class PolicyDataset(torch.utils.data.Dataset):
         embodiments: see :func:`resolve_embodiments`.
         text_embedder: ``list[str] -> (N, E)`` instruction embeddings (called once per unique
             instruction).
+        max_episodes: Use at most this many episodes per dataset.
+        env_state_dim: Load each episode's ``environment_state`` (must have this width); 0
+            loads none. With no ``camera_names`` no images are loaded either (low-dim track).
     """
 
     def __init__(self, data_dirs: Sequence[str | Path], split: str, chunk_size: int,
                  camera_names: Sequence[str], image_size: int,
                  embodiments: Sequence[str | Path | Embodiment] | None = None,
-                 text_embedder=None, max_episodes: int | None = None) -> None:
+                 text_embedder=None, max_episodes: int | None = None,
+                 env_state_dim: int = 0) -> None:
         if not data_dirs:
             raise PolicyDatasetError("no datasets given")
         self.chunk_size = int(chunk_size)
         self.camera_names = list(camera_names)
         self.embodiments = resolve_embodiments(data_dirs, embodiments)
+        self.env_state_dim = int(env_state_dim)
         images, qpos, actions, masks, instr_idx, episodes = [], [], [], [], [], []
+        env_states: list[np.ndarray] = []
         instructions: list[str] = []
         n = 0
         for data_dir, emb in zip(data_dirs, self.embodiments):
@@ -112,13 +119,25 @@ class PolicyDataset(torch.utils.data.Dataset):
             except EpisodeFormatError as exc:
                 raise PolicyDatasetError(str(exc)) from exc
             for path in paths[:max_episodes]:
-                ep = read_episode(path, load_images=True, cameras=self.camera_names)
+                ep = read_episode(path, load_images=bool(self.camera_names),
+                                  cameras=self.camera_names)
                 self._check(ep, emb, path)
+                if self.env_state_dim:
+                    if ep.env_state is None:
+                        raise PolicyDatasetError(
+                            f"{path}: no environment_state (the policy reads object "
+                            "positions; record with a simulator or perception that logs them)")
+                    if ep.env_state.shape[1] != self.env_state_dim:
+                        raise PolicyDatasetError(
+                            f"{path}: environment_state has {ep.env_state.shape[1]} values, "
+                            f"the policy reads {self.env_state_dim}")
+                    env_states.append(ep.env_state.astype(np.float32))
                 T = len(ep)
                 act = ep.action if ep.action is not None else np.concatenate(
                     [ep.qpos[1:], ep.qpos[-1:]])  # no commands recorded: next measured pose
-                images.append(np.stack([_resize(ep.images[c], image_size)
-                                        for c in self.camera_names], 1))  # (T, C, S, S, 3)
+                if self.camera_names:
+                    images.append(np.stack([_resize(ep.images[c], image_size)
+                                            for c in self.camera_names], 1))  # (T, C, S, S, 3)
                 qpos.append(emb.to_unified(ep.qpos.astype(np.float32)))
                 actions.append(emb.to_unified(act.astype(np.float32)))
                 masks.append(np.repeat(emb.mask[None], T, 0))
@@ -130,7 +149,8 @@ class PolicyDataset(torch.utils.data.Dataset):
         if n == 0:
             raise PolicyDatasetError(
                 f"no frames in split {split!r} of {list(map(str, data_dirs))}")
-        self.images = np.concatenate(images)
+        self.images = np.concatenate(images) if images else None
+        self.env_state = np.concatenate(env_states) if env_states else None
         self.qpos = np.concatenate(qpos)
         self.actions = np.concatenate(actions)
         self.masks = np.concatenate(masks)
@@ -178,21 +198,44 @@ class PolicyDataset(torch.utils.data.Dataset):
 
     def get_batch(self, idx) -> dict[str, torch.Tensor]:
         idx = np.asarray(idx, dtype=np.int64)
-        return {OBS_IMAGES: torch.from_numpy(self.images[idx]),
-                OBS_STATE: torch.from_numpy(self.qpos[idx]),
-                OBS_MASK: torch.from_numpy(self.masks[idx]),
-                OBS_TEXT: torch.from_numpy(self.text[self.instruction_index[idx]]),
-                ACTION: torch.from_numpy(self.actions[self.chunk_indices(idx)]),
-                EPISODE_GOAL: torch.from_numpy(self.qpos[self.episode_end[idx]])}
+        batch = {OBS_STATE: torch.from_numpy(self.qpos[idx]),
+                 OBS_MASK: torch.from_numpy(self.masks[idx]),
+                 OBS_TEXT: torch.from_numpy(self.text[self.instruction_index[idx]]),
+                 ACTION: torch.from_numpy(self.actions[self.chunk_indices(idx)]),
+                 EPISODE_GOAL: torch.from_numpy(self.qpos[self.episode_end[idx]])}
+        if self.images is not None:
+            batch[OBS_IMAGES] = torch.from_numpy(self.images[idx])
+        if self.env_state is not None:
+            batch[OBS_ENV_STATE] = torch.from_numpy(self.env_state[idx])
+        return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.get_batch([i]).items()}
 
-    def fit_stats(self, mode: str = "mean_std") -> tuple[NormStats, NormStats]:
-        """(state, action) statistics over the used slots of all embodiments."""
+    def fit_stats(self, mode: str = "mean_std", relative: bool = False,
+                  max_frames: int = 4096, seed: int = 0) -> tuple[NormStats, NormStats]:
+        """(state, action) statistics over the used slots of all embodiments.
+
+        ``relative``: action statistics of chunk points minus the joint state at the chunk's
+        observation (what a relative-action policy predicts), over every chunk point of up to
+        ``max_frames`` evenly drawn frames (all chunks would be N x H x D floats).
+        """
         used = self.mask_union
-        return (NormStats.fit(self.qpos, mode, used=used),
-                NormStats.fit(self.actions, mode, used=used))
+        state = NormStats.fit(self.qpos, mode, used=used)
+        if not relative:
+            return state, NormStats.fit(self.actions, mode, used=used)
+        idx = np.arange(len(self))
+        if len(idx) > max_frames:
+            idx = np.sort(np.random.default_rng(seed).choice(idx, max_frames, replace=False))
+        offsets = self.actions[self.chunk_indices(idx)] - (self.qpos[idx] *
+                                                          self.masks[idx])[:, None]
+        return state, NormStats.fit(offsets, mode, used=used)
+
+    def fit_env_stats(self, mode: str = "mean_std") -> NormStats:
+        """Statistics of the environment state (datasets loaded with ``env_state_dim``)."""
+        if self.env_state is None:
+            raise PolicyDatasetError("no environment state loaded (env_state_dim=0)")
+        return NormStats.fit(self.env_state, mode)
 
 
 def batch_iterator(dataset: PolicyDataset, batch_size: int, seed: int, rank: int = 0,

@@ -44,6 +44,8 @@ class SimObservation:
         images: Camera name -> uint8 (H, W, 3); empty if not rendered.
         instruction: The episode's instruction.
         time: Simulated time (s) since reset.
+        env_state: (E,) object offsets from the fingertip, and the fingertip (layout
+            ``object_labels.ENV_STATE_NAMES``): the low-dimensional observation track.
     """
 
     qpos: np.ndarray
@@ -51,11 +53,13 @@ class SimObservation:
     images: dict[str, np.ndarray] = field(default_factory=dict)
     instruction: str = ""
     time: float = 0.0
+    env_state: np.ndarray | None = None
 
     def to_policy(self, emb: Embodiment) -> PolicyObservation:
         """The observation in the unified space, as policies consume it."""
         return PolicyObservation(images=self.images, qpos=emb.to_unified(self.qpos.astype(
-            np.float32)), mask=emb.mask, instruction=self.instruction, stamp=self.time)
+            np.float32)), mask=emb.mask, instruction=self.instruction, stamp=self.time,
+            env_state=self.env_state)
 
 
 class SimEnv:
@@ -152,7 +156,14 @@ class SimEnv:
     def observe(self, render: bool = True) -> SimObservation:
         images = {c: self.render(c) for c in self.camera_names} if render else {}
         return SimObservation(qpos=self.qpos(), qvel=self.qvel(), images=images,
-                              instruction=self.instruction, time=self.time)
+                              instruction=self.instruction, time=self.time,
+                              env_state=self.environment_state())
+
+    def environment_state(self) -> np.ndarray:
+        """(E,) float32 object offsets and fingertip now (``object_labels.ENV_STATE_NAMES``)."""
+        from ate_ros.core.sim.object_labels import environment_state
+
+        return environment_state(self)
 
     def success(self) -> bool:
         return self.task.success(self.scene)

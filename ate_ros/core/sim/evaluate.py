@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ate_ros.core.embodiment import Embodiment
+from ate_ros.core.execution.config import ExecutionConfig
 from ate_ros.core.policy_io import ChunkPolicy
 from ate_ros.core.sim.env import SimEnv
 from ate_ros.core.sim.recording import episode_seed
@@ -125,6 +126,15 @@ def _save_strip(path: Path, frames: list[np.ndarray], scale: int = 2) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
 
 
+def default_execution(policy) -> ExecutionConfig:
+    """Executor settings for ``policy``: receding horizon after its ``n_action_steps`` points
+    (``replan_steps = chunk_size - n_action_steps``), the defaults otherwise."""
+    n = int(getattr(policy, "n_action_steps", 0) or 0)
+    if n <= 0:
+        return ExecutionConfig()
+    return ExecutionConfig(replan_steps=max(int(policy.chunk_size) - n, 0))
+
+
 def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str,
                     episodes: int = 20, seed: int = 0, num_steps: int | None = None,
                     execution=None, render_dir: str | Path | None = None,
@@ -139,8 +149,8 @@ def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str
         episodes: Number of episodes.
         seed: Evaluation seed (episode initial states and policy sampling seeds).
         num_steps: Denoising/integration steps passed to the policy (``None``: its default).
-        execution: An :class:`~ate_ros.core.execution.ExecutionConfig` (default settings if
-            ``None``).
+        execution: An :class:`~ate_ros.core.execution.ExecutionConfig`; ``None``: default
+            settings, replanning after the policy's ``n_action_steps`` points when it has them.
         render_dir: If set, save PNG strips of the first ``render_episodes`` episodes here.
         render_episodes: Episodes to render.
         render_every: Control ticks between frames of a strip.
@@ -151,7 +161,7 @@ def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str
     Returns:
         The :class:`EvalResult`.
     """
-    from ate_ros.core.execution import ChunkScheduler, ExecutionConfig
+    from ate_ros.core.execution import ChunkScheduler
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -165,7 +175,8 @@ def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str
     if missing:
         raise ValueError(f"policy expects cameras {missing}; the simulation has "
                          f"{env.camera_names}")
-    scheduler = ChunkScheduler(emb, execution or ExecutionConfig())
+    scheduler = ChunkScheduler(emb, execution or default_execution(policy))
+    render_obs = bool(getattr(policy, "camera_names", True))
     render_path = Path(render_dir) if render_dir is not None else None
     if render_path is not None:
         render_path.mkdir(parents=True, exist_ok=True)
@@ -185,7 +196,7 @@ def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str
                 now = env.time
                 q = env.qpos()
                 if scheduler.needs_chunk(now):
-                    obs = env.observe(render=True)
+                    obs = env.observe(render=render_obs)
                     t0 = time.perf_counter()
                     chunk = policy.predict_chunk(obs.to_policy(emb), num_steps=num_steps,
                                                  seed=episode_seed(seed, i, 1000 + chunks))

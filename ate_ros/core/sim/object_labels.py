@@ -7,7 +7,15 @@ see a 6-pixel ball (measured by ``benchmarks/probe_policy_inputs.py``: shuffling
 its action error by 2%). This module makes the stand-in for that backbone's pre-training: random
 tabletop scenes of every task, with random arm postures, rendered from the policy's camera and
 labelled with the position of each coloured object and of the fingertip. The labels come from
-the simulator and are used only to pre-train the encoder, never as a policy input.
+the simulator and are used only to pre-train the encoder.
+
+The simulation's low-dimensional *environment state* (:func:`environment_state`, layout
+:data:`ENV_STATE_NAMES`) holds the same facts the way a low-dim policy needs them: per colour the
+object's offset from the fingertip (robosuite's ``object-to-eef`` observations: the quantity
+that decides where to move, independent of where the arm stands), then the fingertip itself.
+It is what a colour-blob detector plus forward kinematics reports on a real cell: the
+``low_dim`` observation track of a policy (``VLAConfig.env_state_dim``) and the
+``environment_state`` topic of the sim robot.
 
 Label layout (``LABEL_NAMES``): per colour in :data:`COLORS`, ``present`` (0/1) and the object's
 centre (x, y, z) in the world frame (zeros when absent); then the fingertip (x, y, z). Each
@@ -30,6 +38,11 @@ LABEL_NAMES: tuple[str, ...] = tuple(
     f"{c}/{k}" for c in COLOR_NAMES for k in ("present", "x", "y", "z")) + ("tip/x", "tip/y",
                                                                            "tip/z")
 LABEL_DIM = len(LABEL_NAMES)
+ENV_STATE_NAMES: tuple[str, ...] = tuple(
+    f"{c}/{k}" for c in COLOR_NAMES for k in ("present", "dx", "dy", "dz")) + ("tip/x", "tip/y",
+                                                                             "tip/z")
+"""Layout of :func:`environment_state` (one name per value; d* = object minus fingertip)."""
+ENV_STATE_DIM = len(ENV_STATE_NAMES)
 POSTURE_NOISE = 0.6
 """Half-width (rad) of the uniform noise on the home posture: wide enough that the arm sweeps
 over the workspace and sometimes hides objects, as it does during an episode."""
@@ -75,6 +88,18 @@ def scene_labels(env: SimEnv) -> np.ndarray:
         out[i] = 1.0
         out[i + 1:i + 4] = pos
     out[-3:] = s.tip
+    return out
+
+
+def environment_state(env: SimEnv) -> np.ndarray:
+    """(ENV_STATE_DIM,) float32: per colour ``present`` and the object's offset from the
+    fingertip (zeros when absent), then the fingertip position (world frame)."""
+    labels = scene_labels(env)
+    out = labels.copy()
+    tip = labels[-3:]
+    for i in range(len(COLOR_NAMES)):
+        if labels[4 * i]:
+            out[4 * i + 1:4 * i + 4] = labels[4 * i + 1:4 * i + 4] - tip
     return out
 
 

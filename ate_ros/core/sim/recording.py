@@ -24,6 +24,7 @@ import numpy as np
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.sim.env import SimEnv
 from ate_ros.core.sim.experts import ExpertConfig, ScriptedExpert
+from ate_ros.core.sim.object_labels import ENV_STATE_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ExpertRollout:
         state_times: (N,) times of the fast joint-state samples.
         state_qpos: (N, D) joint positions at those times.
         state_qvel: (N, D) joint velocities at those times.
+        env_state: (T, E) environment state (object positions, fingertip) at each tick.
     """
 
     seed: int
@@ -63,6 +65,7 @@ class ExpertRollout:
     state_times: np.ndarray = field(default_factory=lambda: np.empty(0))
     state_qpos: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     state_qvel: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    env_state: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.times.shape[0])
@@ -92,7 +95,7 @@ def rollout_expert(env: SimEnv, expert: ScriptedExpert, seed: int, render: bool 
     if state_rate_hz is not None:
         sub = max(1, int(round(state_rate_hz / env.control_rate_hz)))
     times, qs, acts, frames = [], [], [], {c: [] for c in env.camera_names} if render else {}
-    st, sq, sv = [], [], []
+    st, sq, sv, es = [], [], [], []
     after = 0
     success = False
     while True:
@@ -101,6 +104,7 @@ def rollout_expert(env: SimEnv, expert: ScriptedExpert, seed: int, render: bool 
         times.append(env.time)
         qs.append(q)
         acts.append(a)
+        es.append(env.environment_state())
         for c in frames:
             frames[c].append(env.render(c))
         env.set_targets(a)
@@ -123,7 +127,7 @@ def rollout_expert(env: SimEnv, expert: ScriptedExpert, seed: int, render: bool 
         times=np.asarray(times), qpos=np.asarray(qs), action=np.asarray(acts),
         images={c: np.stack(v) for c, v in frames.items()},
         state_times=np.asarray(st), state_qpos=np.asarray(sq).reshape(-1, d),
-        state_qvel=np.asarray(sv).reshape(-1, d))
+        state_qvel=np.asarray(sv).reshape(-1, d), env_state=np.asarray(es, np.float32))
 
 
 def write_rollout_bag(path: str | Path, rollout: ExpertRollout, emb: Embodiment, task: str,
@@ -310,7 +314,8 @@ def record_dataset(embodiment: str | Embodiment, task: str, episodes: int, out: 
             timestamps=ro.times, images=ro.images, instruction=ro.instruction, task=task,
             embodiment=emb.name, joint_names=emb.joint_names, slots=emb.slots,
             rate_hz=emb.control_rate_hz, success=ro.success,
-            source=f"sim:{emb.name}:{task}:seed={ro.seed}"))
+            source=f"sim:{emb.name}:{task}:seed={ro.seed}", env_state=ro.env_state,
+            env_state_names=list(ENV_STATE_NAMES)))
         return path
 
     summary = _run(embodiment, task, episodes, seed, only_success, render, None, expert_config,

@@ -223,24 +223,33 @@ class LatentGuidance:
     def enabled(self) -> bool:
         return self.config.enabled and self.config.scale > 0
 
-    def gradient(self, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-        """Masked per-sample g, (B, H, D); zeros past ``horizon``."""
+    def gradient(self, noisy: torch.Tensor, clean: torch.Tensor,
+                 offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked per-sample g, (B, H, D); zeros past ``horizon``. ``offset`` (B, 1, D) is added
+        after ``to_encoder`` (policies that predict actions relative to the joint state: the
+        encoder sees absolute chunks)."""
         H = noisy.shape[1]
         h = H if self.horizon is None else self.horizon
         if h > H:
             raise ValueError(f"encoder horizon {h} exceeds the chunk length {H}")
-        g = latent_gradient(self.encoder, noisy[:, :h], clean[:, :h], self.to_encoder,
+        conv = self.to_encoder
+        if offset is not None:
+            base = self.to_encoder or (lambda x: x)
+
+            def conv(x: torch.Tensor) -> torch.Tensor:
+                return base(x) + offset.to(x.dtype)
+        g = latent_gradient(self.encoder, noisy[:, :h], clean[:, :h], conv,
                             self.config.latent_reduction)
         if h < H:
             g = torch.cat([g, g.new_zeros((g.shape[0], H - h) + tuple(g.shape[2:]))], 1)
         m = _expand_mask(self.mask, g)
         return g * m if m is not None else g
 
-    def guidance_term(self, noisy: torch.Tensor, clean: torch.Tensor, level: torch.Tensor
-                      ) -> tuple[torch.Tensor, GuidanceStats]:
+    def guidance_term(self, noisy: torch.Tensor, clean: torch.Tensor, level: torch.Tensor,
+                      offset: torch.Tensor | None = None) -> tuple[torch.Tensor, GuidanceStats]:
         """``lambda * clamp(c * g)`` (B, H, D) with non-finite samples zeroed, and stats."""
         cfg = self.config
-        g = self.gradient(noisy, clean)
+        g = self.gradient(noisy, clean, offset)
         B = g.shape[0]
         flat = g.reshape(B, -1)
         finite = torch.isfinite(flat).all(1)  # (B,)
@@ -285,7 +294,8 @@ class LatentGuidance:
         return term, stats
 
     def guided_target(self, target: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor,
-                      level: torch.Tensor) -> tuple[torch.Tensor, GuidanceStats]:
+                      level: torch.Tensor, offset: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, GuidanceStats]:
         """The regression target with guidance: ``target - lambda * clamp(c * g)``.
 
         Args:
@@ -293,11 +303,12 @@ class LatentGuidance:
             noisy: the noisy chunk the policy sees, a_k / x_t, (B, H, D).
             clean: the ground-truth clean chunk a_0 (same space as ``noisy``).
             level: (B,) ``abar_k`` for diffusion, ``tau`` / ``t`` for flow (see table above).
+            offset: (B, 1, D) added to ``to_encoder``'s output (see :meth:`gradient`).
         With guidance disabled, returns ``target`` itself (bit-identical plain loss).
         """
         if not self.enabled:
             return target, GuidanceStats()
-        term, stats = self.guidance_term(noisy, clean, level)
+        term, stats = self.guidance_term(noisy, clean, level, offset)
         return target - term.to(target.dtype), stats
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, noisy: torch.Tensor,

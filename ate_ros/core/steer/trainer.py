@@ -211,6 +211,8 @@ def _param_groups(model: VLAPolicy, cfg: TrainConfig) -> list[dict]:
     One group keeps the optimiser state of checkpoints written before the option existed."""
     if cfg.vision_lr_scale == 1.0:
         return [{"params": list(model.parameters())}]
+    if not hasattr(model, "image_encoder"):  # low-dim policy: no image encoder
+        return [{"params": list(model.parameters())}]
     vision = list(model.image_encoder.parameters())
     ids = {id(p) for p in vision}
     return [{"params": [p for p in model.parameters() if id(p) not in ids]},
@@ -337,13 +339,16 @@ def pretrain_policy(config: PretrainConfig) -> Path:
     def embed(texts):
         return embed_instructions(texts, pcfg.text_encoder, pcfg.text_dim)
 
-    train_ds = PolicyDataset(config.data, "train", pcfg.chunk_size, pcfg.camera_names,
-                             pcfg.image_size, config.embodiments, embed, config.max_episodes)
+    train_ds = _dataset(config.data, "train", pcfg, config.embodiments, embed,
+                        config.max_episodes)
     val_ds = _optional_val(config.data, pcfg, config.embodiments, embed)
     _check_batch_finite(train_ds, "pre-training data")
     pcfg.embodiment_names = sorted({e.name for e in train_ds.embodiments})
     model = VLAPolicy(pcfg)
-    model.set_norm_stats(*train_ds.fit_stats(pcfg.norm_mode))
+    model.set_norm_stats(*train_ds.fit_stats(pcfg.norm_mode, model.relative_actions,
+                                             seed=config.seed))
+    if pcfg.env_state_dim:
+        model.set_env_stats(train_ds.fit_env_stats(pcfg.norm_mode))
     if config.vision_init:
         from ate_ros.core.steer.policies.vision_pretrain import load_vision_encoder
 
@@ -359,10 +364,16 @@ def pretrain_policy(config: PretrainConfig) -> Path:
     return _train(model, train_ds, val_ds, config, device, dist, out, None, meta)
 
 
+def _dataset(data, split: str, pcfg: VLAConfig, embodiments, embed,
+             max_episodes: int | None = None) -> PolicyDataset:
+    """The split of ``data`` with what ``pcfg``'s policy reads (cameras, environment state)."""
+    return PolicyDataset(data, split, pcfg.chunk_size, pcfg.camera_names, pcfg.image_size,
+                         embodiments, embed, max_episodes, env_state_dim=pcfg.env_state_dim)
+
+
 def _optional_val(data, pcfg: VLAConfig, embodiments, embed) -> PolicyDataset | None:
     try:
-        return PolicyDataset(data, "val", pcfg.chunk_size, pcfg.camera_names, pcfg.image_size,
-                             embodiments, embed)
+        return _dataset(data, "val", pcfg, embodiments, embed)
     except PolicyDatasetError as exc:
         logger.warning("no validation split (%s); evaluating on nothing held out", exc)
         return None
@@ -400,8 +411,8 @@ def finetune_policy(config: FinetuneConfig) -> Path:
     def embed(texts):
         return embed_instructions(texts, pcfg.text_encoder, pcfg.text_dim)
 
-    train_ds = PolicyDataset(config.data, "train", pcfg.chunk_size, pcfg.camera_names,
-                             pcfg.image_size, config.embodiments, embed, config.max_episodes)
+    train_ds = _dataset(config.data, "train", pcfg, config.embodiments, embed,
+                        config.max_episodes)
     _check_batch_finite(train_ds, "adaptation data")
     val_ds = _optional_val(config.data, pcfg, config.embodiments, embed)
     embs = {e.name: e for e in train_ds.embodiments}
@@ -413,7 +424,8 @@ def finetune_policy(config: FinetuneConfig) -> Path:
     seen = np.zeros(len(emb.mask), bool)
     seen[prev.get("stats_slots", [])] = True
     if config.refit_stats != "none":
-        new_state, new_action = train_ds.fit_stats(pcfg.norm_mode)
+        new_state, new_action = train_ds.fit_stats(pcfg.norm_mode, model.relative_actions,
+                                                   seed=config.seed)
         refit = emb.mask if config.refit_stats == "all" else emb.mask & ~seen
         _merge_stats(model, new_state, new_action, refit)
         if refit.any():

@@ -10,6 +10,7 @@ from ate_ros.core.normalization import NORM_MODES
 from ate_ros.core.steer.schedules import BETA_SCHEDULES, FLOW_CONVENTIONS, PREDICTION_TYPES
 
 HEADS = ("diffusion", "flow")
+ACTION_MODES = ("absolute", "relative")
 VISION_POOLS = ("avg", "max", "keypoints")
 SAMPLERS = ("ddim", "ddpm")
 TEXT_ENCODERS = ("minilm", "hash")
@@ -21,7 +22,18 @@ class VLAConfig:
 
     chunk_size: int = field(default=16, metadata={"help": "H, points per predicted chunk"})
     camera_names: list[str] = field(default_factory=lambda: ["front"], metadata={
-        "help": "cameras the policy reads, in this order"})
+        "help": "cameras the policy reads, in this order (empty: no image track; needs "
+                "env_state_dim > 0)"})
+    env_state_dim: int = field(default=0, metadata={
+        "help": "width E of the low-dimensional environment state the policy reads (object "
+                "positions, the low_dim track of robomimic / Diffusion Policy); 0: none"})
+    action_mode: str = field(default="absolute", metadata={
+        "help": f"one of {ACTION_MODES}: 'relative' predicts each chunk point minus the "
+                "joint state at the observation (normalised with statistics of those offsets)"})
+    n_action_steps: int = field(default=0, metadata={
+        "help": "chunk points to execute before asking for the next chunk (receding horizon: "
+                "the executor replans when chunk_size - n_action_steps points are left); 0: "
+                "the executor's own replan_steps"})
     image_size: int = field(default=96, metadata={
         "help": "square input size; other sizes are resized"})
     head: str = field(default="diffusion", metadata={"help": f"action head: one of {HEADS}"})
@@ -97,8 +109,15 @@ class VLAConfig:
             bad(f"norm_mode must be one of {NORM_MODES}")
         if self.chunk_size < 1:
             bad(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if not self.camera_names:
-            bad("camera_names must list at least one camera")
+        if self.env_state_dim < 0:
+            bad(f"env_state_dim must be >= 0, got {self.env_state_dim}")
+        if not self.camera_names and self.env_state_dim == 0:
+            bad("camera_names must list at least one camera unless env_state_dim > 0")
+        if self.action_mode not in ACTION_MODES:
+            bad(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
+        if not 0 <= self.n_action_steps <= self.chunk_size:
+            bad(f"n_action_steps ({self.n_action_steps}) must be in [0, chunk_size="
+                f"{self.chunk_size}]")
         if len(set(self.camera_names)) != len(self.camera_names):
             bad(f"duplicate camera names {self.camera_names}")
         if self.d_model % self.n_heads:
@@ -112,6 +131,8 @@ class VLAConfig:
         if self.image_size < 2 ** len(self.vision_channels):
             bad(f"image_size ({self.image_size}) too small for {len(self.vision_channels)} "
                 "stride-2 stages")
+        if self.instruction_keypoints and not self.camera_names:
+            bad("instruction_keypoints needs a camera")
         if self.instruction_keypoints and self.vision_pool != "keypoints":
             bad("instruction_keypoints needs vision_pool='keypoints', got "
                 f"{self.vision_pool!r}")

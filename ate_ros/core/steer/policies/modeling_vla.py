@@ -48,6 +48,7 @@ OBS_IMAGES = "observation.images"  # (B, C, h, w, 3) uint8
 OBS_STATE = "observation.state"  # (B, D) float32 joint units, zeros off-mask
 OBS_MASK = "observation.mask"  # (B, D) bool
 OBS_TEXT = "observation.text_embedding"  # (B, text_dim) float32
+OBS_ENV_STATE = "observation.environment_state"  # (B, E) float32 low-dim scene state
 ACTION = "action"  # (B, H, D) float32 joint units, zeros off-mask
 EPISODE_GOAL = "episode.final_state"  # (B, D) training only: joint state at the episode's end
 
@@ -189,16 +190,16 @@ def _pair_kv(flat) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 class _ObservationEncoder(nn.Module):
     """Traceable view of :meth:`VLAPolicy.encode_observation` + :meth:`VLAPolicy.memory_kv`:
-    (images, state, mask, text) -> (memory, k_0, v_0, k_1, v_1, ...)."""
+    the policy's observation tensors (in :meth:`VLAPolicy.observation_keys` order) ->
+    (memory, k_0, v_0, k_1, v_1, ...)."""
 
     def __init__(self, policy: VLAPolicy) -> None:
         super().__init__()
         self.policy = policy
+        self.keys = policy.observation_keys
 
-    def forward(self, images: torch.Tensor, state: torch.Tensor, mask: torch.Tensor,
-                text: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        memory = self.policy.encode_observation(
-            {OBS_IMAGES: images, OBS_STATE: state, OBS_MASK: mask, OBS_TEXT: text})
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        memory = self.policy.encode_observation(dict(zip(self.keys, inputs)))
         return (memory, *_flat_kv(self.policy.memory_kv(memory)))
 
 
@@ -295,12 +296,23 @@ class VLAPolicy(nn.Module):
         d = config.d_model
         C = len(config.camera_names)
         n_img = C * config.vision_grid ** 2
-        self.image_encoder = ImageEncoder(config.vision_channels, d, config.vision_grid,
-                                          config.vision_pool)
-        self.camera_embed = nn.Parameter(torch.zeros(C, 1, d))
+        E = config.env_state_dim
+        n_mem = n_img + 2 + (1 if E else 0)
+        if C:
+            self.image_encoder = ImageEncoder(config.vision_channels, d, config.vision_grid,
+                                              config.vision_pool)
+            self.camera_embed = nn.Parameter(torch.zeros(C, 1, d))
+            nn.init.normal_(self.camera_embed, std=0.02)
         self.text_proj = nn.Sequential(nn.Linear(config.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.state_proj = nn.Sequential(nn.Linear(2 * UNIFIED_DIM, d), nn.SiLU(), nn.Linear(d, d))
-        self.memory_pos = nn.Parameter(torch.zeros(1, n_img + 2, d))
+        if E:
+            # The instruction enters the environment-state token too, so which object matters
+            # ("the red block") is resolved where the object positions are.
+            self.env_proj = nn.Sequential(nn.Linear(E + d, 2 * d), nn.SiLU(),
+                                          nn.Linear(2 * d, d))
+            self.register_buffer("env_shift", torch.zeros(E))
+            self.register_buffer("env_scale", torch.ones(E))
+        self.memory_pos = nn.Parameter(torch.zeros(1, n_mem, d))
         self.memory_norm = nn.LayerNorm(d)
         self.action_in = nn.Linear(UNIFIED_DIM, d)
         self.action_pos = nn.Parameter(torch.zeros(1, config.chunk_size, d))
@@ -318,11 +330,10 @@ class VLAPolicy(nn.Module):
             nn.init.zeros_(self.keypoint_query.bias)
         if config.goal_loss_weight > 0:
             # Reads all memory tokens (flattened, so each image token's identity survives).
-            self.goal_head = nn.Sequential(nn.Flatten(1), nn.Linear((n_img + 2) * d, d),
+            self.goal_head = nn.Sequential(nn.Flatten(1), nn.Linear(n_mem * d, d),
                                            nn.SiLU(), nn.Linear(d, UNIFIED_DIM))
         nn.init.normal_(self.memory_pos, std=0.02)
         nn.init.normal_(self.action_pos, std=0.02)
-        nn.init.normal_(self.camera_embed, std=0.02)
         # Normalisation statistics (saved with the weights): x_norm = (x - shift) / scale.
         for name in ("state", "action"):
             self.register_buffer(f"{name}_shift", torch.zeros(UNIFIED_DIM))
@@ -355,6 +366,27 @@ class VLAPolicy(nn.Module):
         return self.config.parameterization
 
     @property
+    def env_state_dim(self) -> int:
+        """Width of the environment state the policy reads (0: none)."""
+        return self.config.env_state_dim
+
+    @property
+    def n_action_steps(self) -> int:
+        """Chunk points to execute before replanning (0: the executor decides)."""
+        return self.config.n_action_steps
+
+    @property
+    def relative_actions(self) -> bool:
+        return self.config.action_mode == "relative"
+
+    @property
+    def observation_keys(self) -> tuple[str, ...]:
+        """Batch keys :meth:`encode_observation` reads, in a fixed order."""
+        keys = ((OBS_IMAGES,) if self.config.camera_names else ()) + (OBS_STATE, OBS_MASK,
+                                                                      OBS_TEXT)
+        return keys + ((OBS_ENV_STATE,) if self.config.env_state_dim else ())
+
+    @property
     def model_id(self) -> str:
         """Short hash of config + weights (identifies the policy in logs and results)."""
         h = hashlib.sha256(str(sorted(self.config.to_dict().items())).encode())
@@ -372,6 +404,23 @@ class VLAPolicy(nn.Module):
             getattr(self, f"{name}_scale").copy_(torch.as_tensor(scale, dtype=torch.float32))
             getattr(self, f"{name}_shift").copy_(torch.as_tensor(shift, dtype=torch.float32))
 
+    def set_env_stats(self, stats: NormStats) -> None:
+        """Normalisation of the environment state (policies with ``env_state_dim > 0``)."""
+        if stats.dim != self.config.env_state_dim:
+            raise ValueError(f"environment-state stats have {stats.dim} dims, the policy "
+                             f"reads {self.config.env_state_dim}")
+        scale, shift = stats._scale_shift(np.zeros(1))
+        self.env_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        self.env_shift.copy_(torch.as_tensor(shift, dtype=torch.float32))
+
+    def action_reference(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(B, 1, D) what relative actions are relative to (the masked joint state at the
+        observation); ``None`` for absolute actions."""
+        if not self.relative_actions:
+            return None
+        mask = batch[OBS_MASK].to(torch.float32)
+        return (batch[OBS_STATE].float() * mask).unsqueeze(1)
+
     def normalize_action(self, a: torch.Tensor) -> torch.Tensor:
         return (a - self.action_shift) / self.action_scale
 
@@ -384,25 +433,36 @@ class VLAPolicy(nn.Module):
                            state_keep: torch.Tensor | None = None) -> torch.Tensor:
         """-> memory tokens (B, M, d); run once per chunk. ``state_keep`` (B, 1) in {0, 1}
         hides the state of some samples (training-time state dropout)."""
-        imgs = batch[OBS_IMAGES]  # (B, C, h, w, 3) uint8
-        B, C = imgs.shape[:2]
-        if C != len(self.config.camera_names):
-            raise ValueError(f"batch has {C} cameras, policy expects {self.camera_names}")
-        x = frames_to_input(imgs.reshape((B * C,) + tuple(imgs.shape[2:])),
-                            self.config.image_size)
-        t_tok = self.text_proj(batch[OBS_TEXT].to(x.dtype)).unsqueeze(1)  # (B, 1, d)
-        delta = None
-        if self.config.instruction_keypoints:
-            delta = self.keypoint_query(t_tok).view(B, -1, self.image_encoder.channels)
-            delta = delta.repeat_interleave(C, 0)  # (B * C, K, c)
-        tok = self.image_encoder(x, delta).reshape(B, C, -1, self.config.d_model)
-        tok = tok + self.camera_embed
-        mask = batch[OBS_MASK].to(x.dtype)
+        dtype = self.state_shift.dtype
+        t_tok = self.text_proj(batch[OBS_TEXT].to(dtype)).unsqueeze(1)  # (B, 1, d)
+        B = t_tok.shape[0]
+        mask = batch[OBS_MASK].to(dtype)
         state = (batch[OBS_STATE] - self.state_shift) / self.state_scale * mask
         if state_keep is not None:
             state = state * state_keep
         s_tok = self.state_proj(torch.cat([state, mask], -1)).unsqueeze(1)
-        mem = torch.cat([t_tok, s_tok, tok.flatten(1, 2)], 1) + self.memory_pos
+        tokens = [t_tok, s_tok]
+        if self.config.env_state_dim:
+            env = batch[OBS_ENV_STATE].to(dtype)
+            if env.shape[-1] != self.config.env_state_dim:
+                raise ValueError(f"environment state has {env.shape[-1]} values, the policy "
+                                 f"reads {self.config.env_state_dim}")
+            env = (env - self.env_shift) / self.env_scale
+            tokens.append(self.env_proj(torch.cat([env, t_tok[:, 0]], -1)).unsqueeze(1))
+        if self.config.camera_names:
+            imgs = batch[OBS_IMAGES]  # (B, C, h, w, 3) uint8
+            C = imgs.shape[1]
+            if C != len(self.config.camera_names):
+                raise ValueError(f"batch has {C} cameras, policy expects {self.camera_names}")
+            x = frames_to_input(imgs.reshape((B * C,) + tuple(imgs.shape[2:])),
+                                self.config.image_size)
+            delta = None
+            if self.config.instruction_keypoints:
+                delta = self.keypoint_query(t_tok).view(B, -1, self.image_encoder.channels)
+                delta = delta.repeat_interleave(C, 0)  # (B * C, K, c)
+            tok = self.image_encoder(x, delta).reshape(B, C, -1, self.config.d_model)
+            tokens.append((tok + self.camera_embed).flatten(1, 2))
+        mem = torch.cat(tokens, 1) + self.memory_pos
         return self.memory_norm(mem)
 
     def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -453,7 +513,7 @@ class VLAPolicy(nn.Module):
         """Memory tokens and per-layer K/V of a batch; with ``fast_inference`` one traced call
         (the eager encoder is ~30 module calls, ~1 ms of Python per chunk on one core)."""
         if self._use_traces():
-            inputs = tuple(batch[k] for k in (OBS_IMAGES, OBS_STATE, OBS_MASK, OBS_TEXT))
+            inputs = tuple(batch[k] for k in self.observation_keys)
             key = ("encoder", *((tuple(t.shape), t.dtype, t.device.type) for t in inputs))
             traced = self._trace(key, _ObservationEncoder(self), inputs)
             if traced is not None:
@@ -582,7 +642,9 @@ class VLAPolicy(nn.Module):
         """Training loss on a batch (joint units in, normalised inside). Returns (loss, logs)."""
         mask = batch[OBS_MASK]  # (B, D)
         mf = mask.to(torch.float32).unsqueeze(1)  # (B, 1, D)
-        a0 = self.normalize_action(batch[ACTION].float()) * mf
+        ref = self.action_reference(batch)
+        a_joint = batch[ACTION].float() if ref is None else batch[ACTION].float() - ref
+        a0 = self.normalize_action(a_joint) * mf
         B, dev = a0.shape[0], a0.device
         keep = None
         if self.training and self.config.state_dropout > 0:
@@ -606,7 +668,7 @@ class VLAPolicy(nn.Module):
         pred = self.denoise(x, frac, kv)
         stats = GuidanceStats()
         if guidance is not None:
-            target, stats = guidance.guided_target(target, x, a0, level)
+            target, stats = guidance.guided_target(target, x, a0, level, offset=ref)
         loss = masked_mse(pred, target, mask)
         logs = {"loss": float(loss.detach())}
         if self.config.goal_loss_weight > 0 and EPISODE_GOAL in batch:
@@ -642,12 +704,14 @@ class VLAPolicy(nn.Module):
         memory, kv = self._encode(batch)
         mf = batch[OBS_MASK].to(memory.dtype).unsqueeze(1)
         B, dev = memory.shape[0], memory.device
+        ref = self.action_reference(batch)
+        ref = torch.zeros_like(mf) if ref is None else ref.to(memory.dtype)
         x = seeded_noise((B, cfg.chunk_size, UNIFIED_DIM), generator, dev, memory.dtype) * mf
 
         def steer(x0: torch.Tensor) -> torch.Tensor:
             if guidance is None:
                 return x0
-            shift = guidance.shift(self.unnormalize_action(x0) * mf)
+            shift = guidance.shift((self.unnormalize_action(x0) + ref) * mf)
             return x0 + shift / self.action_scale * mf
 
         # Without guidance, deterministic samplers (DDIM, flow Euler) run one traced call per
@@ -693,24 +757,36 @@ class VLAPolicy(nn.Module):
                     x0 = steer(self.flow.x0_from_velocity(v, x, lv))
                     v = self.flow.velocity_from_x0(x0, x, lv)
                 x = self.flow.euler(x, v, lv, lv_next) * mf
-        return self.unnormalize_action(x) * mf
+        return (self.unnormalize_action(x) + ref) * mf
 
     def observation_to_batch(self, obs: PolicyObservation) -> dict[str, torch.Tensor]:
         dev = self.action_shift.device
         missing = [c for c in self.config.camera_names if c not in obs.images]
         if missing:
             raise ValueError(f"observation lacks cameras {missing} (has {sorted(obs.images)})")
-        imgs = np.stack([obs.images[c] for c in self.config.camera_names])  # (C, h, w, 3)
+        batch: dict[str, torch.Tensor] = {}
+        if self.config.camera_names:
+            imgs = np.stack([obs.images[c] for c in self.config.camera_names])  # (C, h, w, 3)
+            batch[OBS_IMAGES] = torch.from_numpy(imgs).unsqueeze(0).to(dev)
+        E = self.config.env_state_dim
+        if E:
+            if obs.env_state is None:
+                raise ValueError(f"the policy reads a {E}-value environment state (object "
+                                 "positions) and the observation has none")
+            if obs.env_state.shape != (E,):
+                raise ValueError(f"environment state has shape {obs.env_state.shape}, the "
+                                 f"policy reads ({E},)")
+            batch[OBS_ENV_STATE] = torch.from_numpy(obs.env_state).unsqueeze(0).to(dev)
         if obs.instruction not in self._text_cache:
             from ate_ros.core.steer.policies.text_encoder import embed_instructions
 
             emb = embed_instructions([obs.instruction], self.config.text_encoder,
                                      self.config.text_dim)[0]
             self._text_cache[obs.instruction] = torch.from_numpy(emb).to(dev)
-        return {OBS_IMAGES: torch.from_numpy(imgs).unsqueeze(0).to(dev),
-                OBS_STATE: torch.from_numpy(obs.qpos * obs.mask).unsqueeze(0).to(dev),
-                OBS_MASK: torch.from_numpy(obs.mask).unsqueeze(0).to(dev),
-                OBS_TEXT: self._text_cache[obs.instruction].unsqueeze(0)}
+        batch.update({OBS_STATE: torch.from_numpy(obs.qpos * obs.mask).unsqueeze(0).to(dev),
+                      OBS_MASK: torch.from_numpy(obs.mask).unsqueeze(0).to(dev),
+                      OBS_TEXT: self._text_cache[obs.instruction].unsqueeze(0)})
+        return batch
 
     def predict_chunk(self, obs: PolicyObservation, num_steps: int | None = None,
                       seed: int | None = None, guidance_scale: float | None = None
