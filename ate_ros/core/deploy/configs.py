@@ -1,0 +1,162 @@
+"""Configuration of the deployment nodes and the topic names they share.
+
+Each node declares its ROS parameters from one of these dataclasses (help text, ranges and
+read-only flags in field metadata, turned into descriptors by :mod:`ate_ros.ros.params`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_CONTROLLER = "arm_controller"
+"""Controller name: commands go to ``<controller>/joint_trajectory`` (ros2_control convention)."""
+
+# Relative topic names shared by the nodes (namespaces and remapping apply).
+JOINT_STATES = "joint_states"
+OBSERVATION = "observation"
+ACTION_CHUNK = "action_chunk"
+INSTRUCTION = "instruction"
+TASK_SUCCESS = "task_success"
+PREDICTED_CHUNKS = "~/predicted_chunks"
+RUN_POLICY = "run_policy"
+
+OBSERVATION_SOURCES = ("topic", "sensors")
+"""policy_node's ``observation_source`` values."""
+
+
+def _f(default, help: str, range=None, read_only: bool = False,  # noqa: A002
+       choices=None):
+    """A dataclass field with the metadata ``ate_ros.ros.params`` turns into a descriptor."""
+    meta = {"help": help, "read_only": read_only}
+    if range is not None:
+        meta["min"], meta["max"] = range
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SensorInputsConfig:
+    """How camera frames and joint states become one observation: the inputs of
+    ``perception_node``, and of ``policy_node`` with ``observation_source: sensors``."""
+
+    max_age: float = _f(0.5, "inputs older than this (s, node clock) are refused", (0.0, 60.0))
+    max_skew: float = _f(0.2, "largest stamp difference between the inputs of one observation (s)",
+                         (0.0, 60.0))
+    compressed: bool = _f(False, "subscribe to <camera topic>/compressed (CompressedImage) "
+                          "instead of raw images", read_only=True)
+    crop: str = _f("center", "how images are fitted to the embodiment size: center (crop to the "
+                   "aspect ratio, then resize) or stretch (resize only)",
+                   choices=("center", "stretch"))
+    instruction: str = _f("", "instruction used until one arrives on the instruction topic")
+    exact_sync: bool = _f(False, "one observation per new stamp of the first camera, as soon as "
+                          "every input has a sample with exactly that stamp (lock-step "
+                          "simulation: deterministic bundles); rate_hz is then ignored",
+                          read_only=True)
+
+    def __post_init__(self) -> None:
+        if self.crop not in ("center", "stretch"):
+            raise ValueError(f"crop must be 'center' or 'stretch', got {self.crop!r}")
+        if self.max_age < 0 or self.max_skew < 0:
+            raise ValueError("max_age and max_skew must be >= 0")
+
+
+@dataclass
+class PerceptionConfig(SensorInputsConfig):
+    """Parameters of ``perception_node``: its inputs, plus the embodiment and the rate."""
+
+    embodiment: str = _f("", "embodiment name (config/embodiments/<name>.yaml) or YAML path",
+                         read_only=True)
+    rate_hz: float = _f(5.0, "Observation publish rate (the policy rate); 0 publishes on every "
+                        "new frame of the first camera", (0.0, 1000.0))
+    diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rate_hz < 0:
+            raise ValueError("rate_hz must be >= 0")
+
+
+@dataclass
+class PolicyNodeConfig:
+    """Parameters of ``policy_node``."""
+
+    embodiment: str = _f("", "embodiment name or YAML path", read_only=True)
+    policy: str = _f("wave", "policy checkpoint directory, or a built-in: hold, wave (expert: "
+                     "the scripted simulation oracle, `ate-ros run --sim` only)", read_only=True)
+    vae: str = _f("", "stage-2 alignment directory for the OOD monitor ('' = none, OOD is NaN)",
+                  read_only=True)
+    device: str = _f("cpu", "torch device of the policy (cpu, cuda, cuda:1)", read_only=True)
+    observation_source: str = _f(
+        "topic", "where observations come from: topic (the observation topic, published by "
+        "perception_node) or sensors (this node subscribes to the embodiment's cameras and "
+        "joint_states itself, set up by sensors.*: no perception_node, one DDS hop and one image "
+        "copy less)", read_only=True, choices=OBSERVATION_SOURCES)
+    sensors: SensorInputsConfig = field(default_factory=SensorInputsConfig)
+    rate_hz: float = _f(0.0, "largest inference rate; 0 = on every new observation",
+                        (0.0, 1000.0))
+    num_steps: int = _f(0, "denoising / integration steps (0 = the policy's default)", (0, 1000))
+    seed: int = _f(-1, "sampling seed (-1 = random each chunk)", (-1, 2**31 - 1))
+    num_samples: int = _f(0, "extra chunks sampled with other seeds, for visualisation only",
+                          (0, 16))
+    max_obs_age: float = _f(0.5, "observations older than this (s, node clock) are refused",
+                            (0.0, 60.0))
+    require_goal: bool = _f(False, "publish chunks only while a RunPolicy goal is running")
+    hold_on_stop: bool = _f(True, "on cancel/deactivate publish a stop request (a chunk "
+                            "without points): the executor brakes and holds where the arm is")
+    publish_markers: bool = _f(True, "publish the MarkerArray on ~/predicted_chunks")
+    kinematics: str = _f("auto", "forward kinematics for markers: auto, urdf, sim, joints",
+                         choices=("auto", "urdf", "sim", "joints"))
+    viz_history: int = _f(5, "older chunks kept in the markers (fading)", (0, 50))
+    warmup: bool = _f(True, "run one dummy inference in on_activate")
+    torch_threads: int = _f(1, "torch intra-op threads for CPU inference (0 = torch's default, "
+                            "one per core). More than 1 competes with the executor, DDS and "
+                            "simulation threads of the process: a small model runs several "
+                            "times slower", (0, 256), read_only=True)
+    diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
+
+    def __post_init__(self) -> None:
+        if self.observation_source not in OBSERVATION_SOURCES:
+            raise ValueError(f"observation_source must be one of {OBSERVATION_SOURCES}, got "
+                             f"{self.observation_source!r}")
+        if self.kinematics not in ("auto", "urdf", "sim", "joints"):
+            raise ValueError(f"kinematics must be auto, urdf, sim or joints, got "
+                             f"{self.kinematics!r}")
+
+
+@dataclass
+class SimRobotConfig:
+    """Parameters of ``sim_robot_node``."""
+
+    embodiment: str = _f("", "embodiment name or YAML path ('' = the adaptation embodiment)",
+                         read_only=True)
+    task: str = _f("", "simulation task ('' = the default task)", read_only=True)
+    seed: int = _f(0, "episode seed (32 bits, like the evaluation seeds)", (0, 2**32 - 1),
+                   read_only=True)
+    real_time_factor: float = _f(1.0, "sim seconds per wall second (>1 runs faster)",
+                                 (0.01, 100.0))
+    tick_period: float = _f(0.01, "wall seconds between simulation updates", (0.001, 1.0))
+    joint_state_rate_hz: float = _f(50.0, "joint_states rate (sim time)", (1.0, 1000.0))
+    camera_rate_hz: float = _f(10.0, "camera image rate (sim time)", (0.1, 120.0))
+    controller: str = _f(DEFAULT_CONTROLLER, "commands on <controller>/joint_trajectory",
+                         read_only=True)
+    publish_clock: bool = _f(True, "publish /clock (sim time) for use_sim_time nodes",
+                             read_only=True)
+    max_duration: float = _f(0.0, "stop the episode after this much sim time (0 = never)",
+                             (0.0, 1e6))
+    start_paused: bool = _f(False, "wait for start_episode() / a message on ~/start before the "
+                            "episode starts (nothing is published until then), so a slow "
+                            "policy load does not eat the episode", read_only=True)
+    lockstep: bool = _f(False, "lock-step: each control period, publish joint_states (+ images "
+                        "when an observation is due) stamped with the tick, wait for the "
+                        "policy's chunk and the executor's command for that tick, then advance "
+                        "one control period with the command (reproduces the direct evaluation "
+                        "loop); the episode ends when the task is done", read_only=True)
+    lockstep_timeout: float = _f(2.0, "lock-step: wall seconds to wait for a chunk or a command "
+                                 "before advancing anyway (holding the last target)",
+                                 (0.001, 600.0))
+    publish_instruction: bool = _f(True, "publish the task instruction on the latched "
+                                   "`instruction` topic at episode start", read_only=True)
+    publish_robot_description: bool = _f(
+        True, "publish the arm's URDF (generated from the MuJoCo model) once on the latched "
+        "`robot_description` topic, for RViz's RobotModel display", read_only=True)
