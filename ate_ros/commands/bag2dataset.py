@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ate_ros.core.data.convert import ConversionSpec, Manifest
 
 EPILOG = (
     "exit status: 0 if all bags converted; 1 if any bag failed (the other bags are still "
@@ -94,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 0 when at least one bag converted even if others failed")
 
 
-def spec_from_args(args: argparse.Namespace):
+def spec_from_args(args: argparse.Namespace) -> ConversionSpec:
     """The :class:`ConversionSpec` of the command line (ValueError for invalid values)."""
     from ate_ros.core.data.convert import ConversionSpec
 
@@ -113,7 +117,7 @@ def spec_from_args(args: argparse.Namespace):
         compression=None if args.compression == "none" else args.compression)
 
 
-def print_report(manifest, out: str, keep_going: bool) -> int:
+def print_report(manifest: Manifest, out: str, keep_going: bool) -> int:
     """One line per bag (warnings below it), a summary line; returns the exit status."""
     for b in manifest.bags:
         if b["status"] == "ok":

@@ -113,7 +113,7 @@ def _evenly(n_total: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, max(n_total - 1, 0), max(1, min(n, n_total))).astype(int))
 
 
-def load_dataset(args) -> tuple:
+def load_dataset(args: argparse.Namespace) -> tuple:
     """-> (embodiment, [(chunk (H, D), [samples])], executed (T, D), title)."""
     from ate_ros.core.data.episode_format import EpisodeFormatError, episode_paths, read_episode
 
@@ -153,7 +153,7 @@ def _bag_path(src: Path) -> Path:
     return bags[0]
 
 
-def load_bag(args) -> tuple:
+def load_bag(args: argparse.Namespace) -> tuple:
     """-> (embodiment, [(chunk (H, D), [samples])], executed (T, D), title)."""
     from ate_ros.core.data.bags import METADATA_EMBODIMENT, BagError, BagSource
 
