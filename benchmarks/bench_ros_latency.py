@@ -77,9 +77,7 @@ def run_child(role: str, embodiment: str, source: str) -> int:
     per_cfg, pol_cfg = node_configs(embodiment, source)
 
     def make():
-        if role == "perception":
-            return PerceptionNode(per_cfg)
-        node = PolicyNode(pol_cfg)
+        node = PerceptionNode(per_cfg) if role == "perception" else PolicyNode(pol_cfg)
         node.trigger_configure()  # what the launch file's autostart does
         node.trigger_activate()
         return node
@@ -163,9 +161,10 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     th = threading.Thread(target=ex.spin_until_future_complete, args=(stop_spinning,),
                           daemon=True)
     th.start()
-    if pol is not None:
-        pol.trigger_configure()
-        pol.trigger_activate()
+    for lifecycle_node in (per, pol):  # both are lifecycle nodes: bring them to active
+        if lifecycle_node is not None:
+            lifecycle_node.trigger_configure()
+            lifecycle_node.trigger_activate()
     end = time.monotonic() + (60 if processes else 3)
     while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
         time.sleep(0.05)

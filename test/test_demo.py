@@ -32,6 +32,10 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     assert pre_cfg["config"]["vision_init"] == str(out / "vision_encoder")
     assert pre_cfg["config"]["policy"]["instruction_keypoints"] is True
     assert pre_cfg["config"]["policy"]["goal_loss_weight"] == 1.0
+    low = json.loads((out / "policy_pretrain_lowdim" / "config.json").read_text())["policy"]
+    assert low["env_state_dim"] > 0 and low["camera_names"] == []
+    assert low["action_mode"] == "relative"
+    assert "ATE - direct =" in proc.stdout and "paired interval" in proc.stdout
     assert set(summary["results"]) == {"pretrained (zero-shot)", "direct fine-tuning", "ATE"}
     for per_task in summary["results"].values():
         for r in per_task.values():

@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", default="",
                         help="instruction for every episode (overrides topic/metadata)")
     parser.add_argument("--instruction-topic", default=T.INSTRUCTION_TOPIC)
+    parser.add_argument("--env-state-topic", default=T.ENV_STATE_TOPIC,
+                        help="ate_ros/EnvironmentState topic stored as the episodes' "
+                             "environment_state when the bag has it ('' : never)")
     parser.add_argument("--task", default="")
     parser.add_argument("--split-topic", default="",
                         help="start a new episode at each message on this topic")
@@ -107,7 +110,8 @@ def spec_from_args(args: argparse.Namespace) -> ConversionSpec:
         command_topic=args.command_topic, action_chunk_topic=args.action_chunk_topic,
         camera_topics=_camera_map(args.camera),
         require_cameras=not args.no_require_cameras, instruction=args.instruction,
-        instruction_topic=args.instruction_topic, task=args.task,
+        instruction_topic=args.instruction_topic, env_state_topic=args.env_state_topic,
+        task=args.task,
         split_topic=args.split_topic, time_source=args.time_source,
         joint_max_age_s=args.joint_max_age, image_max_age_s=args.image_max_age,
         action_max_age_s=args.action_max_age, gap_policy=args.gaps,

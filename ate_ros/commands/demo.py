@@ -7,10 +7,10 @@
 2. ``bag2dataset``  bags -> verified episode datasets (one per arm), then ``verify-dataset``
 3. ``align``        stage-1 VAE on the pre-training arms, prior, stage-2 VAE on the new arm
 4. ``pretrain-vision``, ``pretrain``   the image encoder on labelled scenes of the pre-training
-                    arms, then the compact VLA on their demonstrations, starting from that encoder
-                    (tiny budgets: they show the steps work; adaptation starts from the committed
-                    checkpoint in ``assets/pretrained_sim/`` when present, see its README for the
-                    commands)
+                    arms, then the compact VLA (image track), and the low-dimensional policy
+                    (object positions) on their demonstrations (tiny budgets: they show the steps
+                    work; adaptation starts from the committed low-dim checkpoint in
+                    ``assets/pretrained_lowdim/`` when present, see its README for the commands)
 5. ``steer``        fine-tune on the new arm twice, same steps/seed/data: ATE guidance and direct
 6. ``eval``         closed-loop success of pre-trained, direct and ATE policies on the new arm
 7. ``run --sim``    the ROS 2 graph (sim robot, perception, policy + OOD monitor, executor) closed
@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "assets" / "pretrained_sim"
+PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "assets" / "pretrained_lowdim"
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     arms_pre, arm_ada = list(PRETRAIN_EMBODIMENTS), ADAPT_EMBODIMENT
     pretrained = _usable_pretrained(args.pretrained)
-    n_steps = (len(arms_pre) + 1) * len(prof.tasks) + (len(arms_pre) + 1) * 2 + 1 + 2 + 2 \
+    n_steps = (len(arms_pre) + 1) * len(prof.tasks) + (len(arms_pre) + 1) * 2 + 1 + 3 + 2 \
         + 3 * len(prof.tasks) + (0 if args.skip_ros else 1)
     pipe = _Pipeline(n_steps)
     t_start = time.monotonic()
@@ -174,7 +174,14 @@ def run(args: argparse.Namespace) -> int:
                            "--out", str(own_pretrain), "--steps", str(prof.pretrain_steps),
                            "--batch-size", str(prof.batch_size), "--device", args.device,
                            "--seed", str(args.seed), "--no-progress"])
-    base = pretrained or own_pretrain
+    own_low_dim = out / "policy_pretrain_lowdim"
+    pipe.step("pretrain", ["pretrain", "--data", ",".join(str(data[a]) for a in arms_pre),
+                           "--observation", "low_dim", "--action-mode", "relative",
+                           "--n-action-steps", "8",
+                           "--out", str(own_low_dim), "--steps", str(prof.pretrain_steps),
+                           "--batch-size", str(prof.batch_size), "--device", args.device,
+                           "--seed", str(args.seed), "--no-progress"])
+    base = pretrained or own_low_dim
     # 5. Fine-tuning on the new robot: ATE guidance vs direct, same everything else.
     policies = {"pretrained (zero-shot)": base}
     for name, guidance in (("direct fine-tuning", "off"), ("ATE", "on")):
@@ -224,6 +231,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def pooled(per_task: dict[str, dict]) -> tuple[list[int], float, float, float]:
+    """Episode outcomes over all tasks, their success rate and 95% Wilson interval."""
+    from ate_ros.core.sim.evaluate import wilson_interval
+
+    outcomes = [int(r["success"]) for t in sorted(per_task) for r in per_task[t]["records"]]
+    lo, hi = wilson_interval(sum(outcomes), len(outcomes))
+    return outcomes, sum(outcomes) / max(len(outcomes), 1), lo, hi
+
+
+def paired_verdict(ate: list[int], direct: list[int], reps: int = 5000, seed: int = 0) -> str:
+    """One sentence: ATE minus direct over the same evaluation episodes, with a paired
+    bootstrap 95% interval, and whether it separates from zero."""
+    import numpy as np
+
+    d = np.asarray(ate, float) - np.asarray(direct, float)
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(len(d), size=(reps, len(d)))].mean(1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    diff = d.mean()
+    if lo > 0:
+        verdict = "ATE is better, and the interval excludes no difference"
+    elif hi < 0:
+        verdict = "direct fine-tuning is better, and the interval excludes no difference"
+    else:
+        verdict = (f"{'ATE' if diff > 0 else 'direct' if diff < 0 else 'neither'} is ahead, "
+                   "but the interval includes zero: this run cannot tell them apart")
+    return (f"ATE - direct = {100 * diff:+.1f} points [95% paired interval {100 * lo:+.0f}, "
+            f"{100 * hi:+.0f}] over {len(d)} episodes: {verdict}.")
+
+
 def print_summary(s: dict, prof: DemoProfile) -> None:
     tasks = list(prof.tasks)
     print("\n" + "=" * 78)
@@ -237,7 +274,12 @@ def print_summary(s: dict, prof: DemoProfile) -> None:
             r = per_task[t]
             cells.append(f"{100 * r['success_rate']:5.0f}% [{100 * r['ci_low']:2.0f}-"
                          f"{100 * r['ci_high']:3.0f}]")
-        print(f"{name:26s}" + "".join(f"{c:>17s}" for c in cells))
+        _, rate, lo, hi = pooled(per_task)
+        print(f"{name:26s}" + "".join(f"{c:>17s}" for c in cells)
+              + f"   all: {100 * rate:3.0f}% [{100 * lo:2.0f}-{100 * hi:3.0f}]")
+    res = s["results"]
+    if "ATE" in res and "direct fine-tuning" in res:
+        print(paired_verdict(pooled(res["ATE"])[0], pooled(res["direct fine-tuning"])[0]))
     if s.get("ros"):
         r = s["ros"]
         ood = r.get("ood_score_mean")

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 UNIFIED_DIM = 128
 """Width of RDT's unified action space."""
 
-# RDT's slot ranges (start, stop) for embodiment YAML authors; see ATE_METHOD.md.
+# RDT's slot ranges (start, stop) for embodiment YAML authors; see docs/method.md.
 SLOT_RANGES: dict[str, tuple[int, int]] = {
     "right_arm_joint_pos": (0, 10),
     "right_gripper_joint_pos": (10, 15),

@@ -11,6 +11,8 @@ Subscribes (relative names, SensorDataQoS depth 1):
     ``<camera topic>`` (sensor_msgs/Image, from the embodiment's camera list) or
     ``<camera topic>/compressed`` (sensor_msgs/CompressedImage) when ``compressed`` is true,
     ``joint_states`` (sensor_msgs/JointState),
+    ``environment_state`` (ate_ros/EnvironmentState) when ``env_state_dim`` > 0 (a low-dim
+    policy downstream): then required, fresh and of that width, in every observation,
     ``instruction`` (std_msgs/String, transient-local: the last instruction is kept).
 Publishes:
     ``observation`` (ate_ros/Observation): the freshest synchronised bundle, images resized /
@@ -74,7 +76,8 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.inputs = SensorInputs(self, self.embodiment, cfg, callback_group=self._group,
-                                   on_ready=self._publish, event_driven=cfg.rate_hz == 0)
+                                   on_ready=self._publish, event_driven=cfg.rate_hz == 0,
+                                   env_state_dim=cfg.env_state_dim)
         self.pub = self.create_lifecycle_publisher(Observation, OBSERVATION, COMMAND_QOS)
         self.get_logger().info(
             f"configured: perception for {self.embodiment.name}: cameras "
@@ -160,7 +163,8 @@ class PerceptionNode(LifecycleNode):
             return
         msg = conv.observation_to_msg(images, self.embodiment.joint_names, snap.q,
                                       conv.sec_to_time(snap.stamp), snap.instruction,
-                                      self.embodiment.base_frame)
+                                      self.embodiment.base_frame, env_state=snap.env_state,
+                                      env_state_names=snap.env_state_names)
         if publish_unless_shutdown(self, self.pub, msg):  # nothing once Ctrl-C shut it down
             self.published += 1
 

@@ -15,10 +15,11 @@ executor thread builds its wait set, and an action server destroyed while a clie
 holds it in a wait set lingers beside its successor, which the client then may not match.
 
 Topics (relative): subscribes ``observation`` (SensorDataQoS depth 1: the freshest only), or
-with ``observation_source: sensors`` the embodiment's camera topics, ``joint_states`` and
-``instruction`` itself (:class:`ate_ros.ros.sensor_inputs.SensorInputs`, set up by ``sensors.*``;
-no perception_node is needed: one DDS hop and the Observation's image copy are saved, see the
-README's latency table; frames are decoded on the inference thread);
+with ``observation_source: sensors`` the embodiment's camera topics, ``joint_states``,
+``environment_state`` (only for a policy with ``env_state_dim > 0``) and ``instruction`` itself
+(:class:`ate_ros.ros.sensor_inputs.SensorInputs`, set up by ``sensors.*``; no perception_node is
+needed: one DDS hop and the Observation's image copy are saved, see docs/benchmarks.md;
+frames are decoded on the inference thread);
 publishes ``action_chunk`` (stamped with the observation time, inference latency and OOD score:
 the latent distance of the chunk to the adaptation distribution, NaN without a VAE),
 ``~/predicted_chunks`` (visualization_msgs/MarkerArray), ``/diagnostics``.
@@ -200,7 +201,8 @@ class PolicyNode(LifecycleNode):
         self._inference = InferenceThread(self)
         if cfg.observation_source == OBSERVATION_SOURCES[1]:
             self.inputs = SensorInputs(self._inference.node, self.embodiment, cfg.sensors,
-                                       on_ready=self._on_sensors, owner=self)
+                                       on_ready=self._on_sensors, owner=self,
+                                       env_state_dim=self._env_state_dim)
         else:
             self._obs_sub = self._inference.node.create_subscription(
                 Observation, self._inference.topic(OBSERVATION), self._on_observation,
@@ -333,12 +335,17 @@ class PolicyNode(LifecycleNode):
                 return None
             stamp = conv.sec_to_time(item.stamp)
         else:
-            obs = conv.msg_to_policy_observation(item, self.embodiment)
+            obs = conv.msg_to_policy_observation(item, self.embodiment, self._env_state_dim)
             stamp = item.header.stamp
         instruction = self.gate.instruction
         if instruction is not None:
             obs.instruction = instruction  # the RunPolicy goal wins
         return obs, stamp
+
+    @property
+    def _env_state_dim(self) -> int:
+        """Width of the environment state the policy reads (0: none; built-ins read none)."""
+        return int(getattr(self.policy, "env_state_dim", 0) or 0)
 
     def _dummy_observation(self) -> PolicyObservation:
         emb = self.embodiment
@@ -347,8 +354,10 @@ class PolicyNode(LifecycleNode):
         # A training instruction has a stored embedding: warming up with it does not load the
         # language model (seconds), which the first unseen instruction would.
         known = list(getattr(self.policy, "known_instructions", []) or [])
+        env = np.zeros(self._env_state_dim, np.float32) if self._env_state_dim else None
         return PolicyObservation(images=images, qpos=emb.to_unified(mid), mask=emb.mask,
-                                 instruction=known[0] if known else "warm up", stamp=0.0)
+                                 instruction=known[0] if known else "warm up", stamp=0.0,
+                                 env_state=env)
 
     def _predict(self, obs: PolicyObservation, seed: int | None = None) -> np.ndarray:
         steps = self.config.num_steps or None

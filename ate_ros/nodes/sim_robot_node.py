@@ -3,6 +3,11 @@
 Publishes (relative names unless absolute):
     ``/clock`` (rosgraph_msgs/Clock): simulated time, for nodes with use_sim_time;
     ``joint_states`` (sensor_msgs/JointState) at ``joint_state_rate_hz`` of sim time;
+    ``environment_state`` (ate_ros/EnvironmentState, layout
+    :data:`ate_ros.core.sim.object_labels.ENV_STATE_NAMES`): the low-dimensional scene state of
+    ``low_dim`` policies, published just before every joint_states with the same stamp (not at
+    the camera rate: a camera-less low-dim policy is paced by joint_states, and its inputs are
+    synchronised by stamp, so both must come together; 19 floats cost nothing);
     ``<camera topic>`` (sensor_msgs/Image, rgb8) per embodiment camera at ``camera_rate_hz``;
     ``task_success`` (std_msgs/Bool, transient-local), on change;
     ``robot_description`` (std_msgs/String, transient-local): the arm's URDF, generated from the
@@ -48,6 +53,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ate_ros.core.deploy import (
     ACTION_CHUNK,
+    ENV_STATE,
     INSTRUCTION,
     JOINT_STATES,
     TASK_SUCCESS,
@@ -118,6 +124,11 @@ class SimRobotNode(Node):
         self.clock_pub = (self.create_publisher(ClockMsg, "/clock", 10)
                           if cfg.publish_clock else None)
         self.js_pub = self.create_publisher(JointState, JOINT_STATES, 10)
+        from ate_ros.core.sim.object_labels import ENV_STATE_NAMES
+        from ate_ros.msg import EnvironmentState
+
+        self.env_state_names = list(ENV_STATE_NAMES)
+        self.env_state_pub = self.create_publisher(EnvironmentState, ENV_STATE, 10)
         self.cam_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR_QOS)
                          for c in emb.cameras}
         self.success_pub = self.create_publisher(Bool, TASK_SUCCESS, LATCHED_QOS)
@@ -384,6 +395,11 @@ class SimRobotNode(Node):
     def _publish_state(self, images: bool, stamp_ns: int | None = None) -> None:
         t = self.sim_time
         stamp = conv.ns_to_time(self._now_ns() if stamp_ns is None else stamp_ns)
+        # Before joint_states: a reader paced by joint_states then finds the state of its stamp.
+        env = conv.env_state_to_msg(self.env.environment_state(), self.env_state_names, stamp,
+                                    self.embodiment.base_frame)
+        if not publish_unless_shutdown(self, self.env_state_pub, env):
+            return  # Ctrl-C: the context is shut down
         js = JointState()
         js.header.stamp = stamp
         js.name = self.embodiment.joint_names

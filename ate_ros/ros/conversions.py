@@ -10,8 +10,10 @@
 - Images: :func:`image_to_numpy`, :func:`compressed_to_numpy` (the core decoder of
   :mod:`ate_ros.core.data.image_decoding`, shared with bag conversion), :func:`numpy_to_image`,
   :func:`numpy_to_compressed`.
+- Environment state: :func:`env_state_to_msg`, :func:`msg_to_env_state`
+  (``ate_ros/EnvironmentState``: the low-dimensional scene state of ``low_dim`` policies).
 - Observations: :func:`observation_to_msg`, :func:`msg_to_observation_data`,
-  :func:`msg_to_policy_observation`.
+  :func:`observation_env_state`, :func:`msg_to_policy_observation`.
 
 Errors are :class:`ConversionError` (a ValueError) with a message that says what was wrong.
 """
@@ -44,16 +46,19 @@ __all__ = [
     "chunk_to_trajectory",
     "compressed_to_numpy",
     "duration_to_sec",
+    "env_state_to_msg",
     "image_to_numpy",
     "is_stop_request",
     "joint_state_to_arrays",
     "joint_state_to_embodiment",
     "msg_to_chunk",
+    "msg_to_env_state",
     "msg_to_observation_data",
     "msg_to_policy_observation",
     "ns_to_time",
     "numpy_to_compressed",
     "numpy_to_image",
+    "observation_env_state",
     "observation_to_msg",
     "sec_to_duration",
     "sec_to_time",
@@ -344,17 +349,62 @@ def numpy_to_compressed(img: np.ndarray, stamp: Time | None = None, frame_id: st
     return msg
 
 
+# ----- environment state --------------------------------------------------------------------
+def _env_state_array(values: np.ndarray, names: Sequence[str], what: str) -> np.ndarray:
+    """(E,) float32 values, checked against ``names`` (one per value) and for NaN/inf."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    if v.ndim != 1 or v.shape[0] != len(names):
+        raise ConversionError(f"{what}: {len(names)} names but values of shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ConversionError(f"{what}: non-finite values {v.tolist()}")
+    return v
+
+
+def env_state_to_msg(values: np.ndarray, names: Sequence[str], stamp: Time | None = None,
+                     frame_id: str = "") -> Any:
+    """(E,) environment state and its names -> ``ate_ros/EnvironmentState``."""
+    from ate_ros.msg import EnvironmentState
+
+    v = _env_state_array(values, names, "environment state")
+    msg = EnvironmentState()
+    msg.header = Header(stamp=stamp if stamp is not None else Time(), frame_id=frame_id)
+    msg.names = [str(n) for n in names]
+    # array.array('f') is taken as is by rclpy (a list would be checked value by value).
+    msg.values = array.array("f", v.tobytes())
+    return msg
+
+
+def msg_to_env_state(msg: Any, dim: int = 0) -> tuple[list[str], np.ndarray]:
+    """``ate_ros/EnvironmentState`` -> (names, (E,) float32 values).
+
+    Raises :class:`ConversionError` for mismatched lengths, NaN/inf values, or (``dim > 0``) a
+    width other than ``dim`` (a state of another layout than the policy reads).
+    """
+    names = list(msg.names)
+    v = _env_state_array(np.asarray(msg.values, dtype=np.float32), names, "EnvironmentState")
+    if dim and v.shape[0] != dim:
+        raise ConversionError(f"EnvironmentState has {v.shape[0]} values, the policy reads "
+                              f"{dim}")
+    return names, v
+
+
 # ----- observations -------------------------------------------------------------------------
 def observation_to_msg(images: dict[str, np.ndarray], joint_names: Sequence[str],
                        joint_positions: np.ndarray, stamp: Time, instruction: str = "",
-                       frame_id: str = "") -> Any:
-    """Camera images (RGB uint8), joint positions -> ``ate_ros/Observation``."""
+                       frame_id: str = "", env_state: np.ndarray | None = None,
+                       env_state_names: Sequence[str] = ()) -> Any:
+    """Camera images (RGB uint8), joint positions (and optionally the (E,) environment state
+    with its names) -> ``ate_ros/Observation``."""
     from ate_ros.msg import Observation
 
     q = np.asarray(joint_positions, dtype=np.float64)
     if q.shape != (len(joint_names),):
         raise ConversionError(f"{len(joint_names)} joint names but positions of shape {q.shape}")
     msg = Observation()
+    if env_state is not None:
+        msg.env_state_names = [str(n) for n in env_state_names]
+        msg.env_state = array.array(
+            "f", _env_state_array(env_state, env_state_names, "observation").tobytes())
     msg.header = Header(stamp=stamp, frame_id=frame_id)
     msg.camera_names = list(images)
     msg.images = [numpy_to_image(img, stamp, name) for name, img in images.items()]
@@ -385,18 +435,46 @@ def msg_to_observation_data(msg: Any, embodiment: Embodiment | None = None
     return images, q, msg.instruction, time_to_sec(msg.header.stamp)
 
 
-def msg_to_policy_observation(msg: Any, embodiment: Embodiment) -> Any:
-    """``ate_ros/Observation`` -> ``PolicyObservation`` (unified qpos + mask)."""
-    return arrays_to_policy_observation(*msg_to_observation_data(msg, embodiment), embodiment)
+def observation_env_state(msg: Any) -> tuple[list[str], np.ndarray] | None:
+    """The (names, (E,) float32) environment state an ``ate_ros/Observation`` carries, or None
+    when it carries none (both fields empty)."""
+    if not len(msg.env_state) and not len(msg.env_state_names):
+        return None
+    names = list(msg.env_state_names)
+    return names, _env_state_array(np.asarray(msg.env_state, dtype=np.float32), names,
+                                   "observation")
+
+
+def msg_to_policy_observation(msg: Any, embodiment: Embodiment, env_state_dim: int = 0) -> Any:
+    """``ate_ros/Observation`` -> ``PolicyObservation`` (unified qpos + mask, and the
+    environment state when the message carries one).
+
+    With ``env_state_dim > 0`` (the policy reads an environment state) an observation without
+    one, or of another width, raises :class:`ConversionError` saying so, instead of failing
+    inside the model.
+    """
+    env = observation_env_state(msg)
+    if env_state_dim:
+        if env is None:
+            raise ConversionError(f"observation carries no environment state, the policy reads "
+                                  f"{env_state_dim} values (perception_node env_state_dim)")
+        if env[1].shape[0] != env_state_dim:
+            raise ConversionError(f"observation environment state has {env[1].shape[0]} "
+                                  f"values, the policy reads {env_state_dim}")
+    return arrays_to_policy_observation(*msg_to_observation_data(msg, embodiment), embodiment,
+                                        env_state=None if env is None else env[1])
 
 
 def arrays_to_policy_observation(images: dict[str, np.ndarray], q: np.ndarray,
-                                 instruction: str, stamp: float, embodiment: Embodiment) -> Any:
-    """Images by camera, (D,) joint positions in embodiment order -> ``PolicyObservation``."""
+                                 instruction: str, stamp: float, embodiment: Embodiment,
+                                 env_state: np.ndarray | None = None) -> Any:
+    """Images by camera, (D,) joint positions in embodiment order (and optionally the (E,)
+    environment state) -> ``PolicyObservation``."""
     from ate_ros.core.policy_io import PolicyObservation
 
     q = np.asarray(q)
     if not np.isfinite(q).all():
         raise ConversionError("observation joint positions contain NaN or inf")
     return PolicyObservation(images=images, qpos=embodiment.to_unified(q.astype(np.float32)),
-                             mask=embodiment.mask, instruction=instruction, stamp=stamp)
+                             mask=embodiment.mask, instruction=instruction, stamp=stamp,
+                             env_state=env_state)

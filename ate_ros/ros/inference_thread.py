@@ -7,9 +7,7 @@ timers) on each wake-up. :class:`InferenceThread` owns a hidden helper node inst
 the input subscriptions, and spins it on a SingleThreadedExecutor in the thread that runs the
 model: a callback takes the input and runs the model where it is. Inputs that arrive while the
 model runs wait in their subscription's queue (depth 1 with SensorDataQoS: only the newest).
-Measured with ``benchmarks/bench_ros_latency.py --processes`` on the 2-core VM (medians of 3
-interleaved runs): p50 overhead 3.50 vs 4.00 ms with ``observation_source: sensors``, 4.36 vs
-5.16 ms with ``topic`` (see the README).
+``benchmarks/bench_ros_latency.py --processes`` measures what this saves (docs/benchmarks.md).
 
 The helper node is named ``_<owner>_inputs`` (a leading underscore hides it from
 ``ros2 node list``), in the owner's namespace and context, without parameter services or rosout.

@@ -6,7 +6,10 @@ no Observation message in between). Settings: :class:`ate_ros.core.deploy.Sensor
 
 Subscribes (relative names, SensorDataQoS depth 1): ``<camera topic>`` (sensor_msgs/Image) or
 ``<camera topic>/compressed`` (CompressedImage) for each camera of the embodiment,
-``joint_states``, and ``instruction`` (std_msgs/String, transient-local: the last one is kept).
+``joint_states``, ``environment_state`` (ate_ros/EnvironmentState, only for a policy that reads
+one: ``env_state_dim > 0``; it is then an input like joint_states, with the same age and skew
+rules, so an observation whose environment state is missing or stale is refused), and
+``instruction`` (std_msgs/String, transient-local: the last one is kept).
 
 Work is split so that an owner can keep its executor thread short: :meth:`SensorInputs.snapshot`
 (cheap, under a lock: the newest raw frames, joint positions and stamp, or a refusal) and
@@ -28,6 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from ate_ros.core.deploy import (
+    ENV_STATE,
     INSTRUCTION,
     JOINT_STATES,
     FreshestSync,
@@ -48,6 +52,8 @@ class SensorSnapshot:
     q: np.ndarray  # (D,) joint positions in the embodiment's order
     stamp: float  # the newest input's stamp (s)
     instruction: str
+    env_state: np.ndarray | None = None  # (E,) float32, when the policy reads one
+    env_state_names: tuple[str, ...] = ()
 
 
 class SensorInputs:
@@ -68,11 +74,15 @@ class SensorInputs:
             refusals and whose remappings resolve the topic names; default ``node``
             (policy_node subscribes on a helper node:
             :class:`ate_ros.ros.inference_thread.InferenceThread`).
+        env_state_dim: Width of the environment state the policy reads (its
+            ``env_state_dim``); > 0 subscribes to ``environment_state`` and requires a fresh
+            state of that width in every observation, 0 ignores the topic.
     """
 
     def __init__(self, node: Node, embodiment: Embodiment, config: SensorInputsConfig, *,
                  callback_group: Any = None, on_ready: Callable[[], None] | None = None,
-                 event_driven: bool = True, owner: Node | None = None) -> None:
+                 event_driven: bool = True, owner: Node | None = None,
+                 env_state_dim: int = 0) -> None:
         self.node = node
         self.owner = owner if owner is not None else node
         self._clock = self.owner.get_clock()
@@ -81,7 +91,12 @@ class SensorInputs:
         self.config = config
         self.cameras = list(embodiment.cameras)
         self.instruction = config.instruction
-        self.sync = FreshestSync([c.name for c in self.cameras] + [JOINT_STATES],
+        self.env_state_dim = int(env_state_dim)
+        # The first state's names are the layout; one with other names is refused as malformed
+        # (a reordered layout would otherwise be fed to the policy silently).
+        self.env_state_names: tuple[str, ...] | None = None
+        inputs = [c.name for c in self.cameras] + [JOINT_STATES]
+        self.sync = FreshestSync(inputs + ([ENV_STATE] if self.env_state_dim else []),
                                  config.max_age, config.max_skew)
         self.last_refusal = ""
         self.bad_inputs = 0
@@ -107,6 +122,12 @@ class SensorInputs:
         self._subs.append(node.create_subscription(JointState, topic(JOINT_STATES),
                                                    self._on_joints, SENSOR_QOS,
                                                    callback_group=callback_group))
+        if self.env_state_dim:
+            from ate_ros.msg import EnvironmentState
+
+            self._subs.append(node.create_subscription(EnvironmentState, topic(ENV_STATE),
+                                                       self._on_env_state, SENSOR_QOS,
+                                                       callback_group=callback_group))
         self._subs.append(node.create_subscription(String, topic(INSTRUCTION),
                                                    self._on_instruction, LATCHED_QOS,
                                                    callback_group=callback_group))
@@ -163,6 +184,27 @@ class SensorInputs:
         elif not self.cameras and self.event_driven and self._on_ready is not None:
             self._on_ready()  # a robot without cameras: joint states pace the observations
 
+    def _on_env_state(self, msg: Any) -> None:
+        try:
+            names, values = conv.msg_to_env_state(msg, self.env_state_dim)
+            if self.env_state_names is None:
+                self.env_state_names = tuple(names)
+            elif tuple(names) != self.env_state_names:
+                raise conv.ConversionError(f"names {names} differ from the first state's "
+                                           f"{list(self.env_state_names)}")
+        except conv.ConversionError as exc:
+            self.bad_inputs += 1
+            self.last_refusal = f"{ENV_STATE} ignored: {exc}"
+            self._logger.warning(self.last_refusal, throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            fresh = self.sync.offer(ENV_STATE, conv.time_to_sec(msg.header.stamp), values,
+                                    self._now())
+        if not fresh:
+            self.last_refusal = f"{ENV_STATE} older than max_age={self.config.max_age}s"
+        elif self.config.exact_sync:
+            self._ready_if_exact()
+
     def _on_instruction(self, msg: String) -> None:
         self.instruction = msg.data
         self._logger.info(f"instruction: {msg.data!r}")
@@ -195,8 +237,10 @@ class SensorInputs:
                 return None
             frames = {c.name: self.sync.get(c.name) for c in self.cameras}
             q = np.asarray(self.sync.get(JOINT_STATES), dtype=np.float64)
+            env = self.sync.get(ENV_STATE) if self.env_state_dim else None
             stamp = self.sync.newest_stamp()
-        return SensorSnapshot(frames, q, stamp, self.instruction)
+        return SensorSnapshot(frames, q, stamp, self.instruction, env,
+                              self.env_state_names or ())
 
     def images(self, snap: SensorSnapshot) -> dict[str, np.ndarray] | None:
         """Decode, crop and resize the frames of ``snap`` to the embodiment's camera sizes, or
@@ -222,7 +266,7 @@ class SensorInputs:
         if images is None:
             return None
         return conv.arrays_to_policy_observation(images, snap.q, snap.instruction, snap.stamp,
-                                                 self.embodiment)
+                                                 self.embodiment, env_state=snap.env_state)
 
     def diagnostics(self, now: float | None = None) -> dict[str, Any]:
         """Per-input counts and ages, refusals by reason, malformed inputs."""

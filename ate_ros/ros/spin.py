@@ -38,8 +38,8 @@ from rclpy.node import Node
 
 GIL_SWITCH_INTERVAL_S = 5e-4
 """Python's default is 5 ms. Inference is hundreds of small torch ops, each re-taking the GIL
-from DDS callback and simulation threads: with 5 ms slices that convoy made one chunk take
-~260 ms in the one-process graph instead of ~16 ms (85 ms at 0.5 ms; 0.1 ms is no better)."""
+from DDS callback and simulation threads: with 5 ms slices that convoy makes one chunk in the
+one-process graph many times slower than the model alone (shorter than 0.5 ms gains nothing)."""
 
 SHUTDOWN_ERRORS: tuple[type[BaseException], ...] = (_rclpy.RCLError, InvalidHandle)
 """What rcl raises for a publish (or any call) on an entity whose context was shut down."""
@@ -179,8 +179,7 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None = None,
 
     A MultiThreadedExecutor by default: reentrant groups (blocking action servers) only run
     concurrently on it. ``single_threaded`` is for nodes whose callbacks never block one
-    another: rclpy's SingleThreadedExecutor dispatches a callback with less Python overhead (an
-    image echoed between two processes: 2.0 vs 3.5 ms round trip p50).
+    another: rclpy's SingleThreadedExecutor dispatches a callback with less Python overhead.
     ``before_destroy`` stops node-owned threads (inference, simulation): it runs first once
     spinning ends, before the executor is shut down and the node's entities are destroyed.
     """

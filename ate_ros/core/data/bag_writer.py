@@ -291,6 +291,16 @@ class BagRecorder:
                         samples=np.zeros(0, dtype=np.float64))
         self._write(topic, T.ACTION_CHUNK_TYPE, t_ns + recv_delay_ns, msg)
 
+    def write_environment_state(self, t_ns: int, names: Sequence[str], values,
+                                topic: str = T.ENV_STATE_TOPIC, recv_delay_ns: int = 0) -> None:
+        """Write an ``ate_ros/EnvironmentState`` stamped ``t_ns`` (one name per value)."""
+        vals = np.asarray(values, dtype=np.float32).reshape(-1)
+        if len(vals) != len(names):
+            raise BagWriteError(f"{topic}: {len(names)} names but {len(vals)} values")
+        msg = self._msg(T.ENV_STATE_TYPE, header=self._header(topic, t_ns),
+                        names=[str(n) for n in names], values=vals)
+        self._write(topic, T.ENV_STATE_TYPE, t_ns + recv_delay_ns, msg)
+
     def set_metadata(self, key: str, value: str) -> None:
         """Store a string key/value (see the module docstring for where)."""
         if not isinstance(value, str) or not isinstance(key, str) or not key:

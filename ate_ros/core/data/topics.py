@@ -12,6 +12,9 @@ COMMAND_TOPIC = "/arm_controller/joint_trajectory"
 """``trajectory_msgs/JointTrajectory``: commands streamed to joint_trajectory_controller."""
 ACTION_CHUNK_TOPIC = "/action_chunk"
 """``ate_ros/ActionChunk``: chunks published by the policy node."""
+ENV_STATE_TOPIC = "/environment_state"
+"""``ate_ros/EnvironmentState``: the low-dimensional scene state (object offsets, fingertip) a
+``low_dim`` policy reads; optional in bags."""
 INSTRUCTION_TOPIC = "/instruction"
 """``std_msgs/String``: the natural-language instruction in force."""
 METADATA_TOPIC = "/ate_ros/metadata"
@@ -28,6 +31,7 @@ JOINT_TRAJECTORY_TYPE = "trajectory_msgs/msg/JointTrajectory"
 STRING_TYPE = "std_msgs/msg/String"
 ACTION_CHUNK_TYPE = "ate_ros/msg/ActionChunk"
 OBSERVATION_TYPE = "ate_ros/msg/Observation"
+ENV_STATE_TYPE = "ate_ros/msg/EnvironmentState"
 
 
 def absolute_topic(topic: str) -> str:

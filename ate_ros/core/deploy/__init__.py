@@ -30,6 +30,7 @@ from ate_ros.core.deploy.builtin_policies import (
 from ate_ros.core.deploy.configs import (
     ACTION_CHUNK,
     DEFAULT_CONTROLLER,
+    ENV_STATE,
     INSTRUCTION,
     JOINT_STATES,
     OBSERVATION,
@@ -51,6 +52,7 @@ __all__ = [
     "BUILTIN_POLICIES",
     "DEFAULT_CONTROLLER",
     "INSTRUCTION",
+    "ENV_STATE",
     "JOINT_STATES",
     "OBSERVATION",
     "OBSERVATION_SOURCES",

@@ -13,6 +13,8 @@ DEFAULT_CONTROLLER = "arm_controller"
 
 # Relative topic names shared by the nodes (namespaces and remapping apply).
 JOINT_STATES = "joint_states"
+ENV_STATE = "environment_state"
+"""``ate_ros/EnvironmentState``: the scene's low-dimensional state, for ``low_dim`` policies."""
 OBSERVATION = "observation"
 ACTION_CHUNK = "action_chunk"
 INSTRUCTION = "instruction"
@@ -69,6 +71,10 @@ class PerceptionConfig(SensorInputsConfig):
                          read_only=True)
     rate_hz: float = _f(5.0, "Observation publish rate (the policy rate); 0 publishes on every "
                         "new frame of the first camera", (0.0, 1000.0))
+    env_state_dim: int = _f(0, "width of the environment_state the policy reads (its "
+                            "env_state_dim): subscribe to environment_state, require a fresh one "
+                            "of this width in every observation and carry it in the "
+                            "Observation; 0 = none", (0, 4096), read_only=True)
     diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
 
     def __post_init__(self) -> None:

@@ -138,8 +138,9 @@ def write_rollout_bag(path: str | Path, rollout: ExpertRollout, emb: Embodiment,
     Topics: ``/joint_states`` (fast samples plus Gaussian sensor noise ``joint_noise`` rad),
     ``/<camera>/image_raw`` (one frame per tick), ``/arm_controller/joint_trajectory`` (one
     single-point trajectory per tick: the expert's target, ``time_from_start`` = one period),
-    ``/instruction`` (once, at the start). Bag metadata: instruction, task, embodiment, success,
-    seed, control rate.
+    ``/environment_state`` (``ate_ros/EnvironmentState``, one per tick, stamped like the tick's
+    image, when the rollout has one), ``/instruction`` (once, at the start). Bag metadata:
+    instruction, task, embodiment, success, seed, control rate.
     """
     from ate_ros.core.data import topics as T
     from ate_ros.core.data.bag_writer import BagRecorder
@@ -158,6 +159,8 @@ def write_rollout_bag(path: str | Path, rollout: ExpertRollout, emb: Embodiment,
     for i, t in enumerate(rollout.times):
         events.append((float(t), 1, "image", i))
         events.append((float(t), 2, "command", i))
+        if rollout.env_state is not None:
+            events.append((float(t), 1, "env", i))
     events.sort()
     with BagRecorder(path, storage=storage) as rec:
         for key, value in (("instruction", rollout.instruction), ("task", task),
@@ -175,6 +178,9 @@ def write_rollout_bag(path: str | Path, rollout: ExpertRollout, emb: Embodiment,
             elif kind == "image":
                 for cam, frames in rollout.images.items():
                     rec.write_image(ns(t), frames[i], topic=T.camera_topic(cam), frame_id=cam)
+            elif kind == "env":
+                rec.write_environment_state(ns(t), ENV_STATE_NAMES, rollout.env_state[i],
+                                            topic=T.ENV_STATE_TOPIC)
             else:
                 rec.write_joint_trajectory(ns(t), names, rollout.action[i][None, :], period,
                                            topic=T.COMMAND_TOPIC)

@@ -3,7 +3,7 @@
 The frozen stage-2 encoder ``E`` of the alignment VAE defines a classifier
 ``p(y | a_k) ~ exp(-||E(a_k) - E(a_0)||^2)`` between the noisy chunk ``a_k`` and its clean
 target ``a_0``. Its gradient ``g = grad_{a_k} -||E(a_k) - E(a_0)||^2`` shifts the policy's
-regression target. With ``c`` the parameterisation's factor (ATE_METHOD.md), the guided loss is
+regression target. With ``c`` the parameterisation's factor (docs/method.md), the guided loss is
 ``||pred + lambda * clamp(c * g) - target||^2``:
 
 ======================  ============================  ================================

@@ -2,7 +2,8 @@
 
 Per clock segment, the joint stream's contiguous runs are gridded at the output rate; at each
 tick every stream takes its newest message no older than its max age (a command: until its last
-point plus the max age). Ticks with a stale stream are invalid; the valid ones form episodes,
+point plus the max age; the environment state, when the bag has one: the joints' max age).
+Ticks with a stale stream are invalid; the valid ones form episodes,
 cut at gaps (``gap_policy="split"``) or not (``"drop"``), and at episode markers.
 """
 
@@ -86,7 +87,9 @@ def align(bs: BagStreams) -> Alignment:
                                     dtype=np.int64) + timing.action_age
                     idx, fresh = R.asof(s.stamps[kk], grid, ages)
                 else:
-                    age = timing.joint_age if s is js else timing.image_age
+                    # The environment state is a measurement like the joints: same max age.
+                    age = timing.image_age if s.role.startswith(ROLE_CAMERA) else \
+                        timing.joint_age
                     idx, fresh = R.asof(s.stamps[kk], grid, age)
                 row[topic] = np.where(idx >= 0, kk[np.maximum(idx, 0)], -1)
                 newly = row["valid"] & ~fresh

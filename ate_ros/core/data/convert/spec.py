@@ -29,6 +29,7 @@ ROLE_ACTION = "action"
 ROLE_INSTRUCTION = "instruction"
 ROLE_MARKER = "episode_marker"
 ROLE_CAMERA = "camera:"
+ROLE_ENV_STATE = "environment_state"
 ROLE_IGNORED = "ignored"
 
 # Drop reasons (manifest keys).
@@ -82,6 +83,9 @@ class ConversionSpec:
         "instruction for every episode, overriding topic and metadata"))
     instruction_topic: str = field(default=T.INSTRUCTION_TOPIC, metadata=_h(
         "std_msgs/String instruction topic"))
+    env_state_topic: str = field(default=T.ENV_STATE_TOPIC, metadata=_h(
+        "ate_ros/EnvironmentState topic, read into the episodes when the bag has it (empty: "
+        "never)"))
     task: str = field(default="", metadata=_h("task label stored in every episode"))
     split_topic: str = field(default="", metadata=_h(
         "topic whose messages start a new episode (empty: one episode per bag)"))

@@ -1,10 +1,10 @@
 """Reading one bag into per-topic streams: roles, the hot read loop, parsing and cleaning.
 
 :class:`BagStreams` finds the topics each role reads (joint states, the action source, cameras,
-instruction, episode markers), reads their messages in one pass (joint states parsed without
-building message objects, images kept as raw bytes within a memory budget), and cleans them:
-NaN positions, clock jumps (which cut the bag into segments) and out-of-order stamps, each
-dropped message with its reason.
+the environment state, instruction, episode markers), reads their messages in one pass (joint
+states parsed without building message objects, images kept as raw bytes within a memory
+budget), and cleans them: NaN positions, clock jumps (which cut the bag into segments) and
+out-of-order stamps, each dropped message with its reason.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from ate_ros.core.data.convert.spec import (
     DROP_ORDER,
     ROLE_ACTION,
     ROLE_CAMERA,
+    ROLE_ENV_STATE,
     ROLE_IGNORED,
     ROLE_INSTRUCTION,
     ROLE_JOINTS,
@@ -117,6 +118,8 @@ class BagStreams:
         self.action_source = spec.action_source
         self.action_type = ""
         self.cameras: list[tuple[Any, Stream, str]] = []  # (CameraSpec, stream, message type)
+        self.env_state: Stream | None = None  # optional: payloads are (names, (E,) float32)
+        self.env_state_names: tuple[str, ...] | None = None
         self.instr: Stream | None = None
         self.marker: Stream | None = None
         self.boundaries = np.zeros(0, np.int64)  # receive times where clock segments start
@@ -166,6 +169,11 @@ class BagStreams:
             mtype = bag.check_type(found, [T.IMAGE_TYPE, T.COMPRESSED_IMAGE_TYPE])
             s = self.streams[found] = Stream(found, ROLE_CAMERA + cam.name)
             self.cameras.append((cam, s, mtype))
+
+        et = spec.env_state_topic
+        if et and et in bag.topics:
+            bag.check_type(et, [T.ENV_STATE_TYPE])
+            self.env_state = self.streams[et] = Stream(et, ROLE_ENV_STATE)
 
         it = spec.instruction_topic
         if it and it in bag.topics:
@@ -241,6 +249,8 @@ class BagStreams:
                     self.reread = True
             elif s is self.action:
                 stamp = self._read_command(s, raw, t, use_header)
+            elif s is self.env_state:
+                stamp = self._read_env_state(s, raw, t, use_header)
             else:  # instruction / marker: header-less, mapped to the header clock later
                 stamp = t
                 if s is self.instr:
@@ -319,6 +329,36 @@ class BagStreams:
             s.reason[idx] = DROP_NAN if not np.all(np.isfinite(pts)) else DROP_MALFORMED
             return stamp
         s.payload.append((tfs, pts))
+        return stamp
+
+    def _read_env_state(self, s: Stream, raw: bytes, t: int, use_header: bool) -> int:
+        """Decode an EnvironmentState into ``(names, (E,) float32)``; returns its stamp.
+
+        The names must stay the same within a bag (one layout per episode); messages with
+        another layout than the first, mismatched lengths or NaN values are dropped.
+        """
+        idx = len(s.payload)
+        try:
+            m = self.bag.deserialize(raw, T.ENV_STATE_TYPE)
+        except Exception:
+            s.payload.append(None)
+            s.reason[idx] = DROP_MALFORMED
+            return t
+        st = m.header.stamp.sec * R.NS + m.header.stamp.nanosec
+        stamp = st if (use_header and st) else t
+        names = tuple(str(n) for n in m.names)
+        values = np.asarray(m.values, dtype=np.float32).reshape(-1)
+        if self.env_state_names is None and len(names) == len(values):
+            self.env_state_names = names  # the bag's layout: that of its first good message
+        if len(names) != len(values) or names != self.env_state_names:
+            s.payload.append(None)
+            s.reason[idx] = DROP_MALFORMED
+            return stamp
+        if not np.all(np.isfinite(values)):
+            s.payload.append(None)
+            s.reason[idx] = DROP_NAN
+            return stamp
+        s.payload.append((names, values))
         return stamp
 
     # ----- cleaning -------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 every message it read.
 
 Each episode gathers, per kept tick, the joint state (``qpos``), the action (the command
-interpolated one period ahead, or the next joint state), the decoded frames and the
-instruction, and is written into the staging folder. :func:`account` then gives each topic its
-manifest record: ``read == used + sum(dropped)``, every dropped message with a reason.
+interpolated one period ahead, or the next joint state), the decoded frames, the environment
+state (when the bag has one) and the instruction, and is written into the staging folder.
+:func:`account` then gives each topic its manifest record: ``read == used + sum(dropped)``,
+every dropped message with a reason.
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ def write_episodes(bs: BagStreams, episodes: list[dict[str, Any]], frames: Frame
             cidx = np.concatenate([row[s.topic][ticks] for row, ticks in ep["parts"]])
             images[cam.name] = np.stack([frames[(s.topic, i)] for i in cidx.tolist()])
             s.used.update(cidx.tolist())
+        env_state, env_names = None, []
+        if bs.env_state is not None:
+            s = bs.env_state
+            eidx = np.concatenate([row[s.topic][ticks] for row, ticks in ep["parts"]])
+            env_state = np.stack([s.payload[i][1] for i in eidx.tolist()]).astype(np.float32)
+            env_names = list(bs.env_state_names or ())
+            s.used.update(eidx.tolist())
         instruction = instruction_at(bs, int(t[0]), int(t[-1]))
         if not instruction:
             bs.warnings.append(f"episode {e_i}: no instruction (no {spec.instruction_topic} "
@@ -123,7 +131,7 @@ def write_episodes(bs: BagStreams, episodes: list[dict[str, Any]], frames: Frame
             qpos=qpos, action=action, timestamps=t / 1e9, images=images,
             instruction=instruction, task=task, success=success, embodiment=emb.name,
             joint_names=list(emb.joint_names), slots=emb.slots, rate_hz=bs.timing.rate,
-            source=str(bs.path))
+            source=str(bs.path), env_state=env_state, env_state_names=env_names)
         out = stage / fname
         written.append(out)
         write_episode(out, episode, compression=spec.compression)
