@@ -188,16 +188,10 @@ def paired_difference(runs: list[dict], k: int, method: str, cfg: BenchConfig,
             return None
         diffs.append([np.asarray(a[t]["outcomes"], float) - np.asarray(b[t]["outcomes"], float)
                       for t in cfg.tasks])
-    mean = float(np.mean([d.mean() for per_seed in diffs for d in per_seed]))
-    rng = np.random.default_rng(seed)
-    boot = np.empty(reps)
-    for i in range(reps):
-        pick = rng.integers(len(diffs), size=len(diffs))
-        vals = [per_task[rng.integers(len(per_task), size=len(per_task))].mean()
-                for j in pick for per_task in diffs[j]]
-        boot[i] = np.mean(vals)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"diff": mean, "ci95": [float(lo), float(hi)], "seeds": len(seeds),
+    from ate_ros.core.sim.evaluate import paired_bootstrap
+
+    mean, lo, hi = paired_bootstrap(diffs, reps, seed)
+    return {"diff": mean, "ci95": [lo, hi], "seeds": len(seeds),
             "pairs": int(sum(len(d) for per_seed in diffs for d in per_seed)),
             "separates": bool(lo > 0 or hi < 0)}
 

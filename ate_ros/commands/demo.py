@@ -245,11 +245,10 @@ def paired_verdict(ate: list[int], direct: list[int], reps: int = 5000, seed: in
     bootstrap 95% interval, and whether it separates from zero."""
     import numpy as np
 
+    from ate_ros.core.sim.evaluate import paired_bootstrap
+
     d = np.asarray(ate, float) - np.asarray(direct, float)
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(len(d), size=(reps, len(d)))].mean(1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    diff = d.mean()
+    diff, lo, hi = paired_bootstrap([[d]], reps, seed)
     if lo > 0:
         verdict = "ATE is better, and the interval excludes no difference"
     elif hi < 0:

@@ -102,20 +102,19 @@ def to_overrides(values: dict[str, Any]) -> list:
     return [Parameter(k, value=v) for k, v in values.items()]
 
 
-def policy_replan_steps(policy: str) -> int | None:
-    """``chunk_size - n_action_steps`` of a policy folder that sets ``n_action_steps`` (the
-    receding horizon it was trained and evaluated with); ``None`` otherwise."""
+def saved_policy_config(policy: str) -> dict[str, Any]:
+    """The ``policy`` settings of a policy folder's ``config.json`` (without loading weights);
+    empty for anything else (``expert``, a missing or foreign folder)."""
     import json
 
     cfg = Path(policy) / "config.json" if policy else None
     if cfg is None or not cfg.is_file():
-        return None
+        return {}
     try:
         pol = json.loads(cfg.read_text()).get("policy", {})
-        n = int(pol.get("n_action_steps", 0) or 0)
-        return max(int(pol["chunk_size"]) - n, 0) if n > 0 else None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+    except (ValueError, AttributeError):
+        return {}
+    return pol if isinstance(pol, dict) else {}
 
 
 def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
@@ -141,9 +140,16 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     params["policy_node"].update(policy=args.policy, vae=args.vae, device=args.device,
                                  observation_source=source)
     params["executor_node"].update(dry_run=dry_run, controller=args.controller)
-    replan = policy_replan_steps(args.policy)
-    if replan is not None:  # the policy's receding horizon, as ate-ros eval executes it
-        params["executor_node"]["execution.replan_steps"] = replan
+    saved = saved_policy_config(args.policy)
+    if "chunk_size" in saved:
+        from ate_ros.core.execution.config import receding_horizon_replan_steps
+
+        replan = receding_horizon_replan_steps(saved["chunk_size"],
+                                               int(saved.get("n_action_steps", 0) or 0))
+        if replan is not None:  # the policy's receding horizon, as ate-ros eval executes it
+            params["executor_node"]["execution.replan_steps"] = replan
+    # A low-dim policy needs the environment state in the observation bundle too.
+    params["perception_node"].update(env_state_dim=int(saved.get("env_state_dim", 0) or 0))
     lockstep = bool(getattr(args, "lockstep", False)) and args.sim
     # The episode starts once the graph is ready (start_simulation), not while a model loads.
     params["sim_robot_node"].update(task=args.task, seed=args.seed, controller=args.controller,

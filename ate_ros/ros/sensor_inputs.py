@@ -170,16 +170,11 @@ class SensorInputs:
         try:
             q = conv.joint_state_to_embodiment(msg, self.embodiment)
         except conv.ConversionError as exc:
-            self.bad_inputs += 1
-            self.last_refusal = f"joint_states ignored: {exc}"
-            self._logger.warning(self.last_refusal, throttle_duration_sec=5.0)
+            self._refuse_malformed("joint_states", exc)
             return
-        with self._lock:
-            fresh = self.sync.offer(JOINT_STATES, conv.time_to_sec(msg.header.stamp), q,
-                                    self._now())
-        if not fresh:
-            self.last_refusal = f"joint_states older than max_age={self.config.max_age}s"
-        elif self.config.exact_sync:
+        if not self._offer(JOINT_STATES, "joint_states", msg, q):
+            return
+        if self.config.exact_sync:
             self._ready_if_exact()
         elif not self.cameras and self.event_driven and self._on_ready is not None:
             self._on_ready()  # a robot without cameras: joint states pace the observations
@@ -193,17 +188,25 @@ class SensorInputs:
                 raise conv.ConversionError(f"names {names} differ from the first state's "
                                            f"{list(self.env_state_names)}")
         except conv.ConversionError as exc:
-            self.bad_inputs += 1
-            self.last_refusal = f"{ENV_STATE} ignored: {exc}"
-            self._logger.warning(self.last_refusal, throttle_duration_sec=5.0)
+            self._refuse_malformed(ENV_STATE, exc)
             return
+        if self._offer(ENV_STATE, ENV_STATE, msg, values) and self.config.exact_sync:
+            self._ready_if_exact()
+
+    def _refuse_malformed(self, label: str, exc: Exception) -> None:
+        self.bad_inputs += 1
+        self.last_refusal = f"{label} ignored: {exc}"
+        self._logger.warning(self.last_refusal, throttle_duration_sec=5.0)
+
+    def _offer(self, key: str, label: str, msg: Any, value: Any) -> bool:
+        """Offer a stamped input to the synchroniser; False (and the refusal noted) when it is
+        older than ``max_age``."""
         with self._lock:
-            fresh = self.sync.offer(ENV_STATE, conv.time_to_sec(msg.header.stamp), values,
+            fresh = self.sync.offer(key, conv.time_to_sec(msg.header.stamp), value,
                                     self._now())
         if not fresh:
-            self.last_refusal = f"{ENV_STATE} older than max_age={self.config.max_age}s"
-        elif self.config.exact_sync:
-            self._ready_if_exact()
+            self.last_refusal = f"{label} older than max_age={self.config.max_age}s"
+        return fresh
 
     def _on_instruction(self, msg: String) -> None:
         self.instruction = msg.data

@@ -68,6 +68,14 @@ class ExecutionConfig:
                                  f"limits and can only make them stricter")
 
 
+def receding_horizon_replan_steps(chunk_size: int, n_action_steps: int) -> int | None:
+    """``replan_steps`` that execute ``n_action_steps`` points of each chunk before the next
+    one is asked for; ``None`` when the policy leaves it to the executor (0)."""
+    if n_action_steps <= 0:
+        return None
+    return max(int(chunk_size) - int(n_action_steps), 0)
+
+
 @dataclass
 class ExecutorNodeConfig:
     """Parameters of ``executor_node`` (``config/executor.yaml``)."""

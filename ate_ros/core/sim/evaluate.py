@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ate_ros.core.embodiment import Embodiment
-from ate_ros.core.execution.config import ExecutionConfig
+from ate_ros.core.execution.config import ExecutionConfig, receding_horizon_replan_steps
 from ate_ros.core.policy_io import ChunkPolicy
 from ate_ros.core.sim.env import SimEnv
 from ate_ros.core.sim.recording import episode_seed
@@ -47,6 +47,32 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, center - half), min(1.0, center + half))
+
+
+def paired_bootstrap(groups: list[list[np.ndarray]], reps: int = 10_000, seed: int = 0
+                     ) -> tuple[float, float, float]:
+    """Mean paired difference and its 95% two-level bootstrap interval.
+
+    Args:
+        groups: Per training run (e.g. seed), per cell (e.g. task), the (E,) differences of two
+            methods evaluated on the same E episodes.
+        reps: Bootstrap replicates: runs are resampled (training variance), then episodes
+            within each drawn run's cells (evaluation variance).
+        seed: Seed of the resampling.
+
+    Returns:
+        (mean over cells of the mean difference, 2.5th percentile, 97.5th percentile).
+    """
+    cells = [[np.asarray(d, dtype=float) for d in g] for g in groups]
+    mean = float(np.mean([d.mean() for g in cells for d in g]))
+    rng = np.random.default_rng(seed)
+    boot = np.empty(reps)
+    for i in range(reps):
+        pick = rng.integers(len(cells), size=len(cells))
+        boot[i] = np.mean([d[rng.integers(len(d), size=len(d))].mean()
+                           for j in pick for d in cells[j]])
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return mean, float(lo), float(hi)
 
 
 @dataclass
@@ -129,10 +155,9 @@ def _save_strip(path: Path, frames: list[np.ndarray], scale: int = 2) -> None:
 def default_execution(policy) -> ExecutionConfig:
     """Executor settings for ``policy``: receding horizon after its ``n_action_steps`` points
     (``replan_steps = chunk_size - n_action_steps``), the defaults otherwise."""
-    n = int(getattr(policy, "n_action_steps", 0) or 0)
-    if n <= 0:
-        return ExecutionConfig()
-    return ExecutionConfig(replan_steps=max(int(policy.chunk_size) - n, 0))
+    replan = receding_horizon_replan_steps(policy.chunk_size,
+                                           int(getattr(policy, "n_action_steps", 0) or 0))
+    return ExecutionConfig() if replan is None else ExecutionConfig(replan_steps=replan)
 
 
 def evaluate_policy(policy: ChunkPolicy, embodiment: str | Embodiment, task: str,

@@ -294,18 +294,27 @@ class BagStreams:
                                  f"{self.emb.name!r}; ignored")
         return np.array([index[n] for n in self.emb.joint_names], dtype=np.int64), len(names)
 
+    def _deserialize_stamped(self, s: Stream, raw: bytes, msgtype: str, t: int,
+                             use_header: bool) -> tuple[Any, int]:
+        """(message, stamp) of a stamped message: its header stamp when ``use_header`` and
+        set, else the log time ``t``. An undecodable one is recorded as a malformed drop and
+        comes back as ``(None, t)``."""
+        try:
+            m = self.bag.deserialize(raw, msgtype)
+        except Exception:
+            s.reason[len(s.payload)] = DROP_MALFORMED
+            s.payload.append(None)
+            return None, t
+        st = m.header.stamp.sec * R.NS + m.header.stamp.nanosec
+        return m, (st if (use_header and st) else t)
+
     def _read_command(self, s: Stream, raw: bytes, t: int, use_header: bool) -> int:
         """Decode a trajectory/chunk into (tfs (P,), points (P, D)); returns its stamp."""
         idx = len(s.payload)
-        try:
-            m = self.bag.deserialize(raw, self.action_type)
-        except Exception:
-            s.payload.append(None)
-            s.reason[idx] = DROP_MALFORMED
-            return t
         # ActionChunk: header = observation time; JointTrajectory: stamp 0 means "now".
-        st = m.header.stamp.sec * R.NS + m.header.stamp.nanosec
-        stamp = st if (use_header and st) else t
+        m, stamp = self._deserialize_stamped(s, raw, self.action_type, t, use_header)
+        if m is None:
+            return stamp
         try:  # a JointTrajectory, or an ActionChunk (flat or, in older bags, legacy layout)
             chunk = (read_joint_trajectory(m) if self.action_source == "trajectory"
                      else read_action_chunk(m))
@@ -338,14 +347,9 @@ class BagStreams:
         another layout than the first, mismatched lengths or NaN values are dropped.
         """
         idx = len(s.payload)
-        try:
-            m = self.bag.deserialize(raw, T.ENV_STATE_TYPE)
-        except Exception:
-            s.payload.append(None)
-            s.reason[idx] = DROP_MALFORMED
-            return t
-        st = m.header.stamp.sec * R.NS + m.header.stamp.nanosec
-        stamp = st if (use_header and st) else t
+        m, stamp = self._deserialize_stamped(s, raw, T.ENV_STATE_TYPE, t, use_header)
+        if m is None:
+            return stamp
         names = tuple(str(n) for n in m.names)
         values = np.asarray(m.values, dtype=np.float32).reshape(-1)
         if self.env_state_names is None and len(names) == len(values):

@@ -302,7 +302,6 @@ class VLAPolicy(nn.Module):
             self.image_encoder = ImageEncoder(config.vision_channels, d, config.vision_grid,
                                               config.vision_pool)
             self.camera_embed = nn.Parameter(torch.zeros(C, 1, d))
-            nn.init.normal_(self.camera_embed, std=0.02)
         self.text_proj = nn.Sequential(nn.Linear(config.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.state_proj = nn.Sequential(nn.Linear(2 * UNIFIED_DIM, d), nn.SiLU(), nn.Linear(d, d))
         if E:
@@ -332,8 +331,12 @@ class VLAPolicy(nn.Module):
             # Reads all memory tokens (flattened, so each image token's identity survives).
             self.goal_head = nn.Sequential(nn.Flatten(1), nn.Linear(n_mem * d, d),
                                            nn.SiLU(), nn.Linear(d, UNIFIED_DIM))
+        # Initialised last, in this order: a seed gives the same weights as before the
+        # low-dim track existed (image policies create the same modules in the same order).
         nn.init.normal_(self.memory_pos, std=0.02)
         nn.init.normal_(self.action_pos, std=0.02)
+        if C:
+            nn.init.normal_(self.camera_embed, std=0.02)
         # Normalisation statistics (saved with the weights): x_norm = (x - shift) / scale.
         for name in ("state", "action"):
             self.register_buffer(f"{name}_shift", torch.zeros(UNIFIED_DIM))
@@ -400,18 +403,20 @@ class VLAPolicy(nn.Module):
         for name, st in (("state", state), ("action", action)):
             if st.dim != UNIFIED_DIM:
                 raise ValueError(f"{name} stats must have {UNIFIED_DIM} dims, got {st.dim}")
-            scale, shift = st._scale_shift(np.zeros(1))
-            getattr(self, f"{name}_scale").copy_(torch.as_tensor(scale, dtype=torch.float32))
-            getattr(self, f"{name}_shift").copy_(torch.as_tensor(shift, dtype=torch.float32))
+            self._copy_stats(name, st)
 
     def set_env_stats(self, stats: NormStats) -> None:
         """Normalisation of the environment state (policies with ``env_state_dim > 0``)."""
         if stats.dim != self.config.env_state_dim:
             raise ValueError(f"environment-state stats have {stats.dim} dims, the policy "
                              f"reads {self.config.env_state_dim}")
+        self._copy_stats("env", stats)
+
+    def _copy_stats(self, name: str, stats: NormStats) -> None:
+        """``stats`` into the ``<name>_scale`` / ``<name>_shift`` buffers."""
         scale, shift = stats._scale_shift(np.zeros(1))
-        self.env_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
-        self.env_shift.copy_(torch.as_tensor(shift, dtype=torch.float32))
+        getattr(self, f"{name}_scale").copy_(torch.as_tensor(scale, dtype=torch.float32))
+        getattr(self, f"{name}_shift").copy_(torch.as_tensor(shift, dtype=torch.float32))
 
     def action_reference(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """(B, 1, D) what relative actions are relative to (the masked joint state at the
