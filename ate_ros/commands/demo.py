@@ -250,9 +250,9 @@ def paired_verdict(ate: list[int], direct: list[int], reps: int = 5000, seed: in
     d = np.asarray(ate, float) - np.asarray(direct, float)
     diff, lo, hi = paired_bootstrap([[d]], reps, seed)
     if lo > 0:
-        verdict = "ATE is better, and the interval excludes no difference"
+        verdict = "ATE is better, and the interval excludes zero"
     elif hi < 0:
-        verdict = "direct fine-tuning is better, and the interval excludes no difference"
+        verdict = "direct fine-tuning is better, and the interval excludes zero"
     else:
         verdict = (f"{'ATE' if diff > 0 else 'direct' if diff < 0 else 'neither'} is ahead, "
                    "but the interval includes zero: this run cannot tell them apart")
