@@ -70,8 +70,8 @@ def perception(camera_embodiment, red_centred_frame, tmp_path):
             sent[0] += 1
 
         def frames_handled() -> bool:
-            """Every frame sent has reached the node (taken or refused as stale)."""
-            return node.sync.received["wrist"] == sent[0]
+            """Every frame sent has been handled to the end (taken and published, or refused)."""
+            return node.inputs.images_done.get("wrist", 0) == sent[0]
 
         return SimpleNamespace(node=node, got=got, send=send, frames_handled=frames_handled)
 

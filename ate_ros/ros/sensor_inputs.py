@@ -100,6 +100,8 @@ class SensorInputs:
                                  config.max_age, config.max_skew)
         self.last_refusal = ""
         self.bad_inputs = 0
+        self.images_done: dict[str, int] = {}
+        """Frames per camera whose callback has finished (taken, refused or published)."""
         self._on_ready = on_ready
         self.event_driven = event_driven
         self._lock = threading.Lock()
@@ -156,6 +158,15 @@ class SensorInputs:
 
     # ----- callbacks ----------------------------------------------------------------------
     def _on_image(self, camera: str, msg: Any, first: bool) -> None:
+        try:
+            self._handle_image(camera, msg, first)
+        finally:
+            # Counted once the frame's observation (if any) is out: a test waiting on this
+            # count sees every effect of the frame, not a callback still running.
+            with self._lock:
+                self.images_done[camera] = self.images_done.get(camera, 0) + 1
+
+    def _handle_image(self, camera: str, msg: Any, first: bool) -> None:
         with self._lock:
             fresh = self.sync.offer(camera, conv.time_to_sec(msg.header.stamp), msg, self._now())
         if not fresh:
