@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-action-steps", type=int, default=0,
                         help="chunk points executed before the next chunk (receding horizon; "
                              "0: the executor's replan_steps)")
+    parser.add_argument("--env-object-slots", type=int, default=0, metavar="S",
+                        help="low_dim: the environment state starts with S object slots; one "
+                             "token each plus one for the object the instruction names")
+    parser.add_argument("--env-slot-size", type=int, default=4,
+                        help="values per object slot (default 4: present, dx, dy, dz)")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
@@ -111,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
                            flow_convention=args.flow_convention, chunk_size=args.chunk,
                            camera_names=cameras, image_size=args.image_size,
                            env_state_dim=env_state_width(args.data) if low_dim else 0,
+                           env_object_slots=args.env_object_slots if low_dim else 0,
+                           env_slot_size=args.env_slot_size,
                            action_mode=args.action_mode, n_action_steps=args.n_action_steps,
                            d_model=args.d_model, n_layers=args.layers,
                            vision_pool=args.vision_pool, vision_grid=args.vision_grid,

@@ -27,6 +27,12 @@ class VLAConfig:
     env_state_dim: int = field(default=0, metadata={
         "help": "width E of the low-dimensional environment state the policy reads (object "
                 "positions, the low_dim track of robomimic / Diffusion Policy); 0: none"})
+    env_object_slots: int = field(default=0, metadata={
+        "help": "the environment state starts with this many object slots of env_slot_size "
+                "values each: one token per object, and one for the object the instruction "
+                "names (object_slots.ObjectSlotEncoder); 0: one token from the whole vector"})
+    env_slot_size: int = field(default=4, metadata={
+        "help": "values per object slot (the simulation: present, dx, dy, dz)"})
     action_mode: str = field(default="absolute", metadata={
         "help": f"one of {ACTION_MODES}: 'relative' predicts each chunk point minus the "
                 "joint state at the observation (normalised with statistics of those offsets)"})
@@ -111,6 +117,12 @@ class VLAConfig:
             bad(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.env_state_dim < 0:
             bad(f"env_state_dim must be >= 0, got {self.env_state_dim}")
+        if self.env_object_slots < 0 or self.env_slot_size < 1:
+            bad(f"env_object_slots must be >= 0 and env_slot_size >= 1, got "
+                f"{self.env_object_slots} and {self.env_slot_size}")
+        if self.env_object_slots * self.env_slot_size > self.env_state_dim:
+            bad(f"{self.env_object_slots} object slots of {self.env_slot_size} values do not "
+                f"fit env_state_dim={self.env_state_dim}")
         if not self.camera_names and self.env_state_dim == 0:
             bad("camera_names must list at least one camera unless env_state_dim > 0")
         if self.action_mode not in ACTION_MODES:

@@ -30,6 +30,7 @@ from ate_ros.core.normalization import NormStats
 from ate_ros.core.policy_io import PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceStats, LatentGuidance, masked_mse
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
+from ate_ros.core.steer.policies.object_slots import ObjectSlotEncoder
 from ate_ros.core.steer.schedules import DiffusionSchedule, FlowSchedule, seeded_noise
 from ate_ros.core.training import (
     CONFIG_FILE,
@@ -297,18 +298,24 @@ class VLAPolicy(nn.Module):
         C = len(config.camera_names)
         n_img = C * config.vision_grid ** 2
         E = config.env_state_dim
-        n_mem = n_img + 2 + (1 if E else 0)
+        slots = config.env_object_slots
+        n_env = (ObjectSlotEncoder.tokens_for(E, slots, config.env_slot_size) if slots
+                 else (1 if E else 0))
+        n_mem = n_img + 2 + n_env
         if C:
             self.image_encoder = ImageEncoder(config.vision_channels, d, config.vision_grid,
                                               config.vision_pool)
             self.camera_embed = nn.Parameter(torch.zeros(C, 1, d))
         self.text_proj = nn.Sequential(nn.Linear(config.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.state_proj = nn.Sequential(nn.Linear(2 * UNIFIED_DIM, d), nn.SiLU(), nn.Linear(d, d))
-        if E:
+        if slots:
+            self.env_slots = ObjectSlotEncoder(E, slots, config.env_slot_size, d)
+        if E and not slots:
             # The instruction enters the environment-state token too, so which object matters
             # ("the red block") is resolved where the object positions are.
             self.env_proj = nn.Sequential(nn.Linear(E + d, 2 * d), nn.SiLU(),
                                           nn.Linear(2 * d, d))
+        if E:
             self.register_buffer("env_shift", torch.zeros(E))
             self.register_buffer("env_scale", torch.ones(E))
         self.memory_pos = nn.Parameter(torch.zeros(1, n_mem, d))
@@ -453,7 +460,10 @@ class VLAPolicy(nn.Module):
                 raise ValueError(f"environment state has {env.shape[-1]} values, the policy "
                                  f"reads {self.config.env_state_dim}")
             env = (env - self.env_shift) / self.env_scale
-            tokens.append(self.env_proj(torch.cat([env, t_tok[:, 0]], -1)).unsqueeze(1))
+            if self.config.env_object_slots:
+                tokens.append(self.env_slots(env, t_tok[:, 0]))
+            else:
+                tokens.append(self.env_proj(torch.cat([env, t_tok[:, 0]], -1)).unsqueeze(1))
         if self.config.camera_names:
             imgs = batch[OBS_IMAGES]  # (B, C, h, w, 3) uint8
             C = imgs.shape[1]
