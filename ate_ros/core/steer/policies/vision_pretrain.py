@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ate_ros.core.steer.policies.modeling_vla import ImageEncoder, frames_to_input
+from ate_ros.core.steer.policies.image_encoder import ImageEncoder, frames_to_input
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,90 @@
+"""The saved-policy folder: ``model.safetensors`` (weights and normalisation buffers),
+``config.json`` (``{"type": POLICY_TYPE, "policy": VLAConfig fields, ...extra}``) and, when
+instructions were embedded, ``instruction_embeddings.safetensors`` (so a deployed policy needs no
+language-model call for the instructions it was trained on).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ate_ros.core.steer.policies.configuration_vla import VLAConfig
+from ate_ros.core.training import (
+    CONFIG_FILE,
+    CheckpointError,
+    load_state_dict_checked,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+
+WEIGHTS_FILE = "model.safetensors"
+INSTRUCTIONS_FILE = "instruction_embeddings.safetensors"
+POLICY_TYPE = "ate_ros.vla"
+
+
+def save_policy_folder(policy: nn.Module, config: VLAConfig, out_dir: str | Path,
+                       extra: dict | None = None) -> Path:
+    """Write ``policy``'s weights, ``config`` (+ ``extra`` keys) and the cached instruction
+    embeddings of its text encoder into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_tensors(out / WEIGHTS_FILE, policy.state_dict(),
+                 metadata={"format": "pt", "type": POLICY_TYPE})
+    write_json(out / CONFIG_FILE, {"type": POLICY_TYPE, "policy": config.to_dict(),
+                                   **(extra or {})})
+    from ate_ros.core.steer.policies.text_encoder import cached_embeddings
+
+    texts, vecs = cached_embeddings(config.text_encoder, config.text_dim)
+    if texts:
+        save_tensors(out / INSTRUCTIONS_FILE, {"embeddings": torch.from_numpy(vecs)},
+                     metadata={"instructions": json.dumps(texts),
+                               "text_encoder": config.text_encoder})
+    return out
+
+
+def read_policy_config(path: str | Path) -> VLAConfig:
+    """The :class:`VLAConfig` of a saved policy folder (:class:`CheckpointError` if it is not
+    one)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"policy folder not found: {path}")
+    meta = read_json(path / CONFIG_FILE)
+    if meta.get("type") != POLICY_TYPE or "policy" not in meta:
+        raise CheckpointError(f"{path / CONFIG_FILE}: not an ate_ros VLA policy config "
+                              f"(type={meta.get('type')!r})")
+    try:
+        return VLAConfig.from_dict(meta["policy"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
+
+
+def load_policy_weights(policy: nn.Module, path: str | Path) -> None:
+    """Load the folder's ``model.safetensors`` into ``policy`` (strict, errors name the keys)."""
+    file = Path(path) / WEIGHTS_FILE
+    load_state_dict_checked(policy, load_tensors(file), str(file))
+
+
+def read_instruction_embeddings(path: str | Path, config: VLAConfig) -> dict[str, torch.Tensor]:
+    """Instruction -> (text_dim,) embedding saved in the folder, for ``config``'s text encoder
+    (empty when there are none or another encoder made them); primes the encoder's cache."""
+    from safetensors import safe_open
+
+    from ate_ros.core.steer.policies.text_encoder import prime_cache
+
+    file = Path(path) / INSTRUCTIONS_FILE
+    if not file.is_file():
+        return {}
+    with safe_open(str(file), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("text_encoder") != config.text_encoder:
+        return {}
+    texts = json.loads(meta.get("instructions", "[]"))
+    vecs = load_tensors(file)["embeddings"]
+    prime_cache(config.text_encoder, config.text_dim, texts, vecs.numpy())
+    return dict(zip(texts, vecs))
