@@ -36,7 +36,8 @@ from launch import LaunchDescription
 
 ARGUMENTS = [
     ("embodiment", "sim_arm7", "embodiment name (config/embodiments/<name>.yaml) or YAML path"),
-    ("policy", "wave", "policy checkpoint directory, or a built-in policy: hold, wave"),
+    ("policy", "wave", "policy checkpoint directory, lerobot:<dir> (a LeRobot checkpoint, "
+     "docs/lerobot.md), or a built-in policy: hold, wave"),
     ("vae", "", "stage-2 alignment directory for the OOD monitor ('' = none)"),
     ("dry_run", "true", "executor computes and checks trajectories but sends nothing"),
     ("use_sim_time", "false", "all nodes use /clock"),

@@ -26,7 +26,8 @@ from launch import LaunchDescription
 
 ARGUMENTS = [
     ("embodiment", "sim_arm7", "embodiment name (config/embodiments/<name>.yaml) or YAML path"),
-    ("policy", "wave", "policy checkpoint directory, or a built-in policy: hold, wave"),
+    ("policy", "wave", "policy checkpoint directory, lerobot:<dir> (a LeRobot checkpoint, "
+     "docs/lerobot.md), or a built-in policy: hold, wave"),
     ("vae", "", "stage-2 alignment directory for the OOD monitor ('' = none)"),
     ("dry_run", "false", "executor computes and checks trajectories but sends nothing"),
     ("namespace", "", "namespace of every node and topic"),

@@ -76,3 +76,63 @@ def test_refuses_a_missing_camera_and_a_wrong_embodiment(checkpoint):
                                            for i in range(3)])
     with pytest.raises(ValueError, match="3 joints"):
         LeRobotChunkPolicy.from_pretrained(checkpoint, three)
+
+
+def test_history_follows_the_stamps(checkpoint):
+    """Same stamp: the observation replaces the newest in the history (extra samples); an
+    earlier stamp: a new episode (the evaluator restarts time every episode)."""
+    ours = LeRobotChunkPolicy.from_pretrained(checkpoint, EMB)
+    fresh = LeRobotChunkPolicy.from_pretrained(checkpoint, EMB)
+    other = _obs(3)
+    other.stamp = _obs(1).stamp
+    ours.predict_chunk(_obs(0), seed=1)
+    ours.predict_chunk(_obs(1), seed=1)
+    again = ours.predict_chunk(other, seed=2)  # replaces _obs(1)
+    fresh.predict_chunk(_obs(0), seed=1)
+    np.testing.assert_array_equal(again, fresh.predict_chunk(other, seed=2))
+    restart = ours.predict_chunk(_obs(0), seed=3)  # stamp 0.0 < 0.1: reset
+    fresh.reset()
+    np.testing.assert_array_equal(restart, fresh.predict_chunk(_obs(0), seed=3))
+
+
+def test_missing_features_are_named(checkpoint, monkeypatch):
+    from ate_ros.core.policy_io import PolicyFeatureError
+    from ate_ros.core.policy_loading import load_run_policy
+
+    ours = load_run_policy(f"lerobot:{checkpoint}", EMB, num_steps=2)
+    assert isinstance(ours, LeRobotChunkPolicy) and ours.supports_num_steps
+    assert ours.n_action_steps == ours.chunk_size and ours.env_state_dim == 0
+    assert list(ours.known_instructions) == []
+    assert ours.predict_chunk(_obs(0), num_steps=2).shape == (4, UNIFIED_DIM)
+    assert ours.policy.diffusion.num_inference_steps == 4  # restored after the call
+    with pytest.raises(PolicyFeatureError, match="inference-time guidance"):
+        ours.set_inference_guidance(object(), scale=1.0)
+    monkeypatch.setattr(LeRobotChunkPolicy, "_steps_setting", lambda self: None)
+    with pytest.raises(PolicyFeatureError, match="num_steps"):
+        ours.predict_chunk(_obs(1), num_steps=2)
+    with pytest.raises(PolicyFeatureError, match="num_steps"):
+        load_run_policy(f"lerobot:{checkpoint}", EMB, num_steps=2)
+
+
+def test_factory_checks_folder_and_cameras(checkpoint, tmp_path):
+    from ate_ros.core.deploy import WavePolicy
+    from ate_ros.core.policy_loading import load_run_policy, policy_kind, saved_policy_settings
+
+    assert isinstance(load_run_policy("wave", EMB), WavePolicy)
+    assert [policy_kind(s) for s in ("hold", f"lerobot:{checkpoint}", str(tmp_path))] == [
+        "builtin", "lerobot", "ate"]
+    s = saved_policy_settings(f"lerobot:{checkpoint}")
+    assert (s.chunk_size, s.n_action_steps, s.env_state_dim, s.replan_steps) == (4, 4, 0, 0)
+    assert saved_policy_settings("wave").replan_steps is None
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_run_policy(f"lerobot:{tmp_path / 'nothing'}", EMB)
+    (tmp_path / "half").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_run_policy(f"lerobot:{tmp_path / 'half'}", EMB)
+    blind = Embodiment(name="blind", joints=EMB.joints, control_rate_hz=10.0)
+    with pytest.raises(ValueError, match="camera 'front'"):
+        load_run_policy(f"lerobot:{checkpoint}", blind)
+    big = Embodiment(name="big", joints=EMB.joints, control_rate_hz=10.0,
+                     cameras=[CameraSpec(name="front", width=32, height=24)])
+    with pytest.raises(ValueError, match="16x16"):
+        load_run_policy(f"lerobot:{checkpoint}", big)

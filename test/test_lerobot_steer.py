@@ -47,19 +47,14 @@ def tiny_diffusion_config(D: int, image: int = 16) -> DiffusionConfig:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from ate_ros.core.align import AlignConfig, StageConfig, train_alignment
+    from lerobot_fixtures import tiny_alignment
 
     root = tmp_path_factory.mktemp("lrsteer")
     pre = write_toy_dataset(root / "pre", _emb("pre3", [0, 1, 10], 2.0), episodes=2, length=12,
                             image_size=16)
     ada_emb = _emb("ada2", [0, 10], 1.0)
     ada = write_toy_dataset(root / "ada", ada_emb, episodes=2, length=12, image_size=16, seed=1)
-    st = StageConfig(epochs=1, batch_size=16, warmup_steps=1, patience=0)
-    vae = train_alignment(AlignConfig(
-        out=str(root / "vae"), pretrain=[str(pre)], embodiment_pre=[str(pre / "embodiment.yaml")],
-        adapt=str(ada), embodiment_ada=str(ada / "embodiment.yaml"), preset="mlp", chunk_size=4,
-        vae_overrides={"latent_dim": 4, "mlp_hidden": 32}, stage1=st, stage2=st, control=False,
-        plots=False, tensorboard=False, progress=False, device="cpu"))
+    vae = tiny_alignment(root / "vae", pre, ada)
     lr_data = export_lerobot(ada, root / "ada_lerobot")
     torch.manual_seed(0)
     cfg = tiny_diffusion_config(ada_emb.dof)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ros
 
 
 class TowardTarget:
-    """Test double: moves every joint 0.05 per step toward +0.5 (counts its calls)."""
+    """Test double: moves every joint 0.05 per step toward +0.5 (counts its calls and resets)."""
 
     chunk_size = 8
 
@@ -27,7 +27,12 @@ class TowardTarget:
         self.emb = emb
         self.camera_names = [c.name for c in emb.cameras]
         self.calls = 0
+        self.resets = 0
         self.last = None  # the last observation
+
+    def reset(self):
+        """A stateful policy's history (LeRobot's observation queues) is cleared by it."""
+        self.resets += 1
 
     def predict_chunk(self, obs, num_steps=None, seed=None):
         self.calls += 1
@@ -297,6 +302,8 @@ def test_chunks_and_stale_observations(graph):
     node = make(max_obs_age=0.5)
     node.trigger_configure()
     node.trigger_activate()
+    # The warm-up's made-up observation does not stay in a stateful policy's history.
+    assert (node.policy.calls, node.policy.resets) == (1, 1)
     got = []
     peer.create_subscription(ActionChunk, "action_chunk", got.append, 10)
     pub = peer.create_publisher(Observation, "observation", 10)

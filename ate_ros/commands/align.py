@@ -7,6 +7,10 @@ Examples::
     # reuse a stage-1 VAE (and its q_pre) for another robot:
     ate-ros align --stage1 runs/align --adapt data/other --embodiment-ada other.yaml \\
         --out runs/align_other
+    # a LeRobotDataset (meta/info.json; bag2dataset --format lerobot) as the adaptation data,
+    # its embodiment read from the dataset (embodiment.yaml, else robot_type):
+    ate-ros align --pretrain data/pre_a --embodiment-pre arm_a.yaml \
+        --adapt lerobot:data/new_lerobot --out runs/align
     # multi-GPU (DDP), no code change:
     torchrun --nproc_per_node 4 $(which ate-ros) align ...
 """
@@ -21,11 +25,17 @@ from ate_ros.commands.arguments import csv_list
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrain", type=csv_list, default=[],
-                        help="pre-training dataset folder(s), comma separated")
+                        help="pre-training dataset folder(s), comma separated: our episode "
+                             "format, or LeRobotDatasets (meta/info.json, or lerobot:<dir>)")
     parser.add_argument("--embodiment-pre", type=csv_list, default=[],
-                        help="embodiment YAML (or name) per pre-training dataset, comma separated")
-    parser.add_argument("--adapt", default="", help="adaptation dataset folder")
-    parser.add_argument("--embodiment-ada", default="", help="adaptation embodiment YAML or name")
+                        help="embodiment YAML (or name) per pre-training dataset, comma "
+                             "separated ('' for LeRobotDatasets: read from each dataset)")
+    parser.add_argument("--adapt", default="",
+                        help="adaptation dataset folder (our format, or a LeRobotDataset: "
+                             "its action column per episode; docs/lerobot.md)")
+    parser.add_argument("--embodiment-ada", default="",
+                        help="adaptation embodiment YAML or name ('' for a LeRobotDataset: "
+                             "its embodiment.yaml, else its robot_type)")
     parser.add_argument("--stage1", default="",
                         help="skip stage 1: reuse the VAE and q_pre of this earlier align output")
     parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
@@ -57,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ate_ros.core.align import AlignConfig, StageConfig, format_report, train_alignment
+    from ate_ros.core.lerobot_compat import LeRobotUnavailable
     from ate_ros.core.training import CheckpointError, read_json
 
     def stage(epochs: int) -> StageConfig:
@@ -74,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             covariance=args.covariance, key=args.key, short=args.short, device=args.device,
             seed=args.seed, plots=not args.no_plots, progress=not args.no_progress)
         out = train_alignment(cfg)
-    except (ValueError, FileExistsError, CheckpointError) as exc:
+    except (ValueError, FileExistsError, CheckpointError, LeRobotUnavailable) as exc:
         # EpisodeFormatError/EmbodimentError/ChunkDataError are ValueErrors naming the file.
         print(f"ate-ros align: error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,11 @@
 Chunks run through the same :class:`ChunkScheduler` as the robot's executor node. Writes
 ``results.json`` (success rate, 95% Wilson interval, per-episode records, executor counters) and
 PNG strips of the first episodes into ``--out``.
+
+``--policy lerobot:<dir>`` evaluates a LeRobot checkpoint the same way (its own processors, its
+actions on the embodiment's joints; :mod:`ate_ros.core.policy_loading`): each chunk's
+``n_action_steps`` points are executed before the next one is asked for, as LeRobot's
+``select_action`` does, and its observation history restarts with every episode.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", required=True, help="policy folder (as saved by training)")
+    parser.add_argument("--policy", required=True,
+                        help="policy folder (as saved by training), or lerobot:<dir> for a "
+                             "LeRobot checkpoint (docs/lerobot.md)")
     parser.add_argument("--embodiment", required=True,
                         help="simulated arm: sim_arm6, sim_arm5, sim_arm7 or a YAML path")
     parser.add_argument("--task", required=True, help="reach, push or pick_color")
@@ -32,15 +39,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from dataclasses import replace
     from pathlib import Path
 
+    from ate_ros.core.embodiment import load_embodiment
+    from ate_ros.core.lerobot_compat import LeRobotUnavailable
+    from ate_ros.core.policy_loading import load_run_policy
     from ate_ros.core.sim.evaluate import default_execution, evaluate_policy
-    from ate_ros.core.steer.policies import load_policy
+    from ate_ros.core.training import CheckpointError
 
+    try:
+        embodiment = load_embodiment(args.embodiment)
+        policy = load_run_policy(args.policy, embodiment, device=args.device,
+                                 num_steps=args.num_steps)
+    except (ValueError, FileNotFoundError, CheckpointError, LeRobotUnavailable) as exc:
+        # PolicyFeatureError and EmbodimentError are ValueErrors naming what is missing.
+        print(f"ate-ros eval: error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    policy = load_policy(args.policy, device=args.device)
     execution = replace(default_execution(policy), blend=args.blend)
     if args.replan_steps is not None:
         execution = replace(execution, replan_steps=args.replan_steps)

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true",
                         help="add sim_robot_node: run closed loop on the MuJoCo simulation")
     parser.add_argument("--policy", default="wave",
-                        help="policy checkpoint directory, or a built-in policy (hold, wave; "
+                        help="policy checkpoint directory, lerobot:<dir> for a LeRobot "
+                             "checkpoint (docs/lerobot.md), or a built-in policy (hold, wave; "
                              "expert: the simulation's scripted oracle, with --sim)")
     parser.add_argument("--vae", default="", help="stage-2 alignment directory (OOD monitor)")
     parser.add_argument("--embodiment", default="",
@@ -102,24 +103,10 @@ def to_overrides(values: dict[str, Any]) -> list:
     return [Parameter(k, value=v) for k, v in values.items()]
 
 
-def saved_policy_config(policy: str) -> dict[str, Any]:
-    """The ``policy`` settings of a policy folder's ``config.json`` (without loading weights);
-    empty for anything else (``expert``, a missing or foreign folder)."""
-    import json
-
-    cfg = Path(policy) / "config.json" if policy else None
-    if cfg is None or not cfg.is_file():
-        return {}
-    try:
-        pol = json.loads(cfg.read_text()).get("policy", {})
-    except (ValueError, AttributeError):
-        return {}
-    return pol if isinstance(pol, dict) else {}
-
-
 def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     """Create the nodes (not spinning yet). Returns name -> node."""
     from ate_ros.core.embodiment import load_embodiment
+    from ate_ros.core.policy_loading import saved_policy_settings
     from ate_ros.nodes.executor_node import ExecutorNode
     from ate_ros.nodes.perception_node import PerceptionNode
     from ate_ros.nodes.policy_node import PolicyNode
@@ -140,16 +127,12 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     params["policy_node"].update(policy=args.policy, vae=args.vae, device=args.device,
                                  observation_source=source)
     params["executor_node"].update(dry_run=dry_run, controller=args.controller)
-    saved = saved_policy_config(args.policy)
-    if "chunk_size" in saved:
-        from ate_ros.core.execution.config import receding_horizon_replan_steps
-
-        replan = receding_horizon_replan_steps(saved["chunk_size"],
-                                               int(saved.get("n_action_steps", 0) or 0))
-        if replan is not None:  # the policy's receding horizon, as ate-ros eval executes it
-            params["executor_node"]["execution.replan_steps"] = replan
+    # Ours or a LeRobot checkpoint's config.json, read without loading weights.
+    saved = saved_policy_settings(args.policy)
+    if saved.replan_steps is not None:  # the policy's receding horizon, as ate-ros eval runs it
+        params["executor_node"]["execution.replan_steps"] = saved.replan_steps
     # A low-dim policy needs the environment state in the observation bundle too.
-    params["perception_node"].update(env_state_dim=int(saved.get("env_state_dim", 0) or 0))
+    params["perception_node"].update(env_state_dim=saved.env_state_dim)
     lockstep = bool(getattr(args, "lockstep", False)) and args.sim
     # The episode starts once the graph is ready (start_simulation), not while a model loads.
     params["sim_robot_node"].update(task=args.task, seed=args.seed, controller=args.controller,

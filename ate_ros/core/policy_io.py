@@ -64,6 +64,11 @@ class PolicyObservation:
                                  f"{img.shape}")
 
 
+class PolicyFeatureError(ValueError):
+    """A caller asked a policy for something only some policies have (inference-time
+    guidance, a denoising-step override...): the message names the feature and the policy."""
+
+
 @runtime_checkable
 class ChunkPolicy(Protocol):
     """Anything that turns an observation into an action chunk in the unified space."""

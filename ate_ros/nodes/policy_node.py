@@ -1,10 +1,10 @@
 """policy_node (lifecycle): ``ate_ros/Observation`` -> ``ate_ros/ActionChunk``.
 
 Lifecycle:
-    configure  loads the embodiment, the policy (checkpoint directory or a built-in: hold, wave)
-               and, when ``vae`` is set, the stage-2 alignment VAE (OOD monitor); creates the
-               publishers and the observation subscription (or, with
-               ``observation_source: sensors``, the camera / joint_states subscriptions).
+    configure  loads the embodiment, the policy (our checkpoint directory, ``lerobot:<dir>``
+               or a built-in: hold, wave) and, when ``vae`` is set, the stage-2 alignment
+               VAE (OOD monitor); creates the publishers and the observation subscription
+               (or, with ``observation_source: sensors``, the camera / joint_states ones).
     activate   warms the policy up (one dummy inference) and starts the inference thread.
     deactivate publishes a stop request (an empty chunk, ``hold_on_stop``), stops the
                thread, aborts goals.
@@ -70,11 +70,11 @@ from ate_ros.core.deploy import (
     RUN_POLICY,
     LatencyStats,
     PolicyNodeConfig,
-    builtin_policy,
 )
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.execution import Admission, GoalEnd, GoalOutcome, PolicyGate, ood_score
 from ate_ros.core.policy_io import ChunkPolicy, PolicyObservation
+from ate_ros.core.policy_loading import load_run_policy
 from ate_ros.msg import ActionChunk, Observation
 from ate_ros.nodes.visualization import polylines_to_markers
 from ate_ros.ros import conversions as conv
@@ -92,13 +92,9 @@ _to_s = conv.time_to_sec
 
 
 def load_chunk_policy(config: PolicyNodeConfig, embodiment: Embodiment) -> ChunkPolicy:
-    """The default policy factory: a built-in by name, else a checkpoint directory."""
-    policy = builtin_policy(config.policy, embodiment)
-    if policy is not None:
-        return policy
-    from ate_ros.core.steer.policies import load_policy  # torch: only when a model is used
-
-    return load_policy(config.policy, device=config.device)
+    """The default policy factory: a built-in, ``lerobot:<dir>`` or our checkpoint folder
+    (:func:`ate_ros.core.policy_loading.load_run_policy`, shared with run and eval)."""
+    return load_run_policy(config.policy, embodiment, config.device, config.num_steps or None)
 
 
 class PolicyNode(LifecycleNode):
@@ -234,6 +230,7 @@ class PolicyNode(LifecycleNode):
             try:
                 t0 = time.perf_counter()
                 self._predict(self._dummy_observation())
+                getattr(self.policy, "reset", lambda: None)()  # no made-up observation history
                 self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.1f}"
                                        " ms")
             except Exception as exc:  # noqa: BLE001

@@ -136,6 +136,10 @@ class AlignConfig:
     ``stage1_dir`` set, stage 1 and the prior are loaded from a previous run instead of trained
     (``pretrain`` is then only used for the PCA plot, and may be empty). Without ``adapt`` only
     stage 1 and the prior are produced (a reusable stage-1 folder).
+
+    Any dataset may be a LeRobotDataset folder (``meta/info.json``, or written
+    ``lerobot:<dir>``; :mod:`ate_ros.core.data.lerobot_reader`). Its embodiment may then be
+    left empty: it is taken from the dataset (``embodiment.yaml``, else ``robot_type``).
     """
 
     out: str = field(default="", metadata={"help": "output folder"})
@@ -180,6 +184,7 @@ class AlignConfig:
             self.stage2 = StageConfig(**self.stage2)
         self.pretrain = [str(p) for p in self.pretrain]
         self.embodiment_pre = [str(e) for e in self.embodiment_pre]
+        self._embodiments_from_lerobot()
         _check_choice("preset", self.preset, PRESETS)
         _check_choice("covariance", self.covariance, COVARIANCES)
         _check_choice("control_prior", self.control_prior, CONTROL_PRIORS)
@@ -207,6 +212,16 @@ class AlignConfig:
         if Path(self.out).resolve() == Path(self.stage1_dir).resolve() and self.stage1_dir:
             raise ValueError("out must differ from stage1_dir (the output folder is replaced)")
         self.vae_config()  # validate overrides now, not after stage 1
+
+    def _embodiments_from_lerobot(self) -> None:
+        """Fill the embodiments a LeRobotDataset carries and the user left out."""
+        from ate_ros.core.data.lerobot_reader import embodiment_spec, is_lerobot_dataset
+
+        if self.adapt and not self.embodiment_ada and is_lerobot_dataset(self.adapt):
+            self.embodiment_ada = embodiment_spec(self.adapt)
+        if self.pretrain and not self.embodiment_pre and all(
+                is_lerobot_dataset(p) for p in self.pretrain):
+            self.embodiment_pre = [embodiment_spec(p) for p in self.pretrain]
 
     def vae_config(self) -> VAEConfig:
         return VAEConfig.preset(self.preset, **{"chunk_size": self.chunk_size,

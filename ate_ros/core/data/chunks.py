@@ -2,9 +2,11 @@
 
 An alignment dataset is a folder in the project's episode format (``DATASET/train/*.hdf5`` and
 ``DATASET/val/*.hdf5``, see :mod:`ate_ros.core.data.episode_format`); plain ATE reference files
-with only ``qpos`` are read as well. Every episode becomes stride-1 windows of ``H`` consecutive
-rows (the reference's windowing), mapped into RDT's 128-slot unified space with the embodiment's
-slots, so chunks of several robots share one ``(N, H, 128)`` tensor plus a per-source mask.
+with only ``qpos`` are read as well, and so are LeRobotDatasets
+(:mod:`ate_ros.core.data.lerobot_reader`: its ``action`` column per episode). Every episode
+becomes stride-1 windows of ``H`` consecutive rows (the reference's windowing), mapped into
+RDT's 128-slot unified space with the embodiment's slots, so chunks of several robots share one
+``(N, H, 128)`` tensor plus a per-source mask.
 
 Which array is chunked (option ``key``):
 
@@ -95,7 +97,15 @@ def load_episode_arrays(source: ChunkSource, split: str, key: str = KEY_AUTO
 
     Errors (naming the file): unreadable HDF5, NaN/inf, a width different from the embodiment's
     joint count, ``slots`` attributes that disagree with the embodiment.
+
+    A LeRobotDataset folder (``meta/info.json``, or a ``lerobot:`` prefix) is read by
+    :func:`ate_ros.core.data.lerobot_reader.load_lerobot_arrays` instead (LeRobot imported only
+    then): its ``action`` (or ``observation.state``) column per episode.
     """
+    from ate_ros.core.data.lerobot_reader import is_lerobot_dataset, load_lerobot_arrays
+
+    if is_lerobot_dataset(source.dataset):
+        return load_lerobot_arrays(source.dataset, source.embodiment, split, key)
     emb = source.embodiment
     files = episode_paths(source.dataset, split)
     episodes = [read_episode(f, load_images=False) for f in files]

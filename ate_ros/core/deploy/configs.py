@@ -88,8 +88,10 @@ class PolicyNodeConfig:
     """Parameters of ``policy_node``."""
 
     embodiment: str = _f("", "embodiment name or YAML path", read_only=True)
-    policy: str = _f("wave", "policy checkpoint directory, or a built-in: hold, wave (expert: "
-                     "the scripted simulation oracle, `ate-ros run --sim` only)", read_only=True)
+    policy: str = _f("wave", "policy checkpoint directory, lerobot:DIR (a LeRobot checkpoint: "
+                     "its own processors, actions on the embodiment's joints), or a built-in: "
+                     "hold, wave (expert: the scripted simulation oracle, `ate-ros run --sim` "
+                     "only)", read_only=True)
     vae: str = _f("", "stage-2 alignment directory for the OOD monitor ('' = none, OOD is NaN)",
                   read_only=True)
     device: str = _f("cpu", "torch device of the policy (cpu, cuda, cuda:1)", read_only=True)

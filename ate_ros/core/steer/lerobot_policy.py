@@ -13,8 +13,24 @@ Per chunk: our :class:`PolicyObservation` -> LeRobot's frame (``observation.stat
 embodiment's joints in slot order, ``observation.images.<cam>`` = float CHW in [0, 1],
 ``task`` = the instruction) -> the checkpoint's own pre-processor -> the policy's
 ``predict_action_chunk`` (``DiffusionPolicy``: after filling its observation queues the way
-``select_action`` does) -> its post-processor -> the D action columns written into the
-embodiment's slots of a (H, 128) chunk.
+``select_action`` does) -> its post-processor -> the first ``n_action_steps`` actions (what
+``select_action`` executes) with their D columns written into the embodiment's slots of a
+(H, 128) chunk. ``observation.environment_state``, when the policy reads it, is our
+``env_state`` (``env_state_dim`` tells the node and perception to provide it).
+
+Observation history (policies with ``n_obs_steps > 1``): each ``predict_chunk`` pushes the
+observation into the policy's queues, as ``select_action`` does. An observation stamped like the
+previous one *replaces* it (the node's extra samples, retries); one stamped earlier starts a new
+episode (``reset``: the simulation evaluator restarts time at 0 every episode). Callers that
+predict from a made-up observation (a warm-up) call :meth:`LeRobotChunkPolicy.reset` after it.
+
+What our own policy has and a LeRobot checkpoint has not: inference-time guidance
+(:meth:`LeRobotChunkPolicy.set_inference_guidance` raises
+:class:`~ate_ros.core.policy_io.PolicyFeatureError`), a denoising-step override for policies
+without one (``num_steps``: diffusion, pi0, pi0.5 and SmolVLA have one), stored instruction
+embeddings (``known_instructions`` is empty) and a receding horizon inside the chunk
+(``n_action_steps == chunk_size``: every point of a chunk is executed, then a new one is asked
+for, as ``select_action`` does).
 """
 
 from __future__ import annotations
@@ -27,14 +43,16 @@ import torch
 
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
 from ate_ros.core.lerobot_compat import require_lerobot
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_io import PolicyFeatureError, PolicyObservation
 
 logger = logging.getLogger(__name__)
 
 OBS_STATE = "observation.state"
+OBS_ENV_STATE = "observation.environment_state"
 OBS_IMAGES = "observation.images"
 ACTION = "action"
 TASK = "task"
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
 
 
 class LeRobotChunkPolicy:
@@ -44,30 +62,75 @@ class LeRobotChunkPolicy:
         policy: a LeRobot ``PreTrainedPolicy`` (eval mode is set here).
         preprocessor, postprocessor: its processor pipelines.
         embodiment: maps the D action/state columns to unified slots (same order as the
-            dataset's joint names, which ``bag2dataset --format lerobot`` writes).
+            dataset's joint names, which ``bag2dataset --format lerobot`` writes); its cameras
+            must include the policy's, at the policy's image size.
+
+    Raises:
+        ValueError: the action or state width is not the embodiment's joint count, or the
+            embodiment lacks a camera the policy reads (or has it at another size).
     """
+
+    known_instructions: tuple[str, ...] = ()
+    """Our policies store the embeddings of their training instructions; LeRobot's do not."""
 
     def __init__(self, policy, preprocessor, postprocessor, embodiment: Embodiment) -> None:
         cfg = policy.config
         D = cfg.output_features[ACTION].shape[0]
         if D != embodiment.dof:
             raise ValueError(f"LeRobot policy acts on {D} dims, embodiment {embodiment.name!r} "
-                             f"has {embodiment.dof} joints")
+                             f"has {embodiment.dof} joints {embodiment.joint_names}")
+        state = cfg.input_features.get(OBS_STATE)
+        if state is not None and state.shape[0] != embodiment.dof:
+            raise ValueError(f"LeRobot policy reads a {state.shape[0]}-dim {OBS_STATE}, "
+                             f"embodiment {embodiment.name!r} has {embodiment.dof} joints")
         self.policy = policy.eval()
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor
         self.embodiment = embodiment
         self.image_keys = list(cfg.image_features)
         self.camera_names = [k[len(OBS_IMAGES) + 1:] for k in self.image_keys]
+        self._check_cameras(cfg)
+        env = cfg.input_features.get(OBS_ENV_STATE)
+        self.env_state_dim = int(env.shape[0]) if env is not None else 0
         self.chunk_size = int(getattr(cfg, "n_action_steps", None) or cfg.chunk_size)
+        # The chunk is what select_action executes: no receding horizon inside it.
+        self.n_action_steps = self.chunk_size
         self.model_id = f"lerobot:{cfg.type}"
         self.device = next(policy.parameters()).device
+        self._last_stamp: float | None = None
         policy.reset()
+
+    def _check_cameras(self, cfg) -> None:
+        cams = {c.name: c for c in self.embodiment.cameras}
+        for key, name in zip(self.image_keys, self.camera_names):
+            cam = cams.get(name)
+            if cam is None:
+                raise ValueError(f"LeRobot policy reads camera {name!r} ({key}); embodiment "
+                                 f"{self.embodiment.name!r} has cameras {sorted(cams)} (rename "
+                                 "the camera in the embodiment YAML, or the policy's feature)")
+            shape = tuple(cfg.image_features[key].shape)  # (C, H, W)
+            if shape[1:] != (cam.height, cam.width):
+                raise ValueError(f"LeRobot policy reads {name!r} at {shape[2]}x{shape[1]} "
+                                 f"(WxH), embodiment {self.embodiment.name!r} delivers "
+                                 f"{cam.width}x{cam.height}; set the camera's width/height")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, embodiment: Embodiment,
                         device: str = "cpu") -> LeRobotChunkPolicy:
-        """Load a LeRobot checkpoint folder (``save_pretrained`` of policy and processors)."""
+        """Load a LeRobot checkpoint folder (``save_pretrained`` of policy and processors).
+
+        Raises:
+            FileNotFoundError: the folder or one of its checkpoint files is missing.
+            ValueError: the checkpoint does not fit ``embodiment`` (see the class).
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"LeRobot checkpoint folder not found: {path}")
+        missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path} is not a LeRobot checkpoint: no {missing} (the "
+                                    "folder `save_pretrained` / lerobot-train's "
+                                    "checkpoints/<step>/pretrained_model writes)")
         require_lerobot()
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
@@ -84,11 +147,46 @@ class LeRobotChunkPolicy:
     def reset(self) -> None:
         """Forget the observation history (a new episode)."""
         self.policy.reset()
+        self._last_stamp = None
+
+    def set_inference_guidance(self, *args, **kwargs) -> None:
+        """Not available: LeRobot's samplers have no hook for latent steering at run time.
+
+        Raises:
+            PolicyFeatureError: always (steer a LeRobot policy at training time instead).
+        """
+        raise PolicyFeatureError(
+            f"inference-time guidance is not available for LeRobot policies ({self.model_id}): "
+            "its sampler has no steering hook; fine-tune it with ATE guidance instead "
+            "(`ate-ros steer --policy lerobot:<dir> --vae ...`)")
+
+    @property
+    def supports_num_steps(self) -> bool:
+        """Whether ``predict_chunk(num_steps=...)`` can change the sampler's step count."""
+        return self._steps_setting() is not None
+
+    def _steps_setting(self) -> tuple[object, str] | None:
+        """(object, attribute) holding the denoising / integration step count, if any."""
+        diffusion = getattr(self.policy, "diffusion", None)
+        if diffusion is not None and hasattr(diffusion, "num_inference_steps"):
+            return diffusion, "num_inference_steps"
+        cfg = self.policy.config
+        for attr in ("num_inference_steps", "num_steps"):  # pi0 / pi0.5, SmolVLA
+            if isinstance(getattr(cfg, attr, None), int):
+                return cfg, attr
+        return None
 
     def frame(self, obs: PolicyObservation) -> dict:
         """Our observation -> a LeRobot frame (unbatched, before the pre-processor)."""
         frame = {OBS_STATE: torch.from_numpy(obs.qpos[self.embodiment.slots].copy()),
                  TASK: obs.instruction}
+        if self.env_state_dim:
+            env = obs.env_state
+            if env is None or env.shape != (self.env_state_dim,):
+                got = "none" if env is None else f"shape {env.shape}"
+                raise ValueError(f"LeRobot policy reads a {self.env_state_dim}-dim "
+                                 f"{OBS_ENV_STATE}; the observation has {got}")
+            frame[OBS_ENV_STATE] = torch.from_numpy(env.astype(np.float32))
         for key, cam in zip(self.image_keys, self.camera_names):
             if cam not in obs.images:
                 raise ValueError(f"observation has no image from camera {cam!r} (the LeRobot "
@@ -100,28 +198,45 @@ class LeRobotChunkPolicy:
     @torch.no_grad()
     def predict_chunk(self, obs: PolicyObservation, num_steps: int | None = None,
                       seed: int | None = None) -> np.ndarray:
-        """(H, 128) float32 joint targets, zeros off the embodiment's slots."""
-        batch = self.preprocessor(self.frame(obs))
-        policy = self.policy
-        diffusion = getattr(policy, "diffusion", None)
+        """(H, 128) float32 joint targets, zeros off the embodiment's slots.
+
+        Raises:
+            PolicyFeatureError: ``num_steps`` for a policy without a step count.
+            ValueError: the observation lacks a camera or the environment state the policy reads.
+        """
+        setting = self._steps_setting() if num_steps else None
+        if num_steps and setting is None:
+            raise PolicyFeatureError(f"num_steps={num_steps}: LeRobot policy {self.model_id} has "
+                                     "no denoising / integration step count to override "
+                                     "(use num_steps 0)")
+        frame = self.frame(obs)
+        same = self._last_stamp is not None and obs.stamp == self._last_stamp
+        if self._last_stamp is not None and obs.stamp < self._last_stamp:
+            self.reset()  # time went back: a new episode
+        self._last_stamp = obs.stamp
+        batch = self.preprocessor(frame)
         saved_steps = None
-        if num_steps and diffusion is not None:
-            saved_steps, diffusion.num_inference_steps = diffusion.num_inference_steps, num_steps
+        if setting is not None:
+            holder, attr = setting
+            saved_steps = getattr(holder, attr)
+            setattr(holder, attr, int(num_steps))
         devices = [self.device] if self.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices, enabled=seed is not None):
                 if seed is not None:
                     torch.manual_seed(seed)
-                actions = self._chunk(batch)
+                actions = self._chunk(batch, replace_last=same)
         finally:
-            if saved_steps is not None:
-                diffusion.num_inference_steps = saved_steps
-        actions = self.postprocessor(actions)  # (1, H, D) joint units, on CPU
+            if setting is not None:
+                setattr(setting[0], setting[1], saved_steps)
+        # select_action executes the first n_action_steps of predict_action_chunk's output
+        # (DiffusionPolicy's already is that long).
+        actions = self.postprocessor(actions[:, :self.chunk_size])  # (1, H, D) joint units, CPU
         out = np.zeros((actions.shape[1], UNIFIED_DIM), dtype=np.float32)
         out[:, self.embodiment.slots] = actions[0].float().numpy()
         return out
 
-    def _chunk(self, batch: dict) -> torch.Tensor:
+    def _chunk(self, batch: dict, replace_last: bool = False) -> torch.Tensor:
         policy = self.policy
         if policy.name != "diffusion":
             return policy.predict_action_chunk(batch)
@@ -133,6 +248,10 @@ class LeRobotChunkPolicy:
         if policy.config.image_features:
             batch[OBS_IMAGES] = torch.stack([batch[k] for k in policy.config.image_features],
                                             dim=-4)
+        if replace_last:  # the same observation again: it takes its own place in the history
+            for key, queue in policy._queues.items():
+                if key != ACTION and key in batch and len(queue) == queue.maxlen:
+                    queue.pop()
         policy._queues = populate_queues(policy._queues, batch)
         return policy.predict_action_chunk(batch)
 
