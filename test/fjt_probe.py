@@ -185,6 +185,23 @@ def main(out_path: str, spin: str = "single") -> int:
         chunk_pub.publish(chunk_to_msg(base + offsets, emb, sec_to_time(obs)))
         return obs
 
+    def refused_late() -> int:
+        r = node.scheduler.stats.rejected
+        return r["stale"] + r["bad_state"]
+
+    def send_for_goal(offsets: np.ndarray, q=None, tries: int = 5) -> float:
+        """Send a chunk and wait for the goal it makes. A chunk the executor refused because it
+        met it too late (stale, or joint_states older than state_timeout: the loaded VM delays
+        callbacks) cannot make one: it is sent again with a fresh stamp. Returns its stamp."""
+        for _ in range(tries):
+            n0, late0 = len(ctrl.goals), refused_late()
+            obs = send(offsets, q)
+            wait_for(lambda n0=n0, late0=late0: len(ctrl.goals) > n0 or refused_late() > late0,
+                     WAIT)
+            if len(ctrl.goals) > n0:
+                break
+        return obs
+
     def towards_centre(amount: float) -> np.ndarray:
         with ctrl.lock:
             q = ctrl.q.copy()
@@ -240,8 +257,7 @@ def main(out_path: str, spin: str = "single") -> int:
         d[:, 0] = np.linspace(0.02, 0.8, 40) * np.sign(towards_centre(1.0)[0])
         with ctrl.lock:
             q = ctrl.q.copy()
-        obs = send(d, q)
-        wait_for(lambda: len(ctrl.goals) > n0, WAIT)
+        obs = send_for_goal(d, q)
         settle("long")
         phase("long", n0, chunk_end=obs + 40 * DT, target=(q + d[-1]).tolist())
 
@@ -251,13 +267,11 @@ def main(out_path: str, spin: str = "single") -> int:
         for failure in ("reject", "abort"):
             n0 = len(ctrl.goals)
             ctrl.mode = failure
-            send(np.linspace(0.1, 1.0, 10)[:, None] * towards_centre(0.48))
-            wait_for(lambda n0=n0: len(ctrl.goals) > n0, WAIT)
+            send_for_goal(np.linspace(0.1, 1.0, 10)[:, None] * towards_centre(0.48))
             time.sleep(1.5)  # the failed plan would have ended by now
             ctrl.mode = "accept"
             n1 = len(ctrl.goals)
-            send(np.linspace(0.01, 0.1, 10)[:, None] * np.ones(emb.dof))
-            wait_for(lambda n1=n1: any(g["mode"] == "accept" for g in ctrl.goals[n1:]), WAIT)
+            send_for_goal(np.linspace(0.01, 0.1, 10)[:, None] * np.ones(emb.dof))
             settle(failure)
             phase(failure, n0, first_after=n1)
 
@@ -266,8 +280,7 @@ def main(out_path: str, spin: str = "single") -> int:
         n0 = len(ctrl.goals)
         d = np.zeros((40, emb.dof))
         d[:, 1] = np.linspace(0.02, 0.8, 40) * np.sign(towards_centre(1.0)[1])
-        send(d)
-        wait_for(lambda: len(ctrl.goals) > n0, WAIT)
+        send_for_goal(d)
         time.sleep(0.6)
         n1 = len(ctrl.goals)
         ctrl.publish_states = False

@@ -394,7 +394,7 @@ def test_failed_goal_restarts_from_the_robot(kind):
     assert np.abs(d.positions[0] - robot).max() <= 1.0 * DT + 1e-9
 
 
-def test_failure_of_an_older_or_hold_goal_changes_nothing():
+def test_preemption_of_an_older_goal_or_failure_of_a_hold_goal_changes_nothing():
     ex = make(goals=True)
     clock = Clock(ex)
     ex.submit(nominal_chunk(np.zeros(3), 0), T0 - 0.02, T0)
@@ -402,12 +402,44 @@ def test_failure_of_an_older_or_hold_goal_changes_nothing():
     ex.submit(nominal_chunk(clock.robot(), 1), clock.now - 0.02, clock.now)
     clock.step()
     before = ex.scheduler.plan_end
-    ex.goal_failed(1, motion=True, kind="rejected", detail="late")  # superseded already
+    # joint_trajectory_controller ends a replaced goal with INVALID_GOAL (-1).
+    assert ex.goal_result(1, motion=True, succeeded=False, error_code=-1) == ""
     ex.goal_failed(2, motion=False, kind="aborted", detail="hold")  # not a motion goal
-    assert ex.scheduler.plan_end == before and ex.counts["fjt_goals_rejected"] == 1
+    assert ex.scheduler.plan_end == before and ex.counts["fjt_goals_aborted"] == 1
+    assert ex.counts["fjt_goals_preempted"] == 1
     # A result for the latest goal that is not a success is a failure, not a preemption.
     assert ex.goal_result(2, motion=True, succeeded=False, kind="canceled", detail="x")
-    assert ex.counts["fjt_goals_canceled"] == 1 and ex.counts["fjt_goals_preempted"] == 0
+    assert ex.counts["fjt_goals_canceled"] == 1 and ex.counts["fjt_goals_preempted"] == 1
+
+
+@pytest.mark.parametrize("how", ["aborted", "rejected"])
+def test_late_failure_of_a_motion_goal_restarts_from_the_robot(how):
+    """The result of an aborted (or the response of a rejected) motion goal arrives after the
+    executor, still following that plan, sent the hold goal at its end: the failure is counted as
+    one, not as a preemption, and the next goal starts where the robot is (seen in CI under load:
+    the next goal started 0.48 rad from the robot)."""
+    ex = make(goals=True, amax=2.0)
+    clock = Clock(ex)
+    ex.submit(np.linspace(0.05, 0.48, 10)[:, None] * np.ones(3), T0, T0)
+    clock.step(observe=False)
+    motion_seq = ex.latest_goal
+    for _ in range(40):  # the plan runs to its end and the hold goal goes out; robot stays
+        ex.observe(clock.now, np.zeros(3))
+        clock.step(observe=False)
+    assert ex.latest_goal > motion_seq and not ex.scheduler.moving
+    robot = ex.measured.copy()
+    assert np.abs(ex.scheduler.last_command - robot).max() > 0.4
+    if how == "aborted":  # PATH_TOLERANCE_VIOLATED
+        warning = ex.goal_result(motion_seq, motion=True, succeeded=False, kind="aborted",
+                                 detail="late abort", error_code=-4)
+    else:
+        warning = ex.goal_failed(motion_seq, motion=True, kind="rejected", detail="late")
+    assert warning.startswith(f"FollowJointTrajectory goal {motion_seq}")
+    assert ex.counts[f"fjt_goals_{how}"] == 1 and ex.counts["fjt_goals_preempted"] == 0
+    ex.submit(np.linspace(0.01, 0.1, 10)[:, None] * np.ones(3) + robot, clock.now, clock.now)
+    d = ex.step(clock.now)
+    assert d.output is Output.GOAL
+    assert np.abs(d.positions[0] - robot).max() <= 1.0 * DT + 1e-9
 
 
 def test_stale_joint_states_send_a_braking_goal_at_once():

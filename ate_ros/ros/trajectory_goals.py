@@ -91,17 +91,17 @@ class TrajectoryGoals:
         kind = "canceled" if status == GoalStatus.STATUS_CANCELED else "aborted"
         self._report(seq, motion, status == GoalStatus.STATUS_SUCCEEDED, kind,
                      f"{kind} (status {status}), error_code {result.error_code}: "
-                     f"{result.error_string}")
+                     f"{result.error_string}", result.error_code)
 
     def _report(self, seq: int, motion: bool, succeeded: bool | None, kind: str,
-                detail: str) -> None:
+                detail: str, error_code: int | None = None) -> None:
         """A result (``succeeded`` True/False) or a failure without one (None) to the core."""
         with self._lock:
             core = self._core()
             if core is None:
                 return
             warning = (core.goal_failed(seq, motion, kind, detail) if succeeded is None
-                       else core.goal_result(seq, motion, succeeded, kind, detail))
+                       else core.goal_result(seq, motion, succeeded, kind, detail, error_code))
             ended = core.take_ended()
         if warning:
             self._node.get_logger().warn(warning, throttle_duration_sec=2.0)

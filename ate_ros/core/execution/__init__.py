@@ -17,6 +17,7 @@ from ate_ros.core.execution.config import (
     ExecutorNodeConfig,
 )
 from ate_ros.core.execution.executor import (
+    FJT_FAILURE_CODES,
     FJT_MAX_SECONDS,
     ChunkExecutor,
     Output,
@@ -42,6 +43,7 @@ from ate_ros.core.execution.scheduler import (
 
 __all__ = [
     "BLEND_MODES",
+    "FJT_FAILURE_CODES",
     "FJT_MAX_SECONDS",
     "OUTPUT_MODES",
     "REJECT_REASONS",

@@ -40,10 +40,17 @@ from ate_ros.core.execution.scheduler import (
     SubmitResult,
 )
 
-__all__ = ["FJT_MAX_SECONDS", "ChunkExecutor", "Output", "SupervisedChunk", "TickDecision"]
+__all__ = ["FJT_FAILURE_CODES", "FJT_MAX_SECONDS", "ChunkExecutor", "Output", "SupervisedChunk",
+           "TickDecision"]
 
 FJT_MAX_SECONDS = 60.0
 """Longest FollowJointTrajectory goal: the simulated commands stop there even if not at rest."""
+
+FJT_FAILURE_CODES = frozenset({-2, -3, -4, -5})
+"""FollowJointTrajectory.Result error codes of a goal the controller failed (INVALID_JOINTS,
+OLD_HEADER_TIMESTAMP, PATH_TOLERANCE_VIOLATED, GOAL_TOLERANCE_VIOLATED).
+joint_trajectory_controller ends a goal that a newer one replaced with INVALID_GOAL (-1),
+"Current goal cancelled due to new incoming action"."""
 
 _EPS = 1e-9
 
@@ -338,16 +345,19 @@ class ChunkExecutor:
         return self._fjt_seq
 
     def goal_result(self, seq: int, motion: bool, succeeded: bool, kind: str = "aborted",
-                    detail: str = "") -> str:
+                    detail: str = "", error_code: int | None = None) -> str:
         """The controller's result of goal ``seq``; returns a warning for the log, or "".
 
-        A goal the controller ended because our next one arrived is counted as preempted; any
-        other unsuccessful end is a failure (:meth:`goal_failed`).
+        An older goal that ended unsuccessfully was replaced by our next one (preempted), unless
+        its ``error_code`` says the controller failed it (:data:`FJT_FAILURE_CODES`): results
+        travel separately from goal responses, so an abort can arrive after later goals were
+        sent from the failed plan's commands. Any other unsuccessful end is a failure
+        (:meth:`goal_failed`).
         """
         if succeeded:
             self.counts["fjt_goals_succeeded"] += 1
             return ""
-        if seq != self._fjt_seq:
+        if seq != self._fjt_seq and error_code not in FJT_FAILURE_CODES:
             self.counts["fjt_goals_preempted"] += 1
             return ""
         return self.goal_failed(seq, motion, kind, detail)
@@ -356,13 +366,14 @@ class ChunkExecutor:
         """Goal ``seq`` was rejected, aborted or canceled, or its result never came.
 
         The controller does not run our plan (after an abort it holds, after a rejection it keeps
-        its previous goal): after the latest motion goal the plan is dropped and the next command
-        starts from the measured state, so no later goal starts where the robot never got to.
-        The running ExecuteChunk goal is aborted (:meth:`take_ended`). Returns the warning.
+        its previous goal). Every goal sent after a motion goal continues that plan's commands,
+        so the failure of any motion goal drops the plan and the next command starts from the
+        measured state: no later goal starts where the robot never got to. The running
+        ExecuteChunk goal is aborted (:meth:`take_ended`). Returns the warning.
         """
         self.counts[f"fjt_goals_{kind}"] += 1
         self.last_error = f"goal {seq}: {detail}"
-        if motion and seq == self._fjt_seq and not self.stopped:
+        if motion and not self.stopped:
             self.scheduler.reset()
             self._last_hold_sent = None
             self._end_goal(GoalOutcome.ABORTED, f"FollowJointTrajectory goal {detail}")
