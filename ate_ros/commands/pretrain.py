@@ -34,6 +34,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float)
                         help="use at most N episodes per dataset (quick runs)")
     parser.add_argument("--vision-lr-scale", type=float, default=1.0,
                         help="image encoder learning rate relative to --lr (0 freezes it)")
+    parser.add_argument("--patience", type=int, default=0,
+                        help="stop after N evaluations without a lower val action MSE and keep "
+                             "the best weights (0: run all --steps)")
 
 
 def common_config(args: argparse.Namespace) -> dict:
@@ -42,7 +45,8 @@ def common_config(args: argparse.Namespace) -> dict:
                 save_every=args.save_every, log_every=args.log_every,
                 eval_samples=args.eval_samples, resume=args.resume, device=args.device,
                 seed=args.seed, amp=not args.no_amp, show_progress=not args.no_progress,
-                max_episodes=args.max_episodes, vision_lr_scale=args.vision_lr_scale)
+                max_episodes=args.max_episodes, vision_lr_scale=args.vision_lr_scale,
+                patience=args.patience)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

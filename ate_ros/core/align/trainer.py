@@ -19,7 +19,6 @@ does) and DDP averages gradients; only rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import tempfile
@@ -43,13 +42,11 @@ from ate_ros.core.training import (
     DistributedContext,
     RunLogger,
     atomic_output_dir,
-    autocast,
-    cosine_schedule,
     progress,
     seed_everything,
     select_device,
-    unwrap,
 )
+from ate_ros.core.training_loop import EarlyStopping, Optimization
 
 logger = logging.getLogger(__name__)
 
@@ -138,20 +135,23 @@ def train_vae(model: ActionVAE, train: Tensors, val: Tensors, cfg: StageConfig, 
               show_progress: bool = True, seed: int = 0) -> dict[str, Any]:
     """Train ``model`` in place (best val-loss weights restored at the end); returns a summary.
 
-    AdamW + linear warm-up/cosine LR, gradient clipping, early stopping on the validation loss.
+    The shared optimisation loop (:class:`~ate_ros.core.training_loop.Optimization`: AdamW +
+    linear warm-up/cosine LR, gradient clipping, non-finite guard) and early stopping on the
+    validation loss (:class:`~ate_ros.core.training_loop.EarlyStopping`).
     """
     ctx = ctx or DistributedContext(device)
     model.to(device).train()
     net = ctx.wrap(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_local = math.ceil(len(train) / ctx.world_size)
     steps_per_epoch = max(1, n_local // cfg.batch_size if n_local >= cfg.batch_size else 1)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    sched = cosine_schedule(opt, cfg.epochs * steps_per_epoch, cfg.warmup_steps,
-                            cfg.min_lr_ratio)
+    optim = Optimization(model, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         total_steps=cfg.epochs * steps_per_epoch,
+                         warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio,
+                         grad_clip=cfg.grad_clip, device=device, amp=amp, dist=ctx)
+    stopper = EarlyStopping(cfg.patience)
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, best_epoch, bad = math.inf, None, -1, 0
     step, t0, step_time = 0, time.perf_counter(), []
     if target is not None:
         target = target.to(device)
@@ -166,15 +166,11 @@ def train_vae(model: ActionVAE, train: Tensors, val: Tensors, cfg: StageConfig, 
             if idx.numel() < 2:  # MMD needs two samples
                 continue
             ts = time.perf_counter()
-            with autocast(device, amp):
+            with optim.autocast():
                 terms = vae_loss(net, train.x[idx], train.mask[idx], cfg, target, mmd_c,
                                  mmd_unbiased, regularize)
-            opt.zero_grad(set_to_none=True)
-            terms.total.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
+            if optim.step(terms.total, where=f"{name} epoch {epoch} step {s}") is None:
+                continue  # non-finite loss: skipped
             step += 1
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -184,32 +180,26 @@ def train_vae(model: ActionVAE, train: Tensors, val: Tensors, cfg: StageConfig, 
         train_terms = {k: ctx.all_reduce_mean(v) for k, v in sums.items()}
         val_terms = evaluate_loss(model, val, cfg, target, mmd_c, mmd_unbiased, regularize)
         if run_logger is not None:
-            run_logger.log(epoch, {**train_terms, "lr": sched.get_last_lr()[0]},
-                           prefix=f"{name}/train")
+            run_logger.log(epoch, {**train_terms, "lr": optim.lr}, prefix=f"{name}/train")
             run_logger.log(epoch, val_terms, prefix=f"{name}/val")
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(rec=f"{train_terms['recon']:.4f}", kl=f"{train_terms['kl']:.3g}",
                             mmd=f"{train_terms['mmd']:.3g}", val=f"{val_terms['total']:.4f}")
-        if val_terms["total"] < best - 1e-6:
-            best, best_epoch, bad = val_terms["total"], epoch, 0
-            best_state = copy.deepcopy(unwrap(net).state_dict())
-        else:
-            bad += 1
-            if cfg.patience and bad >= cfg.patience:
-                logger.info("%s: early stop at epoch %d (best %d)", name, epoch, best_epoch)
-                break
+        if stopper.update(val_terms["total"], epoch, net):
+            logger.info("%s: early stop at epoch %d (best %d)", name, epoch, stopper.best_at)
+            break
     if ckpt_dir is not None and norm is not None and ctx.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         StageModel(model, norm).save(ckpt_dir / f"{name}_last.safetensors")
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    stopper.restore(model)
     if ckpt_dir is not None and norm is not None and ctx.is_main:
         StageModel(model, norm).save(ckpt_dir / f"{name}_best.safetensors")
     model.eval()
-    return {"epochs_run": epoch + 1, "best_epoch": best_epoch, "best_val_loss": best,
-            "steps": step, "seconds": time.perf_counter() - t0,
+    return {"epochs_run": epoch + 1, "best_epoch": stopper.best_at,
+            "best_val_loss": stopper.best, "steps": step,
+            "seconds": time.perf_counter() - t0,
             "step_seconds_median": float(np.median(step_time)) if step_time else float("nan"),
-            "params": count_parameters(model)}
+            "nonfinite_loss_steps": optim.bad_steps, "params": count_parameters(model)}
 
 
 # ----- encoding / metrics ---------------------------------------------------------------------

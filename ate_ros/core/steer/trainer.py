@@ -1,8 +1,10 @@
 """Training loops: pre-training the VLA policy and fine-tuning it with (or without) ATE guidance.
 
-Both loops share :func:`_train`: preloaded in-memory data, AdamW + cosine LR, EMA weights (the
-saved policy is the EMA copy), TensorBoard + ``metrics.json``, periodic evaluation, safetensors
-checkpoints (``<out>/checkpoint/``) and resume, CPU/CUDA, and DDP under torchrun/Accelerate.
+Both loops share :func:`_train`: preloaded in-memory data and the optimisation loop of
+:mod:`ate_ros.core.training_loop` (AdamW + cosine LR, non-finite guard, EMA weights: the saved
+policy is the EMA copy; checkpoints in ``<out>/checkpoint/`` and resume; early stopping on the
+validation action MSE), TensorBoard + ``metrics.json``, periodic evaluation, CPU/CUDA, and DDP
+under torchrun/Accelerate.
 The output folder is always a loadable policy (``model.safetensors`` + ``config.json``).
 """
 
@@ -25,28 +27,19 @@ from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance, encoder_
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.steer.policies.modeling_vla import ACTION, OBS_MASK, VLAPolicy
 from ate_ros.core.training import (
-    EMA,
     CheckpointError,
     DistributedContext,
     RunLogger,
-    atomic_output_dir,
-    autocast,
-    cosine_schedule,
-    load_state_dict_checked,
-    load_tensors,
     progress,
     read_json,
-    save_tensors,
     seed_everything,
     select_device,
-    unwrap,
-    write_json,
 )
+from ate_ros.core.training_loop import EarlyStopping, Optimization
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
-MAX_BAD_STEPS = 20
 
 
 @dataclass
@@ -76,6 +69,9 @@ class TrainConfig:
     vision_lr_scale: float = 1.0
     """Learning rate of the image encoder relative to ``lr`` (lower it to keep a pre-trained
     encoder's features while the randomly initialised action head learns; 0 freezes it)."""
+    patience: int = 0
+    """Stop after this many evaluations (every ``eval_every`` steps) without a lower validation
+    action MSE, and save the best evaluated weights (0: run all ``steps``)."""
 
     def validate(self) -> None:
         if not self.data:
@@ -85,6 +81,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
         if not self.vision_lr_scale >= 0:
             raise ValueError(f"vision_lr_scale must be >= 0, got {self.vision_lr_scale}")
 
@@ -117,54 +115,6 @@ class FinetuneConfig(TrainConfig):
         if self.refit_stats not in ("missing", "all", "none"):
             raise ValueError(f"refit_stats must be 'missing', 'all' or 'none', got "
                              f"{self.refit_stats!r}")
-
-
-# ----- checkpoints (safetensors + JSON only) ----------------------------------------------------
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{pid}.{k}"] = v
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def _save_checkpoint(out: Path, model, ema: EMA, opt, sched, step: int, extra: dict) -> None:
-    with atomic_output_dir(out / CHECKPOINT_DIR) as tmp:
-        save_tensors(tmp / "model.safetensors", unwrap(model).state_dict())
-        save_tensors(tmp / "ema.safetensors", ema.model.state_dict())
-        opt_t, opt_meta = _optimizer_tensors(opt)
-        save_tensors(tmp / "optimizer.safetensors", opt_t)
-        save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
-        write_json(tmp / "trainer_state.json", {"step": step, "ema_steps": ema.steps,
-                                                "scheduler": sched.state_dict(),
-                                                "optimizer": opt_meta, **extra})
-
-
-def _load_checkpoint(out: Path, model, ema: EMA, opt, sched, device) -> int:
-    ck = out / CHECKPOINT_DIR
-    state = read_json(ck / "trainer_state.json")
-    load_state_dict_checked(unwrap(model), load_tensors(ck / "model.safetensors", device),
-                            str(ck / "model.safetensors"))
-    load_state_dict_checked(ema.model, load_tensors(ck / "ema.safetensors", device),
-                            str(ck / "ema.safetensors"))
-    _load_optimizer(opt, load_tensors(ck / "optimizer.safetensors", device), state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    ema.steps = int(state["ema_steps"])
-    torch.set_rng_state(load_tensors(ck / "rng.safetensors")["torch"])
-    logger.info("resumed from %s at step %d", ck, state["step"])
-    return int(state["step"])
 
 
 # ----- evaluation ----------------------------------------------------------------------------
@@ -227,13 +177,18 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
     meta = dict(meta or {})
     model.to(device)
     ddp = dist.wrap(model)
-    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = cosine_schedule(opt, cfg.steps, cfg.warmup_steps)
-    ema = EMA(model, decay=model.config.ema_decay, warmup=min(100, cfg.steps // 10 + 1))
+    optim = Optimization(model, _param_groups(model, cfg), lr=cfg.lr,
+                         weight_decay=cfg.weight_decay, total_steps=cfg.steps,
+                         warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, device=device,
+                         amp=cfg.amp, ema_decay=model.config.ema_decay,
+                         ema_warmup=min(100, cfg.steps // 10 + 1), dist=dist)
+    ema = optim.ema
+    ckpt = out / CHECKPOINT_DIR
     log = RunLogger(out, enabled=dist.is_main)
     start = 0
-    if cfg.resume and (out / CHECKPOINT_DIR / "trainer_state.json").is_file():
-        start = _load_checkpoint(out, model, ema, opt, sched, device)
+    if cfg.resume and optim.has_checkpoint(ckpt):
+        start = optim.load(ckpt)
+        logger.info("resumed from %s at step %d", ckpt, start)
     elif cfg.resume:
         logger.info("no checkpoint in %s; starting from step 0", out)
     if dist.is_main and cfg.resume:  # keep the history of the earlier run
@@ -245,10 +200,12 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
                              dist.world_size)
     summary: dict = {"train_frames": len(train_ds), "val_frames": len(val_ds) if val_ds else 0,
                      "world_size": dist.world_size, **meta}
-    skipped_guidance, bad_steps, t0 = 0, 0, time.perf_counter()
+    skipped_guidance, t0 = 0, time.perf_counter()
     running: dict[str, float] = {}
+    stopper = EarlyStopping(cfg.patience)
+    stopped_at: int | None = None
 
-    def evaluate(step: int) -> None:
+    def evaluate(step: int) -> float | None:
         values = {}
         if val_ds is not None:
             values["action_mse"] = action_mse(ema.model, val_ds, cfg.eval_samples,
@@ -259,58 +216,62 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
             log.log(step, values, prefix="eval")
             logger.info("step %d: %s", step,
                         ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        return values.get("action_mse")
 
     bar = progress(range(start, cfg.steps), total=cfg.steps - start, desc=out.name,
                    enabled=dist.is_main and cfg.show_progress)
     for step in bar:
         model.train()
         batch = _to_device(train_ds.get_batch(next(batches)), device)
-        with autocast(device, cfg.amp):
+        with optim.autocast():
             loss, logs = ddp(batch, guidance=guidance)
-        finite = bool(torch.isfinite(loss))
-        if dist.enabled:  # every rank must skip together, or the others hang in all-reduce
-            finite = dist.all_reduce_mean(float(finite)) == 1.0
-        if not finite:
-            bad_steps += 1
-            opt.zero_grad(set_to_none=True)
-            if bad_steps >= MAX_BAD_STEPS:
-                raise FloatingPointError(f"loss was NaN/inf on {bad_steps} steps (last: step "
-                                         f"{step}); lower --lr or check the data")
+        gnorm = optim.step(loss, where=f"step {step}")
+        if gnorm is None:  # non-finite loss: skipped
             continue
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        ema.update(model)
         skipped_guidance += int(logs.get("guidance/skipped_nonfinite", 0))
         for k, v in logs.items():
             running[k] = running.get(k, 0.0) + v
-        running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)
+        running["grad_norm"] = running.get("grad_norm", 0.0) + gnorm
         running["_n"] = running.get("_n", 0.0) + 1
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             n = running.pop("_n")
             vals = {k: v / n for k, v in running.items()}
-            vals["lr"] = sched.get_last_lr()[0]
+            vals["lr"] = optim.lr
             vals["steps_per_s"] = n / max(time.perf_counter() - t0, 1e-9)
             log.log(done, vals, prefix="train")
             if dist.is_main and cfg.show_progress:
                 bar.set_postfix(loss=f"{vals['loss']:.4f}")
             running, t0 = {}, time.perf_counter()
-        if dist.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):
-            evaluate(done)
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            if dist.is_main:
+                value = evaluate(done)
+                stop = value is not None and stopper.update(value, done, ema.model)
+            else:
+                stop = False
+            if dist.enabled:  # every rank stops together
+                stop = dist.all_reduce_mean(float(stop)) > 0.0
+            if stop:
+                stopped_at = done
+                logger.info("early stop at step %d: eval/action_mse did not improve for %d "
+                            "evaluations (best %.4g at step %d)", done, cfg.patience,
+                            stopper.best, stopper.best_at)
+                break
         if dist.is_main and done % cfg.save_every == 0 and done < cfg.steps:
-            _save_checkpoint(out, model, ema, opt, sched, done, {"meta": meta})
+            optim.save(ckpt, done, {"meta": meta})
             ema.model.save_pretrained(out, extra={"training": {**meta, "step": done}})
     if dist.is_main:
-        summary.update({"steps": cfg.steps, "guidance_skipped_nonfinite": skipped_guidance,
-                        "nonfinite_loss_steps": bad_steps})
+        final_step = stopped_at or cfg.steps
+        if stopped_at is not None:  # the saved policy is the best evaluated EMA weights
+            stopper.restore(ema.model)
+            summary.update({"early_stop_step": stopped_at, "best_step": stopper.best_at})
+        summary.update({"steps": final_step, "guidance_skipped_nonfinite": skipped_guidance,
+                        "nonfinite_loss_steps": optim.bad_steps})
         for k, v in log.history.items():
             if v:
                 summary[f"final/{k}"] = v[-1][1]
-        _save_checkpoint(out, model, ema, opt, sched, cfg.steps, {"meta": meta})
-        ema.model.save_pretrained(out, extra={"training": {**meta, "step": cfg.steps}})
+        optim.save(ckpt, final_step, {"meta": meta})
+        ema.model.save_pretrained(out, extra={"training": {**meta, "step": final_step}})
         log.write_metrics(summary)
     log.close()
     dist.barrier()
