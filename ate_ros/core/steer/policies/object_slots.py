@@ -10,13 +10,6 @@ for the other colour were about as close to the demonstration). Here each slot b
 (scaled dot product, softmax) and the weighted sum of slot tokens is one more token: the object
 the instruction names, the grounding an object-centric policy makes explicit (as an image
 VLA's cross-attention from text to patches does).
-
-Two choices make that grounding learnable from sentence embeddings, whose instructions differ
-by one word (MiniLM: cosine 0.78 between "touch the red block" and "touch the blue block"):
-the slot identity starts as large as the slot's content, so keys tell colours apart from the
-first step (at 0.02 they were invisible and the weights barely moved with the instruction), and
-the score is a cosine similarity times a learned temperature (CLIP's logit scale), so a small
-difference between two instructions can still sharpen the softmax.
 """
 
 from __future__ import annotations
@@ -25,11 +18,6 @@ import math
 
 import torch
 from torch import nn
-
-INITIAL_TEMPERATURE = 10.0
-"""Initial scale of the cosine scores (logits in [-10, 10])."""
-MAX_TEMPERATURE = 100.0
-"""Upper bound of the learned scale (CLIP's clamp), against a softmax that saturates."""
 
 
 class ObjectSlotEncoder(nn.Module):
@@ -54,10 +42,9 @@ class ObjectSlotEncoder(nn.Module):
         self.slots, self.slot_size = slots, slot_size
         self.rest = env_dim - slots * slot_size
         self.slot_proj = nn.Sequential(nn.Linear(slot_size, d), nn.SiLU(), nn.Linear(d, d))
-        self.slot_identity = nn.Parameter(torch.randn(slots, d))
+        self.slot_identity = nn.Parameter(torch.randn(slots, d) * 0.02)
         self.query = nn.Linear(d, d)
         self.key = nn.Linear(d, d)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(INITIAL_TEMPERATURE)))
         self.named_proj = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.rest_proj = (nn.Sequential(nn.Linear(self.rest, d), nn.SiLU(), nn.Linear(d, d))
                           if self.rest else None)
@@ -73,10 +60,8 @@ class ObjectSlotEncoder(nn.Module):
         B = env.shape[0]
         objs = env[:, :self.slots * self.slot_size].reshape(B, self.slots, self.slot_size)
         tok = self.slot_proj(objs) + self.slot_identity  # (B, S, d)
-        key = nn.functional.normalize(self.key(tok), dim=-1)
-        query = nn.functional.normalize(self.query(text), dim=-1).unsqueeze(1)
-        scale = self.logit_scale.clamp(max=math.log(MAX_TEMPERATURE)).exp()
-        return tok, torch.softmax(scale * (key * query).sum(-1), dim=-1)
+        score = (self.key(tok) * self.query(text).unsqueeze(1)).sum(-1)
+        return tok, torch.softmax(score / math.sqrt(tok.shape[-1]), dim=-1)
 
     def forward(self, env: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         tok, weights = self.slot_weights(env, text)
