@@ -210,7 +210,7 @@ def test_config_validation():
 
 def test_sim_env_state_is_recorded_and_observed(tmp_path):
     from ate_ros.core.sim.env import SimEnv
-    from ate_ros.core.sim.object_labels import ENV_STATE_DIM, ENV_STATE_NAMES
+    from ate_ros.core.sim.object_labels import COLOR_NAMES, ENV_STATE_DIM, ENV_STATE_NAMES
     from ate_ros.core.sim.recording import record_dataset
 
     with SimEnv("sim_arm6", "pick_color", seed=3) as env:
@@ -218,11 +218,17 @@ def test_sim_env_state_is_recorded_and_observed(tmp_path):
         pobs = obs.to_policy(env.embodiment)
         assert pobs.env_state.shape == (ENV_STATE_DIM,)
         state = env.task_state()
-        present = [i for i in range(0, ENV_STATE_DIM - 3, 4) if pobs.env_state[i] == 1.0]
+        slot = {n: i for i, n in enumerate(ENV_STATE_NAMES)}
+        present = [c for c in COLOR_NAMES if pobs.env_state[slot[f"{c}/present"]] == 1.0]
         assert len(present) == 2  # two coloured blocks, at their true positions
-        found = [pobs.env_state[i + 1:i + 4] for i in present]
+        found = [pobs.env_state[slot[f"{c}/dx"]:slot[f"{c}/dz"] + 1] for c in present]
         tip = env.ee_position()
         assert any(np.allclose(f, state["target"] - tip, atol=1e-6) for f in found)
+        # The block the instruction names leads the state; this task has no goal.
+        named = pobs.env_state[slot["target/present"]:slot["target/dz"] + 1]
+        np.testing.assert_allclose(named, [1.0, *(state["target"] - tip)], atol=1e-6)
+        assert env.instruction == f"touch the {env.task.colors[env.task.target_index]} block"
+        assert not pobs.env_state[slot["goal/present"]:slot["goal/dz"] + 1].any()
         np.testing.assert_allclose(pobs.env_state[-3:], tip, atol=1e-6)
     record_dataset("sim_arm6", "push", 1, tmp_path / "d", seed=1, val_fraction=0.0,
                    render=False)
@@ -232,3 +238,8 @@ def test_sim_env_state_is_recorded_and_observed(tmp_path):
     red_dx, tip_x = ENV_STATE_NAMES.index("red/dx"), ENV_STATE_NAMES.index("tip/x")
     block_x = ep.env_state[:, red_dx] + ep.env_state[:, tip_x]
     assert np.ptp(block_x) > 0.05, "the pushed block moves in the record"
+    # push: the target is the block, the goal its offset to the disc (shrinks as it is pushed).
+    target_dx, goal_dx = ENV_STATE_NAMES.index("target/dx"), ENV_STATE_NAMES.index("goal/dx")
+    np.testing.assert_allclose(ep.env_state[:, target_dx], ep.env_state[:, red_dx])
+    to_goal = np.linalg.norm(ep.env_state[:, goal_dx:goal_dx + 2], axis=1)
+    assert to_goal[-1] < 0.03 < to_goal[0], "the expert pushed the block onto the goal"

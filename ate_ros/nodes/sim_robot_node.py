@@ -7,7 +7,7 @@ Publishes (relative names unless absolute):
     :data:`ate_ros.core.sim.object_labels.ENV_STATE_NAMES`): the low-dimensional scene state of
     ``low_dim`` policies, published just before every joint_states with the same stamp (not at
     the camera rate: a camera-less low-dim policy is paced by joint_states, and its inputs are
-    synchronised by stamp, so both must come together; 19 floats cost nothing);
+    synchronised by stamp, so both must come together; 27 floats cost nothing);
     ``<camera topic>`` (sensor_msgs/Image, rgb8) per embodiment camera at ``camera_rate_hz``;
     ``task_success`` (std_msgs/Bool, transient-local), on change;
     ``robot_description`` (std_msgs/String, transient-local): the arm's URDF, generated from the

@@ -10,12 +10,18 @@ labelled with the position of each coloured object and of the fingertip. The lab
 the simulator and are used only to pre-train the encoder.
 
 The simulation's low-dimensional *environment state* (:func:`environment_state`, layout
-:data:`ENV_STATE_NAMES`) holds the same facts the way a low-dim policy needs them: per colour the
-object's offset from the fingertip (robosuite's ``object-to-eef`` observations: the quantity
-that decides where to move, independent of where the arm stands), then the fingertip itself.
-It is what a colour-blob detector plus forward kinematics reports on a real cell: the
-``low_dim`` observation track of a policy (``VLAConfig.env_state_dim``) and the
-``environment_state`` topic of the sim robot.
+:data:`ENV_STATE_NAMES`) holds the same facts the way a low-dim policy needs them. First the
+task's objects as the instruction names them: the *target* (the ball to reach, the block to
+touch or to push) as its offset from the fingertip, and the *goal* (where the target must go:
+push's disc) as its offset from the target, each with a ``present`` flag (0 and zeros when the
+task has none). That is what an instruction-conditioned detector (an open-vocabulary model
+queried with the instruction's noun phrases) plus forward kinematics reports on a real cell,
+and what robosuite's ``object-to-eef`` and goal observations give a policy. Then per colour the
+object's offset from the fingertip, and the fingertip itself. Naming the target in the state
+was measured to matter: with the colour slots alone, a policy trained on 300 pick_color
+demonstrations touched the named block in 40-50% of episodes and its instruction-to-slot
+attention did not follow the instruction; the image track still has to ground the instruction
+itself.
 
 Label layout (``LABEL_NAMES``): per colour in :data:`COLORS`, ``present`` (0/1) and the object's
 centre (x, y, z) in the world frame (zeros when absent); then the fingertip (x, y, z). Each
@@ -38,10 +44,15 @@ LABEL_NAMES: tuple[str, ...] = tuple(
     f"{c}/{k}" for c in COLOR_NAMES for k in ("present", "x", "y", "z")) + ("tip/x", "tip/y",
                                                                            "tip/z")
 LABEL_DIM = len(LABEL_NAMES)
+TASK_OBJECTS: tuple[str, ...] = ("target", "goal")
+"""The task's objects at the head of the environment state (see the module docstring)."""
 ENV_STATE_NAMES: tuple[str, ...] = tuple(
-    f"{c}/{k}" for c in COLOR_NAMES for k in ("present", "dx", "dy", "dz")) + ("tip/x", "tip/y",
-                                                                             "tip/z")
-"""Layout of :func:`environment_state` (one name per value; d* = object minus fingertip)."""
+    f"{o}/{k}" for o in TASK_OBJECTS + COLOR_NAMES for k in ("present", "dx", "dy", "dz")
+) + ("tip/x", "tip/y", "tip/z")
+"""Layout of :func:`environment_state` (one name per value): target minus fingertip, goal minus
+target, per colour object minus fingertip, then the fingertip (world frame, m)."""
+ENV_OBJECT_SLOTS = len(TASK_OBJECTS) + len(COLOR_NAMES)
+"""Object slots (``present``, dx, dy, dz) before the fingertip."""
 ENV_STATE_DIM = len(ENV_STATE_NAMES)
 POSTURE_NOISE = 0.6
 """Half-width (rad) of the uniform noise on the home posture: wide enough that the arm sweeps
@@ -92,15 +103,24 @@ def scene_labels(env: SimEnv) -> np.ndarray:
 
 
 def environment_state(env: SimEnv) -> np.ndarray:
-    """(ENV_STATE_DIM,) float32: per colour ``present`` and the object's offset from the
-    fingertip (zeros when absent), then the fingertip position (world frame)."""
+    """(ENV_STATE_DIM,) float32 in the layout of :data:`ENV_STATE_NAMES`: the task's target
+    and goal, per colour ``present`` and the object's offset from the fingertip (zeros when
+    absent), then the fingertip position (world frame)."""
     labels = scene_labels(env)
-    out = labels.copy()
     tip = labels[-3:]
+    colours = labels[:-3].copy()
     for i in range(len(COLOR_NAMES)):
-        if labels[4 * i]:
-            out[4 * i + 1:4 * i + 4] = labels[4 * i + 1:4 * i + 4] - tip
-    return out
+        if colours[4 * i]:
+            colours[4 * i + 1:4 * i + 4] -= tip
+    task = np.zeros(4 * len(TASK_OBJECTS), np.float32)
+    state = env.task_state()
+    target = state.get("target", state.get("block"))
+    if target is not None:
+        task[0], task[1:4] = 1.0, np.asarray(target, np.float32) - tip
+        if "goal" in state:  # on the table plane: the target slides there
+            goal = np.asarray(state["goal"], np.float32)[:2]
+            task[4], task[5:7] = 1.0, goal - np.asarray(target, np.float32)[:2]
+    return np.concatenate([task, colours, tip]).astype(np.float32)
 
 
 def render_labelled_frames(embodiments: list[str], tasks: list[str], count: int,

@@ -1,7 +1,8 @@
 """Environment state as object tokens, one of them picked out by the instruction.
 
-A low-dimensional environment state lists several objects in fixed slots (the simulation: one
-slot per colour, ``present`` + offset from the fingertip). Which slot matters is said only by
+A low-dimensional environment state lists several objects in fixed slots (the simulation: the
+task's target and goal, then one slot per colour, ``present`` + offset). Where the state does
+not name the target (a tracker that reports colours only), which slot matters is said only by
 the instruction ("touch the blue block"), and one MLP over the whole vector concatenated with
 the instruction embedding has to learn that as a multiplicative gate from a few hundred
 demonstrations; measured on ``pick_color``, it hardly did (chunks predicted for the named and
