@@ -146,7 +146,8 @@ def test_guidance_gradient_on_gpu_matches_cpu(param):
 
         mask = torch.zeros(128, dtype=torch.bool)
         mask[:3] = True
-        return LatentGuidance(encode, param, GuidanceConfig(scale=2.0, clamp=0.1), mask=mask)
+        return LatentGuidance(encode, param, GuidanceConfig(scale=2.0, clamp=0.1,
+                                                            direction="paper"), mask=mask)
 
     g = torch.Generator().manual_seed(0)
     target, noisy, clean = (torch.randn(5, 4, 128, generator=g) for _ in range(3))

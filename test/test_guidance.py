@@ -97,7 +97,8 @@ def test_guided_loss_matches_hand_formula(param, clamp_mode):
         xk = level.view(B, 1, 1) * noise + (1 - level.view(B, 1, 1)) * a0
         target = noise - a0
     lam, clamp = 2.0, 0.05
-    cfg = GuidanceConfig(scale=lam, clamp=clamp, clamp_mode=clamp_mode)
+    cfg = GuidanceConfig(scale=lam, clamp=clamp, clamp_mode=clamp_mode,
+                         direction="paper")
     guide = LatentGuidance(enc, param, cfg, mask=MASK, to_encoder=_to_joint)
     loss, stats = guide.loss(pred, target, xk, a0, level)
 
@@ -148,7 +149,7 @@ def test_gradient_invariant_to_batch_size(enc_cls):
     enc = enc_cls()
     g = torch.Generator().manual_seed(5)
     xk, x0 = torch.randn(8, H, D, generator=g), torch.randn(8, H, D, generator=g)
-    guide = LatentGuidance(enc, "epsilon", GuidanceConfig(clamp=0.0), mask=MASK)
+    guide = LatentGuidance(enc, "epsilon", GuidanceConfig(clamp=0.0, direction="paper"), mask=MASK)
     g_batch = guide.gradient(xk, x0)
     g_alone = guide.gradient(xk[2:3], x0[2:3])
     torch.testing.assert_close(g_alone[0], g_batch[2], rtol=1e-5, atol=1e-7)
@@ -175,7 +176,7 @@ def test_nonfinite_gradient_skips_sample_and_counts():
     enc = MLPEncoder()
     a0, noise, pred = _data(7)
     noise[1, 0, 0] = float("nan")  # sample 1's g is NaN
-    guide = LatentGuidance(enc, "epsilon", GuidanceConfig(clamp=0.0), mask=MASK)
+    guide = LatentGuidance(enc, "epsilon", GuidanceConfig(clamp=0.0, direction="paper"), mask=MASK)
     target = torch.zeros_like(a0)
     tgt, stats = guide.guided_target(target, noise, a0, torch.full((B,), 0.5))
     assert stats.skipped_nonfinite == 1 and stats.applied == 2
@@ -187,7 +188,8 @@ def test_nonfinite_gradient_skips_sample_and_counts():
 def test_horizon_shorter_than_chunk():
     enc = LinearEncoder()
     xk, x0 = torch.randn(2, H + 3, D), torch.randn(2, H + 3, D)
-    guide = LatentGuidance(enc, "sample", GuidanceConfig(), mask=MASK, horizon=H)
+    guide = LatentGuidance(enc, "sample", GuidanceConfig(direction="paper"), mask=MASK,
+                           horizon=H)
     g = guide.gradient(xk, x0)
     assert g.shape == xk.shape and torch.all(g[:, H:] == 0)
     with pytest.raises(ValueError, match="horizon"):
@@ -218,7 +220,8 @@ def test_classifier_direction_flips_only_the_sign() -> None:
     noisy, clean = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
     level = torch.tensor([0.3, 0.8])
     target = torch.randn(2, 3, 4)
-    paper = LatentGuidance(enc, "sample", GuidanceConfig(scale=2.0, clamp=0.0))
+    paper = LatentGuidance(enc, "sample", GuidanceConfig(scale=2.0, clamp=0.0,
+                                                          direction="paper"))
     classifier = LatentGuidance(enc, "sample", GuidanceConfig(scale=2.0, clamp=0.0,
                                                               direction="classifier"))
     t_paper, _ = paper.guided_target(target, noisy, clean, level)

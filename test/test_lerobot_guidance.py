@@ -112,7 +112,7 @@ def test_guided_loss_equals_hand_written_formula(prediction_type):
     policy.train()
     enc, batch = _Encoder(), _batch()
     lam, clamp = 2.0, 0.05
-    cfg = GuidanceConfig(scale=lam, clamp=clamp, clamp_mode="norm")
+    cfg = GuidanceConfig(scale=lam, clamp=clamp, clamp_mode="norm", direction="paper")
     torch.manual_seed(7)
     loss, logs = DiffusionGuidedLoss(policy, make_guidance(enc, prediction_type, cfg, space,
                                                            VAE_H))(batch)
@@ -254,8 +254,8 @@ def test_flow_guided_loss_equals_openpi_formula():
     _, space = _policy("epsilon")
     policy, batch = _StandInPI0Policy(max_dim=6, chunk=6), _flow_batch()
     enc, lam, clamp = _Encoder(), 2.0, 0.05
-    guide = make_guidance(enc, "flow_openpi", GuidanceConfig(scale=lam, clamp=clamp), space,
-                          VAE_H, padded_dim=6)
+    cfg = GuidanceConfig(scale=lam, clamp=clamp, direction="paper")
+    guide = make_guidance(enc, "flow_openpi", cfg, space, VAE_H, padded_dim=6)
     torch.manual_seed(9)
     loss, logs = flow_policy_loss(policy, batch, FlowGuidedLoss(guide, window_start=1))
     assert logs["guidance/applied"] == 4

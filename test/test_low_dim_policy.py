@@ -180,7 +180,8 @@ def test_guidance_sees_absolute_chunks_of_a_relative_policy():
     def encoder(x):  # a nonlinear stand-in for the stage-2 encoder: (B, H, D) -> (B, 2)
         return torch.tanh(x[..., :3] @ w).mean(1)
 
-    g = LatentGuidance(encoder, "sample", GuidanceConfig(enabled=True, scale=1.0, clamp=0.0))
+    g = LatentGuidance(encoder, "sample", GuidanceConfig(enabled=True, scale=1.0, clamp=0.0,
+                                                             direction="paper"))
     noisy, clean = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
     state = torch.randn(2, 1, 3)
     rel = g.gradient(noisy, clean, offset=state)

@@ -213,7 +213,7 @@ def test_guidance_off_gives_plain_training_loss(toy_ds):
     l_plain, _ = m(batch, generator=torch.Generator().manual_seed(0))
     l_off, _ = m(batch, guidance=off, generator=torch.Generator().manual_seed(0))
     assert torch.equal(l_plain, l_off)
-    on = LatentGuidance(_Enc(), m.parameterization, GuidanceConfig(scale=2.0),
+    on = LatentGuidance(_Enc(), m.parameterization, GuidanceConfig(scale=2.0, direction="paper"),
                         to_encoder=m.unnormalize_action)
     l_on, logs = m(batch, guidance=on, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(l_plain, l_on) and logs["guidance/applied"] == 6

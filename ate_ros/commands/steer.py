@@ -20,9 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clamp", type=float, default=0.1, help="clamp on the scaled gradient")
     parser.add_argument("--clamp-mode", default="norm", choices=("norm", "element", "none"),
                         help="norm: cap per-sample RMS keeping direction; element: reference")
-    parser.add_argument("--direction", default="paper", choices=("paper", "classifier"),
-                        help="sign of the guidance term: the published formulas, or textbook "
-                             "classifier guidance (see ate_ros/core/steer/guidance.py)")
+    parser.add_argument("--direction", default="classifier", choices=("classifier", "paper"),
+                        help="sign of the guidance term: textbook classifier guidance (default), "
+                             "or the published formulas verbatim, which lowered success in "
+                             "bench_adaptation (see ate_ros/core/steer/guidance.py)")
     parser.add_argument("--refit-stats", default="missing", choices=("missing", "all", "none"),
                         help="refit normalisation on slots pre-training never saw / all / none")
     parser.add_argument("--eval-task", default=None, metavar="TASK[,TASK...]",
