@@ -56,7 +56,7 @@ class BenchConfig:
     extra: dict = field(default_factory=dict)
 
 
-QUICK = BenchConfig(ks=(10,), seeds=(0,), methods=("direct", "ate"), steps=300,
+QUICK = BenchConfig(ks=(10,), seeds=(0,), methods=("direct", "ate", "ate_classifier"), steps=300,
                     curve_every=150, curve_episodes=4, eval_episodes=20, align_epochs=(8, 30),
                     pretrain_per_task=20)
 BOOTSTRAP_REPS = 10_000
@@ -470,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "bench_adaptation", "quick": args.quick, "config": asdict(cfg),
               "pretrained": str(pretrained), "zero_shot": zero_shot, "table": table,
               "runs": runs, "wall_s": time.monotonic() - t0,
-              "torch_threads": torch.get_num_threads(), "jobs": args.jobs}
+              "torch_threads": torch.get_num_threads(), "jobs": args.jobs,
+              "command": " ".join(["python benchmarks/bench_adaptation.py",
+                                   *(sys.argv[1:] if argv is None else argv)])}
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     _log(f"wrote {RESULTS / name}.json and .png ({(time.monotonic() - t0) / 60:.1f} min)")
     return 0

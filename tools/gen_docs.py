@@ -523,9 +523,21 @@ def render_readme_block() -> str:
             f"{len(cfg.get('tasks', []))} tasks per K, {cfg.get('steps')} fine-tuning steps; "
             "differences paired by seed and episode):", 99), ""]
         lines += _table(header, body)
-        lines += [textwrap.fill(" ".join(v for v in verdicts if v), 99), "",
-                  "![success vs fine-tuning steps](benchmarks/results/bench_adaptation.png)", ""]
+        lines += [textwrap.fill(" ".join(v for v in verdicts if v), 99), ""]
+    for name, what in README_VARIANTS.items():
+        path = RESULTS / f"{name}.json"
+        if path.is_file():
+            rows = list((json.loads(path.read_text()).get("table") or {}).values())
+            said = [_verdict(rows, m, with_diffs=True) for m in METHOD_LABELS if m != "direct"]
+            lines += [textwrap.fill(f"With {what} (`{name}`): " + " ".join(v for v in said if v),
+                                    99), ""]
+    if bench.is_file():
+        lines += ["![success vs fine-tuning steps](benchmarks/results/bench_adaptation.png)", ""]
     return "\n".join(lines + [BLOCK_END])
+
+
+README_VARIANTS = {"bench_adaptation_lam8": "lambda 8, chosen on development seeds"}
+"""Other evaluation-seed runs summarised in the README, by file stem."""
 
 
 METHOD_LABELS = {"direct": "direct", "ate": "ATE, paper's sign",
@@ -533,15 +545,21 @@ METHOD_LABELS = {"direct": "direct", "ate": "ATE, paper's sign",
 """bench_adaptation's methods as the README names them (docs/method.md: the guidance sign)."""
 
 
-def _verdict(rows: list[dict], method: str) -> str:
-    """One sentence: at which K the method's paired difference to direct excludes zero."""
+def _verdict(rows: list[dict], method: str, with_diffs: bool = False) -> str:
+    """One sentence: at which K the method's paired difference to direct excludes zero
+    (``with_diffs``: each K with its difference in points)."""
     diffs = sorted((r["k"], r["vs_direct"]) for r in rows
                    if r.get("method") == method and r.get("vs_direct"))
     if not diffs:
         return ""
-    better = [str(k) for k, v in diffs if v["ci95"][0] > 0]
-    worse = [str(k) for k, v in diffs if v["ci95"][1] < 0]
-    tied = [str(k) for k, v in diffs if v["ci95"][0] <= 0 <= v["ci95"][1]]
+
+    def ks(pick) -> list[str]:
+        return [f"{k} ({100 * v['diff']:+.1f} pts)" if with_diffs else str(k)
+                for k, v in diffs if pick(v["ci95"])]
+
+    better = ks(lambda ci: ci[0] > 0)
+    worse = ks(lambda ci: ci[1] < 0)
+    tied = ks(lambda ci: ci[0] <= 0 <= ci[1])
     parts = ([f"better than direct fine-tuning at K={', '.join(better)}"] if better else [])
     parts += [f"worse than direct fine-tuning at K={', '.join(worse)}"] if worse else []
     parts += [f"no separable difference at K={', '.join(tied)}"] if tied else []

@@ -59,7 +59,7 @@ PROFILES = {
     "default": DemoProfile(tasks=("reach", "push", "pick_color"), pre_episodes=6,
                            ada_episodes=10, align_epochs=(20, 40), vision_frames=600,
                            vision_steps=60, pretrain_steps=30,
-                           steer_steps=300, eval_episodes=10, ros_duration=12.0),
+                           steer_steps=600, eval_episodes=20, ros_duration=12.0),
 }
 
 
