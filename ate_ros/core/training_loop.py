@@ -99,7 +99,8 @@ class Optimization:
         self.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
         self.scheduler = cosine_schedule(self.optimizer, total_steps, warmup_steps,
                                          min_lr_ratio)
-        self.ema = EMA(model, decay=ema_decay, warmup=ema_warmup) if ema_decay else None
+        self.ema = (EMA(model, decay=ema_decay, warmup=ema_warmup) if ema_decay is not None
+                    else None)
         self.bad_steps = 0
         """Steps skipped because the loss was NaN/inf."""
 
