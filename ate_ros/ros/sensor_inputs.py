@@ -102,6 +102,10 @@ class SensorInputs:
         self.bad_inputs = 0
         self.images_done: dict[str, int] = {}
         """Frames per camera whose callback has finished (taken, refused or published)."""
+        self.last_image_done: dict[str, float] = {}
+        """Per camera, the stamp (s) of the latest frame whose callback has finished: the
+        depth-1 sensor queue replaces frames that arrive while one is handled, so a count of
+        frames sent cannot tell when the last one is through."""
         self._on_ready = on_ready
         self.event_driven = event_driven
         self._lock = threading.Lock()
@@ -165,6 +169,7 @@ class SensorInputs:
             # count sees every effect of the frame, not a callback still running.
             with self._lock:
                 self.images_done[camera] = self.images_done.get(camera, 0) + 1
+                self.last_image_done[camera] = conv.time_to_sec(msg.header.stamp)
 
     def _handle_image(self, camera: str, msg: Any, first: bool) -> None:
         with self._lock:
