@@ -51,8 +51,6 @@ ENV_STATE_NAMES: tuple[str, ...] = tuple(
 ) + ("tip/x", "tip/y", "tip/z")
 """Layout of :func:`environment_state` (one name per value): target minus fingertip, goal minus
 target, per colour object minus fingertip, then the fingertip (world frame, m)."""
-ENV_OBJECT_SLOTS = len(TASK_OBJECTS) + len(COLOR_NAMES)
-"""Object slots (``present``, dx, dy, dz) before the fingertip."""
 ENV_STATE_DIM = len(ENV_STATE_NAMES)
 POSTURE_NOISE = 0.6
 """Half-width (rad) of the uniform noise on the home posture: wide enough that the arm sweeps

@@ -246,7 +246,9 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
         if done % cfg.eval_every == 0 or done == cfg.steps:
             if dist.is_main:
                 value = evaluate(done)
-                stop = value is not None and stopper.update(value, done, ema.model)
+                # Without --patience nothing is stopped or restored: no best copy to keep.
+                stop = (cfg.patience > 0 and value is not None
+                        and stopper.update(value, done, ema.model))
             else:
                 stop = False
             if dist.enabled:  # every rank stops together
