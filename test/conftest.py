@@ -58,3 +58,19 @@ def red_centred_frame():
     frame = np.zeros((48, 80, 3), np.uint8)
     frame[:, 8:72] = (255, 0, 0)
     return frame
+
+
+@pytest.fixture(scope="session")
+def toy_align_data(tmp_path_factory):
+    """Pre-training episodes of a 3-joint arm and adaptation episodes of a 4-joint one, with
+    their embodiment YAMLs (``arm3.yaml``, ``arm4.yaml``): small enough for seconds-long
+    ``ate-ros align`` runs."""
+    from ate_ros.core.align.synthetic import toy_arm, write_toy_dataset
+
+    root = tmp_path_factory.mktemp("toy_align")
+    a3, a4 = toy_arm("arm3", 3), toy_arm("arm4", 4)
+    write_toy_dataset(root / "pre", a3, n_train=4, n_val=2, length=24, seed=0)
+    write_toy_dataset(root / "ada", a4, n_train=3, n_val=2, length=20, seed=1, offset=0.3)
+    a3.to_yaml(root / "arm3.yaml")
+    a4.to_yaml(root / "arm4.yaml")
+    return root

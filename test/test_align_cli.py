@@ -16,15 +16,9 @@ FAST = ["--preset", "mlp", "--latent-dim", "4", "--chunk", "8", "--epochs-stage1
         "--epochs-stage2", "2", "--batch-size", "32", "--device", "cpu", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("align_cli")
-    a3, a4 = toy_arm("arm3", 3), toy_arm("arm4", 4)
-    write_toy_dataset(root / "pre", a3, n_train=4, n_val=2, length=24, seed=0)
-    write_toy_dataset(root / "ada", a4, n_train=3, n_val=2, length=20, seed=1, offset=0.3)
-    a3.to_yaml(root / "arm3.yaml")
-    a4.to_yaml(root / "arm4.yaml")
-    return root
+@pytest.fixture(scope="session")
+def data(toy_align_data):
+    return toy_align_data
 
 
 def _args(root, out, **extra):

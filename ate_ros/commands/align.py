@@ -11,6 +11,8 @@ Examples::
     # its embodiment read from the dataset (embodiment.yaml, else robot_type):
     ate-ros align --pretrain data/pre_a --embodiment-pre arm_a.yaml \
         --adapt lerobot:data/new_lerobot --out runs/align
+    # carry on after an interruption (Ctrl-C, a killed job), same flags plus --resume:
+    ate-ros align ... --out runs/align --resume
     # multi-GPU (DDP), no code change:
     torchrun --nproc_per_node 4 $(which ate-ros) align ...
 """
@@ -63,10 +65,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="carry on from the checkpoints an interrupted run with the same "
+                             "settings left in <out>.resume/ (without it, a run refuses to "
+                             "start while they are there)")
+    parser.add_argument("--checkpoint-every", type=int, default=1,
+                        help="epochs between those checkpoints")
 
 
 def run(args: argparse.Namespace) -> int:
     from ate_ros.core.align import AlignConfig, StageConfig, format_report, train_alignment
+    from ate_ros.core.align.resume import resume_dir
     from ate_ros.core.lerobot_compat import LeRobotUnavailable
     from ate_ros.core.training import CheckpointError, read_json
 
@@ -83,8 +92,15 @@ def run(args: argparse.Namespace) -> int:
             stage1=stage(args.epochs_stage1), stage2=stage(args.epochs_stage2),
             control=not args.no_control, control_prior=args.control_prior,
             covariance=args.covariance, key=args.key, short=args.short, device=args.device,
-            seed=args.seed, plots=not args.no_plots, progress=not args.no_progress)
+            seed=args.seed, plots=not args.no_plots, progress=not args.no_progress,
+            resume=args.resume, checkpoint_every=args.checkpoint_every)
         out = train_alignment(cfg)
+    except KeyboardInterrupt:
+        saved = resume_dir(args.out)
+        hint = (f"; checkpoints are in {saved}: run the same command with --resume to carry on"
+                if saved.is_dir() else "")
+        print(f"ate-ros align: interrupted{hint}", file=sys.stderr)
+        return 130
     except (ValueError, FileExistsError, CheckpointError, LeRobotUnavailable) as exc:
         # EpisodeFormatError/EmbodimentError/ChunkDataError are ValueErrors naming the file.
         print(f"ate-ros align: error: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ MAX_BAD_STEPS = 20
 reads bad data; a few are skipped)."""
 
 STATE_FILE = "trainer_state.json"
+EXTRA_TENSORS_FILE = "extra.safetensors"
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -145,9 +146,16 @@ class Optimization:
         return float(gnorm)
 
     # ----- checkpoints (safetensors + JSON, no pickle) ------------------------------------------
-    def save(self, folder: str | Path, step: int, extra: dict[str, Any] | None = None) -> None:
-        """Model, EMA, optimiser, schedule and torch RNG into ``folder`` (atomically)."""
+    def save(self, folder: str | Path, step: int, extra: dict[str, Any] | None = None,
+             tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Model, EMA, optimiser, schedule and torch RNG into ``folder`` (atomically).
+
+        ``extra`` (JSON) and ``tensors`` hold the caller's own loop state; read them back with
+        :meth:`read_state` and :meth:`read_tensors`.
+        """
         with atomic_output_dir(folder) as tmp:
+            if tensors:
+                save_tensors(tmp / EXTRA_TENSORS_FILE, tensors)
             save_tensors(tmp / "model.safetensors", unwrap(self.model).state_dict())
             if self.ema is not None:
                 save_tensors(tmp / "ema.safetensors", self.ema.model.state_dict())
@@ -162,6 +170,17 @@ class Optimization:
     @staticmethod
     def has_checkpoint(folder: str | Path) -> bool:
         return (Path(folder) / STATE_FILE).is_file()
+
+    @staticmethod
+    def read_state(folder: str | Path) -> dict[str, Any]:
+        """The JSON state of a checkpoint, the caller's ``extra`` included."""
+        return read_json(Path(folder) / STATE_FILE)
+
+    @staticmethod
+    def read_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
+        """The caller's ``tensors`` of a checkpoint (empty when none were saved)."""
+        path = Path(folder) / EXTRA_TENSORS_FILE
+        return load_tensors(path) if path.is_file() else {}
 
     def load(self, folder: str | Path) -> int:
         """Restore what :meth:`save` wrote; returns the step it was saved at."""
@@ -207,6 +226,18 @@ class EarlyStopping:
             return False
         self.bad += 1
         return bool(self.patience and self.bad >= self.patience)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """What a checkpoint needs to carry on: the record (JSON) and the best weights."""
+        record = {"best": None if math.isinf(self.best) else self.best,
+                  "best_at": self.best_at, "bad": self.bad}
+        return record, dict(self.best_state or {})
+
+    def load_state(self, record: dict[str, Any], best_state: dict[str, torch.Tensor]) -> None:
+        """Undo :meth:`state`."""
+        self.best = math.inf if record["best"] is None else float(record["best"])
+        self.best_at, self.bad = int(record["best_at"]), int(record["bad"])
+        self.best_state = dict(best_state) if best_state else None
 
     def restore(self, model: torch.nn.Module) -> bool:
         """Load the best weights into ``model``; False when nothing was recorded."""

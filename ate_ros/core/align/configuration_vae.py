@@ -176,6 +176,11 @@ class AlignConfig:
     plots: bool = field(default=True, metadata={"help": "write PNG plots"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
+    resume: bool = field(default=False, metadata={
+        "help": "carry on from the checkpoints of an interrupted run with the same settings "
+                "(<out>.resume/)"})
+    checkpoint_every: int = field(default=1, metadata={
+        "help": "epochs between checkpoints (what an interrupted run can resume from)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.stage1, dict):
@@ -207,6 +212,8 @@ class AlignConfig:
             raise ValueError("adapt needs embodiment_ada")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.mmd_c <= 0:
             raise ValueError(f"mmd_c must be positive, got {self.mmd_c}")
         if Path(self.out).resolve() == Path(self.stage1_dir).resolve() and self.stage1_dir:

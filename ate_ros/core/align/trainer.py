@@ -35,6 +35,7 @@ from ate_ros.core.align.configuration_vae import AlignConfig, StageConfig, VAECo
 from ate_ros.core.align.losses import kl_standard, kl_to_gaussian, mmd_imq, recon_loss
 from ate_ros.core.align.modeling_vae import ActionVAE, count_parameters
 from ate_ros.core.align.prior import AggregatePosterior, GaussianLatent
+from ate_ros.core.align.resume import AlignCheckpoints, StageProgress
 from ate_ros.core.data.chunks import ChunkSet, ChunkSource, fit_chunk_stats, load_chunks
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.normalization import NormStats
@@ -132,12 +133,15 @@ def train_vae(model: ActionVAE, train: Tensors, val: Tensors, cfg: StageConfig, 
               mmd_c: float = 2.0, mmd_unbiased: bool = False, device: torch.device,
               ctx: DistributedContext | None = None, run_logger: RunLogger | None = None,
               ckpt_dir: Path | None = None, norm: NormStats | None = None, amp: bool = True,
-              show_progress: bool = True, seed: int = 0) -> dict[str, Any]:
+              show_progress: bool = True, seed: int = 0,
+              checkpoints: AlignCheckpoints | None = None) -> dict[str, Any]:
     """Train ``model`` in place (best val-loss weights restored at the end); returns a summary.
 
     The shared optimisation loop (:class:`~ate_ros.core.training_loop.Optimization`: AdamW +
     linear warm-up/cosine LR, gradient clipping, non-finite guard) and early stopping on the
-    validation loss (:class:`~ate_ros.core.training_loop.EarlyStopping`).
+    validation loss (:class:`~ate_ros.core.training_loop.EarlyStopping`). With ``checkpoints``
+    the run is checkpointed by epoch and carries on from the last checkpoint when resuming (a
+    VAE already trained is loaded, not trained again).
     """
     ctx = ctx or DistributedContext(device)
     model.to(device).train()
@@ -152,12 +156,17 @@ def train_vae(model: ActionVAE, train: Tensors, val: Tensors, cfg: StageConfig, 
                          grad_clip=cfg.grad_clip, device=device, amp=amp, dist=ctx)
     stopper = EarlyStopping(cfg.patience)
     gen = torch.Generator().manual_seed(seed)
-    step, t0, step_time = 0, time.perf_counter(), []
+    history = run_logger.history if run_logger is not None else {}
+    resumed = (checkpoints.load(name, optim, stopper, gen, history)
+               if checkpoints is not None else None)
+    first = resumed.epochs_done if resumed else 0
+    step, step_time = (resumed.steps, resumed.step_seconds) if resumed else (0, [])
+    t0 = time.perf_counter() - (resumed.seconds if resumed else 0.0)
     if target is not None:
         target = target.to(device)
-    bar = progress(range(cfg.epochs), total=cfg.epochs, desc=name,
-                   enabled=show_progress and ctx.is_main)
-    epoch = -1
+    epochs = range(first, first if resumed and resumed.done else cfg.epochs)
+    bar = progress(epochs, total=len(epochs), desc=name, enabled=show_progress and ctx.is_main)
+    epoch = first - 1
     for epoch in bar:
         perm = torch.randperm(len(train), generator=gen)[ctx.rank::ctx.world_size]
         sums = {"total": 0.0, "recon": 0.0, "kl": 0.0, "mmd": 0.0}
@@ -185,9 +194,24 @@ def train_vae(model: ActionVAE, train: Tensors, val: Tensors, cfg: StageConfig, 
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(rec=f"{train_terms['recon']:.4f}", kl=f"{train_terms['kl']:.3g}",
                             mmd=f"{train_terms['mmd']:.3g}", val=f"{val_terms['total']:.4f}")
-        if stopper.update(val_terms["total"], epoch, net):
+        stop = stopper.update(val_terms["total"], epoch, net)
+        if checkpoints is not None and not stop and epoch + 1 < cfg.epochs and \
+                checkpoints.due(epoch + 1):
+            checkpoints.save(name, optim, stopper, gen, history, StageProgress(
+                epoch + 1, step, time.perf_counter() - t0, step_time, False, {}))
+        if stop:
             logger.info("%s: early stop at epoch %d (best %d)", name, epoch, stopper.best_at)
             break
+    summary = resumed.summary if resumed and resumed.done else {
+        "epochs_run": epoch + 1, "best_epoch": stopper.best_at,
+        "best_val_loss": stopper.best, "steps": step,
+        "seconds": time.perf_counter() - t0,
+        "step_seconds_median": float(np.median(step_time)) if step_time else float("nan"),
+        "nonfinite_loss_steps": optim.bad_steps, "params": count_parameters(model)}
+    if checkpoints is not None and not (resumed and resumed.done):
+        # Before the best weights are restored: a resumed run writes the same last weights.
+        checkpoints.save(name, optim, stopper, gen, history, StageProgress(
+            epoch + 1, step, summary["seconds"], step_time, True, summary))
     if ckpt_dir is not None and norm is not None and ctx.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         StageModel(model, norm).save(ckpt_dir / f"{name}_last.safetensors")
@@ -195,11 +219,7 @@ def train_vae(model: ActionVAE, train: Tensors, val: Tensors, cfg: StageConfig, 
     if ckpt_dir is not None and norm is not None and ctx.is_main:
         StageModel(model, norm).save(ckpt_dir / f"{name}_best.safetensors")
     model.eval()
-    return {"epochs_run": epoch + 1, "best_epoch": stopper.best_at,
-            "best_val_loss": stopper.best, "steps": step,
-            "seconds": time.perf_counter() - t0,
-            "step_seconds_median": float(np.median(step_time)) if step_time else float("nan"),
-            "nonfinite_loss_steps": optim.bad_steps, "params": count_parameters(model)}
+    return summary
 
 
 # ----- encoding / metrics ---------------------------------------------------------------------
@@ -321,6 +341,8 @@ def train_alignment(config: AlignConfig) -> Path:
         ada_val = load_chunks(ada_src, "val", H, cfg.key, cfg.short)
         ada_val_h1 = ada_val if H1 == H else load_chunks(ada_src, "val", H1, cfg.key, cfg.short)
 
+    checkpoints = AlignCheckpoints(cfg.out, cfg.to_dict(), resume=cfg.resume,
+                                   writer=ctx.is_main, every=cfg.checkpoint_every)
     if ctx.is_main:
         out_ctx = atomic_output_dir(cfg.out)
     else:  # other ranks write nothing; they get a throw-away folder
@@ -331,7 +353,7 @@ def train_alignment(config: AlignConfig) -> Path:
         ckpt = tmp / "checkpoints"
         common = dict(mmd_c=cfg.mmd_c, mmd_unbiased=cfg.mmd_unbiased, device=device, ctx=ctx,
                       run_logger=run_logger, ckpt_dir=ckpt, amp=cfg.amp,
-                      show_progress=cfg.progress)
+                      show_progress=cfg.progress, checkpoints=checkpoints)
         summary: dict[str, Any] = {"device": str(device), "world_size": ctx.world_size}
         report: dict[str, Any] = {}
 
@@ -430,6 +452,7 @@ def train_alignment(config: AlignConfig) -> Path:
         else:
             run_logger.close()
         ctx.barrier()
+    checkpoints.finish()
     if report and ctx.is_main:
         logger.info("alignment quality:\n%s", format_report(report))
     with contextlib.suppress(Exception):
