@@ -427,13 +427,15 @@ def main(argv: list[str] | None = None) -> int:
         _cli(["align", "--pretrain", ",".join(map(str, pre)), "--embodiment-pre",
               ",".join(_embodiment_of(d) for d in pre),
               "--out", str(stage1), "--epochs-stage1", str(cfg.align_epochs[0]),
-              "--short", "pad", "--no-progress", "--no-control", "--device", "cpu"])
+              "--short", "pad", "--no-progress", "--no-control", "--device", "cpu",
+              "--resume"])  # an interrupted benchmark carries on where it stopped
     vaes = {}
     for k, data in ada.items():
         vaes[k] = work / f"vae_k{k}"
         _cli(["align", "--stage1", str(stage1), "--adapt", str(data), "--embodiment-ada",
               ADAPT_EMBODIMENT, "--out", str(vaes[k]), "--epochs-stage2", str(cfg.align_epochs[1]),
-              "--short", "pad", "--no-progress", "--no-control", "--device", "cpu"])
+              "--short", "pad", "--no-progress", "--no-control", "--device", "cpu",
+              "--resume"])
     _log(f"alignment done ({time.monotonic() - t0:.0f} s)")
     zero_shot = evaluate(pretrained, cfg, seed=cfg.seeds[0])
     _log(f"zero-shot pretrained: {zero_shot}")
