@@ -393,6 +393,7 @@ class ExecutorNode(LifecycleNode):
             run = None if goal is None else self._goals.begin(goal_handle, goal)
         self._resolve(ended)  # the previous goal, preempted
         if run is None:
+            self.get_logger().warn(f"refused ExecuteChunk goal: {r.reason}")
             result.message = r.reason
             goal_handle.abort()
             return result
