@@ -74,6 +74,20 @@ def _goals(rep: dict, phase: str | None = None) -> list[dict]:
     return rep["goals"][a:b]
 
 
+def _phase_story(rep: dict, phase: str) -> str:
+    """A phase's goals in order (what the controller got and when) and the executor's log lines
+    about goals, for a failure message."""
+    lines = [f"{phase}: counters {rep['phases'][phase]['counters']}"]
+    for g in rep["goals"][rep["phases"][phase]["goals"][0]:]:
+        lines.append(" ".join(f"{k}={g[k]}" for k in ("mode", "outcome", "stamp", "recv")
+                              if k in g)
+                     + f" first={np.round(g['positions'][0], 3).tolist()}"
+                     + f" q_recv={np.round(g['q_recv'], 3).tolist()}")
+    lines += [ln for ln in rep["stderr"].splitlines()
+              if "goal" in ln or "follow" in ln or "refused" in ln][-20:]
+    return "\n".join(lines)
+
+
 def _counter(rep: dict, phase: str, key: str) -> int:
     return int(rep["phases"][phase]["counters"].get(key, 0))
 
@@ -186,7 +200,8 @@ def test_rejected_or_aborted_goal_is_reported_and_execution_goes_on(report, mode
     nxt = next(g for g in report["goals"][first_after:] if g["mode"] == "accept")
     assert nxt["outcome"] in ("succeeded", "superseded")
     # The failed plan moved 0.48 rad; the robot never did, and the executor knows it.
-    assert np.abs(np.asarray(nxt["positions"][0]) - np.asarray(nxt["q_recv"])).max() < 0.1
+    assert np.abs(np.asarray(nxt["positions"][0]) - np.asarray(nxt["q_recv"])).max() < 0.1, (
+        _phase_story(report, mode))
 
 
 def test_stale_joint_states_send_a_braking_goal(report):
