@@ -29,12 +29,6 @@ Outputs
     ``~/dry_run_trajectory``: the same trajectories when ``dry_run`` is true (nothing else sent).
     ``/diagnostics``: rates, ages, counters (accepted/rejected/clipped/dropped/watchdog holds).
 
-A robot that does not follow the commands (an e-stop, a controller that failed a goal whose result
-has not come yet) is caught when a joint is further from the last command than it can move at its
-velocity limit in ``tracking_lag`` (plus the measurement's age), plus ``max_tracking_error``: the
-executor drops its plan, aborts the running goal and holds where the robot is, so no later
-command starts where the robot never got to (``tracking_resets`` in /diagnostics).
-
 Every decision (safety, scheduling, holding, braking, when to send a goal, goal outcomes) is the
 ROS-free :class:`ate_ros.core.execution.ChunkExecutor`'s; this node feeds it node-clock time and
 the measured state, and sends what it decides.
@@ -315,9 +309,6 @@ class ExecutorNode(LifecycleNode):
         if d.went_stale:
             self.get_logger().warn("joint_states stale: holding position",
                                    throttle_duration_sec=2.0)
-        if d.not_following:
-            self.get_logger().warn(f"the robot does not follow the commands ({d.not_following}):"
-                                   " holding where it is", throttle_duration_sec=2.0)
         if d.command is not None:
             self.diag.set("tracking_error", d.tracking_error)
             self.diag.status(DiagnosticStatus.WARN if d.watchdog_expired else DiagnosticStatus.OK,

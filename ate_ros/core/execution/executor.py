@@ -11,8 +11,7 @@ caller's clock) and never reads a clock, so a test drives it tick by tick:
     d = ex.step(0.0)          # d.output is Output.GOAL: send d.times / d.positions now
     seq = ex.goal_sent()      # the node sent it (FollowJointTrajectory)
 
-:meth:`ChunkExecutor.step` decides, per tick: hold when joint_states went stale, start again from
-the robot when it does not follow the commands (``max_tracking_error``), the next command,
+:meth:`ChunkExecutor.step` decides, per tick: hold when joint_states went stale, the next command,
 whether to stream it (controller topic or dry run), to send a FollowJointTrajectory goal (a new
 chunk was accepted, the plan was just dropped and the controller must brake, or the executor came
 to rest), or to send nothing (a running goal already holds this tick, or the same hold was
@@ -91,8 +90,6 @@ class TickDecision:
         holding: The command holds position (nothing planned, watchdog, stop).
         watchdog_expired: No chunk for ``watchdog_timeout``.
         went_stale: joint_states turned stale at this tick: the executor started holding.
-        not_following: Why the executor concluded at this tick that the robot does not follow
-            its commands (it then dropped the plan and holds where the robot is); "" otherwise.
         tracking_error: Largest |command - measured| joint position.
         goal: The ExecuteChunk goal this tick executed (its ``feedback``).
         feedback: (index in the chunk, tracking error) for ``goal``.
@@ -108,7 +105,6 @@ class TickDecision:
     holding: bool = True
     watchdog_expired: bool = False
     went_stale: bool = False
-    not_following: str = ""
     tracking_error: float = 0.0
     goal: SupervisedChunk | None = None
     feedback: tuple[int, float] | None = None
@@ -133,8 +129,8 @@ class ChunkExecutor:
         self.dt = embodiment.control_period
         self.scheduler = ChunkScheduler(embodiment, config.execution)
         self.counts: collections.Counter[str] = collections.Counter()
-        """``trajectories_sent``, ``tracking_resets`` and ``fjt_goals_<sent|succeeded|preempted|
-        rejected|aborted|canceled>`` (for /diagnostics)."""
+        """``trajectories_sent`` and ``fjt_goals_<sent|succeeded|preempted|rejected|aborted|
+        canceled>`` (for /diagnostics)."""
         self.last_error = ""
         self.measured: np.ndarray | None = None
         self.measured_at = -math.inf
@@ -245,19 +241,9 @@ class ChunkExecutor:
             d.ended = self.take_ended()
             return d  # nothing known about the robot yet: send nothing
         s = self.scheduler
-        if not self.state_fresh(now):
-            if not s.holding:
-                s.hold()
-                d.went_stale = True
-        elif off := self._not_following():
-            # The plan continues from commands the robot never followed (a controller that
-            # failed a goal whose result has not come yet, an e-stop): the next command would
-            # start where the robot is not. Start again from where it is.
-            s.reset()
-            self._last_hold_sent = None
-            self.counts["tracking_resets"] += 1
-            self._end_goal(GoalOutcome.ABORTED, f"the robot does not follow: {off}")
-            d.not_following = off
+        if not self.state_fresh(now) and not s.holding:
+            s.hold()
+            d.went_stale = True
         goal = self.goal
         if goal is not None:
             s.touch(now)
@@ -297,25 +283,6 @@ class ChunkExecutor:
         d.times, d.positions = times, pos
         self.counts["trajectories_sent"] += 1
         return d
-
-    def _not_following(self) -> str:
-        """Why the measured joints are too far from the last command to be following it ("" when
-        they are not): further than ``max_tracking_error`` beyond what each joint can move at
-        its velocity limit in ``tracking_lag`` plus the time between the measurement and the
-        command (either way: a stalled tick thread measures a robot that a goal moved on)."""
-        cfg, s = self.config, self.scheduler
-        q, m = s.last_command, self.measured
-        if q is None or m is None or not cfg.max_tracking_error > 0 or cfg.dry_run:
-            return ""
-        lag = abs(s.command_time - self.measured_at) + cfg.tracking_lag
-        behind = s.vmax * lag
-        gap = np.abs(q - m)
-        j = int(np.argmax(gap - behind))
-        if not gap[j] - behind[j] > cfg.max_tracking_error:
-            return ""
-        return (f"joint {self.embodiment.joint_names[j]} is {gap[j]:.3f} from the command, "
-                f"more than {behind[j]:.3f} of lag ({lag:.3f} s at its velocity limit) plus "
-                f"max_tracking_error {cfg.max_tracking_error:.3f}")
 
     def brake(self, now: float) -> TickDecision:
         """Hold now and send every command until rest (deactivation: the last output).

@@ -171,11 +171,6 @@ class ChunkScheduler:
         return None if self._q is None else self._q.copy()
 
     @property
-    def command_time(self) -> float:
-        """The time the last command is the target for (-inf before the first)."""
-        return self._t
-
-    @property
     def plan_end(self) -> float:
         """Time of the last planned point (-inf when nothing is planned)."""
         return float(self._times[-1]) if self._times.size else -math.inf
