@@ -263,12 +263,23 @@ def main(out_path: str, spin: str = "single") -> int:
 
         # 3) + 4) The controller rejects, then aborts (PATH_TOLERANCE_VIOLATED, then holds): the
         #    executor must count it, carry on, and not assume the robot followed (the next goal
-        #    starts where the robot is).
+        #    starts where the robot is). The next chunk goes out once the failure has reached the
+        #    executor: a result the loaded VM delays past it cannot be acted on (seen in CI).
         for failure in ("reject", "abort"):
             n0 = len(ctrl.goals)
+            key = "fjt_goals_rejected" if failure == "reject" else "fjt_goals_aborted"
+            failed0 = node.core.counts[key]
             ctrl.mode = failure
             send_for_goal(np.linspace(0.1, 1.0, 10)[:, None] * towards_centre(0.48))
             time.sleep(1.5)  # the failed plan would have ended by now
+
+            def failures_heard(key=key, failed0=failed0, n0=n0) -> bool:
+                with ctrl.lock:
+                    failed = sum(g["outcome"] in ("rejected", "aborted") for g in ctrl.goals[n0:])
+                return failed > 0 and node.core.counts[key] - failed0 >= failed
+
+            if not wait_for(failures_heard, WAIT):
+                report["errors"].append(f"{failure}: the executor did not hear of every failure")
             ctrl.mode = "accept"
             n1 = len(ctrl.goals)
             send_for_goal(np.linspace(0.01, 0.1, 10)[:, None] * np.ones(emb.dof))
