@@ -194,6 +194,8 @@ def main(out_path: str, spin: str = "single") -> int:
         met it too late (stale, or joint_states older than state_timeout: the loaded VM delays
         callbacks) cannot make one: it is sent again with a fresh stamp. Returns its stamp."""
         for _ in range(tries):
+            # Fresh joint_states first: a chunk is refused while they are late.
+            wait_for(lambda: node.core.state_fresh(node._now()), WAIT)
             n0, late0 = len(ctrl.goals), refused_late()
             obs = send(offsets, q)
             wait_for(lambda n0=n0, late0=late0: len(ctrl.goals) > n0 or refused_late() > late0,

@@ -295,6 +295,19 @@ def test_a_goal_refused_for_a_stale_state_or_deviation():
     assert not r.accepted and r.code == "bad_state" and ex.goal is None
 
 
+def test_a_garbage_chunk_is_refused_as_garbage_even_when_joint_states_are_stale():
+    """Content is checked before the robot's state: NaN/inf and wrong shapes are counted as
+    what they are (seen in CI: under load a NaN chunk was counted as bad_state)."""
+    ex = make()
+    ex.observe(T0 - 10.0, np.zeros(3))  # stale
+    nan = np.full((10, 3), np.nan)
+    assert ex.submit(nan, T0, T0).code == "non_finite"
+    assert ex.start_goal(np.zeros((4, 2)), T0, T0)[0].code == "shape"
+    assert ex.submit(ramp(np.zeros(3), 0.1, 10), T0, T0).code == "bad_state"
+    assert (ex.stats.rejected["non_finite"], ex.stats.rejected["shape"],
+            ex.stats.rejected["bad_state"]) == (1, 1, 1)
+
+
 def test_stop_aborts_the_goal_and_refuses_chunks():
     ex = make()
     _, goal = ex.start_goal(ramp(np.zeros(3), 0.6, 80), T0, T0)

@@ -180,6 +180,9 @@ class ChunkExecutor:
     def _submit(self, chunk: np.ndarray, obs_stamp: float, now: float) -> SubmitResult:
         if self.stopped:
             return SubmitResult(False, "stopped: the executor is not running")
+        bad_content = self.scheduler.check_content(chunk)
+        if bad_content is not None:
+            return bad_content
         if not self.state_fresh(now):
             self.stats.rejected[REJECT_BAD_STATE] += 1
             return SubmitResult(False, f"{REJECT_BAD_STATE}: no recent joint_states")

@@ -189,19 +189,28 @@ class ChunkScheduler:
         self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
         return SubmitResult(False, f"{code}: {detail}" if detail else code)
 
-    def submit(self, chunk: np.ndarray, obs_stamp: float, now: float,
-               measured_q: np.ndarray) -> SubmitResult:
-        """Validate a chunk (H, D) in embodiment joint order and merge it into the plan."""
-        d = self.dof
+    def check_content(self, chunk: np.ndarray) -> SubmitResult | None:
+        """The rejection of a chunk whose content is unusable (shape, NaN/inf; counted), else
+        None. Checked first: a garbage chunk is reported as garbage whatever the robot's state."""
         try:
             c = np.array(chunk, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             return self._reject(REJECT_SHAPE, f"not a numeric array ({exc})")
-        if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] != d:
-            return self._reject(REJECT_SHAPE, f"expected (H>=1, {d}), got {c.shape}")
+        if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] != self.dof:
+            return self._reject(REJECT_SHAPE, f"expected (H>=1, {self.dof}), got {c.shape}")
         if not np.isfinite(c).all():
             bad = int((~np.isfinite(c)).any(axis=1).sum())
             return self._reject(REJECT_NON_FINITE, f"{bad} point(s) contain NaN or inf")
+        return None
+
+    def submit(self, chunk: np.ndarray, obs_stamp: float, now: float,
+               measured_q: np.ndarray) -> SubmitResult:
+        """Validate a chunk (H, D) in embodiment joint order and merge it into the plan."""
+        d = self.dof
+        bad_content = self.check_content(chunk)
+        if bad_content is not None:
+            return bad_content
+        c = np.array(chunk, dtype=np.float64)
         try:
             obs_stamp, now = float(obs_stamp), float(now)
         except (TypeError, ValueError):
