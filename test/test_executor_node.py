@@ -218,9 +218,17 @@ def test_a_late_tick_never_sends_the_scheduler_back_in_time(graph, emb):
     node._now = preempted_after_reading_the_clock
     start = robot.q.copy()
     ramp = np.linspace(0.0, 0.5, 40)[:, None] * np.array([1.0, 1.0, 1.0])
-    robot.chunk_pub.publish(chunk_to_msg(start + ramp, emb, sec_to_time(robot.now())))
-    assert wait_for(lambda: node.scheduler.stats.accepted >= 1, 20.0)
-    assert wait_for(lambda: calls[0] >= 60 and np.abs(robot.q - start).max() > 0.1, 30.0)
+
+    def moved() -> bool:
+        return calls[0] >= 60 and np.abs(robot.q - start).max() > 0.1
+
+    # The held-up clock reads also delay joint_states: on a loaded machine they can go stale,
+    # and the executor then (rightly) drops the plan and holds. The chunk is sent again then.
+    for _ in range(10):
+        robot.chunk_pub.publish(chunk_to_msg(robot.q + ramp, emb, sec_to_time(robot.now())))
+        if wait_for(moved, 3.0):
+            break
+    assert moved() and node.scheduler.stats.accepted >= 1
     node._now = real_now
     assert node.scheduler.stats.clock_resets == 0
 
