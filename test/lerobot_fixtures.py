@@ -22,7 +22,7 @@ IMAGES = "observation.images."
 
 
 def tiny_diffusion_checkpoint(out: Path, embodiment: Embodiment, seed: int = 0,
-                              n_action_steps: int = 4) -> Path:
+                              n_action_steps: int = 4, horizon: int = 8) -> Path:
     """Write an untrained DiffusionPolicy checkpoint for ``embodiment`` to ``out``."""
     require_lerobot()
     from lerobot.configs.types import FeatureType, PolicyFeature
@@ -37,7 +37,7 @@ def tiny_diffusion_checkpoint(out: Path, embodiment: Embodiment, seed: int = 0,
                                                   (3, cam.height, cam.width))
     cfg = DiffusionConfig(
         input_features=inputs, output_features={ACTION: PolicyFeature(FeatureType.ACTION, (D,))},
-        horizon=8, n_action_steps=n_action_steps, n_obs_steps=2,
+        horizon=horizon, n_action_steps=n_action_steps, n_obs_steps=2,
         pretrained_backbone_weights=None, crop_shape=None, down_dims=(8, 16), kernel_size=3,
         n_groups=4, diffusion_step_embed_dim=8, spatial_softmax_num_keypoints=4,
         num_train_timesteps=20, num_inference_steps=4, device="cpu")

@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 from test_graph_real_policy import EMBODIMENT, Graph, _args  # noqa: E402
 
+CHUNK = 12  # the policy's n_action_steps: points per ActionChunk
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -38,7 +40,9 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("graph_lerobot")
     emb = load_embodiment(EMBODIMENT)
-    ckpt = tiny_diffusion_checkpoint(root / "dp", emb)
+    # 12 points = 1.2 s at 10 Hz: on a loaded 2-core VM observations reach the executor 0.7-1.5 s
+    # late (measured in fresh-clone runs); 4-point chunks were then all in the past and refused.
+    ckpt = tiny_diffusion_checkpoint(root / "dp", emb, n_action_steps=CHUNK, horizon=16)
     pre_emb = Embodiment(name="pre3", joints=[JointSpec(name=f"pre3_j{i}", slot=i, lower=-2.0,
                                                         upper=2.0) for i in range(3)])
     ada = write_toy_dataset(root / "ada", emb, episodes=2, length=12, image_size=16, seed=1)
@@ -100,7 +104,7 @@ def test_lerobot_diffusion_policy_closed_loop(world):
         for msg in rec.chunks:
             assert list(msg.joint_names) == emb.joint_names and msg.embodiment == emb.name
             assert msg.model_id == spec
-            assert len(msg.positions) == 4 * emb.dof  # n_action_steps points
+            assert len(msg.positions) == CHUNK * emb.dof  # n_action_steps points
             assert math.isfinite(msg.ood_score) and msg.ood_score >= 0
             assert math.isfinite(msg.inference_latency) and msg.inference_latency > 0
         for msg in rec.commands:
