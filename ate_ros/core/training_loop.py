@@ -185,7 +185,7 @@ class Optimization:
     def load(self, folder: str | Path) -> int:
         """Restore what :meth:`save` wrote; returns the step it was saved at."""
         ck = Path(folder)
-        state = read_json(ck / STATE_FILE)
+        state = self.read_state(ck)
         load_state_dict_checked(unwrap(self.model),
                                 load_tensors(ck / "model.safetensors", self.device),
                                 str(ck / "model.safetensors"))
