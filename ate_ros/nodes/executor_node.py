@@ -254,7 +254,7 @@ class ExecutorNode(LifecycleNode):
             q = joint_state_to_embodiment(msg, core.embodiment)
         except ConversionError as exc:
             self.diag.count("bad_joint_states")
-            self.get_logger().warn(f"ignoring joint_states: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"ignoring joint_states: {exc}", throttle_duration_sec=5.0)
             return
         now = self._now()
         with self._lock:
@@ -280,7 +280,7 @@ class ExecutorNode(LifecycleNode):
             chunk, obs = msg_to_chunk(msg, core.embodiment)
         except ConversionError as exc:
             core.stats.rejected["shape"] += 1
-            self.get_logger().warn(f"rejected chunk: {exc}", throttle_duration_sec=2.0)
+            self.get_logger().warning(f"rejected chunk: {exc}", throttle_duration_sec=2.0)
             return
         with self._lock:
             now = self._now()
@@ -288,7 +288,7 @@ class ExecutorNode(LifecycleNode):
             ended = core.take_ended()
         self.diag.set("chunk_age_s", now - obs)
         if not r.accepted:
-            self.get_logger().warn(f"rejected chunk: {r.reason}", throttle_duration_sec=2.0)
+            self.get_logger().warning(f"rejected chunk: {r.reason}", throttle_duration_sec=2.0)
         self._resolve(ended)
 
     # ----- control tick -----------------------------------------------------------------------
@@ -307,8 +307,8 @@ class ExecutorNode(LifecycleNode):
             d = core.step(self._now())
             run = self._goals.find(d.goal) if d.goal is not None else None
         if d.went_stale:
-            self.get_logger().warn("joint_states stale: holding position",
-                                   throttle_duration_sec=2.0)
+            self.get_logger().warning("joint_states stale: holding position",
+                                      throttle_duration_sec=2.0)
         if d.command is not None:
             self.diag.set("tracking_error", d.tracking_error)
             self.diag.status(DiagnosticStatus.WARN if d.watchdog_expired else DiagnosticStatus.OK,
@@ -393,7 +393,7 @@ class ExecutorNode(LifecycleNode):
             run = None if goal is None else self._goals.begin(goal_handle, goal)
         self._resolve(ended)  # the previous goal, preempted
         if run is None:
-            self.get_logger().warn(f"refused ExecuteChunk goal: {r.reason}")
+            self.get_logger().warning(f"refused ExecuteChunk goal: {r.reason}")
             result.message = r.reason
             goal_handle.abort()
             return result

@@ -56,8 +56,8 @@ class TrajectoryGoals:
         if client is None:
             return
         if not client.server_is_ready():
-            self._node.get_logger().warn("FollowJointTrajectory server not available",
-                                         throttle_duration_sec=5.0)
+            self._node.get_logger().warning("FollowJointTrajectory server not available",
+                                            throttle_duration_sec=5.0)
             return
         goal = self._goal_type()
         goal.trajectory = traj
@@ -104,7 +104,7 @@ class TrajectoryGoals:
                        else core.goal_result(seq, motion, succeeded, kind, detail, error_code))
             ended = core.take_ended()
         if warning:
-            self._node.get_logger().warn(warning, throttle_duration_sec=2.0)
+            self._node.get_logger().warning(warning, throttle_duration_sec=2.0)
         self._on_ended(ended)
 
     def destroy(self) -> None:
