@@ -407,6 +407,41 @@ def test_failed_goal_restarts_from_the_robot(kind):
     assert np.abs(d.positions[0] - robot).max() <= 1.0 * DT + 1e-9
 
 
+def test_a_motion_goal_that_could_not_be_sent_restarts_from_the_robot():
+    """The action server was not available when the chunk's goal went out: the controller never
+    got it, and the ticks after it send nothing (a goal would be running). The next goal must
+    start where the robot is, not where the unsent plan's commands went; a running ExecuteChunk
+    goal aborts. An unsent hold changes nothing."""
+    ex = make(goals=True, amax=2.0)
+    _, goal = ex.start_goal(np.linspace(0.05, 0.48, 10)[:, None] * np.ones(3), T0, T0)
+    d = ex.step(T0)
+    assert d.output is Output.GOAL and d.motion
+    warning = ex.goal_unsent(d.motion, "server not available")
+    assert warning == "FollowJointTrajectory goal not sent: server not available"
+    assert ex.counts["fjt_goals_unsent"] == 1 and ex.counts["fjt_goals_sent"] == 0
+    [end] = ex.take_ended()
+    assert (end.goal, end.outcome) == (goal, GoalOutcome.ABORTED)
+    robot = np.zeros(3)
+    now = T0
+    for _ in range(6):  # the robot stays put; without the drop the plan would run on
+        now += DT
+        ex.observe(now, robot)
+        d = ex.step(now)
+    assert np.abs(ex.scheduler.last_command - robot).max() <= 1e-9
+    assert ex.counts["fjt_goals_unsent"] == 1
+    now += DT
+    ex.observe(now, robot)
+    ex.submit(np.linspace(0.01, 0.1, 10)[:, None] * np.ones(3), now, now)
+    d = ex.step(now)
+    assert d.output is Output.GOAL
+    assert np.abs(d.positions[0] - robot).max() <= 1.0 * DT + 1e-9
+    # A hold that could not be sent: the plan stays.
+    ex.goal_sent()
+    before = ex.scheduler.plan_end
+    ex.goal_unsent(False, "server not available")
+    assert ex.scheduler.plan_end == before and ex.take_ended() == []
+
+
 def test_preemption_of_an_older_goal_or_failure_of_a_hold_goal_changes_nothing():
     ex = make(goals=True)
     clock = Clock(ex)

@@ -88,6 +88,18 @@ def _phase_story(rep: dict, phase: str) -> str:
     return "\n".join(lines)
 
 
+def _goal_story(rep: dict, index: int) -> str:
+    """Goal ``index`` and the one before it (times, points, the robot on arrival) and the
+    executor's log, for a failure message."""
+    lines = []
+    for g in rep["goals"][max(index - 1, 0):index + 1]:
+        lines.append(f"goal #{g['index']} {g['mode']} {g['outcome']} stamp={g['stamp']:.3f} "
+                     f"recv={g['recv']:.3f} q_recv={np.round(g['q_recv'], 3).tolist()}")
+        lines += [f"  t={t:.3f} {np.round(p, 3).tolist()}"
+                  for t, p in list(zip(g["times"], g["positions"]))[:4]]
+    return "\n".join(lines + rep["stderr"].splitlines()[-20:])
+
+
 def _counter(rep: dict, phase: str, key: str) -> int:
     return int(rep["phases"][phase]["counters"].get(key, 0))
 
@@ -142,7 +154,9 @@ def test_every_goal_is_safe_and_well_formed(report):
                 t_rel = g["recv"] - prev["stamp"]
                 planned = interp_positions(pt, pp, t_rel)
                 dev = np.minimum(dev, np.abs(p[0] - planned))
-        assert (dev <= reach).all(), f"{where} starts {dev.max():.3f} from the robot"
+        assert (dev <= reach).all(), (f"{where} starts {dev.max():.3f} from the robot, "
+                                      f"{reach.min():.3f} reachable\n"
+                                      + _goal_story(report, g["index"]))
     assert report["executor_alive"]
 
 

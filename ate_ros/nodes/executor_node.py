@@ -23,9 +23,9 @@ Outputs
     action`` (or ``auto`` when control_msgs is importable), a FollowJointTrajectory goal on
     ``<controller>/follow_joint_trajectory`` per accepted chunk, when a hold starts (braking) and
     when the executor comes to rest; each goal holds every command until rest, since the
-    controller gets nothing else until the next goal. Rejected and aborted goals are counted
-    (``fjt_goals_*`` in /diagnostics, ``fjt_last_error``) and the executor restarts from the
-    measured state.
+    controller gets nothing else until the next goal. Rejected and aborted goals, and goals
+    that could not be sent (no action server), are counted (``fjt_goals_*`` in /diagnostics,
+    ``fjt_last_error``) and the executor restarts from the measured state.
     ``~/dry_run_trajectory``: the same trajectories when ``dry_run`` is true (nothing else sent).
     ``/diagnostics``: rates, ages, counters (accepted/rejected/clipped/dropped/watchdog holds).
 

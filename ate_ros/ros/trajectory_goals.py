@@ -56,8 +56,13 @@ class TrajectoryGoals:
         if client is None:
             return
         if not client.server_is_ready():
-            self._node.get_logger().warning("FollowJointTrajectory server not available",
-                                            throttle_duration_sec=5.0)
+            with self._lock:
+                core = self._core()
+                warning = core.goal_unsent(motion, "server not available") if core else ""
+                ended = core.take_ended() if core else []
+            if warning:
+                self._node.get_logger().warning(warning, throttle_duration_sec=5.0)
+            self._on_ended(ended)
             return
         goal = self._goal_type()
         goal.trajectory = traj

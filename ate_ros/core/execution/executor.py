@@ -130,7 +130,7 @@ class ChunkExecutor:
         self.scheduler = ChunkScheduler(embodiment, config.execution)
         self.counts: collections.Counter[str] = collections.Counter()
         """``trajectories_sent`` and ``fjt_goals_<sent|succeeded|preempted|rejected|aborted|
-        canceled>`` (for /diagnostics)."""
+        canceled|unsent>`` (for /diagnostics)."""
         self.last_error = ""
         self.measured: np.ndarray | None = None
         self.measured_at = -math.inf
@@ -376,11 +376,32 @@ class ChunkExecutor:
         """
         self.counts[f"fjt_goals_{kind}"] += 1
         self.last_error = f"goal {seq}: {detail}"
-        if motion and not self.stopped:
-            self.scheduler.reset()
-            self._last_hold_sent = None
-            self._end_goal(GoalOutcome.ABORTED, f"FollowJointTrajectory goal {detail}")
+        if motion:
+            self._drop_unfollowed_plan(f"FollowJointTrajectory goal {detail}")
         return f"FollowJointTrajectory goal {seq} {detail}"
+
+    def goal_unsent(self, motion: bool, detail: str) -> str:
+        """The tick's goal could not be sent (no action server): the controller never got it.
+
+        :meth:`step` already moved its commands on as if it had, and the ticks after it send
+        nothing while the goal would run; the next goal would then start from commands the
+        robot never followed. So an unsent motion goal drops the plan, as a failed one does.
+        An unsent hold changes nothing: the controller keeps the goal it has. Returns the
+        warning.
+        """
+        self.counts["fjt_goals_unsent"] += 1
+        self.last_error = f"goal not sent: {detail}"
+        if motion:
+            self._drop_unfollowed_plan(f"FollowJointTrajectory goal not sent: {detail}")
+        return f"FollowJointTrajectory goal not sent: {detail}"
+
+    def _drop_unfollowed_plan(self, message: str) -> None:
+        """The controller does not run the plan: restart from the measured state."""
+        if self.stopped:
+            return
+        self.scheduler.reset()
+        self._last_hold_sent = None
+        self._end_goal(GoalOutcome.ABORTED, message)
 
     def diagnostics(self) -> dict[str, object]:
         """Scheduler counters, output counts and the last goal error."""
