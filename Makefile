@@ -43,7 +43,8 @@ test: lint pytest
 FAST_TESTS ?= test/test_executor_core.py test/test_policy_gate.py test/test_execution.py \
 	test/test_nodes_core_logic.py test/test_core_is_ros_free.py test/test_embodiment.py \
 	test/test_normalization.py test/test_chunks.py test/test_launch_structure.py \
-	test/test_training_loop.py test/test_align_resume.py test/test_logging_calls.py
+	test/test_training_loop.py test/test_align_resume.py test/test_logging_calls.py \
+	test/test_executor_tracking.py
 test-fast: $(STAMP_PKG)
 	$(PY) -m pytest -q -m "not ros and not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 

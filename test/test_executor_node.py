@@ -62,6 +62,8 @@ class FakeRobot:
         self.node, self.emb = node, emb
         self.q = np.zeros(emb.dof)
         self.lock = threading.Lock()
+        self.stamped = False  # header.stamp = when measured (as joint_state_broadcaster)
+        self.frozen = False  # takes the commands but does not move (an e-stop)
         self.received: list[JointTrajectory] = []
         self.dry: list[JointTrajectory] = []
         self.diag: list[DiagnosticArray] = []
@@ -78,13 +80,16 @@ class FakeRobot:
     def _on_traj(self, msg):
         with self.lock:
             self.received.append(msg)
-            if msg.points:
+            if msg.points and not self.frozen:
                 self.q = np.array(msg.points[0].positions)
 
     def _publish_state(self):
         with self.lock:
             q = self.q.copy()
-        self.js_pub.publish(JointState(name=self.emb.joint_names, position=q.tolist()))
+        msg = JointState(name=self.emb.joint_names, position=q.tolist())
+        if self.stamped:
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.js_pub.publish(msg)
 
     def now(self):
         return self.node.get_clock().now().nanoseconds * 1e-9
@@ -231,6 +236,30 @@ def test_a_late_tick_never_sends_the_scheduler_back_in_time(graph, emb):
     assert moved() and node.scheduler.stats.accepted >= 1
     node._now = real_now
     assert node.scheduler.stats.clock_resets == 0
+
+
+def test_a_robot_that_does_not_move_is_commanded_from_where_it_is(graph, emb):
+    """Stamped joint_states of a robot that takes the commands but stays (an e-stop): the
+    executor sees it, drops the plan and holds where the robot is, instead of streaming a plan
+    the robot never followed (its end 0.6 rad away). The check itself is on a stepped clock in
+    test_executor_tracking.py; here: the stamps travel and the node acts on the decision."""
+    node, robot = graph
+    robot.stamped = robot.frozen = True
+    wait_for(lambda: node.core.measured_stamp is not None, 10.0)
+    ramp = np.linspace(0.03, 0.6, 20)[:, None] * np.ones(emb.dof)
+
+    def held_at_robot() -> bool:
+        with robot.lock:
+            last = robot.received[-1] if robot.received else None
+        return (node.core.counts["tracking_resets"] >= 1 and last is not None and all(
+            np.abs(np.array(p.positions) - robot.q).max() < 1e-6 for p in last.points))
+
+    for _ in range(5):  # resent if refused for late joint_states on a loaded machine
+        robot.chunk_pub.publish(chunk_to_msg(robot.q + ramp, emb, sec_to_time(robot.now())))
+        if wait_for(held_at_robot, 5.0):
+            break
+    assert held_at_robot(), (node.core.counts, node.core.last_error)
+    assert node.scheduler.stats.accepted >= 1
 
 
 @pytest.mark.parametrize("graph", [{}, {"spin": "single"}], indirect=True,

@@ -12,7 +12,9 @@ no goals unless it is active (rclpy stops spinning when a waitable is destroyed 
 executor thread builds its wait set; see policy_node).
 
 Inputs
-    ``joint_states`` (sensor_msgs/JointState, sensor QoS): measured positions (mapped by name).
+    ``joint_states`` (sensor_msgs/JointState, sensor QoS): measured positions (mapped by name);
+    with a ``header.stamp`` (as joint_state_broadcaster sends), the executor checks that the
+    robot follows its commands (``max_tracking_error``) and otherwise holds where it is.
     ``action_chunk`` (ate_ros/ActionChunk, reliable): chunks from the policy node.
     ``execute_chunk`` (ate_ros/ExecuteChunk action): one supervised chunk with feedback
     (index, tracking error); cancel holds position.
@@ -75,6 +77,7 @@ from ate_ros.ros.conversions import (
     joint_state_to_embodiment,
     msg_to_chunk,
     sec_to_time,
+    time_to_sec,
     times_to_trajectory,
 )
 from ate_ros.ros.diagnostics import DiagnosticStatus, NodeDiagnostics
@@ -257,8 +260,8 @@ class ExecutorNode(LifecycleNode):
             self.get_logger().warning(f"ignoring joint_states: {exc}", throttle_duration_sec=5.0)
             return
         now = self._now()
-        with self._lock:
-            core.observe(now, q)
+        with self._lock:  # the stamp (when measured) lets the core check the robot follows
+            core.observe(now, q, time_to_sec(msg.header.stamp))
         self.diag.rate("joint_states", now)
 
     def _on_chunk(self, msg: ActionChunk) -> None:
@@ -308,6 +311,9 @@ class ExecutorNode(LifecycleNode):
             run = self._goals.find(d.goal) if d.goal is not None else None
         if d.went_stale:
             self.get_logger().warning("joint_states stale: holding position",
+                                      throttle_duration_sec=2.0)
+        if d.not_following:
+            self.get_logger().warning(f"holding where the robot is: {d.not_following}",
                                       throttle_duration_sec=2.0)
         if d.command is not None:
             self.diag.set("tracking_error", d.tracking_error)

@@ -98,6 +98,18 @@ class ExecutorNodeConfig:
     state_timeout: float = field(default=0.5, metadata={
         "help": "Seconds after which joint_states count as stale: chunks are refused and the "
                 "executor holds", "min": 1e-3, "max": 3600.0})
+    max_tracking_error: float = field(default=0.1, metadata={
+        "help": "Largest |command - measured position| (per joint, rad or m) beyond the lag "
+                "allowed by tracking_lag, compared with the command due at the joint_states "
+                "header.stamp. More means the robot does not follow (e-stop, a controller that "
+                "failed or holds): the executor drops its plan and holds where the robot is, "
+                "so no later command starts where the robot never got to. Unstamped "
+                "joint_states are not checked; 0 disables (dry runs never check)",
+        "min": 0.0, "max": 100.0})
+    tracking_lag: float = field(default=0.2, metadata={
+        "help": "Seconds the measured joints may trail the commands (controller delay): each "
+                "joint may be as far behind as it moves at its velocity limit in this time, "
+                "plus max_tracking_error", "min": 0.0, "max": 10.0})
     diagnostics_period: float = field(default=1.0, metadata={
         "help": "Seconds between /diagnostics messages", "min": 0.01, "max": 3600.0})
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
@@ -115,5 +127,8 @@ class ExecutorNodeConfig:
             raise ValueError(f"stream_horizon ({self.stream_horizon}) must be >= 1")
         if not self.state_timeout > 0:
             raise ValueError(f"state_timeout ({self.state_timeout}) must be > 0")
+        if not (self.max_tracking_error >= 0 and self.tracking_lag >= 0):
+            raise ValueError(f"max_tracking_error ({self.max_tracking_error}) and tracking_lag "
+                             f"({self.tracking_lag}) must be >= 0")
         if not self.diagnostics_period > 0:
             raise ValueError(f"diagnostics_period ({self.diagnostics_period}) must be > 0")

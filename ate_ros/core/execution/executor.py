@@ -11,7 +11,8 @@ caller's clock) and never reads a clock, so a test drives it tick by tick:
     d = ex.step(0.0)          # d.output is Output.GOAL: send d.times / d.positions now
     seq = ex.goal_sent()      # the node sent it (FollowJointTrajectory)
 
-:meth:`ChunkExecutor.step` decides, per tick: hold when joint_states went stale, the next command,
+:meth:`ChunkExecutor.step` decides, per tick: hold when joint_states went stale, start again from
+the robot when it does not follow the commands (``max_tracking_error``), the next command,
 whether to stream it (controller topic or dry run), to send a FollowJointTrajectory goal (a new
 chunk was accepted, the plan was just dropped and the controller must brake, or the executor came
 to rest), or to send nothing (a running goal already holds this tick, or the same hold was
@@ -39,6 +40,7 @@ from ate_ros.core.execution.scheduler import (
     ExecutionStats,
     SubmitResult,
 )
+from ate_ros.core.execution.tracking import STAMP_SKEW, TrackingCheck
 
 __all__ = ["FJT_FAILURE_CODES", "FJT_MAX_SECONDS", "ChunkExecutor", "Output", "SupervisedChunk",
            "TickDecision"]
@@ -90,6 +92,8 @@ class TickDecision:
         holding: The command holds position (nothing planned, watchdog, stop).
         watchdog_expired: No chunk for ``watchdog_timeout``.
         went_stale: joint_states turned stale at this tick: the executor started holding.
+        not_following: Why the executor concluded at this tick that the robot does not follow
+            its commands (it dropped the plan and holds where the robot is); "" otherwise.
         tracking_error: Largest |command - measured| joint position.
         goal: The ExecuteChunk goal this tick executed (its ``feedback``).
         feedback: (index in the chunk, tracking error) for ``goal``.
@@ -105,6 +109,7 @@ class TickDecision:
     holding: bool = True
     watchdog_expired: bool = False
     went_stale: bool = False
+    not_following: str = ""
     tracking_error: float = 0.0
     goal: SupervisedChunk | None = None
     feedback: tuple[int, float] | None = None
@@ -129,11 +134,16 @@ class ChunkExecutor:
         self.dt = embodiment.control_period
         self.scheduler = ChunkScheduler(embodiment, config.execution)
         self.counts: collections.Counter[str] = collections.Counter()
-        """``trajectories_sent`` and ``fjt_goals_<sent|succeeded|preempted|rejected|aborted|
-        canceled|unsent>`` (for /diagnostics)."""
+        """``trajectories_sent``, ``tracking_checks``, ``tracking_resets`` and
+        ``fjt_goals_<sent|succeeded|preempted|rejected|aborted|canceled|unsent>`` (for
+        /diagnostics)."""
         self.last_error = ""
         self.measured: np.ndarray | None = None
         self.measured_at = -math.inf
+        self.measured_stamp: float | None = None  # when measured (header.stamp), if usable
+        self.tracking = TrackingCheck(
+            self.scheduler.vmax, embodiment.joint_names,
+            horizon=config.state_timeout + config.tracking_lag + 1.0)
         self.goal: SupervisedChunk | None = None
         self._ended: list[GoalEnd] = []  # ended since the last take_ended()
         self._last_hold_sent: np.ndarray | None = None
@@ -150,6 +160,8 @@ class ChunkExecutor:
         """Run-time parameter changes (limits and blending apply at the next command)."""
         self.config = config
         self.scheduler.set_config(config.execution)
+        self.tracking.vmax = self.scheduler.vmax
+        self.tracking.horizon = config.state_timeout + config.tracking_lag + 1.0
 
     def restart(self) -> None:
         """Forget the commanded state and the plan: the next command starts from the measured
@@ -161,10 +173,14 @@ class ChunkExecutor:
         self.stopped = False
 
     # ----- inputs -----------------------------------------------------------------------------
-    def observe(self, now: float, q: np.ndarray) -> None:
-        """Measured joint positions (D,) in embodiment order, received at ``now``."""
+    def observe(self, now: float, q: np.ndarray, stamp: float | None = None) -> None:
+        """Measured joint positions (D,) in embodiment order, received at ``now``; ``stamp``:
+        when they were measured (``header.stamp``; None or 0 when unknown). A stamp ahead of
+        ``now`` by more than :data:`STAMP_SKEW` is on another clock and is not used."""
         self.measured = np.asarray(q, dtype=np.float64)
         self.measured_at = float(now)
+        usable = stamp is not None and math.isfinite(stamp) and 0 < stamp <= now + STAMP_SKEW
+        self.measured_stamp = float(stamp) if usable else None
 
     def state_fresh(self, now: float) -> bool:
         return self.measured is not None and now - self.measured_at <= self.config.state_timeout
@@ -244,13 +260,23 @@ class ChunkExecutor:
             d.ended = self.take_ended()
             return d  # nothing known about the robot yet: send nothing
         s = self.scheduler
-        if not self.state_fresh(now) and not s.holding:
-            s.hold()
-            d.went_stale = True
+        if not self.state_fresh(now):
+            if not s.holding:
+                s.hold()
+                d.went_stale = True
+        elif off := self._not_following():
+            # The plan continues from commands the robot never followed: the next command
+            # would start where the robot is not. Start again from where it is.
+            self._drop_unfollowed_plan(f"the robot does not follow: {off}")
+            self.counts["tracking_resets"] += 1
+            d.not_following = off
         goal = self.goal
         if goal is not None:
             s.touch(now)
+        if s.last_command is None:  # the commands start again from the measured state
+            self.tracking.clear()
         q = s.command(now, self.measured)
+        self.tracking.record(now + self.dt, q)
         times, pos = s.planned(now, max_points=self.config.stream_horizon)
         at_rest = s.holding and not s.moving
         new_chunk, self._new_chunk = self._new_chunk, False
@@ -286,6 +312,18 @@ class ChunkExecutor:
         d.times, d.positions = times, pos
         self.counts["trajectories_sent"] += 1
         return d
+
+    def _not_following(self) -> str:
+        cfg = self.config
+        if (self.measured_stamp is None or cfg.dry_run or self.stopped
+                or not cfg.max_tracking_error > 0):
+            return ""
+        verdict = self.tracking.check(self.measured_stamp, self.measured,
+                                      cfg.max_tracking_error, cfg.tracking_lag)
+        if verdict is None:  # measured before the commands kept (a restart, another clock)
+            return ""
+        self.counts["tracking_checks"] += 1
+        return verdict
 
     def brake(self, now: float) -> TickDecision:
         """Hold now and send every command until rest (deactivation: the last output).
@@ -396,10 +434,11 @@ class ChunkExecutor:
         return f"FollowJointTrajectory goal not sent: {detail}"
 
     def _drop_unfollowed_plan(self, message: str) -> None:
-        """The controller does not run the plan: restart from the measured state."""
+        """The robot does not follow the plan: restart from the measured state."""
         if self.stopped:
             return
         self.scheduler.reset()
+        self.tracking.clear()
         self._last_hold_sent = None
         self._end_goal(GoalOutcome.ABORTED, message)
 
