@@ -278,10 +278,12 @@ def test_execute_chunk_feedback_and_cancel(graph, emb, action_client):
     # Points already in the past when the goal starts are skipped (a late goal on a loaded
     # machine runs fewer), but a successful goal always reaches the chunk's last point.
     assert res.executed_points >= 1 and res.max_tracking_error < 0.5, res
-    assert wait_for(lambda: feedback and feedback[-1].index == 19, 10.0), [
-        f.index for f in feedback]
+    assert wait_for(lambda: np.abs(robot.q - chunk[-1]).max() < 1e-3, 10.0), (robot.q, chunk)
+    # In order and inside the chunk. Whether the last one (index 19) arrives is up to rclpy: its
+    # ActionClient drops feedback that comes after the result (a loaded machine reorders the
+    # two); the index of every tick is asserted on a stepped clock (test_executor_core.py).
     idx = [f.index for f in feedback]
-    assert idx == sorted(idx)
+    assert idx == sorted(idx) and 0 <= idx[0] and idx[-1] <= 19, idx
     # 2) A long chunk, canceled: outcome CANCELED and the executor holds.
     q = robot.q.copy()
     ramp = np.linspace(0.0, 0.6, 80)[:, None] * np.array([1.0, 1.0, 1.0])
