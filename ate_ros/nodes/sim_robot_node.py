@@ -90,7 +90,8 @@ class SimRobotNode(Node):
                      if p.name != "use_sim_time"]
         overrides.append(Parameter("use_sim_time", Parameter.Type.BOOL, False))
         super().__init__(node_name, parameter_overrides=overrides, **kwargs)
-        self.params = DataclassParameters(self, SimRobotConfig, defaults=config)
+        self.params = DataclassParameters(self, SimRobotConfig, defaults=config,
+                                          on_change=self._on_params)
         cfg = self.config = self.params.config
         from ate_ros.core.sim.env import SimEnv  # mujoco: imported with the node, not the module
 
@@ -169,6 +170,11 @@ class SimRobotNode(Node):
             f"{'lock-step' if cfg.lockstep else f'x{cfg.real_time_factor} real time'}, "
             f"commands on {cfg.controller}/joint_trajectory"
             f"{', waiting for start' if cfg.start_paused else ''}")
+
+    def _on_params(self, config: SimRobotConfig) -> None:
+        """A run-time parameter set (rates, real_time_factor, lockstep_timeout, max_duration):
+        the loops read the config at every tick."""
+        self.config = config
 
     # ----- time ---------------------------------------------------------------------------
     @property
