@@ -462,7 +462,9 @@ def test_lifecycle_services_with_running_goals(graph, stream_observations):
     peer.create_subscription(ActionChunk, "action_chunk", got.append, 10)
     stop = stream_observations([0.0, 0.1, 0.2])
     lifecycle = peer.create_client(ChangeState, "policy_node/change_state")
-    assert lifecycle.wait_for_service(timeout_sec=20.0)
+    # Discovery, not the node: beside two CPU burners it once took over 20 s (1 run in 10).
+    assert lifecycle.wait_for_service(timeout_sec=60.0), sorted(
+        n for n, _ in peer.get_service_names_and_types() if n.startswith("/policy_node"))
 
     def transition(tid: int) -> bool:
         fut = lifecycle.call_async(ChangeState.Request(transition=Transition(id=tid)))
