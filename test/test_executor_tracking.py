@@ -120,17 +120,20 @@ def test_what_is_never_checked(case):
 
 
 def test_the_commands_kept_follow_restarts_and_clock_jumps():
-    check = TrackingCheck(np.ones(2), ["a", "b"], horizon=1.0)
-    assert check.commanded_at(0.0) is None and check.check(0.0, np.zeros(2), 0.1, 0.2) is None
-    check.record(1.0, np.zeros(2))
-    check.record(1.1, np.array([0.1, -0.1]))
+    check = TrackingCheck(["a", "b"])
+    vmax = np.ones(2)
+    assert check.commanded_at(0.0) is None
+    assert check.check(0.0, np.zeros(2), vmax, 0.1, 0.2) is None
+    check.record(1.0, np.zeros(2), keep=1.0)
+    check.record(1.1, np.array([0.1, -0.1]), keep=1.0)
     np.testing.assert_allclose(check.commanded_at(1.05), [0.05, -0.05])
     assert check.commanded_at(0.99) is None  # before the first command kept: not judged
     np.testing.assert_allclose(check.commanded_at(5.0), [0.1, -0.1])  # the last one holds
-    assert check.check(1.1, np.array([0.1, 0.15]), max_error=0.1, lag=0.2) == ""
-    assert "joint b was 0.400" in check.check(1.1, np.array([0.1, 0.3]), max_error=0.1, lag=0.2)
-    check.record(2.5, np.ones(2))  # older than the horizon: dropped
+    assert check.check(1.1, np.array([0.1, 0.15]), vmax, max_error=0.1, lag=0.2) == ""
+    assert "joint b was 0.400" in check.check(1.1, np.array([0.1, 0.3]), vmax, max_error=0.1,
+                                              lag=0.2)
+    check.record(2.5, np.ones(2), keep=1.0)  # the earlier ones are more than 1 s older: dropped
     assert check.commanded_at(1.05) is None
-    check.record(2.0, np.zeros(2))  # the clock went back: what was kept no longer applies
+    check.record(2.0, np.zeros(2), keep=1.0)  # the clock went back: the rest no longer applies
     assert check.commanded_at(2.4) is not None and check.commanded_at(1.99) is None
     np.testing.assert_allclose(check.commanded_at(2.4), [0.0, 0.0])

@@ -141,9 +141,7 @@ class ChunkExecutor:
         self.measured: np.ndarray | None = None
         self.measured_at = -math.inf
         self.measured_stamp: float | None = None  # when measured (header.stamp), if usable
-        self.tracking = TrackingCheck(
-            self.scheduler.vmax, embodiment.joint_names,
-            horizon=config.state_timeout + config.tracking_lag + 1.0)
+        self.tracking = TrackingCheck(embodiment.joint_names)
         self.goal: SupervisedChunk | None = None
         self._ended: list[GoalEnd] = []  # ended since the last take_ended()
         self._last_hold_sent: np.ndarray | None = None
@@ -160,8 +158,6 @@ class ChunkExecutor:
         """Run-time parameter changes (limits and blending apply at the next command)."""
         self.config = config
         self.scheduler.set_config(config.execution)
-        self.tracking.vmax = self.scheduler.vmax
-        self.tracking.horizon = config.state_timeout + config.tracking_lag + 1.0
 
     def restart(self) -> None:
         """Forget the commanded state and the plan: the next command starts from the measured
@@ -276,7 +272,8 @@ class ChunkExecutor:
         if s.last_command is None:  # the commands start again from the measured state
             self.tracking.clear()
         q = s.command(now, self.measured)
-        self.tracking.record(now + self.dt, q)
+        self.tracking.record(now + self.dt, q,
+                             keep=self.config.state_timeout + self.config.tracking_lag + 1.0)
         times, pos = s.planned(now, max_points=self.config.stream_horizon)
         at_rest = s.holding and not s.moving
         new_chunk, self._new_chunk = self._new_chunk, False
@@ -318,7 +315,7 @@ class ChunkExecutor:
         if (self.measured_stamp is None or cfg.dry_run or self.stopped
                 or not cfg.max_tracking_error > 0):
             return ""
-        verdict = self.tracking.check(self.measured_stamp, self.measured,
+        verdict = self.tracking.check(self.measured_stamp, self.measured, self.scheduler.vmax,
                                       cfg.max_tracking_error, cfg.tracking_lag)
         if verdict is None:  # measured before the commands kept (a restart, another clock)
             return ""

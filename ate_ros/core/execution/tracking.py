@@ -25,18 +25,14 @@ a stamp further ahead is on another clock and is not used."""
 
 
 class TrackingCheck:
-    """The commands of the last ``horizon`` seconds, and the check of a measurement against them.
+    """The recent commands, and the check of a measurement against them.
 
     Args:
-        vmax: Velocity limit per joint.
         names: Joint names, for the message.
-        horizon: Seconds of commands kept (older measurements count as stale anyway).
     """
 
-    def __init__(self, vmax: np.ndarray, names: list[str], horizon: float) -> None:
-        self.vmax = np.asarray(vmax, dtype=np.float64)
+    def __init__(self, names: list[str]) -> None:
         self.names = list(names)
-        self.horizon = float(horizon)
         self._times: collections.deque[float] = collections.deque()
         self._pos: collections.deque[np.ndarray] = collections.deque()
 
@@ -45,16 +41,17 @@ class TrackingCheck:
         self._times.clear()
         self._pos.clear()
 
-    def record(self, t: float, q: np.ndarray) -> None:
-        """The command due at time ``t``. A time before the last one (the clock went back, the
-        commands restarted) clears what was kept."""
+    def record(self, t: float, q: np.ndarray, keep: float) -> None:
+        """The command due at time ``t``; commands due more than ``keep`` seconds before it are
+        dropped (older measurements count as stale anyway). A time before the last one (the
+        clock went back, the commands restarted) clears what was kept."""
         if self._times and t <= self._times[-1]:
             if t == self._times[-1]:  # the same tick again
                 return
             self.clear()
         self._times.append(float(t))
         self._pos.append(np.asarray(q, dtype=np.float64).copy())
-        while self._times and self._times[0] < t - self.horizon:
+        while self._times and self._times[0] < t - keep:
             self._times.popleft()
             self._pos.popleft()
 
@@ -66,19 +63,19 @@ class TrackingCheck:
         pos = np.stack(self._pos)
         return np.array([np.interp(t, times, pos[:, j]) for j in range(pos.shape[1])])
 
-    def check(self, stamp: float, measured: np.ndarray, max_error: float,
+    def check(self, stamp: float, measured: np.ndarray, vmax: np.ndarray, max_error: float,
               lag: float) -> str | None:
         """Why ``measured`` (taken at ``stamp``) shows a robot not following; "" when it
         follows; None when nothing kept was due by ``stamp`` (not judged).
 
         A joint may trail the command due at ``stamp`` by as much as it moves at its velocity
-        limit in ``lag`` seconds (controller and measurement delay), plus ``max_error``.
+        limit (``vmax``) in ``lag`` seconds (controller and measurement delay), plus ``max_error``.
         """
         ref = self.commanded_at(stamp)
         if ref is None:
             return None
         gap = np.abs(np.asarray(measured, dtype=np.float64) - ref)
-        allowed = self.vmax * lag + max_error
+        allowed = np.asarray(vmax, dtype=np.float64) * lag + max_error
         j = int(np.argmax(gap - allowed))
         if not gap[j] > allowed[j]:
             return ""
