@@ -74,15 +74,18 @@ def _goals(rep: dict, phase: str | None = None) -> list[dict]:
     return rep["goals"][a:b]
 
 
+def _goal_line(g: dict) -> str:
+    """One goal the controller got: how it ended, when, and where the robot was."""
+    return (f"goal #{g['index']} {g['mode']} {g['outcome']} stamp={g['stamp']:.3f} "
+            f"recv={g['recv']:.3f} q_recv={np.round(g['q_recv'], 3).tolist()}")
+
+
 def _phase_story(rep: dict, phase: str) -> str:
     """A phase's goals in order (what the controller got and when) and the executor's log lines
     about goals, for a failure message."""
     lines = [f"{phase}: counters {rep['phases'][phase]['counters']}"]
     for g in rep["goals"][rep["phases"][phase]["goals"][0]:]:
-        lines.append(" ".join(f"{k}={g[k]}" for k in ("mode", "outcome", "stamp", "recv")
-                              if k in g)
-                     + f" first={np.round(g['positions'][0], 3).tolist()}"
-                     + f" q_recv={np.round(g['q_recv'], 3).tolist()}")
+        lines.append(_goal_line(g) + f" first={np.round(g['positions'][0], 3).tolist()}")
     lines += [ln for ln in rep["stderr"].splitlines()
               if "goal" in ln or "follow" in ln or "refused" in ln][-20:]
     return "\n".join(lines)
@@ -93,8 +96,7 @@ def _goal_story(rep: dict, index: int) -> str:
     executor's log, for a failure message."""
     lines = []
     for g in rep["goals"][max(index - 1, 0):index + 1]:
-        lines.append(f"goal #{g['index']} {g['mode']} {g['outcome']} stamp={g['stamp']:.3f} "
-                     f"recv={g['recv']:.3f} q_recv={np.round(g['q_recv'], 3).tolist()}")
+        lines.append(_goal_line(g))
         lines += [f"  t={t:.3f} {np.round(p, 3).tolist()}"
                   for t, p in list(zip(g["times"], g["positions"]))[:4]]
     return "\n".join(lines + rep["stderr"].splitlines()[-20:])

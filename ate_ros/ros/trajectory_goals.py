@@ -56,10 +56,8 @@ class TrajectoryGoals:
         if client is None:
             return
         if not client.server_is_ready():
-            with self._lock:
-                core = self._core()
-                warning = core.goal_unsent(motion, "server not available") if core else ""
-                ended = core.take_ended() if core else []
+            warning, ended = self._tell_core(
+                lambda core: core.goal_unsent(motion, "server not available"))
             if warning:
                 self._node.get_logger().warning(warning, throttle_duration_sec=5.0)
             self._on_ended(ended)
@@ -101,16 +99,21 @@ class TrajectoryGoals:
     def _report(self, seq: int, motion: bool, succeeded: bool | None, kind: str,
                 detail: str, error_code: int | None = None) -> None:
         """A result (``succeeded`` True/False) or a failure without one (None) to the core."""
+        warning, ended = self._tell_core(
+            lambda core: core.goal_failed(seq, motion, kind, detail) if succeeded is None
+            else core.goal_result(seq, motion, succeeded, kind, detail, error_code))
+        if warning:  # each log call site throttles on its own (rclpy)
+            self._node.get_logger().warning(warning, throttle_duration_sec=2.0)
+        self._on_ended(ended)
+
+    def _tell_core(self, call: Callable[[ChunkExecutor], str]) -> tuple[str, list[GoalEnd]]:
+        """``call(core)`` under the node's lock: its warning and the goals the core ended
+        ("" and none while unconfigured)."""
         with self._lock:
             core = self._core()
             if core is None:
-                return
-            warning = (core.goal_failed(seq, motion, kind, detail) if succeeded is None
-                       else core.goal_result(seq, motion, succeeded, kind, detail, error_code))
-            ended = core.take_ended()
-        if warning:
-            self._node.get_logger().warning(warning, throttle_duration_sec=2.0)
-        self._on_ended(ended)
+                return "", []
+            return call(core), core.take_ended()
 
     def destroy(self) -> None:
         """Remove the client from the graph (rclpy's destroy_node leaves waitables)."""
