@@ -134,7 +134,7 @@ def finetune(cfg: BenchConfig, pretrained: Path, data: Path, vae: Path, out: Pat
              seed: int) -> dict:
     from ate_ros.core.steer.guidance import GuidanceConfig
     from ate_ros.core.steer.trainer import FinetuneConfig, finetune_policy
-    from ate_ros.core.training import read_json
+    from ate_ros.core.training.files import read_json
 
     direction = METHOD_GUIDANCE[method]
     guidance = GuidanceConfig(enabled=direction is not None, scale=cfg.lam, clamp=cfg.clamp,

@@ -38,7 +38,8 @@ from ate_ros.core.align import (  # noqa: E402
 from ate_ros.core.align.synthetic import toy_arm, write_toy_dataset  # noqa: E402
 from ate_ros.core.align.trainer import Tensors, vae_loss  # noqa: E402
 from ate_ros.core.data.chunks import ChunkSource, fit_chunk_stats, load_chunks  # noqa: E402
-from ate_ros.core.training import autocast, read_json, select_device, write_json  # noqa: E402
+from ate_ros.core.training.files import read_json, write_json  # noqa: E402
+from ate_ros.core.training.runtime import autocast, select_device  # noqa: E402
 
 
 def make_data(root: Path, quick: bool) -> dict[str, Path]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results"

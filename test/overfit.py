@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ate_ros.core.training import autocast
+from ate_ros.core.training.runtime import autocast
 
 
 def losses_before_after(model, batch: dict, steps: int, device: str = "cpu",

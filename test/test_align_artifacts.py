@@ -19,7 +19,7 @@ from ate_ros.core.align import (
 )
 from ate_ros.core.align.synthetic import toy_arm
 from ate_ros.core.normalization import NormStats
-from ate_ros.core.training import CheckpointError
+from ate_ros.core.training.files import CheckpointError
 
 
 def _stage(arch: str, seed: int, H: int = 8, Z: int = 6) -> StageModel:

@@ -10,7 +10,7 @@ import torch
 from ate_ros.cli import main
 from ate_ros.core.align import load_alignment
 from ate_ros.core.align.synthetic import toy_arm, write_toy_dataset
-from ate_ros.core.training import read_json
+from ate_ros.core.training.files import read_json
 
 FAST = ["--preset", "mlp", "--latent-dim", "4", "--chunk", "8", "--epochs-stage1", "2",
         "--epochs-stage2", "2", "--batch-size", "32", "--device", "cpu", "--no-progress"]

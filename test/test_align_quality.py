@@ -8,7 +8,7 @@ import pytest
 
 from ate_ros.core.align import AlignConfig, StageConfig, format_report, train_alignment
 from ate_ros.core.align.synthetic import toy_arm, write_toy_dataset
-from ate_ros.core.training import read_json
+from ate_ros.core.training.files import read_json
 
 
 @pytest.mark.slow

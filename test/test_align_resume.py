@@ -10,7 +10,7 @@ import torch
 from ate_ros.cli import main
 from ate_ros.core.align import trainer as align_trainer
 from ate_ros.core.align.resume import resume_dir
-from ate_ros.core.training import load_tensors, read_json
+from ate_ros.core.training.files import load_tensors, read_json
 
 EPOCHS = {"stage1": 5, "stage2": 4, "control": 4}  # control: the stage-2 settings
 WEIGHTS = ("stage1.safetensors", "stage2.safetensors", "prior.safetensors",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ate_ros.core.chunk_viz import (
+from ate_ros.core.embodiment import Embodiment, JointSpec
+from ate_ros.core.viz.chunk_paths import (
     NS_EXECUTED,
     NS_HISTORY,
     NS_LATEST,
@@ -16,8 +17,7 @@ from ate_ros.core.chunk_viz import (
     render_png,
     time_colors,
 )
-from ate_ros.core.embodiment import Embodiment, JointSpec
-from ate_ros.core.kinematics import (
+from ate_ros.core.viz.ee_kinematics import (
     JointSpaceProjection,
     KinematicsError,
     UrdfChain,

@@ -20,7 +20,7 @@ from overfit import losses_before_after
 
 from ate_ros.core.data.policy_dataset import PolicyDataset, write_toy_dataset
 from ate_ros.core.embodiment import Embodiment, JointSpec
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy
 from ate_ros.core.steer.policies.modeling_vla import OBS_MASK

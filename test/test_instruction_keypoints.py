@@ -108,7 +108,7 @@ def test_config_needs_keypoint_pooling():
 
 
 def test_traced_inference_follows_the_instruction():
-    from ate_ros.core.policy_io import PolicyObservation
+    from ate_ros.core.policy_contract import PolicyObservation
 
     torch.manual_seed(1)
     m = VLAPolicy(_cfg(instruction_keypoints=True)).eval()

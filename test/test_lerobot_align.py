@@ -22,7 +22,7 @@ from ate_ros.core.data.lerobot_reader import (  # noqa: E402
     splits,
 )
 from ate_ros.core.embodiment import EmbodimentError, load_embodiment  # noqa: E402
-from ate_ros.core.training import read_json  # noqa: E402
+from ate_ros.core.training.files import read_json  # noqa: E402
 
 FAST = ["--preset", "mlp", "--latent-dim", "4", "--chunk", "4", "--epochs-stage1", "2",
         "--epochs-stage2", "2", "--batch-size", "16", "--device", "cpu", "--no-progress",

@@ -15,7 +15,7 @@ pytest.importorskip("lerobot")
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment, JointSpec  # noqa: E402
 from ate_ros.core.lerobot_compat import require_lerobot  # noqa: E402
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance  # noqa: E402
-from ate_ros.core.steer.lerobot_adapters import (  # noqa: E402
+from ate_ros.core.steer.lerobot.adapters import (  # noqa: E402
     DiffusionGuidedLoss,
     FlowGuidedLoss,
     LeRobotActionSpace,

@@ -11,8 +11,8 @@ pytest.importorskip("lerobot")
 
 from ate_ros.core.embodiment import UNIFIED_DIM, CameraSpec, Embodiment, JointSpec  # noqa: E402
 from ate_ros.core.lerobot_compat import require_lerobot  # noqa: E402
-from ate_ros.core.policy_io import ChunkPolicy, PolicyObservation  # noqa: E402
-from ate_ros.core.steer.lerobot_policy import LeRobotChunkPolicy  # noqa: E402
+from ate_ros.core.policy_contract import ChunkPolicy, PolicyObservation  # noqa: E402
+from ate_ros.core.steer.lerobot.chunk_policy import LeRobotChunkPolicy  # noqa: E402
 
 require_lerobot()
 from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy  # noqa: E402
@@ -96,8 +96,8 @@ def test_history_follows_the_stamps(checkpoint):
 
 
 def test_missing_features_are_named(checkpoint, monkeypatch):
-    from ate_ros.core.policy_io import PolicyFeatureError
-    from ate_ros.core.policy_loading import load_run_policy
+    from ate_ros.core.deploy.policy_factory import load_run_policy
+    from ate_ros.core.policy_contract import PolicyFeatureError
 
     ours = load_run_policy(f"lerobot:{checkpoint}", EMB, num_steps=2)
     assert isinstance(ours, LeRobotChunkPolicy) and ours.supports_num_steps
@@ -116,7 +116,11 @@ def test_missing_features_are_named(checkpoint, monkeypatch):
 
 def test_factory_checks_folder_and_cameras(checkpoint, tmp_path):
     from ate_ros.core.deploy import WavePolicy
-    from ate_ros.core.policy_loading import load_run_policy, policy_kind, saved_policy_settings
+    from ate_ros.core.deploy.policy_factory import (
+        load_run_policy,
+        policy_kind,
+        saved_policy_settings,
+    )
 
     assert isinstance(load_run_policy("wave", EMB), WavePolicy)
     assert [policy_kind(s) for s in ("hold", f"lerobot:{checkpoint}", str(tmp_path))] == [

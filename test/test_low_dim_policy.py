@@ -25,7 +25,7 @@ from ate_ros.core.data.policy_dataset import (
     write_toy_dataset,
 )
 from ate_ros.core.embodiment import Embodiment, JointSpec
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.sim.evaluate import default_execution
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy

@@ -14,7 +14,7 @@ from ate_ros.core.deploy import (
     WavePolicy,
     prepare_image,
 )
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 
 
 def test_prepare_image_center_crop_and_stretch():

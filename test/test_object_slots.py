@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy
 from ate_ros.core.steer.policies.object_slots import ObjectSlotEncoder
 

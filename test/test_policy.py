@@ -11,11 +11,11 @@ from overfit import losses_before_after
 
 from ate_ros.core.data.policy_dataset import PolicyDataset, PolicyDatasetError, write_toy_dataset
 from ate_ros.core.embodiment import Embodiment, JointSpec
-from ate_ros.core.policy_io import ChunkPolicy, PolicyObservation
+from ate_ros.core.policy_contract import ChunkPolicy, PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
 from ate_ros.core.steer.policies import InferenceGuidance, VLAConfig, VLAPolicy, load_policy
 from ate_ros.core.steer.policies.text_encoder import embed_instructions
-from ate_ros.core.training import CheckpointError
+from ate_ros.core.training.files import CheckpointError
 
 
 def _emb(name="toy3", slots=(0, 1, 2)):

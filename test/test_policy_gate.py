@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ate_ros.core.execution import Admission, GoalOutcome, PolicyGate, ood_score, ood_window
+from ate_ros.core.deploy.policy_gate import Admission, PolicyGate, ood_score, ood_window
+from ate_ros.core.execution import GoalOutcome
 
 
 def active_gate(require_goal: bool = False, **kw) -> PolicyGate:

@@ -153,7 +153,7 @@ def test_urdf_forward_kinematics_matches_mujoco(arm):
 
 def test_chunk_marker_kinematics_agree(arm, tmp_path):
     """The project's URDF chain FK (chunk markers on real robots) reads the generated URDF."""
-    from ate_ros.core.kinematics import SimKinematics, UrdfChain
+    from ate_ros.core.viz.ee_kinematics import SimKinematics, UrdfChain
 
     emb, _, text = arm
     path = tmp_path / f"{emb.name}.urdf"

@@ -82,7 +82,7 @@ def test_steer_cli(world, guidance):
     assert set(p.embodiment_names) == {"pre3", "ada2"}
     mask = np.zeros(128, bool)
     mask[[0, 10]] = True
-    from ate_ros.core.policy_io import PolicyObservation
+    from ate_ros.core.policy_contract import PolicyObservation
 
     obs = PolicyObservation(images={"front": np.zeros((16, 16, 3), np.uint8)},
                             qpos=np.zeros(128), mask=mask, instruction="reach the target")

@@ -1,4 +1,4 @@
-"""The optimisation loop the VAE and policy trainers share (core/training_loop.py): the
+"""The optimisation loop the VAE and policy trainers share (core/training/loop.py): the
 non-finite guard, checkpoints that resume exactly, EMA, and early stopping, and that both
 trainers really use them."""
 
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from ate_ros.core.training_loop import EarlyStopping, Optimization
+from ate_ros.core.training.loop import EarlyStopping, Optimization
 
 
 def _model() -> torch.nn.Module:
@@ -112,7 +112,7 @@ def test_policy_training_stops_early_and_saves_the_best(tmp_path, monkeypatch):
     from ate_ros.core.data.policy_dataset import write_toy_dataset
     from ate_ros.core.embodiment import Embodiment, JointSpec
     from ate_ros.core.steer import trainer
-    from ate_ros.core.training import load_tensors
+    from ate_ros.core.training.files import load_tensors
 
     emb = Embodiment(name="toy2", joints=[JointSpec(name=f"j{i}", slot=i, lower=-1, upper=1)
                                           for i in range(2)])

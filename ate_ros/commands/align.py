@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.align import AlignConfig, StageConfig, format_report, train_alignment
     from ate_ros.core.align.resume import resume_dir
     from ate_ros.core.lerobot_compat import LeRobotUnavailable
-    from ate_ros.core.training import CheckpointError, read_json
+    from ate_ros.core.training.files import CheckpointError, read_json
 
     def stage(epochs: int) -> StageConfig:
         return StageConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,

@@ -5,7 +5,7 @@ Chunks run through the same :class:`ChunkScheduler` as the robot's executor node
 PNG strips of the first episodes into ``--out``.
 
 ``--policy lerobot:<dir>`` evaluates a LeRobot checkpoint the same way (its own processors, its
-actions on the embodiment's joints; :mod:`ate_ros.core.policy_loading`): each chunk's
+actions on the embodiment's joints; :mod:`ate_ros.core.deploy.policy_factory`): each chunk's
 ``n_action_steps`` points are executed before the next one is asked for, as LeRobot's
 ``select_action`` does, and its observation history restarts with every episode.
 """
@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
+    from ate_ros.core.deploy.policy_factory import load_run_policy
     from ate_ros.core.embodiment import load_embodiment
     from ate_ros.core.lerobot_compat import LeRobotUnavailable
-    from ate_ros.core.policy_loading import load_run_policy
     from ate_ros.core.sim.evaluate import default_execution, evaluate_policy
-    from ate_ros.core.training import CheckpointError
+    from ate_ros.core.training.files import CheckpointError
 
     try:
         embodiment = load_embodiment(args.embodiment)

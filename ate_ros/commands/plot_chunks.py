@@ -15,8 +15,8 @@ attribute, else for a bag its metadata's ``embodiment`` (what ``ate-ros sim-reco
 else the ``embodiment`` field of its ActionChunks.
 
 End-effector positions come from the embodiment's URDF or simulation model
-(:func:`ate_ros.core.kinematics.load_kinematics`); the drawing is
-:func:`ate_ros.core.chunk_viz.render_png` (3D view, top and side projections).
+(:func:`ate_ros.core.viz.ee_kinematics.load_kinematics`); the drawing is
+:func:`ate_ros.core.viz.chunk_paths.render_png` (3D view, top and side projections).
 
 Exit codes: 0 when the PNG was written; 1 when the input cannot be drawn (a bag that cannot be
 opened or read, e.g. empty, truncated, damaged or not CDR-serialised, with the message
@@ -260,8 +260,8 @@ def is_dataset(path: Path) -> bool:
 
 def plot(args: argparse.Namespace) -> Path:
     """Read the source, draw its chunks and write the PNG; PlotError when it cannot."""
-    from ate_ros.core.chunk_viz import ChunkHistory, ChunkVizConfig, render_png
-    from ate_ros.core.kinematics import KinematicsError, load_kinematics
+    from ate_ros.core.viz.chunk_paths import ChunkHistory, ChunkVizConfig, render_png
+    from ate_ros.core.viz.ee_kinematics import KinematicsError, load_kinematics
 
     src = Path(args.source)
     if not src.exists():

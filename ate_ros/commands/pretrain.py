@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.embodiment import EmbodimentError
     from ate_ros.core.steer.policies import VLAConfig
     from ate_ros.core.steer.trainer import PretrainConfig, format_summary, pretrain_policy
-    from ate_ros.core.training import CheckpointError
+    from ate_ros.core.training.files import CheckpointError
 
     try:
         low_dim = "low_dim" in args.observation

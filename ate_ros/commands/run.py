@@ -105,8 +105,8 @@ def to_overrides(values: dict[str, Any]) -> list:
 
 def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     """Create the nodes (not spinning yet). Returns name -> node."""
+    from ate_ros.core.deploy.policy_factory import saved_policy_settings
     from ate_ros.core.embodiment import load_embodiment
-    from ate_ros.core.policy_loading import saved_policy_settings
     from ate_ros.nodes.executor_node import ExecutorNode
     from ate_ros.nodes.perception_node import PerceptionNode
     from ate_ros.nodes.policy_node import PolicyNode

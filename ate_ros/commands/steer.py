@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.embodiment import EmbodimentError
     from ate_ros.core.steer.guidance import GuidanceConfig
     from ate_ros.core.steer.trainer import FinetuneConfig, finetune_policy, format_summary
-    from ate_ros.core.training import CheckpointError
+    from ate_ros.core.training.files import CheckpointError
 
     try:
         guidance = GuidanceConfig(enabled=args.guidance == "on", scale=args.lambda_,
@@ -62,8 +62,9 @@ def run_lerobot(args: argparse.Namespace) -> int:
     """``--policy lerobot:<dir>``: LeRobot's policy, processors and data, our guided loss."""
     from ate_ros.core.lerobot_compat import LeRobotUnavailable, lerobot_path
     from ate_ros.core.steer.guidance import GuidanceConfig
-    from ate_ros.core.steer.lerobot_finetune import LeRobotFinetuneConfig, finetune_lerobot_policy
-    from ate_ros.core.training import CheckpointError, select_device
+    from ate_ros.core.steer.lerobot.finetune import LeRobotFinetuneConfig, finetune_lerobot_policy
+    from ate_ros.core.training.files import CheckpointError
+    from ate_ros.core.training.runtime import select_device
 
     if len(args.data) != 1:
         print("ate-ros steer: error: a LeRobot policy fine-tunes on one --data folder")

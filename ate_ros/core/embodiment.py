@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ate_ros.core.dataclass_io import strict_from_dict
+from ate_ros.core.config_fields import strict_from_dict
 
 logger = logging.getLogger(__name__)
 

@@ -71,10 +71,11 @@ from ate_ros.core.deploy import (
     LatencyStats,
     PolicyNodeConfig,
 )
+from ate_ros.core.deploy.policy_factory import load_run_policy
+from ate_ros.core.deploy.policy_gate import Admission, PolicyGate, ood_score
 from ate_ros.core.embodiment import Embodiment, load_embodiment
-from ate_ros.core.execution import Admission, GoalEnd, GoalOutcome, PolicyGate, ood_score
-from ate_ros.core.policy_io import ChunkPolicy, PolicyObservation
-from ate_ros.core.policy_loading import load_run_policy
+from ate_ros.core.execution import GoalEnd, GoalOutcome
+from ate_ros.core.policy_contract import ChunkPolicy, PolicyObservation
 from ate_ros.msg import ActionChunk, Observation
 from ate_ros.nodes.visualization import polylines_to_markers
 from ate_ros.ros import conversions as conv
@@ -93,7 +94,7 @@ _to_s = conv.time_to_sec
 
 def load_chunk_policy(config: PolicyNodeConfig, embodiment: Embodiment) -> ChunkPolicy:
     """The default policy factory: a built-in, ``lerobot:<dir>`` or our checkpoint folder
-    (:func:`ate_ros.core.policy_loading.load_run_policy`, shared with run and eval)."""
+    (:func:`ate_ros.core.deploy.policy_factory.load_run_policy`, shared with run and eval)."""
     return load_run_policy(config.policy, embodiment, config.device, config.num_steps or None)
 
 
@@ -186,8 +187,8 @@ class PolicyNode(LifecycleNode):
             self.policy = self.alignment = None
             return TransitionCallbackReturn.FAILURE
         if cfg.publish_markers:
-            from ate_ros.core.chunk_viz import ChunkHistory, ChunkVizConfig
-            from ate_ros.core.kinematics import load_kinematics
+            from ate_ros.core.viz.chunk_paths import ChunkHistory, ChunkVizConfig
+            from ate_ros.core.viz.ee_kinematics import load_kinematics
 
             self.history = ChunkHistory(load_kinematics(self.embodiment, cfg.kinematics),
                                         ChunkVizConfig(history=cfg.viz_history))

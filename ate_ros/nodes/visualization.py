@@ -1,4 +1,4 @@
-"""Predicted chunks as a ``visualization_msgs/MarkerArray`` for RViz (from ``core.chunk_viz``).
+"""Predicted chunks as a ``visualization_msgs/MarkerArray`` for RViz (from ``core.viz``).
 
 One LINE_STRIP marker per polyline with per-vertex colours (time along the chunk), namespaces
 ``latest_chunk``, ``older_chunks``, ``sampled_chunks``, ``executed_path``, plus a SPHERE_LIST of
@@ -13,7 +13,7 @@ from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ate_ros.core.chunk_viz import NS_LATEST, Polyline
+from ate_ros.core.viz.chunk_paths import NS_LATEST, Polyline
 
 
 def polylines_to_markers(polylines: list[Polyline], frame_id: str, stamp: Time | None = None,

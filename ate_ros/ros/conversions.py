@@ -6,7 +6,7 @@
 - Chunks: :func:`chunk_to_msg`, :func:`msg_to_chunk` (``ate_ros/ActionChunk``, flat arrays:
   :mod:`ate_ros.core.chunk_layout`), :func:`chunk_to_trajectory`, :func:`trajectory_to_chunk`
   (trajectory_msgs/JointTrajectory), following the chunk timing convention of
-  ``ate_ros.core.policy_io``: point i is due ``(i + 1) * dt`` after the observation stamp.
+  ``ate_ros.core.policy_contract``: point i is due ``(i + 1) * dt`` after the observation stamp.
 - Images: :func:`image_to_numpy`, :func:`compressed_to_numpy` (the core decoder of
   :mod:`ate_ros.core.data.image_decoding`, shared with bag conversion), :func:`numpy_to_image`,
   :func:`numpy_to_compressed`.
@@ -470,7 +470,7 @@ def arrays_to_policy_observation(images: dict[str, np.ndarray], q: np.ndarray,
                                  env_state: np.ndarray | None = None) -> Any:
     """Images by camera, (D,) joint positions in embodiment order (and optionally the (E,)
     environment state) -> ``PolicyObservation``."""
-    from ate_ros.core.policy_io import PolicyObservation
+    from ate_ros.core.policy_contract import PolicyObservation
 
     q = np.asarray(q)
     if not np.isfinite(q).all():

@@ -39,7 +39,7 @@ from ate_ros.core.deploy import (
     prepare_image,
 )
 from ate_ros.core.embodiment import Embodiment
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.qos import LATCHED_QOS, SENSOR_QOS
 

@@ -29,7 +29,7 @@ from ate_ros.core.align.modeling_vae import ActionVAE
 from ate_ros.core.align.prior import GaussianLatent
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
 from ate_ros.core.normalization import NormStats
-from ate_ros.core.training import (
+from ate_ros.core.training.files import (
     CONFIG_FILE,
     CheckpointError,
     load_state_dict_checked,

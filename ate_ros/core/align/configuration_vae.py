@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ate_ros.core.dataclass_io import strict_from_dict
+from ate_ros.core.config_fields import strict_from_dict
 from ate_ros.core.embodiment import UNIFIED_DIM
 
 ARCH_TRANSFORMER = "transformer"

@@ -8,7 +8,7 @@ limit) leaves nothing there. What survives is a sibling folder, ``<out>.resume/`
   weights it continues from would belong to another run. A run without ``--resume`` refuses to
   start while the folder is there, rather than throw the checkpoints away.
 - ``<vae>/`` per VAE trained (``stage1``, ``stage2``, ``control``): the shared loop's checkpoint
-  (:meth:`~ate_ros.core.training_loop.Optimization.save`: weights, optimiser, LR schedule,
+  (:meth:`~ate_ros.core.training.loop.Optimization.save`: weights, optimiser, LR schedule,
   torch RNG) every ``checkpoint_every`` epochs, with what is the VAE trainer's own: epochs done,
   the shuffling generator, the early-stopping record and best weights, the logged history. A VAE
   whose training finished is marked done and is loaded, not trained again.
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from ate_ros.core.training import CheckpointError, read_json, write_json
-from ate_ros.core.training_loop import EarlyStopping, Optimization
+from ate_ros.core.training.files import CheckpointError, read_json, write_json
+from ate_ros.core.training.loop import EarlyStopping, Optimization
 
 __all__ = ["RESUME_SUFFIX", "AlignCheckpoints", "StageProgress", "resume_dir"]
 

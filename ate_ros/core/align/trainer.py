@@ -39,15 +39,15 @@ from ate_ros.core.align.resume import AlignCheckpoints, StageProgress
 from ate_ros.core.data.chunks import ChunkSet, ChunkSource, fit_chunk_stats, load_chunks
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.normalization import NormStats
-from ate_ros.core.training import (
+from ate_ros.core.training.files import atomic_output_dir
+from ate_ros.core.training.loop import EarlyStopping, Optimization
+from ate_ros.core.training.runtime import (
     DistributedContext,
     RunLogger,
-    atomic_output_dir,
     progress,
     seed_everything,
     select_device,
 )
-from ate_ros.core.training_loop import EarlyStopping, Optimization
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +137,9 @@ def train_vae(model: ActionVAE, train: Tensors, val: Tensors, cfg: StageConfig, 
               checkpoints: AlignCheckpoints | None = None) -> dict[str, Any]:
     """Train ``model`` in place (best val-loss weights restored at the end); returns a summary.
 
-    The shared optimisation loop (:class:`~ate_ros.core.training_loop.Optimization`: AdamW +
+    The shared optimisation loop (:class:`~ate_ros.core.training.loop.Optimization`: AdamW +
     linear warm-up/cosine LR, gradient clipping, non-finite guard) and early stopping on the
-    validation loss (:class:`~ate_ros.core.training_loop.EarlyStopping`). With ``checkpoints``
+    validation loss (:class:`~ate_ros.core.training.loop.EarlyStopping`). With ``checkpoints``
     the run is checkpointed by epoch and carries on from the last checkpoint when resuming (a
     VAE already trained is loaded, not trained again).
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 
 
 class HoldPolicy:

@@ -6,8 +6,8 @@
 - :func:`limit_step`: one position/velocity/acceleration-limited step.
 - :class:`ChunkExecutor`: executor_node's per-tick decisions (``step(now) -> TickDecision``:
   stream, hold, brake, send a FollowJointTrajectory goal; goal outcomes).
-- :class:`PolicyGate`: policy_node's run-time gating (staleness, rate, RunPolicy goal end) and
-  :func:`ood_window`.
+
+Policy-side gating (``PolicyGate``) lives in :mod:`ate_ros.core.deploy.policy_gate`.
 """
 
 from ate_ros.core.execution.config import (
@@ -25,14 +25,6 @@ from ate_ros.core.execution.executor import (
     TickDecision,
 )
 from ate_ros.core.execution.goals import GoalEnd, GoalOutcome
-from ate_ros.core.execution.policy_gate import (
-    Admission,
-    GoalStep,
-    PolicyGate,
-    PolicyGoal,
-    ood_score,
-    ood_window,
-)
 from ate_ros.core.execution.safety import brake_step, limit_step
 from ate_ros.core.execution.scheduler import (
     REJECT_REASONS,
@@ -47,7 +39,6 @@ __all__ = [
     "FJT_MAX_SECONDS",
     "OUTPUT_MODES",
     "REJECT_REASONS",
-    "Admission",
     "ChunkExecutor",
     "ChunkScheduler",
     "ExecutionConfig",
@@ -55,15 +46,10 @@ __all__ = [
     "ExecutorNodeConfig",
     "GoalEnd",
     "GoalOutcome",
-    "GoalStep",
     "Output",
-    "PolicyGate",
-    "PolicyGoal",
     "SubmitResult",
     "SupervisedChunk",
     "TickDecision",
     "brake_step",
     "limit_step",
-    "ood_score",
-    "ood_window",
 ]

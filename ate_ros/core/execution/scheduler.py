@@ -1,6 +1,6 @@
 """Chunk scheduling: turn a stream of action chunks into safe, continuous per-tick commands.
 
-Timing follows ``ate_ros.core.policy_io``: ``chunk[i]`` is the target for
+Timing follows ``ate_ros.core.policy_contract``: ``chunk[i]`` is the target for
 ``obs_stamp + (i + 1) * dt``. The scheduler keeps a *plan* (times (N,), positions (N, D)) built
 from accepted chunks, and every control tick :meth:`ChunkScheduler.command` returns the target
 for the next tick, ``now + dt``, after :func:`~ate_ros.core.execution.safety.limit_step`. Because

@@ -20,9 +20,9 @@ import mujoco
 import numpy as np
 
 from ate_ros.core.embodiment import Embodiment, load_embodiment
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
+from ate_ros.core.sim.arm_kinematics import ArmKinematics
 from ate_ros.core.sim.arms import arm_spec_for, build_scene_xml
-from ate_ros.core.sim.kinematics import ArmKinematics
 from ate_ros.core.sim.tasks import SceneHandles, Task, make_task
 
 logger = logging.getLogger(__name__)

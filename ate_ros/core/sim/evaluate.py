@@ -1,4 +1,4 @@
-"""Closed-loop evaluation of a :class:`~ate_ros.core.policy_io.ChunkPolicy` in the simulation.
+"""Closed-loop evaluation of a :class:`~ate_ros.core.policy_contract.ChunkPolicy` in the sim.
 
 Chunks go through :class:`~ate_ros.core.execution.ChunkScheduler`, the same safety, blending and
 latency logic as the robot's executor node, so a policy is judged the way it would run on the
@@ -22,7 +22,7 @@ import numpy as np
 
 from ate_ros.core.embodiment import Embodiment
 from ate_ros.core.execution.config import ExecutionConfig, receding_horizon_replan_steps
-from ate_ros.core.policy_io import ChunkPolicy
+from ate_ros.core.policy_contract import ChunkPolicy
 from ate_ros.core.sim.env import SimEnv
 from ate_ros.core.sim.recording import episode_seed
 

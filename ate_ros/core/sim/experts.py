@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.sim.arms import BLOCK_HALF, TIP_RADIUS
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ class ScriptedExpert:
 
 
 class ExpertPolicy:
-    """The scripted expert as a :class:`~ate_ros.core.policy_io.ChunkPolicy` (an oracle).
+    """The scripted expert as a :class:`~ate_ros.core.policy_contract.ChunkPolicy` (an oracle).
 
     It reads object state from ``env`` directly, so it only works on that env; evaluation uses
     it to check the closed loop (scheduler, timing, success detection) independently of any

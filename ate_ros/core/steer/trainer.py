@@ -1,7 +1,7 @@
 """Training loops: pre-training the VLA policy and fine-tuning it with (or without) ATE guidance.
 
 Both loops share :func:`_train`: preloaded in-memory data and the optimisation loop of
-:mod:`ate_ros.core.training_loop` (AdamW + cosine LR, non-finite guard, EMA weights: the saved
+:mod:`ate_ros.core.training.loop` (AdamW + cosine LR, non-finite guard, EMA weights: the saved
 policy is the EMA copy; checkpoints in ``<out>/checkpoint/`` and resume; early stopping on the
 validation action MSE), TensorBoard + ``metrics.json``, periodic evaluation, CPU/CUDA, and DDP
 under torchrun/Accelerate.
@@ -26,16 +26,15 @@ from ate_ros.core.normalization import NormStats
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance, encoder_from_bundle
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.steer.policies.modeling_vla import ACTION, OBS_MASK, VLAPolicy
-from ate_ros.core.training import (
-    CheckpointError,
+from ate_ros.core.training.files import CheckpointError, read_json
+from ate_ros.core.training.loop import EarlyStopping, Optimization
+from ate_ros.core.training.runtime import (
     DistributedContext,
     RunLogger,
     progress,
-    read_json,
     seed_everything,
     select_device,
 )
-from ate_ros.core.training_loop import EarlyStopping, Optimization
 
 logger = logging.getLogger(__name__)
 

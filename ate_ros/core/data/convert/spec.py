@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ate_ros.core.config_fields import strict_from_dict
 from ate_ros.core.data import topics as T
 from ate_ros.core.data.episode_format import MANIFEST
-from ate_ros.core.dataclass_io import strict_from_dict
 
 MANIFEST_FORMAT = "ate_ros.bag2dataset"
 MANIFEST_VERSION = 1

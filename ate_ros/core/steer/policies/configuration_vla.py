@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ate_ros.core.dataclass_io import strict_from_dict
+from ate_ros.core.config_fields import strict_from_dict
 from ate_ros.core.normalization import NORM_MODES
 from ate_ros.core.steer.schedules import BETA_SCHEDULES, FLOW_CONVENTIONS, PREDICTION_TYPES
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from ate_ros.core.embodiment import UNIFIED_DIM
 from ate_ros.core.normalization import NormStats
-from ate_ros.core.policy_io import PolicyObservation
+from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceStats, LatentGuidance, masked_mse
 from ate_ros.core.steer.policies.action_decoder import DecoderBlock, sinusoidal_embedding
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
@@ -31,7 +31,7 @@ from ate_ros.core.steer.policies.fast_inference import TraceCache, TracedInferen
 from ate_ros.core.steer.policies.image_encoder import ImageEncoder, frames_to_input
 from ate_ros.core.steer.policies.inference_guidance import InferenceGuidance
 from ate_ros.core.steer.policies.object_slots import ObjectSlotEncoder
-from ate_ros.core.steer.policies.policy_folder import (
+from ate_ros.core.steer.policies.saved_policy import (
     load_policy_weights,
     read_instruction_embeddings,
     read_policy_config,
@@ -53,7 +53,7 @@ EPISODE_GOAL = "episode.final_state"  # (B, D) training only: joint state at the
 
 
 class VLAPolicy(TracedInference, nn.Module):
-    """Compact VLA policy; satisfies ``ate_ros.core.policy_io.ChunkPolicy``."""
+    """Compact VLA policy; satisfies ``ate_ros.core.policy_contract.ChunkPolicy``."""
 
     def __init__(self, config: VLAConfig) -> None:
         super().__init__()
@@ -454,7 +454,7 @@ class VLAPolicy(TracedInference, nn.Module):
     # ----- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, extra: dict | None = None) -> Path:
         """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` (see
-        :mod:`.policy_folder`)."""
+        :mod:`.saved_policy`)."""
         return save_policy_folder(self, self.config, out_dir, extra)
 
     @property

@@ -1,8 +1,8 @@
 """The picture of predicted action chunks, independent of RViz.
 
 A chunk (H joint-position targets) becomes the end-effector path it would drive, via forward
-kinematics (:mod:`ate_ros.core.kinematics`). :class:`ChunkHistory` keeps the latest chunks and the
-executed path and turns them into :class:`Polyline` s:
+kinematics (:mod:`ate_ros.core.viz.ee_kinematics`). :class:`ChunkHistory` keeps the latest
+chunks and the executed path and turns them into :class:`Polyline` s:
 
 - the latest chunk, coloured by time along the chunk (early -> late: blue -> yellow),
 - older chunks, same colouring, fading (alpha) with age,
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ate_ros.core.kinematics import ForwardKinematics
+from ate_ros.core.viz.ee_kinematics import ForwardKinematics
 
 # Namespaces of the polylines (marker namespaces in RViz).
 NS_LATEST = "latest_chunk"

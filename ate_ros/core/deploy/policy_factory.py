@@ -4,12 +4,12 @@ A policy argument (``policy:=...``, ``--policy ...``) names one of:
 
 - a built-in (``hold``, ``wave``: :mod:`ate_ros.core.deploy.builtin_policies`);
 - ``lerobot:<dir>``, a LeRobot checkpoint folder
-  (:class:`~ate_ros.core.steer.lerobot_policy.LeRobotChunkPolicy`: its own pre/post-processors,
-  actions mapped onto the embodiment's joints);
+  (:class:`~ate_ros.core.steer.lerobot.chunk_policy.LeRobotChunkPolicy`: its own processors,
+  pre and post, actions mapped onto the embodiment's joints);
 - anything else: a folder of our own policy (``ate-ros pretrain`` / ``steer``;
   :class:`~ate_ros.core.steer.policies.VLAPolicy`).
 
-Every one satisfies :class:`~ate_ros.core.policy_io.ChunkPolicy`. Torch and LeRobot are
+Every one satisfies :class:`~ate_ros.core.policy_contract.ChunkPolicy`. Torch and LeRobot are
 imported only when a model is loaded. :func:`saved_policy_settings` reads what the graph needs
 to know before loading weights (chunk length, receding horizon, environment-state width).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ate_ros.core.embodiment import Embodiment
 from ate_ros.core.lerobot_compat import is_lerobot_spec, lerobot_path
-from ate_ros.core.policy_io import ChunkPolicy, PolicyFeatureError
+from ate_ros.core.policy_contract import ChunkPolicy, PolicyFeatureError
 
 KIND_BUILTIN, KIND_ATE, KIND_LEROBOT = "builtin", "ate", "lerobot"
 LEROBOT_ENV_STATE = "observation.environment_state"
@@ -62,7 +62,7 @@ def load_run_policy(spec: str, embodiment: Embodiment, device: str = "cpu",
 
         return builtin_policy(str(spec), embodiment)
     if kind == KIND_LEROBOT:
-        from ate_ros.core.steer.lerobot_policy import LeRobotChunkPolicy
+        from ate_ros.core.steer.lerobot.chunk_policy import LeRobotChunkPolicy
 
         policy = LeRobotChunkPolicy.from_pretrained(lerobot_path(spec), embodiment,
                                                     device=device)

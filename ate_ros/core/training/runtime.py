@@ -1,42 +1,35 @@
-"""Training plumbing shared by the alignment VAEs and the policies.
+"""Run plumbing shared by the alignment VAEs and the policies.
 
 Devices, seeds, torchrun/DDP, TensorBoard + ``metrics.json`` logging, progress bars, AMP (GPU
-only), EMA weights, LR schedules, safetensors checkpoints and atomic output folders. Model code
-stays in ``align/`` and ``steer/``; this module holds what both loops would otherwise duplicate.
+only), EMA weights and LR schedules. Model code stays in ``align/`` and ``steer/``; file I/O is in
+:mod:`ate_ros.core.training.files`, the shared optimisation loop in
+:mod:`ate_ros.core.training.loop`.
 
 Multi-GPU: every trainer built on :class:`DistributedContext` runs unchanged under
 ``torchrun --nproc_per_node N $(which ate-ros) <command> ...`` or ``accelerate launch
 --multi_gpu --num_processes N -m ate_ros.cli <command> ...`` (both set RANK, WORLD_SIZE and
-LOCAL_RANK; ``test_steer.py`` runs each with two CPU processes over gloo).
+LOCAL_RANK; the steer tests run each with two CPU processes over gloo).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import os
 import random
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ate_ros.core.training.files import METRICS_FILE, write_json
+
 logger = logging.getLogger(__name__)
 
-SAFETENSORS_SUFFIX = ".safetensors"
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, not safetensors/JSON, or does not match its config."""
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -206,106 +199,3 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ----- files ----------------------------------------------------------------------------------
-def write_json(path: str | Path, data: Any) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"missing file: {path}")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
-
-
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
-                 metadata: dict[str, str] | None = None) -> None:
-    """Atomic safetensors write (contiguous CPU copies; shared storage is duplicated)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix != SAFETENSORS_SUFFIX:
-        raise CheckpointError(f"checkpoints are safetensors files; got {path}")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
-              str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Load a safetensors file; anything else (pickles, .pt) is refused."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if path.suffix != SAFETENSORS_SUFFIX:
-        raise CheckpointError(f"refusing to load {path}: only {SAFETENSORS_SUFFIX} is accepted "
-                              "(no pickles)")
-    if not path.is_file():
-        raise CheckpointError(f"missing checkpoint: {path}")
-    try:
-        return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
-
-
-def load_state_dict_checked(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
-                            source: str) -> None:
-    """Strict ``load_state_dict`` with an error listing missing/unexpected/bad-shape keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in tensors and tensors[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"{source} does not match the model built from its config: "
-            f"missing={missing[:5]} unexpected={unexpected[:5]} shape mismatches={shapes[:5]}")
-    module.load_state_dict(tensors, strict=True)
-
-
-@contextlib.contextmanager
-def atomic_output_dir(final: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp folder next to ``final``; on success it replaces ``final``, else is removed.
-
-    Nothing half-written ever appears at ``final``.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} exists; pass overwrite=True (or --overwrite)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)

@@ -7,7 +7,7 @@ preset all come from LeRobot, and the result is saved back the same way, so
 ``PreTrainedPolicy.from_pretrained`` / ``make_pre_post_processors(pretrained_path=...)`` load it.
 The data is a LeRobotDataset folder, or one of our episode datasets, which is first exported
 with :func:`ate_ros.core.data.lerobot_export.export_lerobot`. Only the loss differs from
-LeRobot's: :mod:`ate_ros.core.steer.lerobot_adapters` adds the ATE term (with guidance off it
+LeRobot's: :mod:`ate_ros.core.steer.lerobot.adapters` adds the ATE term (with guidance off it
 is LeRobot's loss exactly). ``metrics.json`` records the loss and guidance statistics.
 """
 
@@ -26,7 +26,7 @@ import torch
 
 from ate_ros.core.lerobot_compat import require_lerobot
 from ate_ros.core.steer.guidance import GuidanceConfig, encoder_from_bundle
-from ate_ros.core.steer.lerobot_adapters import (
+from ate_ros.core.steer.lerobot.adapters import (
     ACTION,
     FLOW_POLICIES,
     DiffusionGuidedLoss,
@@ -119,7 +119,8 @@ def finetune_lerobot_policy(cfg: LeRobotFinetuneConfig) -> Path:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
-    from ate_ros.core.training import atomic_output_dir, seed_everything
+    from ate_ros.core.training.files import atomic_output_dir
+    from ate_ros.core.training.runtime import seed_everything
 
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)

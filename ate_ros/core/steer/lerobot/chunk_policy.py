@@ -1,6 +1,6 @@
-"""A LeRobot checkpoint behind our run-time policy contract (``ate_ros.core.policy_io``).
+"""A LeRobot checkpoint behind our run-time policy contract (``ate_ros.core.policy_contract``).
 
-:class:`LeRobotChunkPolicy` satisfies :class:`~ate_ros.core.policy_io.ChunkPolicy`
+:class:`LeRobotChunkPolicy` satisfies :class:`~ate_ros.core.policy_contract.ChunkPolicy`
 (``chunk_size``, ``camera_names``, ``predict_chunk(obs, num_steps, seed)`` -> (H, 128)), the
 interface ``policy_node``, ``ate-ros run`` and the simulation evaluator call on our own policy,
 so a node switches to LeRobot with one factory line::
@@ -26,7 +26,7 @@ predict from a made-up observation (a warm-up) call :meth:`LeRobotChunkPolicy.re
 
 What our own policy has and a LeRobot checkpoint has not: inference-time guidance
 (:meth:`LeRobotChunkPolicy.set_inference_guidance` raises
-:class:`~ate_ros.core.policy_io.PolicyFeatureError`), a denoising-step override for policies
+:class:`~ate_ros.core.policy_contract.PolicyFeatureError`), a denoising-step override for policies
 without one (``num_steps``: diffusion, pi0, pi0.5 and SmolVLA have one), stored instruction
 embeddings (``known_instructions`` is empty) and a receding horizon inside the chunk
 (``n_action_steps == chunk_size``: every point of a chunk is executed, then a new one is asked
@@ -43,7 +43,7 @@ import torch
 
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
 from ate_ros.core.lerobot_compat import require_lerobot
-from ate_ros.core.policy_io import PolicyFeatureError, PolicyObservation
+from ate_ros.core.policy_contract import PolicyFeatureError, PolicyObservation
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
-from ate_ros.core.training import (
+from ate_ros.core.training.files import (
     CONFIG_FILE,
     CheckpointError,
     load_state_dict_checked,

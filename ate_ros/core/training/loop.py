@@ -18,18 +18,20 @@ from typing import Any
 
 import torch
 
-from ate_ros.core.training import (
-    EMA,
-    DistributedContext,
+from ate_ros.core.training.files import (
     atomic_output_dir,
-    autocast,
-    cosine_schedule,
     load_state_dict_checked,
     load_tensors,
     read_json,
     save_tensors,
-    unwrap,
     write_json,
+)
+from ate_ros.core.training.runtime import (
+    EMA,
+    DistributedContext,
+    autocast,
+    cosine_schedule,
+    unwrap,
 )
 
 __all__ = ["MAX_BAD_STEPS", "EarlyStopping", "Optimization"]

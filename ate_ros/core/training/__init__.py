@@ -1,0 +1,2 @@
+"""Training: run plumbing (:mod:`.runtime`), files (:mod:`.files`), the shared loop (:mod:`.loop`).
+"""

@@ -1,0 +1,1 @@
+"""The picture of action chunks, independent of RViz: end-effector kinematics and chunk paths."""
