@@ -40,11 +40,13 @@ pytest: setup
 test: lint pytest
 
 # Core unit tests only (stepped clocks, no DDS, no builds): seconds, for the edit-test loop.
-FAST_TESTS ?= test/test_executor_core.py test/test_policy_gate.py test/test_execution.py \
-	test/test_nodes_core_logic.py test/test_core_is_ros_free.py test/test_embodiment.py \
-	test/test_normalization.py test/test_chunks.py test/test_launch_structure.py \
-	test/test_training_loop.py test/test_align_resume.py test/test_logging_calls.py \
-	test/test_executor_tracking.py
+FAST_TESTS ?= test/core/execution/test_executor.py test/core/deploy/test_policy_gate.py \
+	test/core/execution/test_scheduler.py test/core/deploy/test_perception.py \
+	test/project/test_core_is_ros_free.py test/core/test_embodiment.py \
+	test/core/test_normalization.py test/core/data/test_chunks.py \
+	test/project/test_launch_structure.py test/core/training/test_loop.py \
+	test/core/align/test_resume.py test/project/test_logging_calls.py \
+	test/core/execution/test_tracking.py
 test-fast: $(STAMP_PKG)
 	$(PY) -m pytest -q -m "not ros and not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CUDA checks and GPU timings in one short run, for a machine with an NVIDIA GPU and a Python
 # that has torch (plus numpy, h5py, safetensors, pyyaml, opencv, tqdm, pytest): the CUDA tests
-# (test/test_cuda.py: bf16 training, traced sampling, CPU<->GPU agreement, guidance, the
+# (test/project/test_cuda.py: bf16 training, traced sampling, CPU<->GPU agreement, guidance, the
 # align/pretrain/steer commands on the GPU), then bench_policy (CPU and GPU rows) and
 # bench_guidance on the GPU. Results go to $OUT (default /tmp/ate_gpu_check).
 #
@@ -17,8 +17,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee 
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)" \
   | tee -a "$OUT/gpu.txt"
-echo "== test/test_cuda.py"
-timeout 300 $PY -m pytest -q -s -o addopts="-ra -p no:cacheprovider" test/test_cuda.py 2>&1 \
+echo "== test/project/test_cuda.py"
+timeout 300 $PY -m pytest -q -s -o addopts="-ra --import-mode=importlib -p no:cacheprovider" test/project/test_cuda.py 2>&1 \
   | tee "$OUT/test_cuda.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 echo "== bench_policy"

@@ -15,7 +15,7 @@ Usage::
     python tools/gen_docs.py          # (re)write the pages
     python tools/gen_docs.py --check  # exit 1 and list the pages that are stale
 
-``test/test_docs.py`` runs the check, so a config field or a result file changed without
+``test/project/test_docs.py`` runs the check, so a config field or a result file changed without
 regenerating the pages fails ``make test``.
 """
 

@@ -3,8 +3,8 @@
 The adapters rebuild each policy's own loss from the policy's own modules, drawing the same
 random numbers in the same order, and replace only the regression target by
 :meth:`LatentGuidance.guided_target` (``ate_ros.core.steer.guidance``). With guidance off they
-return LeRobot's loss bit for bit (``test/test_lerobot_guidance.py`` checks it), so a guided and
-an unguided run differ by the ATE term alone.
+return LeRobot's loss bit for bit (``test/core/steer/lerobot/test_adapters.py`` checks it), so a
+guided and an unguided run differ by the ATE term alone.
 
 - :class:`DiffusionGuidedLoss`: ``DiffusionPolicy`` (``prediction_type`` ``"epsilon"`` or
   ``"sample"``), the level is ``alphas_cumprod[timestep]`` of the policy's noise scheduler.
