@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 BLEND_MODES = ("replace", "crossfade", "ensemble", "rtc")
 OUTPUT_MODES = ("auto", "topic", "action")
+CHUNKING_MODES = ("sync", "replace", "crossfade", "ensemble", "rtc")
+"""How inference and execution interleave: ``sync`` holds the arm while the policy runs; the
+others run it beside execution and join its chunks with that blend (``rtc``: real-time
+chunking, the sampler inpaints the committed prefix and the chunk takes over at its index)."""
 
 
 @dataclass

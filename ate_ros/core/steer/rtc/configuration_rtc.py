@@ -21,8 +21,9 @@ class RTCConfig:
                 "paper's c*(e^c-1)/(e-1)), 'linear' (c), 'ones' (1 up to the execution "
                 "horizon) or 'zeros' (only the first d, hard inpainting)",
         "choices": PREFIX_SCHEDULES})
-    max_guidance_weight: float = field(default=10.0, metadata={
-        "help": "beta: the guidance weight min(beta, (1-tau)/tau / r_tau^2) is clipped here",
+    max_guidance_weight: float = field(default=5.0, metadata={
+        "help": "beta: the guidance weight min(beta, (1-tau)/tau / r_tau^2) is clipped here "
+                "(the paper's 5; LeRobot's default is 10)",
         "min": 1e-6, "max": 1e6})
     execution_horizon: int = field(default=10, metadata={
         "help": "s: chunk points (from the start) the soft prefix weights reach; capped at the "
