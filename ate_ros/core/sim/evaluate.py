@@ -34,7 +34,7 @@ from ate_ros.core.execution.config import (
     ExecutionConfig,
     receding_horizon_replan_steps,
 )
-from ate_ros.core.policy_contract import ChunkPolicy
+from ate_ros.core.policy_contract import ChunkPolicy, supports_rtc
 from ate_ros.core.sim.env import SimEnv
 from ate_ros.core.sim.recording import episode_seed
 
@@ -206,17 +206,6 @@ def _committed_prefix(scheduler, emb: Embodiment, now: float, horizon: int) -> n
         return None
     _, pts = scheduler.planned(now, max_points=n)
     return emb.to_unified(pts.astype(np.float32))
-
-
-def supports_rtc(policy) -> bool:
-    """Whether ``policy.predict_chunk`` takes a committed prefix (real-time chunking)."""
-    import inspect
-
-    try:
-        params = inspect.signature(policy.predict_chunk).parameters
-    except (TypeError, ValueError):
-        return False
-    return "prefix" in params and "inference_delay" in params
 
 
 def default_execution(policy) -> ExecutionConfig:
