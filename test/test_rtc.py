@@ -270,3 +270,37 @@ def test_latency_estimate_in_control_periods():
     assert est.periods() == 2
     est.add(float("nan"))
     assert len(est) == 10
+
+
+def test_rviz_colours_of_committed_executing_and_incoming():
+    """The RTC paths are drawn in three distinct flat colours and reach the MarkerArray."""
+    from ate_ros.core.embodiment import Embodiment, JointSpec
+    from ate_ros.core.viz.chunk_paths import (
+        NS_COMMITTED,
+        NS_EXECUTING,
+        NS_INCOMING,
+        RTC_RGB,
+        ChunkHistory,
+    )
+    from ate_ros.core.viz.ee_kinematics import load_kinematics
+
+    emb = Embodiment(name="toy2", joints=[JointSpec(name=f"j{i}", slot=i, lower=-2, upper=2)
+                                          for i in range(2)])
+    hist = ChunkHistory(load_kinematics(emb, "joints"))
+    plan = np.stack([np.linspace(0, 1, 8), np.zeros(8)], 1)
+    new = plan + 0.05
+    hist.add_chunk(new)
+    hist.set_rtc(plan[:3], plan, new[3:])
+    lines = {p.ns: p for p in hist.polylines()}
+    assert {NS_COMMITTED, NS_EXECUTING, NS_INCOMING} <= set(lines)
+    assert len(lines[NS_COMMITTED].points) == 3 and len(lines[NS_INCOMING].points) == 5
+    colours = {ns: tuple(lines[ns].colors[0, :3]) for ns in RTC_RGB}
+    assert len(set(colours.values())) == 3
+    assert all((lines[ns].colors[:, :3] == RTC_RGB[ns]).all() for ns in RTC_RGB)
+    hist.set_rtc(np.zeros((0, 2)), np.zeros((0, 2)), new)  # no plan yet: incoming only
+    assert {p.ns for p in hist.polylines()} & set(RTC_RGB) == {NS_INCOMING}
+    pytest.importorskip("visualization_msgs")
+    from ate_ros.nodes.visualization import polylines_to_markers
+
+    markers = polylines_to_markers(hist.polylines(), "base")
+    assert NS_INCOMING in {m.ns for m in markers.markers}

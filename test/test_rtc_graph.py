@@ -95,6 +95,28 @@ def _get_parameter(peer, node: str, name: str, timeout: float = 20.0):
     return value.string_value
 
 
+def test_takeover_index_in_the_chunk_message():
+    """chunk_to_msg stamps it where the generated interface has the field (built from
+    msg/ActionChunk.msg after this change); a message without it reads as 0."""
+    from types import SimpleNamespace
+
+    from ate_ros.core.embodiment import Embodiment, JointSpec
+    from ate_ros.msg import ActionChunk
+    from ate_ros.ros import conversions as conv
+
+    emb = Embodiment(name="toy2", joints=[JointSpec(name=f"j{i}", slot=i, lower=-2, upper=2)
+                                          for i in range(2)])
+    msg = conv.chunk_to_msg(np.zeros((4, 2)), emb, conv.sec_to_time(1.0), takeover_index=3)
+    if hasattr(ActionChunk(), "takeover_index"):
+        assert conv.chunk_takeover(msg) == 3
+        assert conv.chunk_takeover(conv.chunk_to_msg(np.zeros((4, 2)), emb,
+                                                     conv.sec_to_time(1.0))) == 0
+    else:  # interfaces generated before the field: the chunk takes over from its start
+        assert conv.chunk_takeover(msg) == 0
+    assert conv.chunk_takeover(SimpleNamespace()) == 0
+    assert "uint32 takeover_index" in (ROOT / "msg" / "ActionChunk.msg").read_text()
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):

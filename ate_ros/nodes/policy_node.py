@@ -424,6 +424,10 @@ class PolicyNode(LifecycleNode):
         if self.history is not None and self._marker_pub is not None:
             self.history.add_executed(obs.qpos[emb.slots])
             self.history.add_chunk(chunk, samples)
+            if cfg.chunking == "rtc":
+                executing = (np.zeros((0, emb.dof)) if prefix is None
+                             else emb.from_unified(prefix))
+                self.history.set_rtc(executing[:takeover], executing, chunk[takeover:])
             publish_unless_shutdown(self, self._marker_pub, polylines_to_markers(
                 self.history.polylines(), self.history.frame, stamp))
 
