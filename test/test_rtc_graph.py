@@ -68,12 +68,12 @@ def test_run_chunking_option_sets_both_nodes():
 
 # ----- the graph --------------------------------------------------------------------------------
 rclpy = pytest.importorskip("rclpy")
-SLOW_S = 0.25  # wall seconds per chunk: 2.5 control periods of sim_arm6 at real time
+SLOW_S = 0.4  # wall seconds per chunk: 2 control periods of sim_arm6 at half real time
 
 
 def _args(**kw):
     base = dict(sim=True, policy="wave", vae="", embodiment="sim_arm6", task="reach", seed=0,
-                duration=0.0, real_time_factor=1.0, device="cpu", dry_run=False,
+                duration=0.0, real_time_factor=0.5, device="cpu", dry_run=False,
                 controller="arm_controller", config_dir="", until_success=False, json="",
                 lockstep=False, observation_source="topic", chunking="rtc")
     base.update(kw)
@@ -152,8 +152,10 @@ def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
         from rclpy.parameter import Parameter
 
         # Observations come at perception's 5 Hz (two control periods apart), and this machine
-        # is shared: headroom of 4 points beyond the latency estimate.
-        nodes["policy_node"].set_parameters([Parameter("rtc_margin", value=4)])
+        # is shared (latency spikes of 0.5 s seen at real time): the largest recent latency
+        # plus 4 points, and the simulation at half real time.
+        nodes["policy_node"].set_parameters([Parameter("rtc_margin", value=4),
+                                             Parameter("latency_quantile", value=1.0)])
         # The wave starts away from the arm's initial pose, and while the arm converges at its
         # velocity limit the plan's first point can be further than max_start_deviation
         # (0.5) from it: a refused chunk, whichever the chunking, leaves a gap in the plan.
@@ -177,7 +179,7 @@ def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
         sched.command = recording
         assert start_simulation(nodes, timeout=20.0)
         sim = nodes["sim_robot_node"]
-        t_end, wall_end = sim.sim_time + 8.0, time.monotonic() + 90.0
+        t_end, wall_end = sim.sim_time + 8.0, time.monotonic() + 120.0
         while sim.sim_time < t_end and time.monotonic() < wall_end:
             time.sleep(0.05)
         assert sim.sim_time >= t_end, "simulation did not advance"
@@ -195,7 +197,7 @@ def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
     assert n_chunks >= 6, f"only {n_chunks} chunks in 8 s"
     guided = [(p, d) for _, p, d in calls[1:] if p is not None]
     assert len(guided) >= n_chunks - 3, (len(guided), n_chunks)
-    assert all(d >= 3 for _, d in guided[2:]), [d for _, d in guided]  # 0.25 s + the graph
+    assert all(d >= 2 for _, d in guided[2:]), [d for _, d in guided]  # 0.2 s sim + the graph
     # No pause: from the first chunk on (the latency estimate has a sample), every tick
     # followed a plan.
     first = next(i for i, (_, _, holding) in enumerate(ticks) if not holding)
