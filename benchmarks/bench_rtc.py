@@ -126,6 +126,16 @@ def aggregate(cells: list[dict]) -> list[dict]:
     return rows
 
 
+def compact(cell: dict) -> dict:
+    """A cell as written to the JSON: its means instead of the per-episode lists."""
+    out = {k: v for k, v in cell.items() if k not in ("jumps", "peaks", "jerks", "durations",
+                                                       "traces")}
+    out.update(switch_velocity_jump=_mean(cell["jumps"]),
+               switch_peak_acceleration=_mean(cell["peaks"]), rms_jerk=_mean(cell["jerks"]),
+               completion_time_s=_mean(cell["durations"]))
+    return out
+
+
 def plot(cells: list[dict], delay: int, path: Path, joint: int = 0) -> bool:
     """One joint's commands around the switches, one panel per mode (first traced episode)."""
     try:
@@ -255,8 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plotted = plot(cells, args.plot_delay, png)
-    for c in cells:
-        c.pop("traces")
     result = {
         "meta": {"benchmark": "bench_rtc",
                  "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -271,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                             "max-joint |v after - v before| at a switch; peak acc: within a "
                             "tick of a switch; completion: successful episodes",
                  "wall_s": round(time.monotonic() - t0, 1)},
-        "rows": rows, "targets": targets, "cells": cells,
+        "rows": rows, "targets": targets, "cells": [compact(c) for c in cells],
         "plot": str(png.relative_to(ROOT)) if plotted and png.is_relative_to(ROOT) else None}
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}" + (f" and {png}" if plotted else "") +
