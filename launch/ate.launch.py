@@ -25,7 +25,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
 from launch.conditions import IfCondition
 from launch.events import matches_action
-from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
+from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution, PythonExpression
 from launch_ros.actions import LifecycleNode
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
@@ -47,6 +47,9 @@ ARGUMENTS = [
     ("autostart", "true", "configure and activate every node at start"),
     ("observation_source", "topic", "topic: perception_node publishes observations to the "
      "policy; sensors: the policy node subscribes to cameras and joint_states itself"),
+    ("chunking", "crossfade", "when the policy runs and how its chunks join the plan: sync, "
+     "replace, crossfade, ensemble or rtc (real-time chunking); sets policy_node's chunking "
+     "and executor_node's execution.blend (sync: replace), over the config files"),
 ]
 
 
@@ -62,6 +65,7 @@ def robot_nodes():
     common = {"embodiment": embodiment, "use_sim_time": use_sim_time}
 
     source = LaunchConfiguration("observation_source")
+    chunking = LaunchConfiguration("chunking")
     perception = LifecycleNode(
         package="ate_ros", executable="perception_node", name="perception_node",
         namespace=namespace, output="screen",
@@ -76,6 +80,7 @@ def robot_nodes():
             "vae": LaunchConfiguration("vae"),
             "device": LaunchConfiguration("device"),
             "observation_source": source,
+            "chunking": chunking,
         }])
     executor = LifecycleNode(
         package="ate_ros", executable="executor_node", name="executor_node",
@@ -83,6 +88,9 @@ def robot_nodes():
         parameters=[config_file("executor.yaml"), common, {
             "dry_run": ParameterValue(LaunchConfiguration("dry_run"), value_type=bool),
             "controller": LaunchConfiguration("controller"),
+            # ate_ros.core.deploy.configs.chunking_parameters: sync runs with replace.
+            "execution.blend": PythonExpression(
+                ["'replace' if '", chunking, "' == 'sync' else '", chunking, "'"]),
         }])
 
     nodes = [perception, policy, executor]

@@ -35,6 +35,10 @@ ARGUMENTS = [
     ("device", "cpu", "torch device of the policy"),
     ("observation_source", "topic", "topic: perception_node publishes observations to the "
      "policy; sensors: the policy node subscribes to cameras and joint_states itself"),
+    ("chunking", "crossfade", "when the policy runs and how its chunks join the plan: sync, "
+     "replace, crossfade, ensemble or rtc (real-time chunking); sets policy_node's chunking "
+     "and executor_node's execution.blend (sync: replace). Node parameters such as "
+     "execution.blend are not launch arguments: given here they would be ignored"),
     ("task", "", "simulation task ('' = default)"),
     ("seed", "0", "episode seed"),
     ("real_time_factor", "1.0", "sim seconds per wall second"),
@@ -44,7 +48,7 @@ ARGUMENTS = [
 ]
 # Forwarded to ate.launch.py.
 ROBOT_ARGUMENTS = ["embodiment", "policy", "vae", "dry_run", "namespace", "controller", "device",
-                   "observation_source"]
+                   "observation_source", "chunking"]
 
 
 def robot_state_publisher(context):
@@ -74,8 +78,11 @@ def generate_launch_description():
                                                value_type=float),
             "controller": LaunchConfiguration("controller"),
         }])
+    # ate.launch.py beside this file: the installed one, or the source tree's when this one is
+    # launched by path (ros2 launch launch/sim.launch.py).
     robot = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(os.path.join(share, "launch", "ate.launch.py")),
+        PythonLaunchDescriptionSource(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                   "ate.launch.py")),
         launch_arguments=[(n, LaunchConfiguration(n)) for n in ROBOT_ARGUMENTS]
         + [("use_sim_time", "true")])
     rviz = Node(

@@ -346,6 +346,25 @@ def _own_arm(data: dict) -> list[str]:
     return out + _generic(data, skip=("rows", "benchmark", "date", "machine", "command"))
 
 
+def _rtc(data: dict) -> list[str]:
+    """bench_rtc: chunking modes under inference delay (rows of mode x delay)."""
+    body = [[str(r["mode"]), str(r["delay"]),
+             f"{_pct(r.get('success_rate'))} {_ci(r.get('ci95'))}",
+             _num(r.get("switch_velocity_jump")), _num(r.get("switch_peak_acceleration")),
+             _num(r.get("rms_jerk")), _num(r.get("completion_time_s")),
+             _pct(r.get("pause_fraction"))] for r in data["rows"]]
+    out = _table(["mode", "D", "success [95% CI]", "switch velocity jump (rad/s)",
+                  "peak accel at switches (rad/s²)", "RMS jerk (rad/s³)",
+                  "completion (s)", "held"], body)
+    meta = data.get("meta") or {}
+    out += [f"Cells: {', '.join(meta.get('arms', []))}; {', '.join(meta.get('tasks', []))}; "
+            f"{meta.get('seeds')} seed(s) x {meta.get('episodes_per_seed')} episodes. "
+            f"{meta.get('metrics', '')}", ""]
+    if data.get("targets"):
+        out += ["Issue 30 targets:", ""] + [f"- {t}" for t in data["targets"]] + [""]
+    return out
+
+
 def _script_for(stem: str) -> tuple[str, str]:
     """The benchmark script a result file comes from (longest matching name), and the rest."""
     scripts = sorted((p.stem for p in (ROOT / "benchmarks").glob("*.py")), key=len, reverse=True)
@@ -421,16 +440,22 @@ def _render_result(path: Path, dirty: set[str]) -> list[str]:
     except (OSError, ValueError) as e:
         return [f"### {path.name}", "", f"Could not be read: {e}", ""]
     script, variant = _script_for(path.stem)
-    cmd, note = _command(data, script, variant)
-    date = data.get("date") if isinstance(data, dict) and data.get("date") else \
+    # Newer results keep date, machine and command under "meta".
+    info = data.get("meta") if isinstance(data, dict) and isinstance(data.get("meta"),
+                                                                      dict) else data
+    cmd, note = _command(info, script, variant)
+    date = info.get("date") if isinstance(info, dict) and info.get("date") else \
         _file_date(path, dirty)
     out = [f"### {path.name}", "",
-           f"- date: {date}", f"- machine: {_machine(data)}",
+           f"- date: {date}", f"- machine: {_machine(info)}",
            f"- reproduce: `{cmd}`" + (f" ({note})" if note else ""), ""]
     renderer: Callable[[Any], list[str]]
     if isinstance(data, dict) and isinstance(data.get("table"), dict) and all(
             isinstance(r, dict) and "success" in r for r in data["table"].values()):
         renderer = _adaptation
+    elif isinstance(data, dict) and _is_row_list(data.get("rows")) and all(
+            "mode" in r and "delay" in r for r in data["rows"]):
+        renderer = _rtc
     elif isinstance(data, dict) and _is_row_list(data.get("rows")) and all(
             "success_rate" in r for r in data["rows"]):
         renderer = _own_arm

@@ -16,6 +16,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ate_ros.core.execution.config import CHUNKING_MODES
+
     parser.add_argument("--policy", required=True,
                         help="policy folder (as saved by training), or lerobot:<dir> for a "
                              "LeRobot checkpoint (docs/lerobot.md)")
@@ -30,7 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render-episodes", type=int, default=3,
                         help="episodes saved as PNG strips")
     parser.add_argument("--blend", choices=("replace", "crossfade", "ensemble"),
-                        default="crossfade", help="how new chunks join the plan")
+                        default="crossfade", help="how new chunks join the plan (sync "
+                                                  "chunking)")
+    parser.add_argument("--inference-delay", type=int, default=0, metavar="D",
+                        help="control periods the policy takes per chunk, simulated on the "
+                             "stepped clock (the arm keeps moving meanwhile unless --chunking "
+                             "sync)")
+    parser.add_argument("--chunking", choices=CHUNKING_MODES,
+                        default="sync",
+                        help="sync: the arm holds while the policy runs; the others run it "
+                             "beside execution with that executor blend (rtc: real-time "
+                             "chunking, the policy inpaints the committed prefix)")
     parser.add_argument("--replan-steps", type=int, default=None,
                         help="request a new chunk when fewer planned points remain (default: "
                              "chunk size minus the policy's n_action_steps when it sets them, "
@@ -46,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.deploy.policy_factory import load_run_policy
     from ate_ros.core.embodiment import load_embodiment
     from ate_ros.core.lerobot_compat import LeRobotUnavailable
-    from ate_ros.core.sim.evaluate import default_execution, evaluate_policy
+    from ate_ros.core.sim.evaluate import default_execution, evaluate_policy, supports_rtc
     from ate_ros.core.training.files import CheckpointError
 
     try:
@@ -57,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         # PolicyFeatureError and EmbodimentError are ValueErrors naming what is missing.
         print(f"ate-ros eval: error: {exc}", file=sys.stderr)
         return 2
+    if args.chunking == "rtc" and not supports_rtc(policy):
+        print(f"ate-ros eval: error: --chunking rtc needs a policy that takes a committed "
+              f"prefix ({args.policy} does not)", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     execution = replace(default_execution(policy), blend=args.blend)
@@ -66,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         policy, args.embodiment, args.task, episodes=args.episodes, seed=args.seed,
         num_steps=args.num_steps,
         execution=execution,
-        render_dir=out, render_episodes=args.render_episodes)
+        render_dir=out, render_episodes=args.render_episodes,
+        inference_delay=args.inference_delay, chunking=args.chunking)
     result.save(out / "results.json")
     print(result.summary())
     print(f"results: {out / 'results.json'}")

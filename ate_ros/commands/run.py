@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ate_ros.core.deploy import OBSERVATION_SOURCES
+from ate_ros.core.deploy.configs import chunking_parameters
+from ate_ros.core.execution.config import CHUNKING_MODES
 
 NODES = ("sim_robot_node", "perception_node", "policy_node", "executor_node")
 
@@ -72,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=OBSERVATION_SOURCES[0],
                         help="sensors: no perception_node, policy_node subscribes to the cameras "
                              "and joint_states itself (one DDS hop less per chunk)")
+    parser.add_argument("--chunking", choices=CHUNKING_MODES, default=None,
+                        help="when the policy runs and how its chunks join the plan: sets "
+                             "policy_node's chunking and executor_node's execution.blend (rtc: "
+                             "real-time chunking; sync: the arm holds while the model runs; "
+                             "default: the config files')")
     parser.add_argument("--json", default="", help="also write the summary to this JSON file")
 
 
@@ -127,6 +134,9 @@ def build_graph(args: argparse.Namespace, context: Any) -> dict[str, Any]:
     params["policy_node"].update(policy=args.policy, vae=args.vae, device=args.device,
                                  observation_source=source)
     params["executor_node"].update(dry_run=dry_run, controller=args.controller)
+    if getattr(args, "chunking", None):
+        for node, values in chunking_parameters(args.chunking).items():
+            params[node].update(values)
     # Ours or a LeRobot checkpoint's config.json, read without loading weights.
     saved = saved_policy_settings(args.policy)
     if saved.replan_steps is not None:  # the policy's receding horizon, as ate-ros eval runs it

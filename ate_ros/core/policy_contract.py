@@ -83,3 +83,16 @@ class ChunkPolicy(Protocol):
                       seed: int | None = None) -> np.ndarray:
         """Return an (H, UNIFIED_DIM) float32 chunk of joint-position targets (zeros off-mask)."""
         ...
+
+
+def supports_rtc(policy: object) -> bool:
+    """Whether ``policy.predict_chunk`` takes a committed prefix for real-time chunking
+    (keywords ``prefix``, (P, UNIFIED_DIM) joint targets for the chunk's first P times, and
+    ``inference_delay``, the points of it that execute while the chunk is computed)."""
+    import inspect
+
+    try:
+        params = inspect.signature(policy.predict_chunk).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "prefix" in params and "inference_delay" in params

@@ -73,6 +73,7 @@ from ate_ros.core.execution import (
 from ate_ros.msg import ActionChunk
 from ate_ros.ros.conversions import (
     ConversionError,
+    chunk_takeover,
     is_stop_request,
     joint_state_to_embodiment,
     msg_to_chunk,
@@ -287,7 +288,7 @@ class ExecutorNode(LifecycleNode):
             return
         with self._lock:
             now = self._now()
-            r = core.submit(chunk, obs, now)
+            r = core.submit(chunk, obs, now, takeover=chunk_takeover(msg))
             ended = core.take_ended()
         self.diag.set("chunk_age_s", now - obs)
         if not r.accepted:

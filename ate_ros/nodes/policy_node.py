@@ -35,6 +35,9 @@ observation reaches the model without a hand-off between threads. Observations t
 the model runs wait in the depth-1 queue: the model always gets the newest. Which observations
 reach the model (older than ``max_obs_age`` on the node clock: refused and counted; paused; rate)
 and when a goal ends are decided by the ROS-free :class:`ate_ros.core.execution.PolicyGate`.
+With ``chunking: rtc`` (or ``sync``) the ROS-free :class:`ate_ros.core.deploy.chunk_timing.
+ChunkTiming` also decides when the next inference starts (the plan runs low), hands the policy
+the committed prefix and stamps the chunk's ``takeover_index`` (real-time chunking).
 Parameters: :class:`ate_ros.core.deploy.PolicyNodeConfig`.
 
 Executors: no callback waits for another one, so the node spins on a SingleThreadedExecutor in
@@ -71,11 +74,12 @@ from ate_ros.core.deploy import (
     LatencyStats,
     PolicyNodeConfig,
 )
+from ate_ros.core.deploy.chunk_timing import ChunkTiming
 from ate_ros.core.deploy.policy_factory import load_run_policy
 from ate_ros.core.deploy.policy_gate import Admission, PolicyGate, ood_score
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.execution import GoalEnd, GoalOutcome
-from ate_ros.core.policy_contract import ChunkPolicy, PolicyObservation
+from ate_ros.core.policy_contract import ChunkPolicy, PolicyObservation, supports_rtc
 from ate_ros.msg import ActionChunk, Observation
 from ate_ros.nodes.visualization import polylines_to_markers
 from ate_ros.ros import conversions as conv
@@ -128,6 +132,7 @@ class PolicyNode(LifecycleNode):
         self._lock = threading.RLock()
         cfg = self.params.config
         self.gate = PolicyGate(cfg.max_obs_age, cfg.rate_hz)
+        self.timing: ChunkTiming | None = None  # chunking rtc / sync (configure..cleanup)
         self._goals = GoalRunner(self, self._poll_goal, self._lock)
         self.errors = 0
         self.last_latency = float("nan")
@@ -178,6 +183,7 @@ class PolicyNode(LifecycleNode):
             self.embodiment = load_embodiment(cfg.embodiment)
             self.policy = self._factory(cfg, self.embodiment)
             self._limit_threads()
+            self._configure_chunking(cfg)
             if cfg.vae:
                 from ate_ros.core.align.artifacts import load_alignment
 
@@ -209,6 +215,20 @@ class PolicyNode(LifecycleNode):
             f"{self.embodiment.name}, OOD monitor {'on' if self.alignment else 'off'}, "
             f"observations from {self._source()}")
         return super().on_configure(state)
+
+    def _configure_chunking(self, cfg: PolicyNodeConfig) -> None:
+        """The inference trigger and the policy's RTC settings for ``cfg.chunking``."""
+        self.timing = None
+        if cfg.chunking in ("rtc", "sync"):
+            self.timing = ChunkTiming(self.embodiment.control_period, cfg.chunking,
+                                      cfg.latency_quantile, cfg.rtc_margin)
+        if cfg.chunking == "rtc":
+            if hasattr(self.policy, "set_rtc"):
+                self.policy.set_rtc(cfg.rtc)
+            if not supports_rtc(self.policy):
+                self.get_logger().warning(
+                    f"chunking rtc: policy {cfg.policy!r} takes no committed prefix; its chunks "
+                    "are stamped with the takeover index but not inpainted")
 
     def _source(self) -> str:
         if self.inputs is None:
@@ -285,7 +305,7 @@ class PolicyNode(LifecycleNode):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
         self._chunk_pub = self._marker_pub = None
-        self.policy = self.alignment = self.history = None
+        self.policy = self.alignment = self.history = self.timing = None
         torch = sys.modules.get("torch")  # only if a model imported it
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -314,6 +334,9 @@ class PolicyNode(LifecycleNode):
                                       throttle_duration_sec=5.0)
         if admission is not Admission.RUN:
             return
+        with self._lock:
+            if self.timing is not None and not self.timing.due(now):
+                return  # rtc / sync: the plan has points enough left
         try:
             model_input = self._policy_observation(item)
             if model_input is not None:
@@ -357,16 +380,24 @@ class PolicyNode(LifecycleNode):
                                  instruction=known[0] if known else "warm up", stamp=0.0,
                                  env_state=env)
 
-    def _predict(self, obs: PolicyObservation, seed: int | None = None) -> np.ndarray:
+    def _predict(self, obs: PolicyObservation, seed: int | None = None,
+                 prefix: np.ndarray | None = None, delay: int = 0) -> np.ndarray:
         steps = self.config.num_steps or None
+        if prefix is not None and supports_rtc(self.policy):
+            return np.asarray(self.policy.predict_chunk(obs, num_steps=steps, seed=seed,
+                                                        prefix=prefix, inference_delay=delay))
         return np.asarray(self.policy.predict_chunk(obs, num_steps=steps, seed=seed))
 
     def _infer(self, obs: PolicyObservation, stamp: Any) -> None:
         """One chunk for ``obs``, published stamped ``stamp`` (the observation's, exactly)."""
         cfg, emb = self.config, self.embodiment
         seed = None if cfg.seed < 0 else cfg.seed
+        prefix, takeover = None, 0
+        if self.timing is not None:
+            with self._lock:  # the committed points for obs + (i+1) dt, unified; delay d
+                prefix, takeover = self.timing.request(obs.stamp)
         t0 = time.perf_counter()
-        chunk_u = self._predict(obs, seed)  # (H, 128) unified joint targets
+        chunk_u = self._predict(obs, seed, prefix, takeover)  # (H, 128) unified joint targets
         model_s = time.perf_counter() - t0
         samples_u = [self._predict(obs, None if seed is None else seed + k + 1)
                      for k in range(cfg.num_samples)]
@@ -377,19 +408,26 @@ class PolicyNode(LifecycleNode):
         chunk = emb.from_unified(chunk_u)  # (H, D) in joint order
         samples = [emb.from_unified(s) for s in samples_u]
         out = conv.chunk_to_msg(chunk, emb, stamp, model_id=str(cfg.policy),
-                                inference_latency=latency, ood_score=ood, samples=samples)
+                                inference_latency=latency, ood_score=ood, samples=samples,
+                                takeover_index=takeover)
         with self._lock:
             if not self.gate.running:
                 return  # deactivated or canceled while the model was running
             if not publish_unless_shutdown(self, self._chunk_pub, out):
                 return  # Ctrl-C shut the context down while the model was running
             self.gate.published()
+            if self.timing is not None:
+                self.timing.published(chunk_u, obs.stamp, takeover, self._now())
         self.last_latency, self.last_ood = latency, ood
         self.latency.add(latency)
         self.model_time.add(model_s)
         if self.history is not None and self._marker_pub is not None:
             self.history.add_executed(obs.qpos[emb.slots])
             self.history.add_chunk(chunk, samples)
+            if cfg.chunking == "rtc":
+                executing = (np.zeros((0, emb.dof)) if prefix is None
+                             else emb.from_unified(prefix))
+                self.history.set_rtc(executing[:takeover], executing, chunk[takeover:])
             publish_unless_shutdown(self, self._marker_pub, polylines_to_markers(
                 self.history.polylines(), self.history.frame, stamp))
 
@@ -399,6 +437,9 @@ class PolicyNode(LifecycleNode):
         the arm back to where it was when that observation was taken."""
         if self._chunk_pub is None or self.embodiment is None:
             return
+        if self.timing is not None:
+            with self._lock:
+                self.timing.reset()  # the executor drops its plan
         publish_unless_shutdown(self, self._chunk_pub, conv.chunk_to_msg(
             np.zeros((0, self.embodiment.dof)), self.embodiment, conv.sec_to_time(self._now()),
             model_id=f"hold ({why})"))
@@ -481,6 +522,9 @@ class PolicyNode(LifecycleNode):
                "inference_latency_p99_s": lat["p99"], "model_time_p50_s": model["p50"],
                "stale_observations_refused": self.refused_stale,
                "ood_score": self.last_ood, "inference_errors": self.errors}
+        timing = self.timing
+        if timing is not None:  # chunking rtc / sync: the delay its chunks are stamped with
+            out["inference_delay_periods"] = timing.latency.periods()
         inputs = self.inputs
         if inputs is not None:  # observation_source: sensors: the inputs' own counts
             out.update({f"sensors_{k}": v for k, v in inputs.diagnostics().items()})

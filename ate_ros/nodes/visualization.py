@@ -1,7 +1,8 @@
 """Predicted chunks as a ``visualization_msgs/MarkerArray`` for RViz (from ``core.viz``).
 
 One LINE_STRIP marker per polyline with per-vertex colours (time along the chunk), namespaces
-``latest_chunk``, ``older_chunks``, ``sampled_chunks``, ``executed_path``, plus a SPHERE_LIST of
+``latest_chunk``, ``older_chunks``, ``sampled_chunks``, ``executed_path`` and, with real-time
+chunking, ``committed_prefix`` / ``executing_chunk`` / ``incoming_chunk``, plus a SPHERE_LIST of
 the latest chunk's waypoints. Each array starts with a DELETEALL marker so chunks that dropped out
 of the history disappear (RViz applies the array in order).
 """

@@ -42,6 +42,7 @@ from ate_ros.core.embodiment import Embodiment, EmbodimentError
 
 __all__ = [
     "ConversionError",
+    "chunk_takeover",
     "chunk_to_msg",
     "chunk_to_trajectory",
     "compressed_to_numpy",
@@ -208,10 +209,12 @@ def _embodiment_columns(names: list[str], embodiment: Embodiment, what: str) -> 
 def chunk_to_msg(chunk: np.ndarray, embodiment: Embodiment, obs_stamp: Time,
                  model_id: str = "", inference_latency: float = 0.0,
                  ood_score: float = float("nan"),
-                 samples: Sequence[np.ndarray] = (), dt: float | None = None) -> Any:
+                 samples: Sequence[np.ndarray] = (), dt: float | None = None,
+                 takeover_index: int = 0) -> Any:
     """(H, D) chunk in embodiment order -> ``ate_ros/ActionChunk`` (header.stamp = observation
     time; ``dt`` defaults to the embodiment's control period). An (0, D) chunk is a stop
-    request."""
+    request. ``takeover_index``: where it takes over the plan (real-time chunking); interfaces
+    generated before the field existed cannot carry it (see :func:`chunk_takeover`)."""
     from ate_ros.msg import ActionChunk
 
     c = _chunk_array(chunk, embodiment)
@@ -225,6 +228,8 @@ def chunk_to_msg(chunk: np.ndarray, embodiment: Embodiment, obs_stamp: Time,
     msg.positions = array.array("d", c.tobytes())
     msg.inference_latency = float(inference_latency)
     msg.ood_score = float(ood_score)
+    if takeover_index and hasattr(msg, "takeover_index"):
+        msg.takeover_index = int(takeover_index)
     if len(samples):
         extra = [_chunk_array(s, embodiment) for s in samples]
         if any(e.shape != c.shape for e in extra):
@@ -247,6 +252,12 @@ def is_stop_request(msg: Any, embodiment: Embodiment) -> bool:
     naming this embodiment or none (see ActionChunk.msg). Empty chunks for another robot are
     not ours to act on."""
     return not len(msg.positions) and msg.embodiment in ("", embodiment.name)
+
+
+def chunk_takeover(msg: Any) -> int:
+    """An ``ate_ros/ActionChunk``'s ``takeover_index``; 0 from a producer (or interfaces built)
+    without the field: the chunk takes over from its first point."""
+    return int(getattr(msg, "takeover_index", 0) or 0)
 
 
 def msg_to_chunk(msg: Any, embodiment: Embodiment,

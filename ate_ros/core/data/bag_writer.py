@@ -280,15 +280,20 @@ class BagRecorder:
                            dt: float, topic: str = T.ACTION_CHUNK_TOPIC, embodiment: str = "",
                            model_id: str = "", inference_latency: float = 0.0,
                            ood_score: float = float("nan"), frame_id: str = "base_link",
-                           recv_delay_ns: int = 0) -> None:
+                           recv_delay_ns: int = 0, takeover_index: int = 0) -> None:
         """Write an ``ate_ros/ActionChunk`` of (N, D) points, stamped with the observation time
-        ``t_ns`` (flat layout: :mod:`ate_ros.core.chunk_layout`)."""
+        ``t_ns`` (flat layout: :mod:`ate_ros.core.chunk_layout`). ``takeover_index`` is
+        written where the bag's definition has the field (not in older ones)."""
         pos = self._points(topic, names, positions, dt)
+        extra = {}
+        fields = self.typestore.fielddefs.get(T.ACTION_CHUNK_TYPE, ((), ()))[1]
+        if "takeover_index" in {f[0] for f in fields}:
+            extra["takeover_index"] = int(takeover_index)
         msg = self._msg(T.ACTION_CHUNK_TYPE, header=self._header(topic, t_ns, frame_id),
                         embodiment=embodiment, model_id=model_id, joint_names=list(names),
                         dt=float(dt), positions=pos.ravel(),
                         inference_latency=float(inference_latency), ood_score=float(ood_score),
-                        samples=np.zeros(0, dtype=np.float64))
+                        samples=np.zeros(0, dtype=np.float64), **extra)
         self._write(topic, T.ACTION_CHUNK_TYPE, t_ns + recv_delay_ns, msg)
 
     def write_environment_state(self, t_ns: int, names: Sequence[str], values,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ate_ros.core.execution.config import CHUNKING_MODES
+from ate_ros.core.steer.rtc.configuration_rtc import RTCConfig
+
 DEFAULT_CONTROLLER = "arm_controller"
 """Controller name: commands go to ``<controller>/joint_trajectory`` (ros2_control convention)."""
 
@@ -24,6 +27,16 @@ RUN_POLICY = "run_policy"
 
 OBSERVATION_SOURCES = ("topic", "sensors")
 """policy_node's ``observation_source`` values."""
+
+
+def chunking_parameters(chunking: str) -> dict[str, dict[str, str]]:
+    """Node parameters one ``chunking`` choice sets (``ate-ros run --chunking``, the launch
+    files' ``chunking:=``): policy_node's ``chunking`` and executor_node's ``execution.blend``
+    (the same name; ``sync`` uses ``replace``: a chunk only comes once the plan has ended)."""
+    if chunking not in CHUNKING_MODES:
+        raise ValueError(f"chunking must be one of {CHUNKING_MODES}, got {chunking!r}")
+    return {"policy_node": {"chunking": chunking},
+            "executor_node": {"execution.blend": "replace" if chunking == "sync" else chunking}}
 
 
 def _f(default, help: str, range=None, read_only: bool = False,  # noqa: A002
@@ -122,8 +135,27 @@ class PolicyNodeConfig:
                             "simulation threads of the process: a small model runs several "
                             "times slower", (0, 256), read_only=True)
     diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
+    chunking: str = _f(
+        "crossfade", "when inference runs: rtc (real-time chunking: the next inference starts "
+        "when the plan has the latency estimate + rtc_margin points left, the policy inpaints "
+        "the points that execute meanwhile and the chunk is stamped with the index where it "
+        "takes over; the executor needs execution.blend rtc), sync (only once the plan is "
+        "exhausted: the arm holds while the model runs), replace / crossfade / ensemble (on "
+        "every admitted observation; the executor's blend joins the chunks)",
+        choices=CHUNKING_MODES)
+    latency_quantile: float = _f(0.95, "rtc: quantile of the recent inference latencies (the "
+                                 "observation stamp to the chunk) used as its delay d, in "
+                                 "control periods", (0.5, 1.0))
+    rtc_margin: int = _f(3, "rtc: extra planned points left when the next inference starts "
+                         "(headroom for latency jitter and for the control periods between "
+                         "observations: the trigger is checked when one arrives)", (0, 1000))
+    rtc: RTCConfig = field(default_factory=RTCConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.rtc, dict):
+            self.rtc = RTCConfig(**self.rtc)
+        if self.chunking not in CHUNKING_MODES:
+            raise ValueError(f"chunking must be one of {CHUNKING_MODES}, got {self.chunking!r}")
         if self.observation_source not in OBSERVATION_SOURCES:
             raise ValueError(f"observation_source must be one of {OBSERVATION_SOURCES}, got "
                              f"{self.observation_source!r}")

@@ -12,6 +12,7 @@ Policy-side gating (``PolicyGate``) lives in :mod:`ate_ros.core.deploy.policy_ga
 
 from ate_ros.core.execution.config import (
     BLEND_MODES,
+    CHUNKING_MODES,
     OUTPUT_MODES,
     ExecutionConfig,
     ExecutorNodeConfig,
@@ -35,6 +36,7 @@ from ate_ros.core.execution.scheduler import (
 
 __all__ = [
     "BLEND_MODES",
+    "CHUNKING_MODES",
     "FJT_FAILURE_CODES",
     "FJT_MAX_SECONDS",
     "OUTPUT_MODES",

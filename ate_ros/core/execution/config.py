@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BLEND_MODES = ("replace", "crossfade", "ensemble")
+BLEND_MODES = ("replace", "crossfade", "ensemble", "rtc")
 OUTPUT_MODES = ("auto", "topic", "action")
+CHUNKING_MODES = ("sync", "replace", "crossfade", "ensemble", "rtc")
+"""How inference and execution interleave: ``sync`` holds the arm while the policy runs; the
+others run it beside execution and join its chunks with that blend (``rtc``: real-time
+chunking, the sampler inpaints the committed prefix and the chunk takes over at its index)."""
 
 
 @dataclass
@@ -20,7 +24,9 @@ class ExecutionConfig:
         "help": "How a new chunk joins the current plan: 'replace' (new chunk wins at once), "
                 "'crossfade' (linear blend over crossfade_steps points) or 'ensemble' "
                 "(ACT-style temporal ensembling of every prediction for a time, exponential "
-                "weights)", "choices": BLEND_MODES})
+                "weights) or 'rtc' (real-time chunking: the current plan runs up to the "
+                "chunk's takeover index, the new chunk from there, without cross-fade)",
+        "choices": BLEND_MODES})
     crossfade_steps: int = field(default=3, metadata={
         "help": "Points over which a new chunk is cross-faded into the current plan",
         "min": 0, "max": 1000})

@@ -181,15 +181,17 @@ class ChunkExecutor:
     def state_fresh(self, now: float) -> bool:
         return self.measured is not None and now - self.measured_at <= self.config.state_timeout
 
-    def submit(self, chunk: np.ndarray, obs_stamp: float, now: float) -> SubmitResult:
+    def submit(self, chunk: np.ndarray, obs_stamp: float, now: float,
+               takeover: int = 0) -> SubmitResult:
         """Merge a chunk (H, D) from the topic; an accepted one takes over from a running goal
-        (see :meth:`take_ended`)."""
-        r = self._submit(chunk, obs_stamp, now)
+        (see :meth:`take_ended`). ``takeover``: its plan index for ``blend: rtc``."""
+        r = self._submit(chunk, obs_stamp, now, takeover)
         if r.accepted:
             self._end_goal(GoalOutcome.PREEMPTED, "preempted by action_chunk")
         return r
 
-    def _submit(self, chunk: np.ndarray, obs_stamp: float, now: float) -> SubmitResult:
+    def _submit(self, chunk: np.ndarray, obs_stamp: float, now: float,
+                takeover: int = 0) -> SubmitResult:
         if self.stopped:
             return SubmitResult(False, "stopped: the executor is not running")
         bad_content = self.scheduler.check_content(chunk)
@@ -198,7 +200,7 @@ class ChunkExecutor:
         if not self.state_fresh(now):
             self.stats.rejected[REJECT_BAD_STATE] += 1
             return SubmitResult(False, f"{REJECT_BAD_STATE}: no recent joint_states")
-        r = self.scheduler.submit(chunk, obs_stamp, now, self.measured)
+        r = self.scheduler.submit(chunk, obs_stamp, now, self.measured, takeover)
         if r.accepted:
             self._new_chunk = True
         return r

@@ -57,12 +57,15 @@ class SubmitResult:
         clipped: Points changed by the position clamp or stepping faster than the velocity
             limit (the latter are slowed down at execution).
         dropped: Points dropped because their time had already passed.
+        superseded: Points before the takeover index (``blend: rtc``) left to the current
+            plan, which already covered their times.
     """
 
     accepted: bool
     reason: str = ""
     clipped: int = 0
     dropped: int = 0
+    superseded: int = 0
 
     @property
     def code(self) -> str:
@@ -204,8 +207,15 @@ class ChunkScheduler:
         return None
 
     def submit(self, chunk: np.ndarray, obs_stamp: float, now: float,
-               measured_q: np.ndarray) -> SubmitResult:
-        """Validate a chunk (H, D) in embodiment joint order and merge it into the plan."""
+               measured_q: np.ndarray, takeover: int = 0) -> SubmitResult:
+        """Validate a chunk (H, D) in embodiment joint order and merge it into the plan.
+
+        ``takeover`` (``blend: rtc``): the chunk index from which it replaces the plan. Its
+        points before that were the committed prefix the sampler was given (they execute while
+        it runs), so the current plan keeps those times; a chunk that arrives after its
+        takeover time loses its past points to latency compensation as any chunk does. Other
+        blend modes ignore it.
+        """
         d = self.dof
         bad_content = self.check_content(chunk)
         if bad_content is not None:
@@ -247,19 +257,28 @@ class ChunkScheduler:
                                   f"old, chunk covers {h * self.dt:.3f} s)")
             if dropped:
                 times, clamped, changed = times[keep], clamped[keep], changed[keep]
+        superseded = 0
+        if self.config.blend == "rtc" and takeover > 0 and self._times.size:
+            # Points before the takeover index whose times the current plan covers stay the
+            # plan's (chunk index = position among the kept points + the points dropped).
+            idx = np.arange(h - times.size, h)
+            old_plan = (idx < int(takeover)) & (times <= self._times[-1] + _EPS)
+            superseded = int(old_plan.sum())
+            times, clamped, changed = times[~old_plan], clamped[~old_plan], changed[~old_plan]
         # Steps faster than the velocity limit between consecutive points get slowed down.
         if clamped.shape[0] > 1:
             fast = (np.abs(np.diff(clamped, axis=0)) > self.vmax * self.dt + _EPS).any(axis=1)
             changed[1:] |= fast
         clipped = int(changed.sum())
 
-        self._merge(times, clamped, now)
+        if times.size:  # (rtc: a chunk wholly before its takeover leaves the plan as it is)
+            self._merge(times, clamped, now)
         self._last_accept = now
         self._watchdog_expired = False
         self.stats.accepted += 1
         self.stats.clipped_points += clipped
         self.stats.dropped_points += dropped
-        return SubmitResult(True, "", clipped, dropped)
+        return SubmitResult(True, "", clipped, dropped, superseded)
 
     def _merge(self, times: np.ndarray, pos: np.ndarray, now: float) -> None:
         """Blend the new points with the current plan; the new chunk's times win from its start."""
@@ -267,7 +286,7 @@ class ChunkScheduler:
         wsum = np.ones(n)
         count = np.ones(n)
         ot, op = self._times, self._pos
-        if ot.size and self.config.blend != "replace":
+        if ot.size and self.config.blend not in ("replace", "rtc"):
             # Old plan evaluated at the new times, where it covers them.
             inside = (times >= ot[0] - _EPS) & (times <= ot[-1] + _EPS)
             idx = np.nonzero(inside)[0]

@@ -7,7 +7,10 @@ chunks and the executed path and turns them into :class:`Polyline` s:
 - the latest chunk, coloured by time along the chunk (early -> late: blue -> yellow),
 - older chunks, same colouring, fading (alpha) with age,
 - extra sampled chunks (other seeds, showing multimodality), thinner,
-- the executed (measured) end-effector path, in a colour of its own (red).
+- the executed (measured) end-effector path, in a colour of its own (red),
+- with real-time chunking (:meth:`ChunkHistory.set_rtc`), in flat colours of their own: the
+  committed prefix (orange: what executes while the next chunk is computed), the executing
+  plan (green) and the incoming chunk from its takeover index (blue).
 
 The ROS visualisation (``ate_ros/nodes/visualization.py``) turns polylines into a
 ``visualization_msgs/MarkerArray``; :func:`render_png` draws the same polylines with matplotlib
@@ -30,10 +33,16 @@ NS_LATEST = "latest_chunk"
 NS_HISTORY = "older_chunks"
 NS_SAMPLES = "sampled_chunks"
 NS_EXECUTED = "executed_path"
+NS_COMMITTED = "committed_prefix"
+NS_EXECUTING = "executing_chunk"
+NS_INCOMING = "incoming_chunk"
 
 # Time colour map endpoints (viridis-like: dark blue -> teal -> yellow), RGB in [0, 1].
 _TIME_STOPS = np.array([[0.27, 0.00, 0.33], [0.13, 0.57, 0.55], [0.99, 0.91, 0.14]])
 EXECUTED_RGB = (0.9, 0.1, 0.1)
+RTC_RGB = {NS_COMMITTED: (1.0, 0.55, 0.0), NS_EXECUTING: (0.1, 0.75, 0.2),
+           NS_INCOMING: (0.15, 0.45, 1.0)}
+"""Real-time chunking paths: committed prefix, executing plan, incoming chunk."""
 
 
 @dataclass
@@ -104,6 +113,16 @@ class ChunkHistory:
         self._chunks: deque[tuple[np.ndarray, list[np.ndarray]]] = deque(
             maxlen=self.config.history + 1)
         self._executed: deque[np.ndarray] = deque(maxlen=self.config.executed_length)
+        self._rtc: dict[str, np.ndarray] = {}  # namespace -> (N, 3) path
+
+    def set_rtc(self, committed: np.ndarray, executing: np.ndarray,
+                incoming: np.ndarray) -> None:
+        """The real-time chunking picture of the latest chunk (each (N, D) joints, N may be 0):
+        the committed prefix it was given (its first d points), the plan executing while it was
+        computed and the chunk itself from its takeover index."""
+        self._rtc = {ns: self.fk.ee_positions(np.asarray(q)) for ns, q in (
+            (NS_EXECUTING, executing), (NS_COMMITTED, committed), (NS_INCOMING, incoming))
+            if len(q)}
 
     @property
     def frame(self) -> str:
@@ -135,6 +154,10 @@ class ChunkHistory:
             for k, s in enumerate(samples):
                 out.append(Polyline(NS_SAMPLES, age * 1000 + k, s,
                                     time_colors(len(s), alpha * 0.7), cfg.sample_line_width))
+        for ns, path in self._rtc.items():  # over the time-coloured chunks
+            width = cfg.line_width * (1.6 if ns == NS_COMMITTED else 1.2)
+            out.append(Polyline(ns, 0, path, np.tile([*RTC_RGB[ns], 1.0], (len(path), 1)),
+                                width))
         if len(self._executed) >= 2:
             pts = np.array(self._executed)
             col = np.tile([*EXECUTED_RGB, 1.0], (len(pts), 1))
@@ -142,6 +165,7 @@ class ChunkHistory:
         return out
 
     def clear(self) -> None:
+        self._rtc = {}
         self._chunks.clear()
         self._executed.clear()
 

@@ -211,7 +211,7 @@ def test_plot_chunks_bag(planar, tmp_path, layout):
                 msg = T["ate_ros/msg/ActionChunk"](
                     header=header, embodiment="planar", model_id="m", joint_names=names,
                     dt=0.1, positions=cols.ravel(), inference_latency=0.01,
-                    ood_score=float("nan"), samples=(cols + 1).ravel())
+                    ood_score=float("nan"), samples=(cols + 1).ravel(), takeover_index=0)
             else:
                 def traj(c):
                     pts = [Pt(positions=np.ascontiguousarray(row), velocities=np.array([]),

@@ -37,6 +37,7 @@ from ate_ros.core.steer.policies.saved_policy import (
     read_policy_config,
     save_policy_folder,
 )
+from ate_ros.core.steer.rtc import RTCConfig, RTCProcessor, flow_equivalent
 from ate_ros.core.steer.schedules import DiffusionSchedule, FlowSchedule, seeded_noise
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class VLAPolicy(TracedInference, nn.Module):
         self.diffusion = DiffusionSchedule(config.num_train_timesteps, config.beta_schedule)
         self.flow = FlowSchedule(config.flow_convention)
         self.inference_guidance: InferenceGuidance | None = None
+        self.rtc: RTCProcessor | None = None
+        """Real-time chunking (used when a committed prefix is passed; default settings when
+        unset)."""
         self._text_cache: dict[str, torch.Tensor] = {}
         self.fast_inference = True
         """Run the denoising loop through a traced decoder (see :meth:`_denoiser`)."""
@@ -322,11 +326,21 @@ class VLAPolicy(TracedInference, nn.Module):
         else:
             self.inference_guidance = InferenceGuidance.from_bundle(guidance, scale, clamp)
 
+    def set_rtc(self, config: RTCConfig | None) -> None:
+        """Real-time chunking settings (``None``: the defaults)."""
+        self.rtc = RTCProcessor(config)
+
     @torch.no_grad()  # not inference_mode: inference-time guidance needs autograd
     def sample(self, batch: dict[str, torch.Tensor], num_steps: int | None = None,
                generator: torch.Generator | None = None,
-               guidance: InferenceGuidance | None = None) -> torch.Tensor:
-        """(B, H, D) chunks in joint units, zeros off-mask."""
+               guidance: InferenceGuidance | None = None,
+               prefix: torch.Tensor | None = None, inference_delay: int = 0) -> torch.Tensor:
+        """(B, H, D) chunks in joint units, zeros off-mask.
+
+        ``prefix`` (B or 1, P, D) joint units: the committed actions for the same times as the
+        chunk's first P points (real-time chunking, :mod:`ate_ros.core.steer.rtc`): the first
+        ``inference_delay`` are frozen, later ones weigh less up to the execution horizon.
+        """
         cfg = self.config
         steps = int(num_steps or cfg.num_inference_steps)
         memory, kv = self._encode(batch)
@@ -345,7 +359,12 @@ class VLAPolicy(TracedInference, nn.Module):
         # Without guidance, deterministic samplers (DDIM, flow Euler) run one traced call per
         # step (decoder + update, all steps' coefficients in one table); guidance (autograd)
         # and DDPM (fresh noise per step) run the update step by step in Python.
-        fuse = guidance is None and self._use_traces() and (
+        rtc = None
+        if prefix is not None:
+            rtc = self.rtc or RTCProcessor()
+            # Joint units -> the sampler's normalised space (relative to the same reference).
+            prefix = self.normalize_action(prefix.to(memory.dtype).to(dev) - ref) * mf
+        fuse = guidance is None and rtc is None and self._use_traces() and (
             cfg.head == "flow" or cfg.sampler == "ddim")
         if cfg.head == "diffusion":
             ts = self.diffusion.timesteps(steps)
@@ -366,21 +385,38 @@ class VLAPolicy(TracedInference, nn.Module):
             for t_i, c_i in zip(temb.split(1), coef.unbind(0)):
                 x = step(x, t_i, c_i)
         elif cfg.head == "diffusion":
-            den = self._denoiser(x, kv, temb[:1])
+            den = self.denoise if rtc is not None else self._denoiser(x, kv, temb[:1])
+
+            def x0_hat(x_: torch.Tensor, abar: float, t_i: torch.Tensor) -> torch.Tensor:
+                out = den(x_, None, kv, t_i) if rtc is not None else den(x_, t_i)
+                x0 = self.diffusion.split(out, x_, abar, cfg.prediction_type)[0]
+                return x0.clamp(-cfg.clip_sample, cfg.clip_sample) if cfg.clip_sample > 0 else x0
+
             for i, t in enumerate(ts):
                 t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-                out = den(x, temb[i:i + 1])
                 abar = self.diffusion.alphas_cumprod[t].item()
-                x0, eps = self.diffusion.split(out, x, abar, cfg.prediction_type)
-                if cfg.clip_sample > 0:
-                    x0 = x0.clamp(-cfg.clip_sample, cfg.clip_sample)
+                t_i = temb[i:i + 1]
+                if rtc is None:
+                    x0 = x0_hat(x, abar, t_i)
+                else:  # x0-based RTC: guidance on the flow path x / s at tau (flow_equivalent)
+                    s, tau = flow_equivalent(abar)
+                    x0 = rtc.guided_x0(x / s, lambda xf, a=abar, e=t_i, k=s: x0_hat(xf * k, a, e),
+                                       prefix, inference_delay, tau, head="diffusion")
                 x0 = steer(x0) * mf
                 eps = (x - math.sqrt(abar) * x0) / math.sqrt(max(1 - abar, 1e-8))
                 x = self.diffusion.step(x0, eps, x, t, t_prev, cfg.sampler, generator) * mf
         else:
             den = self._denoiser(x, kv, temb[:1])
             for i, (lv, lv_next) in enumerate(zip(grid[:-1], grid[1:])):
-                v = den(x, temb[i:i + 1])
+                t_i = temb[i:i + 1]
+                if rtc is not None:
+                    tau = 1.0 - float(self.flow.noise_fraction(torch.tensor(lv)))
+                    x0 = rtc.guided_x0(
+                        x, lambda x_, lv_=lv, e=t_i: self.flow.x0_from_velocity(
+                            self.denoise(x_, None, kv, e), x_, lv_), prefix, inference_delay, tau)
+                    v = self.flow.velocity_from_x0(x0, x, lv)
+                else:
+                    v = den(x, t_i)
                 if guidance is not None:
                     x0 = steer(self.flow.x0_from_velocity(v, x, lv))
                     v = self.flow.velocity_from_x0(x0, x, lv)
@@ -417,7 +453,8 @@ class VLAPolicy(TracedInference, nn.Module):
         return batch
 
     def predict_chunk(self, obs: PolicyObservation, num_steps: int | None = None,
-                      seed: int | None = None, guidance_scale: float | None = None
+                      seed: int | None = None, guidance_scale: float | None = None,
+                      prefix: np.ndarray | None = None, inference_delay: int = 0
                       ) -> np.ndarray:
         """(H, 128) float32 joint-position targets, zeros off ``obs.mask``.
 
@@ -425,7 +462,9 @@ class VLAPolicy(TracedInference, nn.Module):
         on CPU and GPU (drawn from a CPU generator), so chunks agree across devices up to
         floating-point differences. ``guidance_scale``
         overrides the scale of inference-time steering set with :meth:`set_inference_guidance`
-        (0 disables it for this call); without it set, sampling is unguided.
+        (0 disables it for this call); without it set, sampling is unguided. ``prefix`` (P, 128)
+        joint units, the committed targets for the chunk's first P times, and
+        ``inference_delay`` select real-time chunking (see :meth:`sample`).
         """
         if not obs.mask.any():
             raise ValueError("observation mask selects no joints")
@@ -443,7 +482,9 @@ class VLAPolicy(TracedInference, nn.Module):
         if was_training:
             self.eval()
         try:
-            chunk = self.sample(batch, num_steps, gen, guide)[0]
+            pre = None if prefix is None else torch.as_tensor(
+                np.asarray(prefix, dtype=np.float32)).unsqueeze(0)
+            chunk = self.sample(batch, num_steps, gen, guide, pre, int(inference_delay))[0]
         finally:
             if was_training:
                 self.train()
