@@ -46,7 +46,8 @@ FAST_TESTS ?= test/core/execution/test_executor.py test/core/deploy/test_policy_
 	test/core/test_normalization.py test/core/data/test_chunks.py \
 	test/project/test_launch_structure.py test/core/training/test_loop.py \
 	test/core/align/test_resume.py test/project/test_logging_calls.py \
-	test/core/execution/test_tracking.py
+	test/core/execution/test_tracking.py test/core/execution/test_scheduler_rtc.py \
+	test/core/deploy/test_chunk_timing.py
 test-fast: $(STAMP_PKG)
 	$(PY) -m pytest -q -m "not ros and not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 

@@ -5,11 +5,11 @@ committed prefix reproduced by hard-weighted sampling."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support.paths import ROOT  # noqa: E402
 
 from ate_ros.core.lerobot_compat import require_lerobot
 from ate_ros.core.steer.rtc import (
@@ -21,7 +21,6 @@ from ate_ros.core.steer.rtc import (
     prefix_weights,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 LOWDIM = ROOT / "assets" / "pretrained_lowdim"
 
 

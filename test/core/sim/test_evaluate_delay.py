@@ -5,16 +5,17 @@ commands that execute meanwhile; results do not depend on how fast the machine i
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("mujoco")
 
+from support.paths import ROOT  # noqa: E402
+
 from ate_ros.core.sim.evaluate import evaluate_policy, motion_metrics, supports_rtc  # noqa: E402
 
-LOWDIM = Path(__file__).resolve().parents[1] / "assets" / "pretrained_lowdim"
+LOWDIM = ROOT / "assets" / "pretrained_lowdim"
 pytestmark = pytest.mark.skipif(not (LOWDIM / "model.safetensors").exists(),
                                 reason="no low-dim policy")
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT  # noqa: E402
 
 
 def _launch_params(path: Path, executable: str) -> dict[str, ast.AST]:
@@ -121,7 +120,7 @@ def test_takeover_index_in_the_chunk_message():
 @pytest.mark.slow
 def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
     pytest.importorskip("mujoco")
-    from waiting import Spinner
+    from support.waiting import Spinner
 
     import ate_ros.nodes.policy_node as policy_node
     from ate_ros.commands.run import bring_up, build_graph, start_simulation
