@@ -4,49 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from ate_ros.commands.arguments import csv_list
+from ate_ros.commands.arguments import add_dataclass_options, csv_list, dataclass_kwargs
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float) -> None:
-    """Options shared with ``ate-ros steer``."""
-    parser.add_argument("--data", type=csv_list, required=True,
-                        help="dataset folder(s) in the episode format, comma-separated")
-    parser.add_argument("--embodiments", type=csv_list, default=None,
-                        help="embodiment YAML/name per dataset (or one for all); default: each "
-                             "dataset's embodiment.yaml")
-    parser.add_argument("--out", required=True, help="output policy folder")
-    parser.add_argument("--steps", type=int, default=steps, help="optimisation steps")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--eval-every", type=int, default=500,
-                        help="evaluate on the val split every N steps")
-    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
-    parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--eval-samples", type=int, default=64,
-                        help="val frames used for the action MSE")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from <out>/checkpoint if it exists")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--max-episodes", type=int, default=None,
-                        help="use at most N episodes per dataset (quick runs)")
-    parser.add_argument("--vision-lr-scale", type=float, default=1.0,
-                        help="image encoder learning rate relative to --lr (0 freezes it)")
-    parser.add_argument("--patience", type=int, default=0,
-                        help="stop after N evaluations without a lower val action MSE and keep "
-                             "the best weights (0: run all --steps)")
+    """Options shared with ``ate-ros steer``: the fields of ``TrainConfig``."""
+    from ate_ros.core.training.config import TrainConfig
+
+    add_dataclass_options(parser, TrainConfig, defaults={"steps": steps, "lr": lr})
 
 
 def common_config(args: argparse.Namespace) -> dict:
-    return dict(data=args.data, out=args.out, embodiments=args.embodiments, steps=args.steps,
-                batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
-                save_every=args.save_every, log_every=args.log_every,
-                eval_samples=args.eval_samples, resume=args.resume, device=args.device,
-                seed=args.seed, amp=not args.no_amp, show_progress=not args.no_progress,
-                max_episodes=args.max_episodes, vision_lr_scale=args.vision_lr_scale,
-                patience=args.patience)
+    """The ``TrainConfig`` arguments of the parsed options."""
+    from ate_ros.core.training.config import TrainConfig
+
+    return dataclass_kwargs(TrainConfig, args)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

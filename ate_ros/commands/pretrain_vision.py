@@ -28,11 +28,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ate_ros.core.embodiment import EmbodimentError
+    from ate_ros.core.sim.labelled_frames import render_labelled_frames
     from ate_ros.core.sim.object_labels import (
         LABEL_NAMES,
         label_weights,
-        render_labelled_frames,
-    )
+        )
     from ate_ros.core.steer.policies import VLAConfig
     from ate_ros.core.steer.policies.vision_pretrain import (
         VisionEncoderSpec,

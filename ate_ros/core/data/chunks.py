@@ -35,7 +35,7 @@ import torch
 from ate_ros.core.data.episode_format import (
     ACTION,
     QPOS,
-    EpisodeFormatError,
+    ChunkDataError,
     episode_paths,
     read_episode,
 )
@@ -53,10 +53,6 @@ SHORT_MODES = (SHORT_DROP, SHORT_PAD, SHORT_ERROR)
 CHUNK = "chunk"
 MASK = "mask"
 SOURCE = "source"
-
-
-class ChunkDataError(EpisodeFormatError):
-    """Episodes cannot be turned into chunks (too short, wrong width, mixed keys...)."""
 
 
 @dataclass

@@ -71,6 +71,10 @@ class EpisodeFormatError(ValueError):
     """An episode file or dataset folder does not follow the format."""
 
 
+class ChunkDataError(EpisodeFormatError):
+    """Episodes cannot be turned into chunks (too short, wrong width, mixed keys...)."""
+
+
 @dataclass
 class Episode:
     """One episode in memory. Arrays follow the table in the module docstring."""

@@ -36,8 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ate_ros.core.data.chunks import ChunkDataError
-from ate_ros.core.data.episode_format import ACTION, EMBODIMENT_FILE, QPOS, SPLITS
+from ate_ros.core.data.episode_format import ACTION, EMBODIMENT_FILE, QPOS, SPLITS, ChunkDataError
 from ate_ros.core.embodiment import Embodiment, EmbodimentError, load_embodiment
 from ate_ros.core.lerobot_compat import LEROBOT_PREFIX, is_lerobot_spec
 

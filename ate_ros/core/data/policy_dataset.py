@@ -92,7 +92,7 @@ class PolicyDataset(torch.utils.data.Dataset):
         image_size: frames are resized to image_size x image_size once at load time.
         embodiments: see :func:`resolve_embodiments`.
         text_embedder: ``list[str] -> (N, E)`` instruction embeddings (called once per unique
-            instruction).
+            instruction); required, the policy's encoder passed in by the caller.
         max_episodes: Use at most this many episodes per dataset.
         env_state_dim: Load each episode's ``environment_state`` (must have this width); 0
             loads none. With no ``camera_names`` no images are loaded either (low-dim track).
@@ -105,6 +105,10 @@ class PolicyDataset(torch.utils.data.Dataset):
                  env_state_dim: int = 0) -> None:
         if not data_dirs:
             raise PolicyDatasetError("no datasets given")
+        if text_embedder is None:
+            # The policy's text encoder lives in core.steer; data does not import it.
+            raise TypeError("PolicyDataset needs a text_embedder (the policy's instruction "
+                            "encoder, e.g. steer.policies.text_encoder.embed_instructions)")
         self.chunk_size = int(chunk_size)
         self.camera_names = list(camera_names)
         self.embodiments = resolve_embodiments(data_dirs, embodiments)
@@ -160,10 +164,6 @@ class PolicyDataset(torch.utils.data.Dataset):
         # Last frame index of each frame's episode, for clamping chunk windows.
         self.episode_end = np.concatenate([np.full(e.length, e.start + e.length - 1)
                                            for e in episodes])
-        if text_embedder is None:
-            from ate_ros.core.steer.policies.text_encoder import embed_instructions
-
-            text_embedder = embed_instructions
         self.text = np.asarray(text_embedder(instructions), dtype=np.float32)
         logger.info("%s: %d episodes, %d frames, %d instructions, embodiments %s", split,
                     len(episodes), n, len(instructions),

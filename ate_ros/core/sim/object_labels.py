@@ -1,16 +1,7 @@
-"""Labelled camera frames for pre-training the policy's image encoder: where is each object?
-
-A VLA's vision backbone comes pre-trained (SigLIP, DINO, ...) and already tells objects apart
-and locates them. Our compact policy's small CNN is trained from scratch on a few hundred
-demonstrations, where the joint state alone predicts most of every chunk; it never learned to
-see a 6-pixel ball (measured by ``benchmarks/probe_policy_inputs.py``: shuffling images changed
-its action error by 2%). This module makes the stand-in for that backbone's pre-training: random
-tabletop scenes of every task, with random arm postures, rendered from the policy's camera and
-labelled with the position of each coloured object and of the fingertip. The labels come from
-the simulator and are used only to pre-train the encoder.
+"""Object labels of a simulated scene: where is each object?
 
 The simulation's low-dimensional *environment state* (:func:`environment_state`, layout
-:data:`ENV_STATE_NAMES`) holds the same facts the way a low-dim policy needs them. First the
+:data:`ENV_STATE_NAMES`) holds where each object is the way a low-dim policy needs them. First the
 task's objects as the instruction names them: the *target* (the ball to reach, the block to
 touch or to push) as its offset from the fingertip, and the *goal* (where the target must go:
 push's disc) as its offset from the target, each with a ``present`` flag (0 and zeros when the
@@ -23,21 +14,25 @@ demonstrations touched the named block in 40-50% of episodes and its instruction
 attention did not follow the instruction; the image track still has to ground the instruction
 itself.
 
-Label layout (``LABEL_NAMES``): per colour in :data:`COLORS`, ``present`` (0/1) and the object's
-centre (x, y, z) in the world frame (zeros when absent); then the fingertip (x, y, z). Each
-scene holds at most one object per colour (reach: one ball; push: the red block and the green
-goal disc; pick_color: two blocks of different colours).
+The labels (:func:`scene_labels`) are the targets of the image encoder's pre-training
+(:mod:`ate_ros.core.sim.labelled_frames` renders the frames). Label layout (``LABEL_NAMES``):
+per colour in :data:`COLORS`, ``present`` (0/1) and the object's centre (x, y, z) in the world
+frame (zeros when absent); then the fingertip (x, y, z). Each scene holds at most one object per
+colour (reach: one ball; push: the red block and the green goal disc; pick_color: two blocks of
+different colours).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ate_ros.core.sim.arms import COLORS
-from ate_ros.core.sim.env import SimEnv
 from ate_ros.core.sim.tasks import PickColorTask, PushTask, ReachTask
+
+if TYPE_CHECKING:
+    from ate_ros.core.sim.env import SimEnv
 
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 LABEL_NAMES: tuple[str, ...] = tuple(
@@ -52,19 +47,6 @@ ENV_STATE_NAMES: tuple[str, ...] = tuple(
 """Layout of :func:`environment_state` (one name per value): target minus fingertip, goal minus
 target, per colour object minus fingertip, then the fingertip (world frame, m)."""
 ENV_STATE_DIM = len(ENV_STATE_NAMES)
-POSTURE_NOISE = 0.6
-"""Half-width (rad) of the uniform noise on the home posture: wide enough that the arm sweeps
-over the workspace and sometimes hides objects, as it does during an episode."""
-
-
-@dataclass
-class LabelledFrames:
-    """Rendered frames and their object labels."""
-
-    images: np.ndarray
-    """(N, H, W, 3) uint8."""
-    labels: np.ndarray
-    """(N, LABEL_DIM) float32, layout :data:`LABEL_NAMES`."""
 
 
 def _color_of(rgba: np.ndarray) -> str:
@@ -119,43 +101,6 @@ def environment_state(env: SimEnv) -> np.ndarray:
             goal = np.asarray(state["goal"], np.float32)[:2]
             task[4], task[5:7] = 1.0, goal - np.asarray(target, np.float32)[:2]
     return np.concatenate([task, colours, tip]).astype(np.float32)
-
-
-def render_labelled_frames(embodiments: list[str], tasks: list[str], count: int,
-                           seed: int = 0, camera: str | None = None,
-                           image_size: tuple[int, int] | None = None) -> LabelledFrames:
-    """Render ``count`` random scenes, spread evenly over embodiments x tasks.
-
-    Args:
-        embodiments: Simulated embodiments whose arms appear in the frames.
-        tasks: Tasks whose object layouts are sampled.
-        count: Number of frames.
-        seed: Seed of the scenes and postures.
-        camera: Camera to render (default: each embodiment's first).
-        image_size: (height, width); default: the embodiment's camera size.
-    """
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    combos = [(e, t) for e in embodiments for t in tasks]
-    if not combos:
-        raise ValueError("need at least one embodiment and one task")
-    rng = np.random.default_rng(seed)
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for j, (emb, task) in enumerate(combos):
-        n = count // len(combos) + (1 if j < count % len(combos) else 0)
-        if n == 0:
-            continue
-        with SimEnv(emb, task, seed=int(rng.integers(2**31)), image_size=image_size) as env:
-            cam = camera or env.camera_names[0]
-            home = np.asarray(env.spec.home)
-            for _ in range(n):
-                env.reset(render=False)
-                env.set_posture(home + rng.uniform(-POSTURE_NOISE, POSTURE_NOISE, env.dof))
-                images.append(env.render(cam))
-                labels.append(scene_labels(env))
-    order = rng.permutation(len(images))
-    return LabelledFrames(np.stack(images)[order], np.stack(labels)[order])
 
 
 def label_weights(labels: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from ate_ros.core.normalization import NormStats
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance, encoder_from_bundle
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.steer.policies.modeling_vla import ACTION, OBS_MASK, VLAPolicy
+from ate_ros.core.training.config import TrainConfig
 from ate_ros.core.training.files import CheckpointError, read_json
 from ate_ros.core.training.loop import EarlyStopping, Optimization
 from ate_ros.core.training.runtime import (
@@ -39,51 +40,6 @@ from ate_ros.core.training.runtime import (
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
-
-
-@dataclass
-class TrainConfig:
-    """Settings shared by pre-training and fine-tuning."""
-
-    data: list[str]
-    out: str
-    embodiments: list[str] | None = None
-    steps: int = 3000
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    log_every: int = 25
-    eval_every: int = 500
-    save_every: int = 500
-    eval_samples: int = 64
-    eval_num_steps: int | None = None
-    resume: bool = False
-    amp: bool = True
-    show_progress: bool = True
-    max_episodes: int | None = None
-    vision_lr_scale: float = 1.0
-    """Learning rate of the image encoder relative to ``lr`` (lower it to keep a pre-trained
-    encoder's features while the randomly initialised action head learns; 0 freezes it)."""
-    patience: int = 0
-    """Stop after this many evaluations (every ``eval_every`` steps) without a lower validation
-    action MSE, and save the best evaluated weights (0: run all ``steps``)."""
-
-    def validate(self) -> None:
-        if not self.data:
-            raise ValueError("no --data given")
-        for name in ("steps", "batch_size", "log_every", "eval_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
-        if not self.vision_lr_scale >= 0:
-            raise ValueError(f"vision_lr_scale must be >= 0, got {self.vision_lr_scale}")
 
 
 @dataclass

@@ -1,2 +1,3 @@
-"""Training: run plumbing (:mod:`.runtime`), files (:mod:`.files`), the shared loop (:mod:`.loop`).
+"""Training: run plumbing (:mod:`.runtime`), files (:mod:`.files`), the shared loop (:mod:`.loop`),
+the shared settings (:mod:`.config`).
 """

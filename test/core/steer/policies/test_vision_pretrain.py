@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from ate_ros.cli import main
+from ate_ros.core.sim.labelled_frames import render_labelled_frames
 from ate_ros.core.sim.object_labels import (
     COLOR_NAMES,
     LABEL_DIM,
     LABEL_NAMES,
     label_weights,
-    render_labelled_frames,
     scene_labels,
 )
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy
