@@ -132,3 +132,19 @@ def test_run_identity_changes_with_guidance_not_with_run_selection(bench):
                               "sha") == bench.run_identity(cfg, "report", "lowdim", "p", 5,
                                                            "direct", 0, "sha")
     assert json.loads(json.dumps(asdict(cfg)))  # the config travels as JSON to the workers
+
+
+def test_docs_section_warns_above_the_table_when_direct_falls_with_k(bench):
+    spec = importlib.util.spec_from_file_location(
+        "reporting_adaptation", ROOT / "benchmarks" / "reporting" / "adaptation.py")
+    rep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rep)
+    cfg = bench.BenchConfig(tasks=("reach",), schedule=(150, 300))
+    recs = [_record(bench, 5, "direct", s, [1] * 20, [[150, 1.0]], 150) for s in (0, 1)]
+    recs += [_record(bench, 25, "direct", s, [0] * 20, [[150, 0.0]], 150) for s in (0, 1)]
+    data = {"protocol": "converged", **bench.summarize(recs, cfg, reps=100)}
+    lines = rep.section(data)
+    assert lines[0].startswith("**Warning: lowdim/p") and lines.index(lines[0]) < \
+        next(i for i, x in enumerate(lines) if x.startswith("| track"))
+    data["direct_monotone_in_k"] = {"lowdim/p": True}
+    assert not any("Warning" in x for x in rep.section(data))
