@@ -387,6 +387,11 @@ def record_path(split: str, quick: bool, ident: dict) -> Path:
     return RECORDS / (split + ("_quick" if quick else "")) / ident["track"] / ident["pair"] / name
 
 
+def work_dir(work: str | Path, split: str, quick: bool, track: str, pair: str) -> Path:
+    """Scratch folder of one (split, track, pair): data, VAEs, run folders (not committed)."""
+    return Path(work) / (split + ("_quick" if quick else "")) / track / pair
+
+
 def adaptation_set(cfg: BenchConfig, work: Path, new_arm: str, seed: int, k: int,
                    render: bool) -> Path:
     """K demos per task (+ held-out) of one training seed on the new arm; the K-subsets of one
@@ -394,13 +399,15 @@ def adaptation_set(cfg: BenchConfig, work: Path, new_arm: str, seed: int, k: int
     from ate_ros.core.data.episode_format import EMBODIMENT_FILE
     from ate_ros.core.sim.recording import record_dataset
 
-    full = work / f"ada_s{seed}"
     n = max(cfg.ks) + cfg.val_demos
+    full = work / f"ada_s{seed}_n{n}"  # the recording's size: quick and full sets never mix
     for i, task in enumerate(cfg.tasks):
         if not (full / task / "val").is_dir():
             record_dataset(new_arm, task, n, full / task, seed=data_seed(seed, i),
                            val_fraction=cfg.val_demos / n, render=render)
-    dst = work / f"ada_s{seed}_k{k}"
+    dst = work / f"ada_s{seed}_n{n}_k{k}"
+    if (dst / ".complete").is_file():  # main() builds the sets before its worker pool
+        return dst
     if dst.is_dir():
         shutil.rmtree(dst)
     for task in cfg.tasks:
@@ -410,6 +417,7 @@ def adaptation_set(cfg: BenchConfig, work: Path, new_arm: str, seed: int, k: int
             for f in files:
                 os.link(f, dst / split / f.name)
     shutil.copy(full / cfg.tasks[0] / EMBODIMENT_FILE, dst / EMBODIMENT_FILE)
+    (dst / ".complete").write_text("")
     return dst
 
 
@@ -473,7 +481,7 @@ def run_one(cfg_dict: dict, split: str, quick: bool, track: str, pair_name: str,
     from ate_ros.core.steer.guidance import GuidanceConfig
     from ate_ros.core.steer.trainer import FinetuneConfig, finetune_policy
 
-    wdir = Path(work) / split / track / pair_name
+    wdir = work_dir(work, split, quick, track, pair_name)
     s1 = stage1(cfg, wdir, pair)
     # Camera frames only for the image track (the low-dim policy reads the environment state).
     data = adaptation_set(cfg, wdir, pair.new, seed, k, render=track == "image")
@@ -660,7 +668,14 @@ def main(argv: list[str] | None = None) -> int:
         todo.sort(key=lambda j: (j[2], j[4], j[3]))
         # Stage 1 (and the pre-training data) once per (track, pair), before the pool.
         for t, pr in runnable:
-            stage1(cfg, Path(args.work) / args.split / t / pr, pair_of(t, pr))
+            stage1(cfg, work_dir(args.work, args.split, args.quick, t, pr), pair_of(t, pr))
+        # Stage 2 per (seed, K) before the pool too: the guided methods of one seed and K share
+        # it, and two workers must not write one folder.
+        for t, pr, k, s in sorted({(j[0], j[1], j[2], j[4]) for j in todo}):
+            wdir = work_dir(args.work, args.split, args.quick, t, pr)
+            data = adaptation_set(cfg, wdir, pair_of(t, pr).new, s, k, render=t == "image")
+            if any(method_guidance(j[3], cfg) for j in todo if j[:3] == (t, pr, k)):
+                stage2(cfg, wdir / "stage1", data, pair_of(t, pr).new, wdir / f"vae_s{s}_k{k}")
         if args.jobs <= 1:
             for j in todo:
                 run_one(cfg_dict, args.split, args.quick, *j, args.work, command, 2)
