@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))  # its config, evaluation and pooling
 
-import bench_adaptation as bench  # noqa: E402
+import adaptation_fixed_budget as bench  # noqa: E402
 
 from ate_ros.commands.arguments import csv_list  # noqa: E402
 

@@ -439,13 +439,10 @@ def _render_result(path: Path, dirty: set[str]) -> list[str]:
         data: Any = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         return [f"### {path.name}", "", f"Could not be read: {e}", ""]
-    if isinstance(data, dict) and isinstance(data.get("meta"), dict):  # benchmarks/result_meta
-        data = {**data, **data["meta"]}
-        data.pop("meta")
     script, variant = _script_for(path.stem)
-    # Newer results keep date, machine and command under "meta".
-    info = data.get("meta") if isinstance(data, dict) and isinstance(data.get("meta"),
-                                                                      dict) else data
+    # Newer results keep date, machine and command under "meta"; renderers read the file as is.
+    info = {**data, **data["meta"]} if isinstance(data, dict) and isinstance(
+        data.get("meta"), dict) else data
     cmd, note = _command(info, script, variant)
     date = info.get("date") if isinstance(info, dict) and info.get("date") else \
         _file_date(path, dirty)
@@ -453,7 +450,9 @@ def _render_result(path: Path, dirty: set[str]) -> list[str]:
            f"- date: {date}", f"- machine: {_machine(info)}",
            f"- reproduce: `{cmd}`" + (f" ({note})" if note else ""), ""]
     renderer: Callable[[Any], list[str]]
-    if isinstance(data, dict) and isinstance(data.get("table"), dict) and all(
+    if _adaptation_report().is_converged_result(data):
+        renderer = _adaptation_report().section
+    elif isinstance(data, dict) and isinstance(data.get("table"), dict) and all(
             isinstance(r, dict) and "success" in r for r in data["table"].values()):
         renderer = _adaptation
     elif isinstance(data, dict) and _is_row_list(data.get("rows")) and all(
@@ -519,80 +518,30 @@ def _own_arm_line(data: dict) -> str:
             "meaningful adaptation comparison needs.")
 
 
+def _adaptation_report() -> types.ModuleType:
+    """benchmarks/reporting/adaptation.py (the adaptation benchmark's own rendering), loaded
+    from its file: benchmarks/ is not an installed package."""
+    import importlib.util
+
+    name = "benchmarks_reporting_adaptation"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, ROOT / "benchmarks" / "reporting" / "adaptation.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def render_readme_block() -> str:
-    """The README's result block: own-arm success in one sentence and, per K, direct
-    fine-tuning, ATE and their paired difference from bench_adaptation.json."""
+    """The README's result block: own-arm success in one sentence and the adaptation report
+    run (benchmarks/reporting/adaptation.py)."""
     lines = [BLOCK_START, ""]
     own = RESULTS / "own_arm_success.json"
     if own.is_file():
         lines += [textwrap.fill(_own_arm_line(json.loads(own.read_text())), 99), ""]
-    bench = RESULTS / "bench_adaptation.json"
-    if bench.is_file():
-        data = json.loads(bench.read_text())
-        rows = list((data.get("table") or {}).values())
-        cfg = data.get("config") or {}
-        methods = [m for m in METHOD_LABELS if any(r.get("method") == m for r in rows)]
-        header = ["K"] + [f"{METHOD_LABELS[m]} [95% CI]" for m in methods]
-        header += [f"{METHOD_LABELS[m]} - direct [95% CI]" for m in methods if m != "direct"]
-        body = []
-        for k in sorted({r.get("k") for r in rows if r.get("method") in methods}):
-            by = {r["method"]: r for r in rows if r.get("k") == k}
-            row = [str(k)] + [f"{_pct(by[m]['success'])} {_ci(by[m].get('ci95'))}"
-                              if m in by else "" for m in methods]
-            for m in methods[1:]:
-                vs = (by.get(m) or {}).get("vs_direct")
-                row.append("" if not vs else f"{100 * vs['diff']:+.1f} pts "
-                           f"{_ci(vs.get('ci95'), signed=True)}"
-                           + (" (separates)" if vs.get("separates") else " (overlaps 0)"))
-            body.append(row)
-        verdicts = [_verdict(rows, m) for m in methods if m != "direct"]
-        lines += [textwrap.fill(
-            f"Adaptation to `sim_arm7` (`benchmarks/bench_adaptation.py`: "
-            f"{len(cfg.get('seeds', []))} seeds x {cfg.get('eval_episodes')} episodes x "
-            f"{len(cfg.get('tasks', []))} tasks per K, {cfg.get('steps')} fine-tuning steps; "
-            "differences paired by seed and episode):", 99), ""]
-        lines += _table(header, body)
-        lines += [textwrap.fill(" ".join(v for v in verdicts if v), 99), ""]
-    for name, what in README_VARIANTS.items():
-        path = RESULTS / f"{name}.json"
-        if path.is_file():
-            rows = list((json.loads(path.read_text()).get("table") or {}).values())
-            said = [_verdict(rows, m, with_diffs=True) for m in METHOD_LABELS if m != "direct"]
-            lines += [textwrap.fill(f"With {what} (`{name}`): " + " ".join(v for v in said if v),
-                                    99), ""]
-    if bench.is_file():
-        lines += ["![success vs fine-tuning steps](benchmarks/results/bench_adaptation.png)", ""]
+    lines += _adaptation_report().readme_block(RESULTS, lambda p: json.loads(p.read_text()))
     return "\n".join(lines + [BLOCK_END])
-
-
-README_VARIANTS = {"bench_adaptation_lam8": "lambda 8, chosen on development seeds"}
-"""Other evaluation-seed runs summarised in the README, by file stem."""
-
-
-METHOD_LABELS = {"direct": "direct", "ate": "ATE, paper's sign",
-                 "ate_classifier": "ATE, classifier sign"}
-"""bench_adaptation's methods as the README names them (docs/method.md: the guidance sign)."""
-
-
-def _verdict(rows: list[dict], method: str, with_diffs: bool = False) -> str:
-    """One sentence: at which K the method's paired difference to direct excludes zero
-    (``with_diffs``: each K with its difference in points)."""
-    diffs = sorted((r["k"], r["vs_direct"]) for r in rows
-                   if r.get("method") == method and r.get("vs_direct"))
-    if not diffs:
-        return ""
-
-    def ks(pick) -> list[str]:
-        return [f"{k} ({100 * v['diff']:+.1f} pts)" if with_diffs else str(k)
-                for k, v in diffs if pick(v["ci95"])]
-
-    better = ks(lambda ci: ci[0] > 0)
-    worse = ks(lambda ci: ci[1] < 0)
-    tied = ks(lambda ci: ci[0] <= 0 <= ci[1])
-    parts = ([f"better than direct fine-tuning at K={', '.join(better)}"] if better else [])
-    parts += [f"worse than direct fine-tuning at K={', '.join(worse)}"] if worse else []
-    parts += [f"no separable difference at K={', '.join(tied)}"] if tied else []
-    return f"{METHOD_LABELS[method]}: " + "; ".join(parts) + " (paired 95% intervals)."
 
 
 def render_readme() -> str:

@@ -11,10 +11,10 @@ from support.paths import ROOT
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_adaptation",
-                                                  ROOT / "benchmarks" / "bench_adaptation.py")
+    spec = importlib.util.spec_from_file_location(
+        "adaptation_fixed_budget", ROOT / "benchmarks" / "adaptation_fixed_budget.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_adaptation"] = mod  # dataclasses look their module up while defining
+    sys.modules["adaptation_fixed_budget"] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 

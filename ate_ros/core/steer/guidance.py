@@ -107,7 +107,14 @@ class GuidanceConfig:
                 "verbatim, the opposite sign, which lowered success in bench_adaptation; see "
                 "the module docstring"})
 
+    encoder_stage: int = field(default=2, metadata={
+        "help": "encoder the latent gradient goes through: 2, the aligned stage-2 encoder (ATE); "
+                "1, the stage-1 encoder applied to the new robot's chunks (ablation: steer "
+                "without align)", "choices": [1, 2]})
+
     def __post_init__(self) -> None:
+        if self.encoder_stage not in (1, 2):
+            raise ValueError(f"encoder_stage must be 1 or 2, got {self.encoder_stage}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if not np.isfinite(self.scale) or self.scale < 0:

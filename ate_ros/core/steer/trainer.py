@@ -127,8 +127,8 @@ def _param_groups(model: VLAPolicy, cfg: TrainConfig) -> list[dict]:
 def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | None,
            cfg: TrainConfig, device: torch.device, dist: DistributedContext, out: Path,
            guidance: LatentGuidance | None = None, meta: dict | None = None,
-           closed_loop: Callable[[VLAPolicy], dict[str, float] | None] | None = None
-           ) -> Path:
+           closed_loop: Callable[[VLAPolicy], dict[str, float] | None] | None = None,
+           on_eval: Callable[[int, VLAPolicy], bool] | None = None) -> Path:
     meta = dict(meta or {})
     model.to(device)
     ddp = dist.wrap(model)
@@ -159,6 +159,7 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
     running: dict[str, float] = {}
     stopper = EarlyStopping(cfg.patience)
     stopped_at: int | None = None
+    stopped_by_caller = False
 
     def evaluate(step: int) -> float | None:
         values = {}
@@ -204,10 +205,16 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
                 # Without --patience nothing is stopped or restored: no best copy to keep.
                 stop = (cfg.patience > 0 and value is not None
                         and stopper.update(value, done, ema.model))
+                if on_eval is not None and on_eval(done, ema.model):
+                    stop, stopped_by_caller = True, True
             else:
                 stop = False
             if dist.enabled:  # every rank stops together
                 stop = dist.all_reduce_mean(float(stop)) > 0.0
+            if stop and stopped_by_caller:
+                stopped_at = done
+                logger.info("stopped at step %d by the caller's rule", done)
+                break
             if stop:
                 stopped_at = done
                 logger.info("early stop at step %d: eval/action_mse did not improve for %d "
@@ -219,8 +226,8 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
             ema.model.save_pretrained(out, extra={"training": {**meta, "step": done}})
     if dist.is_main:
         final_step = stopped_at or cfg.steps
-        if stopped_at is not None:  # the saved policy is the best evaluated EMA weights
-            stopper.restore(ema.model)
+        if stopped_at is not None and not stopped_by_caller:
+            stopper.restore(ema.model)  # the saved policy is the best evaluated EMA weights
             summary.update({"early_stop_step": stopped_at, "best_step": stopper.best_at})
         summary.update({"steps": final_step, "guidance_skipped_nonfinite": skipped_guidance,
                         "nonfinite_loss_steps": optim.bad_steps})
@@ -315,8 +322,14 @@ def check_alignment(bundle, policy: VLAPolicy, embodiment: Embodiment) -> None:
         raise ValueError("alignment bundle reports latent_dim < 1")
 
 
-def finetune_policy(config: FinetuneConfig) -> Path:
-    """Fine-tune a pre-trained policy on adaptation data, with ATE guidance unless it is off."""
+def finetune_policy(config: FinetuneConfig,
+                    on_eval: Callable[[int, VLAPolicy], bool] | None = None) -> Path:
+    """Fine-tune a pre-trained policy on adaptation data, with ATE guidance unless it is off.
+
+    ``on_eval(step, ema_policy)`` runs after each evaluation (every ``eval_every`` steps); it
+    returning True ends training there and saves the weights of that step (a caller's own
+    stopping rule, e.g. ``benchmarks/bench_adaptation.py``'s validation-rollout plateau).
+    """
     config.validate()
     device = select_device(config.device)
     dist = DistributedContext(device)
@@ -359,14 +372,16 @@ def finetune_policy(config: FinetuneConfig) -> Path:
         bundle = load_alignment(config.vae, device=device)
         check_alignment(bundle, model, emb)
         model.to(device)
-        guidance = LatentGuidance(encoder_from_bundle(bundle), pcfg.parameterization,
+        stage = config.guidance.encoder_stage
+        guidance = LatentGuidance(encoder_from_bundle(bundle, stage), pcfg.parameterization,
                                   config.guidance, mask=emb.mask,
                                   to_encoder=model.unnormalize_action,
                                   horizon=int(bundle.chunk_size))
         probe = train_ds.get_batch(np.arange(min(4, len(train_ds))))[ACTION]
-        mu = bundle.encode(probe[:, :int(bundle.chunk_size)].to(device), stage=2)[0]
+        mu = bundle.encode(probe[:, :int(bundle.chunk_size)].to(device), stage=stage)[0]
         if not torch.isfinite(mu).all():
-            raise ValueError(f"{config.vae}: the stage-2 encoder gives NaN/inf on this data")
+            raise ValueError(f"{config.vae}: the stage-{stage} encoder gives NaN/inf on this "
+                             "data")
         meta["vae"] = str(config.vae)
     if config.guidance.enabled:
         logger.info("fine-tuning with ATE guidance (%s, lambda=%g, clamp=%g)",
@@ -381,7 +396,8 @@ def finetune_policy(config: FinetuneConfig) -> Path:
                                 config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    return _train(model, train_ds, val_ds, config, device, dist, out, guidance, meta, closed)
+    return _train(model, train_ds, val_ds, config, device, dist, out, guidance, meta, closed,
+                  on_eval)
 
 
 def _merge_stats(model: VLAPolicy, state: NormStats, action: NormStats, slots: np.ndarray

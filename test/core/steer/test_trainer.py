@@ -102,6 +102,34 @@ def test_steer_resume_continues(world):
     assert state["step"] == 4 and m["summary"]["steps"] == 4
 
 
+def test_caller_stopping_rule_and_stage1_guidance(world):
+    """finetune_policy's on_eval hook sees every evaluation and ends training when it says so
+    (the weights of that step are saved, not an earlier best); guidance through the stage-1
+    encoder (bench_adaptation's ate_stage1) trains as stage 2 does."""
+    from ate_ros.core.steer.guidance import GuidanceConfig
+
+    seen = []
+
+    def on_eval(step, policy):
+        seen.append((step, policy.training))
+        return step == 4
+
+    out = world["root"] / "ft_hook"
+    finetune_policy(FinetuneConfig(
+        data=[str(world["ada"])], out=str(out), policy_path=str(world["pol"]),
+        vae=str(world["vae"]), batch_size=8, steps=10, eval_every=2, save_every=100, log_every=2,
+        show_progress=False, eval_samples=4, guidance=GuidanceConfig(encoder_stage=1)),
+        on_eval=on_eval)
+    assert [s for s, _ in seen] == [2, 4]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["summary"]["steps"] == 4 and "best_step" not in m["summary"]
+    assert m["history"]["train/guidance/applied"][0][1] > 0
+    assert json.loads((out / "config.json").read_text())["training"]["guidance"][
+        "encoder_stage"] == 1
+    with pytest.raises(ValueError, match="encoder_stage"):
+        GuidanceConfig(encoder_stage=3)
+
+
 def test_steer_bad_inputs_fail_before_training(world, capsys):
     common = ["steer", "--policy", str(world["pol"]), "--out", str(world["root"] / "bad"),
               "--steps", "2", "--no-progress"]
