@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ate_ros.commands.arguments import csv_list
+from ate_ros.commands.arguments import add_overwrite_argument, csv_list, error, interrupted
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float) -> None:
@@ -25,7 +25,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float)
     parser.add_argument("--eval-samples", type=int, default=64,
                         help="val frames used for the action MSE")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from <out>/checkpoint if it exists")
+                        help="carry on from the checkpoint of an interrupted run in "
+                             "<out>.resume/ (or train a finished <out> for more --steps); "
+                             "the settings and data must be those it was written with")
+    add_overwrite_argument(parser)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
@@ -43,7 +46,8 @@ def common_config(args: argparse.Namespace) -> dict:
     return dict(data=args.data, out=args.out, embodiments=args.embodiments, steps=args.steps,
                 batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                 save_every=args.save_every, log_every=args.log_every,
-                eval_samples=args.eval_samples, resume=args.resume, device=args.device,
+                eval_samples=args.eval_samples, resume=args.resume,
+                overwrite=args.overwrite, device=args.device,
                 seed=args.seed, amp=not args.no_amp, show_progress=not args.no_progress,
                 max_episodes=args.max_episodes, vision_lr_scale=args.vision_lr_scale,
                 patience=args.patience)
@@ -112,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.steer.policies import VLAConfig
     from ate_ros.core.steer.trainer import PretrainConfig, format_summary, pretrain_policy
     from ate_ros.core.training.files import CheckpointError
+    from ate_ros.core.training.output_guard import resume_dir
 
     try:
         low_dim = "low_dim" in args.observation
@@ -132,10 +137,11 @@ def run(args: argparse.Namespace) -> int:
                            text_encoder=args.text_encoder)
         out = pretrain_policy(PretrainConfig(policy=policy, vision_init=args.vision_init,
                                              **common_config(args)))
+    except KeyboardInterrupt:
+        return interrupted("pretrain", args, resume_dir(args.out))
     except (ValueError, FileNotFoundError, PolicyDatasetError, EmbodimentError,
             CheckpointError) as exc:
-        print(f"ate-ros pretrain: error: {exc}")
-        return 2
+        return error("pretrain", exc)
     print(f"policy written to {out}")
     print(format_summary(out))
     return 0
