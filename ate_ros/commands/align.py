@@ -20,9 +20,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ate_ros.commands.arguments import csv_list
+from ate_ros.commands.arguments import add_overwrite_argument, csv_list, error, interrupted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,15 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="carry on from the checkpoints an interrupted run with the same "
                              "settings left in <out>.resume/ (without it, a run refuses to "
                              "start while they are there)")
+    add_overwrite_argument(parser)
     parser.add_argument("--checkpoint-every", type=int, default=1,
                         help="epochs between those checkpoints")
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
+
     from ate_ros.core.align import AlignConfig, StageConfig, format_report, train_alignment
     from ate_ros.core.align.resume import resume_dir
     from ate_ros.core.lerobot_compat import LeRobotUnavailable
     from ate_ros.core.training.files import CheckpointError, read_json
+    from ate_ros.core.training.output_guard import check_output
 
     def stage(epochs: int) -> StageConfig:
         return StageConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
@@ -94,17 +97,19 @@ def run(args: argparse.Namespace) -> int:
             covariance=args.covariance, key=args.key, short=args.short, device=args.device,
             seed=args.seed, plots=not args.no_plots, progress=not args.no_progress,
             resume=args.resume, checkpoint_every=args.checkpoint_every)
+        # An align output is only ever replaced by --overwrite; --resume carries on from
+        # <out>.resume/, never from a finished output.
+        check_output(args.out, inputs=[*args.pretrain, *args.embodiment_pre, args.adapt,
+                                       args.embodiment_ada, args.stage1],
+                     overwrite=args.overwrite, resume=args.resume)
+        if args.overwrite and not args.resume:
+            shutil.rmtree(resume_dir(args.out), ignore_errors=True)
         out = train_alignment(cfg)
     except KeyboardInterrupt:
-        saved = resume_dir(args.out)
-        hint = (f"; checkpoints are in {saved}: run the same command with --resume to carry on"
-                if saved.is_dir() else "")
-        print(f"ate-ros align: interrupted{hint}", file=sys.stderr)
-        return 130
+        return interrupted("align", args, resume_dir(args.out))
     except (ValueError, FileExistsError, CheckpointError, LeRobotUnavailable) as exc:
         # EpisodeFormatError/EmbodimentError/ChunkDataError are ValueErrors naming the file.
-        print(f"ate-ros align: error: {exc}", file=sys.stderr)
-        return 2
+        return error("align", exc)
     metrics = read_json(out / "metrics.json")["summary"] if (out / "metrics.json").exists() \
         else {}
     if metrics.get("quality"):

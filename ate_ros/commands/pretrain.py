@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-from ate_ros.commands.arguments import add_dataclass_options, csv_list, dataclass_kwargs
+from ate_ros.commands.arguments import (
+    add_dataclass_options,
+    add_overwrite_argument,
+    csv_list,
+    dataclass_kwargs,
+    error,
+    interrupted,
+)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float) -> None:
-    """Options shared with ``ate-ros steer``: the fields of ``TrainConfig``."""
+    """Options shared with ``ate-ros steer``: the fields of ``TrainConfig``, and --overwrite."""
     from ate_ros.core.training.config import TrainConfig
 
     add_dataclass_options(parser, TrainConfig, defaults={"steps": steps, "lr": lr})
+    add_overwrite_argument(parser)
 
 
 def common_config(args: argparse.Namespace) -> dict:
     """The ``TrainConfig`` arguments of the parsed options."""
     from ate_ros.core.training.config import TrainConfig
 
-    return dataclass_kwargs(TrainConfig, args)
+    return {**dataclass_kwargs(TrainConfig, args), "overwrite": args.overwrite}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.steer.policies import VLAConfig
     from ate_ros.core.steer.trainer import PretrainConfig, format_summary, pretrain_policy
     from ate_ros.core.training.files import CheckpointError
+    from ate_ros.core.training.output_guard import resume_dir
 
     try:
         low_dim = "low_dim" in args.observation
@@ -104,10 +113,11 @@ def run(args: argparse.Namespace) -> int:
                            text_encoder=args.text_encoder)
         out = pretrain_policy(PretrainConfig(policy=policy, vision_init=args.vision_init,
                                              **common_config(args)))
+    except KeyboardInterrupt:
+        return interrupted("pretrain", args, resume_dir(args.out))
     except (ValueError, FileNotFoundError, PolicyDatasetError, EmbodimentError,
             CheckpointError) as exc:
-        print(f"ate-ros pretrain: error: {exc}")
-        return 2
+        return error("pretrain", exc)
     print(f"policy written to {out}")
     print(format_summary(out))
     return 0

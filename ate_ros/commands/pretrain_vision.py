@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ate_ros.commands.arguments import csv_list
+from ate_ros.commands.arguments import add_overwrite_argument, csv_list, error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-pool", default="keypoints", choices=("avg", "max", "keypoints"))
     parser.add_argument("--vision-grid", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    add_overwrite_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     import numpy as np
 
     from ate_ros.core.embodiment import EmbodimentError
@@ -39,8 +42,17 @@ def run(args: argparse.Namespace) -> int:
         pretrain_image_encoder,
         save_vision_encoder,
     )
+    from ate_ros.core.training.files import atomic_output_dir
+    from ate_ros.core.training.output_guard import check_output
 
     try:
+        for name in ("frames", "steps", "batch_size"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
+                                 f"{getattr(args, name)}")
+        if not args.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {args.lr}")
+        check_output(args.out, overwrite=args.overwrite)
         cfg = VLAConfig(image_size=args.image_size, d_model=args.d_model,
                         vision_pool=args.vision_pool, vision_grid=args.vision_grid)
         spec = VisionEncoderSpec.from_policy_config(cfg)
@@ -53,13 +65,18 @@ def run(args: argparse.Namespace) -> int:
         encoder, metrics = pretrain_image_encoder(
             spec, frames.images, frames.labels, label_weights(frames.labels), steps=args.steps,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    except KeyboardInterrupt:
+        print("ate-ros pretrain-vision: interrupted; nothing was written (it keeps no "
+              "checkpoints: run the same command again)", file=sys.stderr)
+        return 130
     except (ValueError, EmbodimentError) as exc:
-        print(f"ate-ros pretrain-vision: error: {exc}")
-        return 2
+        return error("pretrain-vision", exc)
     metrics["label_names"] = list(LABEL_NAMES)
     metrics["embodiments"] = list(args.embodiments)
     metrics["tasks"] = list(args.tasks)
-    out = save_vision_encoder(args.out, encoder, spec, metrics)
+    with atomic_output_dir(args.out) as tmp:
+        save_vision_encoder(tmp, encoder, spec, metrics)
+    out = args.out
     rmse = dict(zip(LABEL_NAMES, metrics["val_rmse"]))
     print(f"vision encoder written to {out}")
     print("held-out position error (RMSE, cm):")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ate_ros.commands.arguments import error, interrupted
 from ate_ros.commands.pretrain import add_common_arguments, common_config
 
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.steer.guidance import GuidanceConfig
     from ate_ros.core.steer.trainer import FinetuneConfig, finetune_policy, format_summary
     from ate_ros.core.training.files import CheckpointError
+    from ate_ros.core.training.output_guard import resume_dir
 
     try:
         guidance = GuidanceConfig(enabled=args.guidance == "on", scale=args.lambda_,
@@ -50,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
                              refit_stats=args.refit_stats, eval_task=args.eval_task,
                              eval_episodes=args.eval_episodes, **common_config(args))
         out = finetune_policy(cfg)
-    except (ValueError, PolicyDatasetError, EmbodimentError, CheckpointError) as exc:
-        print(f"ate-ros steer: error: {exc}")
-        return 2
+    except KeyboardInterrupt:
+        return interrupted("steer", args, resume_dir(args.out))
+    except (ValueError, FileNotFoundError, PolicyDatasetError, EmbodimentError,
+            CheckpointError) as exc:
+        return error("steer", exc)
     print(f"policy written to {out}")
     print(format_summary(out))
     return 0
@@ -67,8 +71,7 @@ def run_lerobot(args: argparse.Namespace) -> int:
     from ate_ros.core.training.runtime import select_device
 
     if len(args.data) != 1:
-        print("ate-ros steer: error: a LeRobot policy fine-tunes on one --data folder")
-        return 2
+        return error("steer", "a LeRobot policy fine-tunes on one --data folder")
     try:
         guidance = GuidanceConfig(enabled=args.guidance == "on", scale=args.lambda_,
                                   clamp=args.clamp, clamp_mode=args.clamp_mode,
@@ -80,7 +83,6 @@ def run_lerobot(args: argparse.Namespace) -> int:
             log_every=args.log_every)
         out = finetune_lerobot_policy(cfg)
     except (ValueError, FileNotFoundError, LeRobotUnavailable, CheckpointError) as exc:
-        print(f"ate-ros steer: error: {exc}")
-        return 2
+        return error("steer", exc)
     print(f"LeRobot policy written to {out}")
     return 0

@@ -279,12 +279,19 @@ class Embodiment:
         path = Path(path)
         if not path.is_file():
             raise EmbodimentError(f"embodiment file not found: {path}")
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError) as exc:
+            raise EmbodimentError(f"{path}: not a readable YAML file ({exc})") from exc
         try:
             emb = cls.from_dict(data)
         except EmbodimentError as exc:
             raise EmbodimentError(f"{path}: {exc}") from exc
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # A field of the wrong type or shape (a string for a limit, a list for a joint).
+            raise EmbodimentError(f"{path}: a field has the wrong type or shape ({exc})"
+                                  ) from exc
         if emb.urdf and not Path(emb.urdf).is_absolute():
             emb.urdf = str((path.parent / emb.urdf).resolve())
         return emb

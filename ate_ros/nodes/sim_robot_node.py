@@ -431,12 +431,17 @@ class SimRobotNode(Node):
                 "started": self.started, "lockstep_timeouts": self.lockstep_waits}
 
     def stop(self) -> None:
-        """Stop the simulation thread (idempotent)."""
-        self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10.0)
+        """Stop the simulation thread (idempotent; also after a constructor that failed part
+        way, so its clean-up never hides the constructor's own error)."""
+        stop, cv, thread = (getattr(self, n, None) for n in ("_stop", "_cv", "_thread"))
+        if stop is not None:
+            stop.set()
+        if cv is not None:
+            with cv:
+                cv.notify_all()
+        if (thread is not None and thread.is_alive()
+                and thread is not threading.current_thread()):
+            thread.join(timeout=10.0)
 
     def destroy_node(self) -> None:
         self.stop()

@@ -29,24 +29,18 @@ import torch
 
 from ate_ros.core.training.files import CheckpointError, read_json, write_json
 from ate_ros.core.training.loop import EarlyStopping, Optimization
+from ate_ros.core.training.output_guard import RESUME_SUFFIX, resume_dir
 
 __all__ = ["RESUME_SUFFIX", "AlignCheckpoints", "StageProgress", "resume_dir"]
 
 logger = logging.getLogger(__name__)
 
-RESUME_SUFFIX = ".resume"
 SETTINGS_FILE = "align_config.json"
 NOT_COMPARED = ("resume", "checkpoint_every", "device", "progress", "plots", "tensorboard")
 """Settings a resumed run may change: where and how it runs, not what it computes."""
 
 _GENERATOR = "generator"
 _BEST = "best."
-
-
-def resume_dir(out: str | Path) -> Path:
-    """Where the checkpoints of the run writing ``out`` live."""
-    out = Path(out)
-    return out.with_name(out.name + RESUME_SUFFIX)
 
 
 @dataclass

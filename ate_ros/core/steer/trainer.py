@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,8 +28,15 @@ from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance, encoder_
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.steer.policies.modeling_vla import ACTION, OBS_MASK, VLAPolicy
 from ate_ros.core.training.config import TrainConfig
-from ate_ros.core.training.files import CheckpointError, read_json
+from ate_ros.core.training.files import CheckpointError, follow_umask, read_json, write_json
 from ate_ros.core.training.loop import EarlyStopping, Optimization
+from ate_ros.core.training.output_guard import (
+    check_output,
+    data_fingerprint,
+    differing_settings,
+    publish,
+    resume_dir,
+)
 from ate_ros.core.training.runtime import (
     DistributedContext,
     RunLogger,
@@ -40,6 +48,13 @@ from ate_ros.core.training.runtime import (
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
+RUN_FILE = "run.json"
+"""The settings and data fingerprint a run was started with (in its output and checkpoints)."""
+NOT_COMPARED = ("resume", "overwrite", "show_progress", "device", "steps", "log_every",
+                "eval_every", "save_every", "eval_samples", "eval_episodes", "eval_task")
+"""Settings a resumed run may change: where it runs, what it reports and for how long it goes on
+(a larger ``steps`` continues a finished run; only the same ``steps`` and ``patience`` 0 give the
+weights of an uninterrupted run, since the cosine schedule spans ``steps``)."""
 
 
 @dataclass
@@ -128,7 +143,9 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
            cfg: TrainConfig, device: torch.device, dist: DistributedContext, out: Path,
            guidance: LatentGuidance | None = None, meta: dict | None = None,
            closed_loop: Callable[[VLAPolicy], dict[str, float] | None] | None = None,
-           on_eval: Callable[[int, VLAPolicy], bool] | None = None) -> Path:
+           on_eval: Callable[[int, VLAPolicy], bool] | None = None,
+           final: Path | None = None) -> Path:
+    """Train in ``out``; when ``final`` is given, ``out`` is renamed to it at the end."""
     meta = dict(meta or {})
     model.to(device)
     ddp = dist.wrap(model)
@@ -151,8 +168,11 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
         if start and old.is_file():
             for k, v in read_json(old).get("history", {}).items():
                 log.history[k] = [tuple(p) for p in v if p[0] <= start]
-    batches = batch_iterator(train_ds, cfg.batch_size, cfg.seed + start, dist.rank,
-                             dist.world_size)
+    # The same batch order as a run never interrupted: skip what the first ``start`` steps took
+    # (indices only, nothing is loaded).
+    batches = batch_iterator(train_ds, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
+    for _ in range(start):
+        next(batches)
     summary: dict = {"train_frames": len(train_ds), "val_frames": len(val_ds) if val_ds else 0,
                      "world_size": dist.world_size, **meta}
     skipped_guidance, t0 = 0, time.perf_counter()
@@ -238,8 +258,66 @@ def _train(model: VLAPolicy, train_ds: PolicyDataset, val_ds: PolicyDataset | No
         ema.model.save_pretrained(out, extra={"training": {**meta, "step": final_step}})
         log.write_metrics(summary)
     log.close()
+    if dist.is_main and final is not None:
+        publish(out, final)
     dist.barrier()
-    return out
+    return final or out
+
+
+def _claim_output(cfg: TrainConfig, inputs: list, dist: DistributedContext) -> Path:
+    """Check ``cfg.out`` and the checkpoints to resume from; returns the folder to work in.
+
+    The run works in ``<out>.resume/`` (checkpoints, metrics, the policy saved so far) and
+    :func:`_train` renames it to ``out`` when it ends, so ``out`` only ever holds a finished
+    policy. ``--resume`` carries on from that folder, or from the checkpoint a finished ``out``
+    keeps (to train it for more ``--steps``), after checking that the settings and the data are
+    those it was written with. Nothing is created before every check passed.
+
+    Raises:
+        OutputError: ``out`` must not be written (:func:`check_output`).
+        CheckpointError: What ``--resume`` would carry on from does not match this run, or is
+            already at ``cfg.steps``.
+    """
+    out, work = Path(cfg.out), resume_dir(cfg.out)
+    source = next((f for f in (work, out) if Optimization.has_checkpoint(f / CHECKPOINT_DIR)),
+                  None)
+    check_output(out, inputs=inputs, overwrite=cfg.overwrite, resume=cfg.resume,
+                 resumable=source is out, checkpoints=source is work)
+    settings = {k: v for k, v in _config_dict(cfg).items() if k not in NOT_COMPARED}
+    record = {"settings": settings, "data": data_fingerprint(cfg.data)}
+    if cfg.resume and source is not None:
+        saved_file = source / RUN_FILE
+        if not saved_file.is_file():
+            raise CheckpointError(f"cannot resume from {source}: it does not record the "
+                                  "settings it was trained with; pass --overwrite to start over")
+        saved = read_json(saved_file)
+        differ = differing_settings(saved.get("settings", {}), settings, NOT_COMPARED)
+        if differ:
+            raise CheckpointError(
+                f"cannot resume from {source}: it was written with other settings ("
+                + "; ".join(differ[:6]) + "). Run with the same settings, or pass --overwrite "
+                "to start over")
+        if saved.get("data") != record["data"]:
+            raise CheckpointError(f"cannot resume from {source}: the data in "
+                                  f"{', '.join(map(str, cfg.data))} changed since it was "
+                                  "written; pass --overwrite to start over")
+        step = int(Optimization.read_state(source / CHECKPOINT_DIR)["step"])
+        if cfg.steps <= step:
+            raise CheckpointError(f"{source} is already at step {step}; --steps {cfg.steps} "
+                                  "would train nothing (nothing was written). Pass a larger "
+                                  "--steps to train it further")
+    elif cfg.resume:
+        logger.info("--resume: no checkpoint for %s; starting from step 0", out)
+    if dist.is_main:
+        if work.exists() and (source is not work or not cfg.resume):
+            shutil.rmtree(work)  # stale: no checkpoint, or --overwrite
+        if cfg.resume and source is out:
+            shutil.copytree(out, work)  # ``out`` stays whole until the rename
+        work.mkdir(parents=True, exist_ok=True)
+        follow_umask(work, folder=True)
+        write_json(work / RUN_FILE, record)
+    dist.barrier()  # every rank has checked before rank 0 created anything
+    return work
 
 
 def _config_dict(cfg) -> dict:
@@ -257,6 +335,8 @@ def pretrain_policy(config: PretrainConfig) -> Path:
     config.validate()
     device = select_device(config.device)
     dist = DistributedContext(device)
+    work = _claim_output(config, [*config.data, *(config.embodiments or []),
+                                  config.vision_init], dist)
     seed_everything(config.seed + dist.rank)
     pcfg = config.policy
     from ate_ros.core.steer.policies.text_encoder import embed_instructions
@@ -282,11 +362,10 @@ def pretrain_policy(config: PretrainConfig) -> Path:
                     config.vision_init, vmeta.get("metrics", {}).get("val_pos_rmse", float("nan")))
     meta = {"stage": "pretrain", "stats_slots": np.flatnonzero(train_ds.mask_union).tolist(),
             "config": _config_dict(config)}
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     logger.info("pre-training %s policy (%d parameters) on %s", pcfg.head,
                 sum(p.numel() for p in model.parameters()), pcfg.embodiment_names)
-    return _train(model, train_ds, val_ds, config, device, dist, out, None, meta)
+    return _train(model, train_ds, val_ds, config, device, dist, work, None, meta,
+                  final=Path(config.out))
 
 
 def _dataset(data, split: str, pcfg: VLAConfig, embodiments, embed,
@@ -333,6 +412,8 @@ def finetune_policy(config: FinetuneConfig,
     config.validate()
     device = select_device(config.device)
     dist = DistributedContext(device)
+    work = _claim_output(config, [*config.data, *(config.embodiments or []), config.policy_path,
+                                  config.vae if config.guidance.enabled else None], dist)
     seed_everything(config.seed + dist.rank)
     model = VLAPolicy.from_pretrained(config.policy_path, device="cpu")
     model.train()
@@ -394,10 +475,8 @@ def finetune_policy(config: FinetuneConfig,
         def closed(policy):
             return _closed_loop(policy, emb, config.eval_task, config.eval_episodes,
                                 config.seed)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    return _train(model, train_ds, val_ds, config, device, dist, out, guidance, meta, closed,
-                  on_eval)
+    return _train(model, train_ds, val_ds, config, device, dist, work, guidance, meta, closed,
+                  on_eval, final=Path(config.out))
 
 
 def _merge_stats(model: VLAPolicy, state: NormStats, action: NormStats, slots: np.ndarray

@@ -34,7 +34,12 @@ class TrainConfig:
     eval_samples: int = field(default=64, metadata={"help": "val frames used for the action MSE"})
     eval_num_steps: int | None = field(default=None, metadata={"cli": False})
     resume: bool = field(default=False, metadata={
-        "help": "continue from <out>/checkpoint if it exists"})
+        "help": "carry on from the checkpoint of an interrupted run in <out>.resume/ (or "
+                "train a finished <out> for more --steps); the settings and data must be "
+                "those it was written with"})
+    overwrite: bool = field(default=False, metadata={"cli": False})
+    """Replace what ``out`` holds and discard an interrupted run's checkpoints (the commands'
+    ``--overwrite``, :func:`ate_ros.commands.arguments.add_overwrite_argument`)."""
     amp: bool = field(default=True, metadata={"help_off": "disable bf16 autocast on CUDA"})
     show_progress: bool = field(default=True, metadata={"flag": "--no-progress"})
     max_episodes: int | None = field(default=None, metadata={

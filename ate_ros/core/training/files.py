@@ -27,6 +27,27 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, not safetensors/JSON, or does not match its config."""
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path, folder: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0644/0755 under umask 022).
+
+    ``tempfile.mkdtemp`` makes 0700 folders and safetensors writes 0600 files whatever the
+    umask; a ROS node running as another user must still be able to read a trained policy.
+    """
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 def write_json(path: str | Path, data: Any) -> None:
     """Atomic JSON write (temp file + rename)."""
@@ -70,6 +91,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()},
               str(tmp), metadata=metadata)
+    follow_umask(tmp)
     os.replace(tmp, path)
 
 
@@ -116,6 +138,7 @@ def atomic_output_dir(final: str | Path, overwrite: bool = True) -> Iterator[Pat
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} exists; pass overwrite=True (or --overwrite)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    follow_umask(tmp, folder=True)
     try:
         yield tmp
     except BaseException:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ate_ros.core.training.files import (
@@ -163,8 +165,17 @@ class Optimization:
                 save_tensors(tmp / "ema.safetensors", self.ema.model.state_dict())
             opt_t, opt_meta = _optimizer_tensors(self.optimizer)
             save_tensors(tmp / "optimizer.safetensors", opt_t)
-            save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
+            np_state = np.random.get_state()
+            save_tensors(tmp / "rng.safetensors", {
+                "torch": torch.get_rng_state(),
+                "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+                **({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+                   if torch.cuda.is_initialized() else {})})
+            py_version, py_state, py_gauss = random.getstate()
             write_json(tmp / STATE_FILE, {
+                "rng": {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]),
+                                  float(np_state[4])],
+                        "python": [py_version, list(py_state), py_gauss]},
                 "step": int(step), "ema_steps": self.ema.steps if self.ema else 0,
                 "bad_steps": self.bad_steps, "scheduler": self.scheduler.state_dict(),
                 "optimizer": opt_meta, **(extra or {})})
@@ -200,7 +211,18 @@ class Optimization:
                         state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.bad_steps = int(state.get("bad_steps", 0))
-        torch.set_rng_state(load_tensors(ck / "rng.safetensors")["torch"])
+        rng = load_tensors(ck / "rng.safetensors")
+        torch.set_rng_state(rng["torch"])
+        cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda.")]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        saved = state.get("rng")  # checkpoints written before numpy/python states were kept
+        if saved and "numpy" in rng:
+            name, pos, has_gauss, gauss = saved["numpy"]
+            np.random.set_state((name, rng["numpy"].numpy().astype(np.uint32), pos, has_gauss,
+                                 gauss))
+            version, py_state, py_gauss = saved["python"]
+            random.setstate((version, tuple(py_state), py_gauss))
         return int(state["step"])
 
 

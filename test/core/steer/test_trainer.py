@@ -135,16 +135,16 @@ def test_steer_bad_inputs_fail_before_training(world, capsys):
               "--steps", "2", "--no-progress"]
     # guidance without a VAE
     assert main(common + ["--data", str(world["ada"])]) == 2
-    assert "--vae" in capsys.readouterr().out
+    assert "--vae" in capsys.readouterr().err
     # VAE aligned on another robot (mask mismatch)
     other = write_toy_dataset(world["root"] / "other", _emb("oth2", [0, 11], 1.0), episodes=2,
                               length=12, image_size=16)
     assert main(common + ["--data", str(other), "--vae", str(world["vae"])]) == 2
-    assert "does not match embodiment" in capsys.readouterr().out
+    assert "does not match embodiment" in capsys.readouterr().err
     # VAE chunk longer than the policy chunk
     long_vae = _align(world["root"], world["pre"], world["ada"], world["root"] / "vae8", chunk=8)
     assert main(common + ["--data", str(world["ada"]), "--vae", str(long_vae)]) == 2
-    assert "exceeds the policy chunk" in capsys.readouterr().out
+    assert "exceeds the policy chunk" in capsys.readouterr().err
     # not a VAE / not a policy
     assert main(common + ["--data", str(world["ada"]), "--vae", str(world["pol"])]) != 0
     assert main(["steer", "--policy", str(world["vae"]), "--data", str(world["ada"]), "--out",
