@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures_bags import BagPlan, toy_embodiment, write_bag
+from support.fixtures_bags import BagPlan, toy_embodiment, write_bag
+from support.paths import ROOT
 
 from ate_ros.core.data.convert import (
     STATUS_FAILED,
@@ -41,7 +39,7 @@ BAD = {"empty.mcap": "cannot open bag", "truncated": "truncated or corrupt"}
 def ray_cluster():
     """A local Ray instance with 2 CPUs (2 workers) for the module; quiet, no dashboard."""
     # Workers import ate_ros from this checkout, as the test process does.
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(ROOT)
     path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})

@@ -7,11 +7,9 @@ import importlib.util
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 
 
 @pytest.fixture(scope="module")
