@@ -93,4 +93,4 @@ def test_steer_lerobot_from_our_episode_format(world):
 def test_steer_lerobot_refuses_guidance_without_vae(world, capsys):
     rc = main(["steer", "--policy", f"lerobot:{world['base']}", "--data", str(world["lr_data"]),
                "--out", str(world["root"] / "x"), "--steps", "1", "--guidance", "on"])
-    assert rc == 2 and "--vae" in capsys.readouterr().out
+    assert rc == 2 and "--vae" in capsys.readouterr().err

@@ -163,4 +163,4 @@ def test_cli_pretrain_vision_then_pretrain_from_it(tmp_path, capsys):
     # An encoder of another width is refused before training.
     rc = main(["pretrain", "--out", str(tmp_path / "pol2"), "--d-model", "64", *flags])
     assert rc == 2
-    assert "does not match" in capsys.readouterr().out
+    assert "does not match" in capsys.readouterr().err
