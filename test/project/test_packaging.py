@@ -77,7 +77,8 @@ def test_generated_interfaces_import() -> None:
     assert fields == {"header": "std_msgs/Header", "embodiment": "string",
                       "model_id": "string", "joint_names": "sequence<string>", "dt": "double",
                       "positions": "sequence<double>", "inference_latency": "float",
-                      "ood_score": "float", "samples": "sequence<double>"}
+                      "ood_score": "float", "samples": "sequence<double>",
+                      "takeover_index": "uint32"}
     assert "images" in Observation.get_fields_and_field_types()
     assert ExecuteChunk.Result.CANCELED != ExecuteChunk.Result.SUCCEEDED
     assert "max_duration" in RunPolicy.Goal.get_fields_and_field_types()
