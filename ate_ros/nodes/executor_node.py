@@ -153,6 +153,26 @@ class ExecutorNode(LifecycleNode):
         """The core's :class:`~ate_ros.core.execution.ChunkScheduler` (None unconfigured)."""
         return None if self.core is None else self.core.scheduler
 
+    # ----- in-process lock-step (ate_ros.core.sim.stepping.InProcessExecutor) -----------------
+    def needs_chunk(self, now: float) -> bool:
+        """Whether the scheduler runs low at ``now`` (False while unconfigured)."""
+        with self._lock:
+            sched = self.scheduler
+            return sched is not None and sched.needs_chunk(now)
+
+    def chunks_handled(self) -> int:
+        """Chunks the scheduler accepted or rejected so far (0 while unconfigured)."""
+        sched = self.scheduler  # counters only: read without the lock (polled)
+        return 0 if sched is None else sched.stats.accepted + sched.stats.rejected_total
+
+    def command_state(self) -> tuple[int, bool]:
+        """Commands sent so far, and whether the executor holds at rest (sends nothing new)."""
+        with self._lock:
+            sched = self.scheduler
+            if sched is None:
+                return 0, True
+            return sched.stats.commands, sched.holding and not sched.moving
+
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 

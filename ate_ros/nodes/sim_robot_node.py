@@ -214,6 +214,13 @@ class SimRobotNode(Node):
         self._started.set()
         self.get_logger().info(f"episode started (seed {self.config.seed})")
 
+    def couple_executor(self, executor) -> None:
+        """Lock-step in one process: ask ``executor`` (``needs_chunk``, ``chunks_handled``,
+        ``command_state``) when it wants a chunk and whether it has taken it."""
+        self.needs_observation = executor.needs_chunk
+        self.chunk_handled = executor.chunks_handled
+        self.executor_state = executor.command_state
+
     def pause(self) -> None:
         """Stop advancing simulated time (the episode is over for this node)."""
         self._paused.set()

@@ -230,11 +230,11 @@ def test_low_dim_policy_closes_the_loop(tmp_path):
     pytest.importorskip("mujoco")
     import torch
 
-    from ate_ros.commands.run import bring_up, build_graph, start_simulation
     from ate_ros.core.embodiment import UNIFIED_DIM
     from ate_ros.core.normalization import NormStats
     from ate_ros.core.sim.object_labels import ENV_STATE_DIM
     from ate_ros.core.steer.policies import VLAConfig, VLAPolicy
+    from ate_ros.nodes.graph import bring_up, build_graph, start_simulation
     from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
     torch.manual_seed(0)

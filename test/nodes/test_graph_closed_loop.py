@@ -33,7 +33,7 @@ def args(**kw):
 
 @pytest.fixture
 def graph():
-    from ate_ros.commands.run import bring_up, build_graph, start_simulation
+    from ate_ros.nodes.graph import bring_up, build_graph, start_simulation
     from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
     context = rclpy.Context()

@@ -34,9 +34,9 @@ def world(tmp_path_factory):
     import yaml
     from support.lerobot_fixtures import tiny_alignment, tiny_diffusion_checkpoint
 
-    from ate_ros.commands.run import default_config_dir
     from ate_ros.core.data.policy_dataset import write_toy_dataset
     from ate_ros.core.embodiment import Embodiment, JointSpec, load_embodiment
+    from ate_ros.nodes.graph import default_config_dir
 
     root = tmp_path_factory.mktemp("graph_lerobot")
     emb = load_embodiment(EMBODIMENT)

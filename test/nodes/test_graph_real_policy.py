@@ -37,11 +37,11 @@ def _graph_episode(ep_seed: int, source: str = "topic") -> dict:
 
 
 def test_lockstep_graph_agrees_with_direct_loop():
-    from ate_ros.commands.run import EXPERT_CHUNK, EXPERT_SEED
     from ate_ros.core.sim.env import SimEnv
     from ate_ros.core.sim.evaluate import EVAL_SEED_STREAM, evaluate_policy
     from ate_ros.core.sim.experts import ExpertPolicy
     from ate_ros.core.sim.recording import episode_seed
+    from ate_ros.nodes.graph import EXPERT_CHUNK, EXPERT_SEED
 
     env = SimEnv(EMBODIMENT, TASK)
     try:
@@ -94,7 +94,7 @@ def test_trained_policy_closed_loop(trained, tmp_path):
 
     import yaml
 
-    from ate_ros.commands.run import default_config_dir
+    from ate_ros.nodes.graph import default_config_dir
 
     pol_dir, vae_dir = trained
     # A few training steps do not make a good policy: let the executor accept chunks that start

@@ -123,8 +123,8 @@ def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
     from support.waiting import Spinner
 
     import ate_ros.nodes.policy_node as policy_node
-    from ate_ros.commands.run import bring_up, build_graph, start_simulation
     from ate_ros.core.deploy import WavePolicy
+    from ate_ros.nodes.graph import bring_up, build_graph, start_simulation
     from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
     calls: list[tuple[float, np.ndarray | None, int]] = []

@@ -26,7 +26,7 @@ class Graph:
     """The nodes of ``ate-ros run`` on one context, spun in a thread (closed by ``close``)."""
 
     def __init__(self, args) -> None:
-        from ate_ros.commands.run import Monitor, bring_up, build_graph, start_simulation
+        from ate_ros.nodes.graph import Monitor, bring_up, build_graph, start_simulation
         from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
         self.context = rclpy.Context()
