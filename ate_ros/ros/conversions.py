@@ -67,6 +67,7 @@ __all__ = [
     "time_to_sec",
     "times_to_trajectory",
     "trajectory_to_chunk",
+    "trajectory_to_points",
 ]
 
 _NS = 1_000_000_000
@@ -175,6 +176,22 @@ def trajectory_to_chunk(traj: JointTrajectory, embodiment: Embodiment,
     missing or duplicate joints, points whose length differs from ``joint_names``, no points,
     or (with ``check_timing``) ``time_from_start`` not equal to ``(i + 1) * dt``.
     """
+    t, positions = trajectory_to_points(traj, embodiment)
+    if check_timing:
+        dt = embodiment.control_period if dt is None else float(dt)
+        if not np.allclose(t, point_times(dt, len(t)), atol=1e-3 * dt + 1e-6):
+            raise ConversionError(
+                f"time_from_start must be (i+1)*dt with dt={dt:.4f} s; got {t[:4].tolist()}...")
+    return positions
+
+
+def trajectory_to_points(traj: JointTrajectory, embodiment: Embodiment
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """JointTrajectory -> its points' ``time_from_start`` (H,) and positions (H, D) in
+    embodiment order (columns mapped by joint name), whatever their timing.
+
+    Raises :class:`ConversionError` as :func:`trajectory_to_chunk` does (but for timing).
+    """
     order = _embodiment_columns(list(traj.joint_names), embodiment, "trajectory")
     if not traj.points:
         raise ConversionError("trajectory has no points")
@@ -182,13 +199,7 @@ def trajectory_to_chunk(traj: JointTrajectory, embodiment: Embodiment,
         fields = read_joint_trajectory(traj)  # (H, n) in message order
     except ChunkLayoutError as exc:
         raise ConversionError(str(exc)) from exc
-    if check_timing:
-        dt = embodiment.control_period if dt is None else float(dt)
-        t = fields.times
-        if not np.allclose(t, point_times(dt, fields.horizon), atol=1e-3 * dt + 1e-6):
-            raise ConversionError(
-                f"time_from_start must be (i+1)*dt with dt={dt:.4f} s; got {t[:4].tolist()}...")
-    return fields.positions[:, order]
+    return fields.times, fields.positions[:, order]
 
 
 def _embodiment_columns(names: list[str], embodiment: Embodiment, what: str) -> list[int]:

@@ -136,6 +136,23 @@ def test_chunk_errors(small_embodiment):
         cv.chunk_to_trajectory(np.zeros((2, 4)), emb)
 
 
+def test_trajectory_points_any_timing_mapped_by_joint_name(small_embodiment):
+    """What sim_robot_node follows: a trajectory in any joint order and timing."""
+    emb = small_embodiment
+    traj = cv.times_to_trajectory(np.array([0.0, 0.35]), np.array([[1.0, 2.0, 3.0],
+                                                                  [4.0, 5.0, 6.0]]),
+                                  ["j2", "j0", "j1"])
+    times, pos = cv.trajectory_to_points(traj, emb)
+    np.testing.assert_allclose(times, [0.0, 0.35])
+    np.testing.assert_array_equal(pos, [[2.0, 3.0, 1.0], [5.0, 6.0, 4.0]])  # j0, j1, j2
+    traj.joint_names = ["j0", "j1", "j9"]
+    with pytest.raises(cv.ConversionError, match="unknown joints"):
+        cv.trajectory_to_points(traj, emb)
+    traj.joint_names, traj.points = ["j0", "j1", "j2"], []
+    with pytest.raises(cv.ConversionError, match="no points"):
+        cv.trajectory_to_points(traj, emb)
+
+
 def test_image_encodings_and_padding():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)
