@@ -56,7 +56,7 @@ from typing import Any
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
@@ -83,6 +83,7 @@ from ate_ros.ros.conversions import (
 )
 from ate_ros.ros.diagnostics import DiagnosticStatus, NodeDiagnostics
 from ate_ros.ros.goal_runner import GoalRun, GoalRunner, result_code, settle
+from ate_ros.ros.lifecycle import ReleasingLifecycleNode
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, STATE_QOS
 from ate_ros.ros.spin import publish_unless_shutdown, spin_node
@@ -100,7 +101,7 @@ def control_msgs_available() -> bool:
     return importlib.util.find_spec("control_msgs") is not None
 
 
-class ExecutorNode(LifecycleNode):
+class ExecutorNode(ReleasingLifecycleNode):
     """The executor. Tests build it directly: ``ExecutorNode(ExecutorNodeConfig(...))``.
 
     Args:
@@ -237,15 +238,8 @@ class ExecutorNode(LifecycleNode):
         self.get_logger().info("deactivated: braking to a hold")
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        self.get_logger().info("cleaned up")
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def _halt(self) -> None:
         self.stop()
-        self._release()
-        return super().on_shutdown(state)
 
     def _stop_ticking(self) -> None:
         timer, self._timer = self._timer, None

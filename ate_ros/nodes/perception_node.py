@@ -34,20 +34,21 @@ from __future__ import annotations
 import sys
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 
 from ate_ros.core.deploy import OBSERVATION, PerceptionConfig
 from ate_ros.core.embodiment import load_embodiment
 from ate_ros.msg import Observation
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
+from ate_ros.ros.lifecycle import ReleasingLifecycleNode
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS
 from ate_ros.ros.sensor_inputs import SensorInputs
 from ate_ros.ros.spin import publish_unless_shutdown, spin_node
 
 
-class PerceptionNode(LifecycleNode):
+class PerceptionNode(ReleasingLifecycleNode):
     """Builds Observations from the newest camera frames and joint states."""
 
     def __init__(self, config: PerceptionConfig | None = None, *,
@@ -98,15 +99,8 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info("deactivated: no observations")
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        self.get_logger().info("cleaned up")
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def _halt(self) -> None:
         self._active = False
-        self._release()
-        return super().on_shutdown(state)
 
     def _release(self) -> None:
         self._stop_timer()
