@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from visualization_msgs.msg import MarkerArray
 
 from ate_ros.action import RunPolicy
@@ -76,7 +76,13 @@ from ate_ros.core.deploy import (
 )
 from ate_ros.core.deploy.chunk_timing import ChunkTiming
 from ate_ros.core.deploy.policy_factory import load_run_policy
-from ate_ros.core.deploy.policy_gate import Admission, PolicyGate, ood_score
+from ate_ros.core.deploy.policy_gate import Admission, Health, PolicyGate
+from ate_ros.core.deploy.policy_inference import (
+    infer_chunk,
+    predict,
+    sample_seed,
+    warmup_observation,
+)
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.execution import GoalEnd, GoalOutcome
 from ate_ros.core.policy_contract import ChunkPolicy, PolicyObservation, supports_rtc
@@ -86,6 +92,7 @@ from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
 from ate_ros.ros.goal_runner import GoalRun, GoalRunner, result_code, settle
 from ate_ros.ros.inference_thread import InferenceThread
+from ate_ros.ros.lifecycle import ReleasingLifecycleNode
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from ate_ros.ros.sensor_inputs import SensorInputs, SensorSnapshot
@@ -94,6 +101,7 @@ from ate_ros.ros.spin import publish_unless_shutdown, spin_node, unless_shutdown
 PolicyFactory = Callable[[PolicyNodeConfig, Embodiment], ChunkPolicy]
 
 _to_s = conv.time_to_sec
+_LEVELS = {Health.OK: OK, Health.WARN: WARN, Health.ERROR: ERROR}
 
 
 def load_chunk_policy(config: PolicyNodeConfig, embodiment: Embodiment) -> ChunkPolicy:
@@ -102,7 +110,7 @@ def load_chunk_policy(config: PolicyNodeConfig, embodiment: Embodiment) -> Chunk
     return load_run_policy(config.policy, embodiment, config.device, config.num_steps or None)
 
 
-class PolicyNode(LifecycleNode):
+class PolicyNode(ReleasingLifecycleNode):
     """Runs a chunk policy on observations. See the module docstring.
 
     Args:
@@ -110,6 +118,8 @@ class PolicyNode(LifecycleNode):
         policy_factory: Builds the policy in on_configure (tests inject doubles here);
             default :func:`load_chunk_policy`.
     """
+
+    cleanup_message = "cleaned up: model freed"
 
     def __init__(self, config: PolicyNodeConfig | None = None, *,
                  policy_factory: PolicyFactory | None = None, node_name: str = "policy_node",
@@ -250,7 +260,9 @@ class PolicyNode(LifecycleNode):
         if self.config.warmup:
             try:
                 t0 = time.perf_counter()
-                self._predict(self._dummy_observation())
+                predict(self.policy, warmup_observation(self.embodiment, self.policy,
+                                                        self._env_state_dim),
+                        self.config.num_steps or None)
                 getattr(self.policy, "reset", lambda: None)()  # no made-up observation history
                 self.get_logger().info(f"warm-up inference {1e3 * (time.perf_counter() - t0):.1f}"
                                        " ms")
@@ -273,15 +285,8 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info("deactivated: holding")
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        self.get_logger().info("cleaned up: model freed")
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def _halt(self) -> None:
         self.stop_inference()
-        self._release()
-        return super().on_shutdown(state)
 
     def stop_inference(self) -> None:
         """Stop taking observations; returns once the inference in progress is done (no chunk
@@ -368,40 +373,18 @@ class PolicyNode(LifecycleNode):
         """Width of the environment state the policy reads (0: none; built-ins read none)."""
         return int(getattr(self.policy, "env_state_dim", 0) or 0)
 
-    def _dummy_observation(self) -> PolicyObservation:
-        emb = self.embodiment
-        images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in emb.cameras}
-        mid = ((emb.lower + emb.upper) / 2).astype(np.float32)
-        # A training instruction has a stored embedding: warming up with it does not load the
-        # language model (seconds), which the first unseen instruction would.
-        known = list(getattr(self.policy, "known_instructions", []) or [])
-        env = np.zeros(self._env_state_dim, np.float32) if self._env_state_dim else None
-        return PolicyObservation(images=images, qpos=emb.to_unified(mid), mask=emb.mask,
-                                 instruction=known[0] if known else "warm up", stamp=0.0,
-                                 env_state=env)
-
-    def _predict(self, obs: PolicyObservation, seed: int | None = None,
-                 prefix: np.ndarray | None = None, delay: int = 0) -> np.ndarray:
-        steps = self.config.num_steps or None
-        if prefix is not None and supports_rtc(self.policy):
-            return np.asarray(self.policy.predict_chunk(obs, num_steps=steps, seed=seed,
-                                                        prefix=prefix, inference_delay=delay))
-        return np.asarray(self.policy.predict_chunk(obs, num_steps=steps, seed=seed))
-
     def _infer(self, obs: PolicyObservation, stamp: Any) -> None:
         """One chunk for ``obs``, published stamped ``stamp`` (the observation's, exactly)."""
         cfg, emb = self.config, self.embodiment
-        seed = None if cfg.seed < 0 else cfg.seed
         prefix, takeover = None, 0
         if self.timing is not None:
             with self._lock:  # the committed points for obs + (i+1) dt, unified; delay d
                 prefix, takeover = self.timing.request(obs.stamp)
-        t0 = time.perf_counter()
-        chunk_u = self._predict(obs, seed, prefix, takeover)  # (H, 128) unified joint targets
-        model_s = time.perf_counter() - t0
-        samples_u = [self._predict(obs, None if seed is None else seed + k + 1)
-                     for k in range(cfg.num_samples)]
-        ood = ood_score(self.alignment, chunk_u)
+        result = infer_chunk(self.policy, obs, num_steps=cfg.num_steps or None,
+                             seed=sample_seed(cfg.seed), num_samples=cfg.num_samples,
+                             alignment=self.alignment, prefix=prefix, delay=takeover)
+        chunk_u, samples_u, model_s, ood = (result.chunk, result.samples, result.model_s,
+                                            result.ood)  # (H, 128) unified joint targets
         with self._lock:
             self.gate.inferred(obs.stamp)
         latency = self._now() - obs.stamp
@@ -510,14 +493,8 @@ class PolicyNode(LifecycleNode):
     # ----- diagnostics --------------------------------------------------------------------
     def _diagnose(self) -> dict:
         lat, model = self.latency.summary(), self.model_time.summary()
-        if self.errors:
-            self.diagnostics.status(ERROR, f"{self.errors} inference errors")
-        elif not self.gate.active:
-            self.diagnostics.status(OK, "inactive")
-        elif self.refused_stale:
-            self.diagnostics.status(WARN, f"{self.refused_stale} stale observations refused")
-        else:
-            self.diagnostics.status(OK, "running" if self._running else "paused (holding)")
+        health, message = self.gate.health(self.errors)
+        self.diagnostics.status(_LEVELS[health], message)
         out = {"chunks_published": self.chunks, "inference_latency_p50_s": lat["p50"],
                "inference_latency_p99_s": lat["p99"], "model_time_p50_s": model["p50"],
                "stale_observations_refused": self.refused_stale,

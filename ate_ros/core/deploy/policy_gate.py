@@ -24,7 +24,8 @@ import numpy as np
 
 from ate_ros.core.execution.goals import GoalEnd, GoalOutcome
 
-__all__ = ["Admission", "GoalStep", "PolicyGate", "PolicyGoal", "ood_score", "ood_window"]
+__all__ = ["Admission", "GoalStep", "Health", "PolicyGate", "PolicyGoal", "ood_score",
+           "ood_window"]
 
 
 class Admission(enum.Enum):
@@ -34,6 +35,14 @@ class Admission(enum.Enum):
     STALE = "stale"  # older than max_obs_age: refused and counted
     PAUSED = "paused"  # not active, or no running goal with require_goal
     TOO_SOON = "too_soon"  # within 1 / rate_hz of the last inference's observation
+
+
+class Health(enum.IntEnum):
+    """A node's health for /diagnostics, in ``diagnostic_msgs/DiagnosticStatus``'s order."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
 
 
 @dataclass
@@ -161,6 +170,18 @@ class PolicyGate:
     def is_latest(self, goal: PolicyGoal) -> bool:
         """No newer goal started after ``goal`` (its end then publishes the stop request)."""
         return goal.seq == self._seq
+
+    # ----- diagnostics --------------------------------------------------------------------
+    def health(self, errors: int = 0) -> tuple[Health, str]:
+        """The node's health and its one-line message, given its ``errors`` (failed
+        inferences): errors first, then inactive, stale refusals, running or paused."""
+        if errors:
+            return Health.ERROR, f"{errors} inference errors"
+        if not self.active:
+            return Health.OK, "inactive"
+        if self.refused_stale:
+            return Health.WARN, f"{self.refused_stale} stale observations refused"
+        return Health.OK, "running" if self.running else "paused (holding)"
 
 
 def ood_window(chunk: np.ndarray, n: int) -> np.ndarray:

@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ate_ros.core.deploy.policy_gate import Admission, PolicyGate, ood_score, ood_window
+from ate_ros.core.deploy.policy_gate import (
+    Admission,
+    Health,
+    PolicyGate,
+    ood_score,
+    ood_window,
+)
 from ate_ros.core.execution import GoalOutcome
 
 
@@ -135,3 +141,17 @@ def test_ood_score_scores_the_vaes_window_and_is_nan_without_one():
     chunk = np.ones((4, 3))
     assert np.isnan(ood_score(None, chunk))
     assert ood_score(Vae(), chunk) == pytest.approx(18.0) and seen == [(1, 6, 3)]
+
+
+def test_health_reports_errors_first_then_inactive_stale_and_paused():
+    gate = PolicyGate(max_obs_age=0.5)
+    assert gate.health() == (Health.OK, "inactive")
+    gate.admit(now=10.0, stamp=1.0)  # stale, counted even while inactive
+    assert gate.health() == (Health.OK, "inactive")
+    assert gate.health(errors=2) == (Health.ERROR, "2 inference errors")
+    gate.activate(require_goal=True)
+    assert gate.health() == (Health.WARN, "1 stale observations refused")
+    gate.refused_stale = 0
+    assert gate.health() == (Health.OK, "paused (holding)")
+    gate.start_goal(now=0.0, max_duration=0.0)
+    assert gate.health() == (Health.OK, "running")
