@@ -8,8 +8,6 @@ policy that reads one; a tiny low-dim VLA policy closes the loop through the gra
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 from support.waiting import Spinner, wait_for
@@ -229,13 +227,12 @@ def test_low_dim_policy_closes_the_loop(tmp_path):
     environment_state directly (sensors) and its chunks reach the simulated arm."""
     pytest.importorskip("mujoco")
     import torch
+    from support.graph_harness import SpunGraph, run_args
 
     from ate_ros.core.embodiment import UNIFIED_DIM
     from ate_ros.core.normalization import NormStats
     from ate_ros.core.sim.object_labels import ENV_STATE_DIM
     from ate_ros.core.steer.policies import VLAConfig, VLAPolicy
-    from ate_ros.nodes.graph import bring_up, build_graph, start_simulation
-    from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
     torch.manual_seed(0)
     policy = VLAPolicy(VLAConfig(
@@ -254,30 +251,16 @@ def test_low_dim_policy_closes_the_loop(tmp_path):
     policy.set_env_stats(stats(ENV_STATE_DIM, 0.1))
     policy.save_pretrained(tmp_path / "lowdim")
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    ex = DrainingMultiThreadedExecutor(num_threads=4, context=context)
-    spinner = Spinner(ex)
-    nodes: dict = {}
+    g = SpunGraph()
     try:
-        nodes.update(build_graph(argparse.Namespace(
-            sim=True, policy=str(tmp_path / "lowdim"), vae="", embodiment="sim_arm6",
-            task="reach", seed=0, duration=0.0, real_time_factor=2.0, device="cpu",
-            dry_run=False, controller="arm_controller", config_dir="", until_success=False,
-            json="", lockstep=False, observation_source="sensors"), context))
-        for n in nodes.values():
-            ex.add_node(n)
-        assert bring_up(nodes) == ""
-        assert start_simulation(nodes, timeout=20.0)
+        nodes = g.build(run_args(policy=str(tmp_path / "lowdim"), real_time_factor=2.0,
+                                 observation_source="sensors"))
+        g.bring_up()
+        g.start()
         pol, ex_node = nodes["policy_node"], nodes["executor_node"]
         assert pol.inputs.env_state_dim == ENV_STATE_DIM
         assert wait_for(lambda: pol.chunks >= 3 and ex_node.core.stats.accepted >= 3, 60.0), (
             pol.chunks, ex_node.core.diagnostics(), pol.inputs.last_refusal, pol.errors)
         assert pol.errors == 0
     finally:
-        spinner.close()
-        for n in nodes.values():
-            if hasattr(n, "stop_inference"):
-                n.stop_inference()
-            n.destroy_node()
-        rclpy.shutdown(context=context)
+        g.close()

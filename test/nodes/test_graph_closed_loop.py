@@ -8,63 +8,36 @@ be compared with what the chunks said; a RunPolicy cancel must stop the arm (exe
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import pytest
-from support.waiting import Spinner, action_client_beside, action_graph_report
+from support.waiting import action_client_beside, action_graph_report
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-EMBODIMENT = "sim_arm6"
-
-
-def args(**kw):
-    base = dict(sim=True, policy="wave", vae="", embodiment=EMBODIMENT, task="reach", seed=0,
-                duration=0.0, real_time_factor=2.0, device="cpu", dry_run=False,
-                controller="arm_controller", config_dir="", until_success=False, json="",
-                lockstep=False, observation_source="topic")
-    base.update(kw)
-    return argparse.Namespace(**base)
+from support.graph_harness import SpunGraph, run_args, wait_sim  # noqa: E402
 
 
 @pytest.fixture
 def graph():
-    from ate_ros.nodes.graph import bring_up, build_graph, start_simulation
-    from ate_ros.ros.spin import DrainingMultiThreadedExecutor
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    ex = DrainingMultiThreadedExecutor(num_threads=4, context=context)
-    made: dict = {}
-    peer = rclpy.create_node("test_peer", context=context)
-    ex.add_node(peer)
-    spinner = Spinner(ex)
+    g = SpunGraph()
+    peer = g.peer("test_peer")
 
     def make(require_goal=False, **kw):
-        made.update(build_graph(args(**kw), context))
-        pol = made["policy_node"]
+        made = g.build(run_args(real_time_factor=2.0, **kw))
         if require_goal:
             from rclpy.parameter import Parameter
 
-            pol.set_parameters([Parameter("require_goal", value=True)])
-        for n in made.values():
-            ex.add_node(n)
-        assert bring_up(made) == ""
-        assert start_simulation(made, timeout=20.0)
+            made["policy_node"].set_parameters([Parameter("require_goal", value=True)])
+        g.bring_up()
+        g.start()
         return made, peer
 
     yield make
-    spinner.close()
-    for n in made.values():
-        if hasattr(n, "stop_inference"):
-            n.stop_inference()
-        n.destroy_node()
-    peer.destroy_node()
-    rclpy.shutdown(context=context)
+    g.close()
 
 
 def record_joint_states(peer):
@@ -77,14 +50,6 @@ def record_joint_states(peer):
                              lambda m: rec.append((time_to_sec(m.header.stamp),
                                                    np.array(m.position))), 50)
     return rec
-
-
-def wait_sim(sim, seconds, wall_limit=60.0):
-    t_end = sim.sim_time + seconds
-    end = time.monotonic() + wall_limit
-    while sim.sim_time < t_end and time.monotonic() < end:
-        time.sleep(0.02)
-    assert sim.sim_time >= t_end, "simulation did not advance"
 
 
 @pytest.mark.parametrize("source", ["topic", "sensors"])

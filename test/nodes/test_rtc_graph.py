@@ -70,14 +70,6 @@ rclpy = pytest.importorskip("rclpy")
 SLOW_S = 0.4  # wall seconds per chunk: 2 control periods of sim_arm6 at half real time
 
 
-def _args(**kw):
-    base = dict(sim=True, policy="wave", vae="", embodiment="sim_arm6", task="reach", seed=0,
-                duration=0.0, real_time_factor=0.5, device="cpu", dry_run=False,
-                controller="arm_controller", config_dir="", until_success=False, json="",
-                lockstep=False, observation_source="topic", chunking="rtc")
-    base.update(kw)
-    return argparse.Namespace(**base)
-
 
 def _get_parameter(peer, node: str, name: str, timeout: float = 20.0):
     from rcl_interfaces.srv import GetParameters
@@ -120,12 +112,10 @@ def test_takeover_index_in_the_chunk_message():
 @pytest.mark.slow
 def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
     pytest.importorskip("mujoco")
-    from support.waiting import Spinner
+    from support.graph_harness import SpunGraph, run_args, wait_sim
 
     import ate_ros.nodes.policy_node as policy_node
     from ate_ros.core.deploy import WavePolicy
-    from ate_ros.nodes.graph import bring_up, build_graph, start_simulation
-    from ate_ros.ros.spin import DrainingMultiThreadedExecutor
 
     calls: list[tuple[float, np.ndarray | None, int]] = []
 
@@ -140,14 +130,10 @@ def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
             return super().predict_chunk(obs, num_steps, seed)
 
     monkeypatch.setattr(policy_node, "load_chunk_policy", lambda cfg, emb: SlowWave(emb))
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    ex = DrainingMultiThreadedExecutor(num_threads=4, context=context)
-    peer = rclpy.create_node("rtc_peer", context=context)
-    ex.add_node(peer)
-    spinner = Spinner(ex)
-    nodes = build_graph(_args(), context)
+    g = SpunGraph()
     try:
+        peer = g.peer("rtc_peer")
+        nodes = g.build(run_args(real_time_factor=0.5, chunking="rtc"))
         from rclpy.parameter import Parameter
 
         # Observations come at perception's 5 Hz (two control periods apart), and this machine
@@ -160,9 +146,7 @@ def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
         # (0.5) from it: a refused chunk, whichever the chunking, leaves a gap in the plan.
         nodes["executor_node"].set_parameters([Parameter("execution.max_start_deviation",
                                                          value=3.0)])
-        for n in nodes.values():
-            ex.add_node(n)
-        assert bring_up(nodes) == ""
+        g.bring_up()
         assert _get_parameter(peer, "policy_node", "chunking") == "rtc"
         assert _get_parameter(peer, "executor_node", "execution.blend") == "rtc"
         executor = nodes["executor_node"]
@@ -176,22 +160,12 @@ def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
             return out
 
         sched.command = recording
-        assert start_simulation(nodes, timeout=20.0)
-        sim = nodes["sim_robot_node"]
-        t_end, wall_end = sim.sim_time + 8.0, time.monotonic() + 120.0
-        while sim.sim_time < t_end and time.monotonic() < wall_end:
-            time.sleep(0.05)
-        assert sim.sim_time >= t_end, "simulation did not advance"
+        g.start()
+        wait_sim(g.sim, 8.0, wall_limit=120.0)
         pol = nodes["policy_node"]
         n_chunks = pol.chunks
     finally:
-        spinner.close()
-        for n in nodes.values():
-            if hasattr(n, "stop_inference"):
-                n.stop_inference()
-            n.destroy_node()
-        peer.destroy_node()
-        rclpy.shutdown(context=context)
+        g.close()
 
     assert n_chunks >= 6, f"only {n_chunks} chunks in 8 s"
     guided = [(p, d) for _, p, d in calls[1:] if p is not None]
