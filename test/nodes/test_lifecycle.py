@@ -44,35 +44,55 @@ def make_node(kind: str, tmp_path, small_embodiment, camera_embodiment, context)
                         embodiment=small_embodiment, context=context)
 
 
-@pytest.mark.parametrize("kind", ["perception", "policy", "executor"])
-def test_transitions_twenty_times_without_leaks(kind, tmp_path, small_embodiment,
-                                                camera_embodiment):
+@pytest.fixture(params=["perception", "policy", "executor"])
+def spun_node(request, tmp_path, small_embodiment, camera_embodiment):
+    """Each lifecycle node, unconfigured, spun on a context of its own."""
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn as R
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = make_node(kind, tmp_path, small_embodiment, camera_embodiment, context)
+    node = make_node(request.param, tmp_path, small_embodiment, camera_embodiment, context)
     ex = SingleThreadedExecutor(context=context)
     ex.add_node(node)
     spinner = Spinner(ex)
-    try:
+    yield node
+    spinner.close()
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
+def test_transitions_twenty_times_without_leaks(spun_node):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = spun_node
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.trigger_cleanup() == R.SUCCESS
+    before = entity_counts(node)
+    for _ in range(CYCLES):
         assert node.trigger_configure() == R.SUCCESS
+        configured = entity_counts(node)
+        assert configured[:2] > before[:2]  # its inputs and outputs exist now
+        assert node.trigger_activate() == R.SUCCESS
+        assert node.trigger_deactivate() == R.SUCCESS
+        assert entity_counts(node) == configured  # the active-only timers are gone
         assert node.trigger_cleanup() == R.SUCCESS
-        before = entity_counts(node)
-        for _ in range(CYCLES):
-            assert node.trigger_configure() == R.SUCCESS
-            configured = entity_counts(node)
-            assert configured[:2] > before[:2]  # its inputs and outputs exist now
-            assert node.trigger_activate() == R.SUCCESS
-            assert node.trigger_deactivate() == R.SUCCESS
-            assert entity_counts(node) == configured  # the active-only timers are gone
-            assert node.trigger_cleanup() == R.SUCCESS
-            assert entity_counts(node) == before
-    finally:
-        spinner.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        assert entity_counts(node) == before
+
+
+def test_shutdown_while_active_releases_everything(spun_node):
+    """Shutdown from active (the lifecycle base): the node's own work stops (the policy's
+    inference thread, the executor's tick) and what configure created is gone."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    node = spun_node
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.trigger_cleanup() == R.SUCCESS
+    before = entity_counts(node)
+    assert node.trigger_configure() == R.SUCCESS
+    assert node.trigger_activate() == R.SUCCESS
+    assert entity_counts(node) != before
+    assert node.trigger_shutdown() == R.SUCCESS
+    assert entity_counts(node) == before  # subscriptions, publishers, timers, threads
 
 
 def test_executor_streams_only_while_active_and_brakes_on_deactivate(small_embodiment):
