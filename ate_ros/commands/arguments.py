@@ -186,6 +186,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
             kw["choices"] = tuple(NONE_WORD if c is None else c for c in meta["choices"])
             if default is None and NONE_WORD in kw["choices"]:
                 default = NONE_WORD
+        elif "flag" in meta and "metavar" not in meta:  # --lambda LAMBDA, not the field name
+            kw["metavar"] = flags[-1].lstrip("-").replace("-", "_").upper()
         if default is dataclasses.MISSING or f.name in required:
             kw["required"] = True
         else:
