@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from typing import Any
 
 from ate_ros.commands.arguments import (
     add_dataclass_options,
@@ -33,7 +34,7 @@ class PretrainOptions:
                 "positions), or both"})
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, config: type, **kw) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, config: type, **kw: Any) -> None:
     """Options shared with ``ate-ros steer``: the fields of its ``TrainConfig`` subclass
     ``config`` (nested configs left out; ``kw`` as for ``add_dataclass_options``), and
     --overwrite."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,21 @@ def test_snapshot_defaults_parse_to_the_same_values(parsers):
         for old in options:
             if not old["required"] and (old["options"] or old["nargs"] == "?"):
                 assert args[_find(p, old).dest] == old["default"], (command, old["options"])
+
+
+def test_a_command_line_declares_only_its_own_command_options():
+    """``ate-ros X`` builds X's options only: the others' config modules (some beside torch)
+    are not imported, and ``ate-ros --help`` imports no command module."""
+    code = ("import sys, json; from ate_ros.cli import build_parser, _command_in; "
+            "cmd = _command_in(sys.argv[1:]); build_parser(only=cmd); "
+            "mods = sorted(m for m in sys.modules if m.startswith('ate_ros.commands.')); "
+            "print(json.dumps([mods, 'torch' in sys.modules]))")
+
+    def imported(*argv: str) -> list:
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parents[2])
+        return json.loads(out.stdout)
+
+    assert imported("--help") == [[], False]
+    assert imported("-v", "verify-dataset", "--help") == [
+        ["ate_ros.commands.arguments", "ate_ros.commands.verify_dataset"], False]
