@@ -113,20 +113,22 @@ def _ranged(base: type, lo: Any, hi: Any) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = base(text)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{value} is outside [{lo}, {hi}]")
+            raise argparse.ArgumentTypeError(f"{value} is outside the {_range_text(lo, hi)}")
         return value
 
     parse.__name__ = base.__name__  # argparse names the type in its messages
     return parse
 
 
+def _range_text(lo: Any, hi: Any) -> str:
+    if hi is None:
+        return f"range >= {lo}"
+    return f"range <= {hi}" if lo is None else f"range {lo}..{hi}"
+
+
 def _range_note(meta: typing.Mapping[str, Any]) -> str:
     lo, hi = meta.get("min"), meta.get("max")
-    if lo is None and hi is None:
-        return ""
-    if hi is None:
-        return f"; >= {lo}"
-    return f"; <= {hi}" if lo is None else f"; range {lo}..{hi}"
+    return "" if lo is None and hi is None else "; " + _range_text(lo, hi)
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
