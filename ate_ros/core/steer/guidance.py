@@ -108,7 +108,7 @@ class GuidanceConfig:
         "help": "'classifier' (default): textbook classifier guidance, the clean target moves "
                 "up grad log p(y|a_k); 'paper': the published formulas (and reference code) "
                 "verbatim, the opposite sign, which lowered success in bench_adaptation; see "
-                "the module docstring"})
+                "the docstring of ate_ros/core/steer/guidance.py"})
 
     encoder_stage: int = field(default=2, metadata={
         "help": "encoder the latent gradient goes through: 2, the aligned stage-2 encoder (ATE); "
