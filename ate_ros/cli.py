@@ -1,8 +1,10 @@
 """The ``ate-ros`` command.
 
 Each subcommand lives in ``ate_ros/commands/<name>.py`` and provides ``add_arguments(parser)``
-and ``run(args) -> int``. Command modules import heavy libraries (torch, mujoco, rclpy) inside
-``run`` so that ``ate-ros --help`` stays instant.
+and ``run(args) -> int``. Their options come from dataclasses (``ate_ros.commands.arguments``),
+some of which live beside torch code; :func:`main` therefore declares only the options of the
+command it runs, and ``ate-ros --help`` imports no command module. Command modules import heavy
+libraries (torch, mujoco, rclpy) inside ``run``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def available_commands() -> list[tuple[str, str, str]]:
     return [c for c in COMMANDS if importlib.util.find_spec(c[1]) is not None]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or with ``only`` set, of that one (the others listed
+    without their options; ``only=""``: none)."""
     parser = argparse.ArgumentParser(
         prog="ate-ros",
         description="Align-Then-stEer (ATE) for ROS 2: adapt diffusion/flow VLA policies to new "
@@ -53,18 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in available_commands():
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(_module=module)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
     return parser
 
 
+def _command_in(argv: list[str]) -> str:
+    """The subcommand ``argv`` names: its first word that is not an option ("" when none; the
+    only option before it, ``-v``, takes no value)."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_command_in(argv))
     args = parser.parse_args(argv)
-    args._argv = list(sys.argv[1:] if argv is None else argv)  # for the resume hint
+    args._argv = argv  # for the resume hint
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "command", None):

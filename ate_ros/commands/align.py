@@ -20,57 +20,43 @@ Examples::
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
-from ate_ros.commands.arguments import add_overwrite_argument, csv_list, error, interrupted
+from ate_ros.commands.arguments import (
+    add_dataclass_options,
+    add_overwrite_argument,
+    dataclass_kwargs,
+    error,
+    field_default,
+    interrupted,
+)
+
+ALIGN_NOT_ON_CLI = ("vae_overrides", "norm_mode", "mmd_c", "mmd_unbiased", "amp", "tensorboard")
+"""AlignConfig fields the command leaves at their defaults."""
+STAGE_FIELDS = ("batch_size", "lr", "kl_weight", "mmd_weight")
+"""StageConfig fields set once for both stages."""
+
+
+@dataclass(kw_only=True)
+class AlignOptions:
+    """The options of ``ate-ros align`` that are not one field of ``AlignConfig`` or
+    ``StageConfig``: the two stages' epochs, the latent size override."""
+
+    latent_dim: int = field(default=0, metadata={
+        "help": "override the latent size Z of the preset (0: the preset's)"})
+    epochs_stage1: int = field(metadata={"help": "stage 1: maximum epochs"})
+    epochs_stage2: int = field(metadata={"help": "stage 2: maximum epochs"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pretrain", type=csv_list, default=[],
-                        help="pre-training dataset folder(s), comma separated: our episode "
-                             "format, or LeRobotDatasets (meta/info.json, or lerobot:<dir>)")
-    parser.add_argument("--embodiment-pre", type=csv_list, default=[],
-                        help="embodiment YAML (or name) per pre-training dataset, comma "
-                             "separated ('' for LeRobotDatasets: read from each dataset)")
-    parser.add_argument("--adapt", default="",
-                        help="adaptation dataset folder (our format, or a LeRobotDataset: "
-                             "its action column per episode; docs/lerobot.md)")
-    parser.add_argument("--embodiment-ada", default="",
-                        help="adaptation embodiment YAML or name ('' for a LeRobotDataset: "
-                             "its embodiment.yaml, else its robot_type)")
-    parser.add_argument("--stage1", default="",
-                        help="skip stage 1: reuse the VAE and q_pre of this earlier align output")
-    parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    parser.add_argument("--chunk", type=int, default=16, help="chunk size H")
-    parser.add_argument("--preset", default="small", choices=("small", "mlp", "paper"),
-                        help="VAE size")
-    parser.add_argument("--latent-dim", type=int, default=0, help="override the latent size Z")
-    parser.add_argument("--epochs-stage1", type=int, default=60)
-    parser.add_argument("--epochs-stage2", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--kl-weight", type=float, default=1e-3, help="KL weight (both stages)")
-    parser.add_argument("--mmd-weight", type=float, default=1.0, help="MMD weight (both stages)")
-    parser.add_argument("--covariance", default="diag", choices=("diag", "full"),
-                        help="Gaussian summary of q_pre / the adaptation latents")
-    parser.add_argument("--key", default="auto", choices=("auto", "action", "qpos"),
-                        help="array to chunk: auto = action when present, else qpos")
-    parser.add_argument("--short", default="drop", choices=("drop", "pad", "error"),
-                        help="episodes shorter than the chunk")
-    parser.add_argument("--no-control", action="store_true",
-                        help="skip the unaligned control VAE of the quality report")
-    parser.add_argument("--control-prior", default="none", choices=("none", "standard"),
-                        help="control VAE: reconstruction only, or the stage-1 losses to N(0,I)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--resume", action="store_true",
-                        help="carry on from the checkpoints an interrupted run with the same "
-                             "settings left in <out>.resume/ (without it, a run refuses to "
-                             "start while they are there)")
+    from ate_ros.core.align.configuration_vae import AlignConfig, StageConfig
+
+    add_dataclass_options(parser, AlignConfig, skip=ALIGN_NOT_ON_CLI, required=("out",))
+    add_dataclass_options(parser, AlignOptions, defaults={
+        "epochs_stage1": field_default(AlignConfig, "stage1").epochs,
+        "epochs_stage2": field_default(AlignConfig, "stage2").epochs})
+    add_dataclass_options(parser, StageConfig, only=STAGE_FIELDS, note="both stages")
     add_overwrite_argument(parser)
-    parser.add_argument("--checkpoint-every", type=int, default=1,
-                        help="epochs between those checkpoints")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,24 +69,17 @@ def run(args: argparse.Namespace) -> int:
     from ate_ros.core.training.output_guard import check_output
 
     def stage(epochs: int) -> StageConfig:
-        return StageConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                           kl_weight=args.kl_weight, mmd_weight=args.mmd_weight)
+        return StageConfig(epochs=epochs, **dataclass_kwargs(StageConfig, args, only=STAGE_FIELDS))
 
     try:
         cfg = AlignConfig(
-            out=args.out, pretrain=args.pretrain, embodiment_pre=args.embodiment_pre,
-            adapt=args.adapt, embodiment_ada=args.embodiment_ada, stage1_dir=args.stage1,
-            preset=args.preset, chunk_size=args.chunk,
+            **dataclass_kwargs(AlignConfig, args, skip=ALIGN_NOT_ON_CLI),
             vae_overrides={"latent_dim": args.latent_dim} if args.latent_dim else {},
-            stage1=stage(args.epochs_stage1), stage2=stage(args.epochs_stage2),
-            control=not args.no_control, control_prior=args.control_prior,
-            covariance=args.covariance, key=args.key, short=args.short, device=args.device,
-            seed=args.seed, plots=not args.no_plots, progress=not args.no_progress,
-            resume=args.resume, checkpoint_every=args.checkpoint_every)
+            stage1=stage(args.epochs_stage1), stage2=stage(args.epochs_stage2))
         # An align output is only ever replaced by --overwrite; --resume carries on from
         # <out>.resume/, never from a finished output.
         check_output(args.out, inputs=[*args.pretrain, *args.embodiment_pre, args.adapt,
-                                       args.embodiment_ada, args.stage1],
+                                       args.embodiment_ada, args.stage1_dir],
                      overwrite=args.overwrite, resume=args.resume)
         if args.overwrite and not args.resume:
             shutil.rmtree(resume_dir(args.out), ignore_errors=True)

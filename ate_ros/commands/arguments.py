@@ -1,14 +1,23 @@
 """Argument types and the dataclass -> argparse options helper shared by the subcommands.
 
-:func:`add_dataclass_options` declares one option per field of a config dataclass: the flag is
-the field name with dashes (``batch_size`` -> ``--batch-size``) unless the field's metadata
-names one (``"flag"``), the help text is the metadata's ``"help"``, the default is the field's
-(or the caller's override: two commands may start from different defaults), a field without a
-default is required, and ``"cli": False`` keeps a field off the command line. Types come from
-the annotation: ``int``, ``float``, ``str``, ``list[str]`` (comma-separated), ``X | None``; a
-``bool`` that defaults to False is a ``--flag`` switch, one that defaults to True a ``--no-flag``
-switch (help from ``"help_off"``). :func:`dataclass_kwargs` reads the parsed values back as
-constructor arguments, so the mapping is written once, in the dataclass.
+Every option of ``ate-ros`` is declared once, as a dataclass field: a config field (``VLAConfig``,
+``ConversionSpec``, ``TrainConfig``, ...) or, for what only a command knows (paths, switches), a
+field of the command's small ``*Options`` dataclass. :func:`add_dataclass_options` declares one
+option per field and :func:`dataclass_kwargs` reads the parsed values back as constructor
+arguments, so the mapping is written once, in the dataclass.
+
+The flag is the field name with dashes (``batch_size`` -> ``--batch-size``) unless the field's
+metadata names one (``"flag"``; a list gives aliases, ``["-o", "--out"]``), the help text is the
+metadata's ``"help"`` (``"min"``/``"max"`` are shown after it and checked), ``"choices"`` and
+``"metavar"`` pass through, the default is the field's (or the caller's override: two commands may
+start from different defaults), a field without a default is required, and ``"cli": False`` keeps
+a field off the command line; fields holding a nested dataclass are left to their own call.
+Types come from the annotation: ``int``, ``float``, ``str``, ``list[str]`` (comma-separated, or
+repeated with ``"action": "append"``), ``dict[str, str]`` (repeated ``KEY=VALUE``), ``X | None``
+(with ``None`` among the choices, the command line spells it ``none``). A ``bool`` that defaults
+to False is a ``--flag`` switch, one that defaults to True a ``--no-flag`` switch (help from
+``"help_off"``), one that defaults to None a ``--flag/--no-flag`` pair. ``"positional": True``
+makes a positional argument; ``"nargs"`` and ``"const"`` pass through.
 """
 
 from __future__ import annotations
@@ -17,8 +26,12 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
+
+NONE_WORD = "none"
+"""How the command line spells ``None`` for an optional field whose choices include it."""
 
 
 def csv_list(value: str) -> list[str]:
@@ -26,10 +39,39 @@ def csv_list(value: str) -> list[str]:
     return [v for v in (s.strip() for s in value.split(",")) if v]
 
 
-def _cli_fields(cls: type, skip: Iterable[str]) -> list[dataclasses.Field]:
+def _cli_fields(cls: type, only: Iterable[str] | None, skip: Iterable[str]
+                ) -> list[dataclasses.Field]:
+    """The fields of ``cls`` on the command line; a field that a subclass declares again (with
+    another default) and without metadata keeps its base class's."""
     skip = set(skip)
-    return [f for f in dataclasses.fields(cls)
-            if f.name not in skip and f.metadata.get("cli", True) and f.init]
+    fields = [_inherit_metadata(cls, f) for f in dataclasses.fields(cls)]
+    if only is not None:
+        only = set(only)
+        unknown = only - {f.name for f in fields}
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
+    return [f for f in fields
+            if f.name not in skip and (only is None or f.name in only) and f.init
+            and f.metadata.get("cli", True) and not _is_dataclass_field(f)]
+
+
+def _inherit_metadata(cls: type, f: dataclasses.Field) -> dataclasses.Field:
+    if f.metadata:
+        return f
+    for base in cls.__mro__[1:]:
+        if dataclasses.is_dataclass(base):
+            found = {b.name: b for b in dataclasses.fields(base)}.get(f.name)
+            if found is not None and found.metadata:
+                g = dataclasses.field(default=f.default, default_factory=f.default_factory,
+                                      metadata=found.metadata)
+                g.name, g.type = f.name, f.type
+                return g
+    return f
+
+
+def _is_dataclass_field(f: dataclasses.Field) -> bool:
+    return f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(
+        f.default_factory())
 
 
 def _base_type(annotation: Any) -> Any:
@@ -42,6 +84,11 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
+def field_default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of ``cls`` (``dataclasses.MISSING`` when it has none)."""
+    return _default(next(f for f in dataclasses.fields(cls) if f.name == name))
+
+
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -50,80 +97,160 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _flag(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+def _flags(f: dataclasses.Field, negated: bool) -> list[str]:
+    flag = f.metadata.get("flag")
+    if flag is None:
+        return [("--no-" if negated else "--") + f.name.replace("_", "-")]
+    return [flag] if isinstance(flag, str) else list(flag)
 
 
-def _negated(f: dataclasses.Field, base: Any, default: Any) -> bool:
-    return base is bool and default is True
+def _negated_dest(f: dataclasses.Field) -> str:
+    return _flags(f, True)[-1].lstrip("-").replace("-", "_")
+
+
+def _ranged(base: type, lo: Any, hi: Any) -> Callable[[str], Any]:
+    """``type=`` that parses ``base`` and refuses values outside ``[lo, hi]``."""
+    def parse(text: str) -> Any:
+        value = base(text)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is outside the {_range_text(lo, hi)}")
+        return value
+
+    parse.__name__ = base.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _range_text(lo: Any, hi: Any) -> str:
+    if hi is None:
+        return f"range >= {lo}"
+    return f"range <= {hi}" if lo is None else f"range {lo}..{hi}"
+
+
+def _range_note(meta: typing.Mapping[str, Any]) -> str:
+    lo, hi = meta.get("min"), meta.get("max")
+    return "" if lo is None and hi is None else "; " + _range_text(lo, hi)
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
-                          skip: Iterable[str] = (), defaults: dict[str, Any] | None = None
-                          ) -> None:
+                          only: Iterable[str] | None = None, skip: Iterable[str] = (),
+                          defaults: dict[str, Any] | None = None,
+                          required: Iterable[str] = (), note: str = "") -> None:
     """Add one option per field of the dataclass ``cls`` (see the module docstring).
 
     Args:
         parser: The (sub)command's parser.
-        cls: The config dataclass.
+        cls: The dataclass that declares the options.
+        only: The fields to declare (default: all of them).
         skip: Fields the command sets itself.
         defaults: Defaults that replace the dataclass's for this command.
+        required: Fields the command needs although the dataclass has a default.
+        note: Appended to every help text of this call (``"both stages"``).
     """
     hints = typing.get_type_hints(cls)
     defaults = defaults or {}
-    for f in _cli_fields(cls, skip):
+    required = set(required)
+    for f in _cli_fields(cls, only, skip):
+        meta = f.metadata
         base = _base_type(hints[f.name])
         default = defaults.get(f.name, _default(f))
-        kw: dict[str, Any] = {}
-        if f.metadata.get("help") is not None:
-            kw["help"] = f.metadata["help"]
-        if "metavar" in f.metadata:
-            kw["metavar"] = f.metadata["metavar"]
-        if base is bool:
-            if _negated(f, base, default):
-                if f.metadata.get("help_off") is not None:
-                    kw["help"] = f.metadata["help_off"]
-                else:
-                    kw.pop("help", None)
-                parser.add_argument(f.metadata.get("flag", "--no-" + f.name.replace("_", "-")),
-                                    action="store_true", **kw)
-            else:
-                parser.add_argument(_flag(f), action="store_true", **kw)
+        help_text = meta.get("help")
+        kw: dict[str, Any] = {k: meta[k] for k in ("metavar", "nargs", "const") if k in meta}
+        negated = base is bool and default is True
+        if negated:
+            help_text = meta.get("help_off")
+        elif help_text is not None:
+            help_text += _range_note(meta)
+        if help_text is not None:
+            kw["help"] = f"{help_text} ({note})" if note else help_text
+        flags = _flags(f, negated)
+        if meta.get("positional"):
+            parser.add_argument(f.name, **kw)
             continue
-        if typing.get_origin(base) is list:
+        if base is bool:
+            if default is None:
+                kw.update(action=argparse.BooleanOptionalAction, default=None, dest=f.name)
+            else:
+                kw.update(action="store_true", dest=_negated_dest(f) if negated else f.name)
+            parser.add_argument(*flags, **kw)
+            continue
+        origin = typing.get_origin(base)
+        if origin is dict:  # repeated KEY=VALUE, a fresh list per parse
+            kw["action"] = "append"
+            default = [f"{k}={v}" for k, v in default.items()]
+        elif meta.get("action") == "append":
+            kw["action"] = "append"
+        elif origin is list:
             kw["type"] = csv_list
         elif base in (int, float):
-            kw["type"] = base
-        if "choices" in f.metadata:
-            kw["choices"] = tuple(f.metadata["choices"])
-        if default is dataclasses.MISSING:
+            kw["type"] = _ranged(base, meta.get("min"), meta.get("max")) \
+                if "min" in meta or "max" in meta else base
+        if "choices" in meta:
+            kw["choices"] = tuple(NONE_WORD if c is None else c for c in meta["choices"])
+            if default is None and NONE_WORD in kw["choices"]:
+                default = NONE_WORD
+        elif "flag" in meta and "metavar" not in meta:  # --lambda LAMBDA, not the field name
+            kw["metavar"] = flags[-1].lstrip("-").replace("-", "_").upper()
+        if default is dataclasses.MISSING or f.name in required:
             kw["required"] = True
         else:
             kw["default"] = default
-        parser.add_argument(_flag(f), dest=f.name, **kw)
+        parser.add_argument(*flags, dest=f.name, **kw)
 
 
-def dataclass_kwargs(cls: type, args: argparse.Namespace, *, skip: Iterable[str] = ()
-                     ) -> dict[str, Any]:
-    """The constructor arguments of ``cls`` that :func:`add_dataclass_options` declared, read
-    from the parsed ``args`` (a ``--no-flag`` switch gives ``flag=False``)."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, Any] = {}
-    for f in _cli_fields(cls, skip):
-        base = _base_type(hints[f.name])
-        if base is bool and _default(f) is True:
-            dest = f.metadata.get("flag", "--no-" + f.name.replace("_", "-"))
-            out[f.name] = not getattr(args, dest.lstrip("-").replace("-", "_"))
-        else:
-            out[f.name] = getattr(args, f.name)
+def _key_values(f: dataclasses.Field, items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(
+                f"{_flags(f, False)[-1]} expects {f.metadata.get('metavar', 'KEY=VALUE')}, got "
+                f"{item!r}")
+        k, v = item.split("=", 1)
+        out[k] = v
     return out
 
 
-def add_overwrite_argument(parser) -> None:
+def dataclass_kwargs(cls: type, args: argparse.Namespace, *, only: Iterable[str] | None = None,
+                     skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The constructor arguments of ``cls`` that :func:`add_dataclass_options` declared, read
+    from the parsed ``args`` (a ``--no-flag`` switch gives ``flag=False``, ``none`` gives None;
+    ``ArgumentTypeError`` for a malformed ``KEY=VALUE``)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in _cli_fields(cls, only, skip):
+        base = _base_type(hints[f.name])
+        if base is bool and _default(f) is True and not f.metadata.get("positional"):
+            out[f.name] = not getattr(args, _negated_dest(f))
+            continue
+        value = getattr(args, f.name)
+        if typing.get_origin(base) is dict:
+            value = _key_values(f, value or [])
+        elif value == NONE_WORD and None in f.metadata.get("choices", ()):
+            value = None
+        out[f.name] = value
+    return out
+
+
+@dataclass
+class OverwriteOption:
+    """``--overwrite`` of the commands that write an output folder."""
+
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace what --out holds and discard the checkpoints of an interrupted run "
+                "(without it, such an --out is refused)"})
+
+
+@dataclass(kw_only=True)
+class SimTaskOptions:
+    """The simulated arm and task of ``ate-ros sim-record`` and ``ate-ros eval``."""
+
+    embodiment: str = field(metadata={
+        "help": "simulated arm: sim_arm6, sim_arm5, sim_arm7 or a YAML path"})
+    task: str = field(metadata={"help": "reach, push or pick_color"})
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
     """``--overwrite`` of the training commands (see ``core/training/output_guard.py``)."""
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace what --out holds and discard the checkpoints of an "
-                             "interrupted run (without it, such an --out is refused)")
+    add_dataclass_options(parser, OverwriteOption)
 
 
 def error(command: str, exc: BaseException | str) -> int:

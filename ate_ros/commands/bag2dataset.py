@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from ate_ros.commands.arguments import add_dataclass_options, dataclass_kwargs
 
 if TYPE_CHECKING:
     from ate_ros.core.data.convert import ConversionSpec, Manifest
@@ -51,102 +54,49 @@ def ray_target(args: argparse.Namespace) -> str | bool | None:
     return True if args.ray == RAY_LOCAL else args.ray
 
 
-def _camera_map(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise argparse.ArgumentTypeError(f"--camera expects NAME=TOPIC, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
+@dataclass(kw_only=True)
+class Bag2DatasetOptions:
+    """The options of ``ate-ros bag2dataset`` besides the :class:`ConversionSpec` fields."""
+
+    bags: list[str] = field(metadata={
+        "positional": True, "nargs": "+",
+        "help": "bag files/folders, folders of bags, or globs"})
+    embodiment: str = field(metadata={"help": "embodiment YAML or name"})
+    out: str = field(metadata={"help": "dataset folder to create"})
+    ray: str | None = field(default=None, metadata={
+        "nargs": "?", "const": RAY_LOCAL, "metavar": "ADDRESS",
+        "help": "convert each bag as a Ray task: on a local Ray instance without ADDRESS, else "
+                "on the cluster at ADDRESS ('auto', 'ray://HOST:10001'); bags and --out must be "
+                "at the same paths on every node (docs/ray.md); needs the ray extra. Write it "
+                "after the bags or as --ray=ADDRESS"})
+    format: str = field(default="ate", metadata={
+        "choices": ("ate", "lerobot"),
+        "help": "ate: our HDF5 episodes; lerobot: a LeRobotDataset (v3) written by LeRobot's own "
+                "writer from the same aligned streams (docs/lerobot.md)"})
+    lerobot_videos: bool = field(default=False, metadata={
+        "help": "--format lerobot: store cameras as video (decoding needs torchcodec + FFmpeg) "
+                "instead of image frames"})
+    keep_going: bool = field(default=False, metadata={
+        "help": "exit 0 when at least one bag converted even if others failed"})
+
+
+SPEC_NOT_ON_CLI = ("image_memory_mb", "clock_jump_tolerance_s")
+"""ConversionSpec fields the command leaves at their defaults."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ate_ros.core.data import topics as T
+    from ate_ros.core.data.convert import ConversionSpec
 
     parser.epilog = EPILOG
-    parser.add_argument("bags", nargs="+", help="bag files/folders, folders of bags, or globs")
-    parser.add_argument("--embodiment", required=True, help="embodiment YAML or name")
-    parser.add_argument("--out", required=True, help="dataset folder to create")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="output rate in Hz (default: the embodiment's control rate)")
-    parser.add_argument("--ros-distro", default=None,
-                        help="typestore for types the bag does not define (default: detect, "
-                             "else kilted)")
-    parser.add_argument("--msg-dir", action="append", default=[],
-                        help="folder of custom .msg files (DIR or PKG=DIR); repeatable")
-    parser.add_argument("--joint-topic", default=T.JOINT_STATES_TOPIC)
-    parser.add_argument("--action-source", default="auto",
-                        choices=["auto", "trajectory", "chunk", "next_state"])
-    parser.add_argument("--command-topic", default=T.COMMAND_TOPIC)
-    parser.add_argument("--action-chunk-topic", default=T.ACTION_CHUNK_TOPIC)
-    parser.add_argument("--camera", action="append", default=[], metavar="NAME=TOPIC",
-                        help="topic of an embodiment camera (default /<camera>/image_raw, or "
-                             "its /compressed sibling)")
-    parser.add_argument("--no-require-cameras", action="store_true",
-                        help="convert bags lacking a camera (no images for it) instead of "
-                             "failing them")
-    parser.add_argument("--instruction", default="",
-                        help="instruction for every episode (overrides topic/metadata)")
-    parser.add_argument("--instruction-topic", default=T.INSTRUCTION_TOPIC)
-    parser.add_argument("--env-state-topic", default=T.ENV_STATE_TOPIC,
-                        help="ate_ros/EnvironmentState topic stored as the episodes' "
-                             "environment_state when the bag has it ('' : never)")
-    parser.add_argument("--task", default="")
-    parser.add_argument("--split-topic", default="",
-                        help="start a new episode at each message on this topic")
-    parser.add_argument("--time-source", default="header", choices=["header", "receive"])
-    parser.add_argument("--joint-max-age", type=float, default=None, metavar="S")
-    parser.add_argument("--image-max-age", type=float, default=None, metavar="S")
-    parser.add_argument("--action-max-age", type=float, default=None, metavar="S")
-    parser.add_argument("--gaps", default="split", choices=["split", "drop"],
-                        help="stale streams end the episode (split) or drop ticks (drop)")
-    parser.add_argument("--clock-jump", default="split", choices=["split", "error"])
-    parser.add_argument("--min-episode-frames", type=int, default=10)
-    parser.add_argument("--split", type=float, default=0.1, dest="val_fraction",
-                        help="fraction of bags for val/")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="bags converted at once in local processes (with --ray and no "
-                             "address: the CPUs of the local Ray instance)")
-    parser.add_argument("--ray", nargs="?", const=RAY_LOCAL, default=None, metavar="ADDRESS",
-                        help="convert each bag as a Ray task: on a local Ray instance without "
-                             "ADDRESS, else on the cluster at ADDRESS ('auto', "
-                             "'ray://HOST:10001'); bags and --out must be at the same paths "
-                             "on every node (docs/ray.md); needs the ray extra. Write it "
-                             "after the bags or as --ray=ADDRESS")
-    parser.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"],
-                        help="HDF5 compression of images (lzf: ~2x slower, smaller files)")
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--format", default="ate", choices=["ate", "lerobot"],
-                        help="ate: our HDF5 episodes; lerobot: a LeRobotDataset (v3) written by "
-                             "LeRobot's own writer from the same aligned streams "
-                             "(docs/lerobot.md)")
-    parser.add_argument("--lerobot-videos", action="store_true",
-                        help="--format lerobot: store cameras as video (decoding needs "
-                             "torchcodec + FFmpeg) instead of image frames")
-    parser.add_argument("--keep-going", action="store_true",
-                        help="exit 0 when at least one bag converted even if others failed")
+    add_dataclass_options(parser, Bag2DatasetOptions)
+    add_dataclass_options(parser, ConversionSpec, skip=SPEC_NOT_ON_CLI)
 
 
 def spec_from_args(args: argparse.Namespace) -> ConversionSpec:
     """The :class:`ConversionSpec` of the command line (ValueError for invalid values)."""
     from ate_ros.core.data.convert import ConversionSpec
 
-    return ConversionSpec(
-        rate_hz=args.rate, joint_topic=args.joint_topic, action_source=args.action_source,
-        command_topic=args.command_topic, action_chunk_topic=args.action_chunk_topic,
-        camera_topics=_camera_map(args.camera),
-        require_cameras=not args.no_require_cameras, instruction=args.instruction,
-        instruction_topic=args.instruction_topic, env_state_topic=args.env_state_topic,
-        task=args.task,
-        split_topic=args.split_topic, time_source=args.time_source,
-        joint_max_age_s=args.joint_max_age, image_max_age_s=args.image_max_age,
-        action_max_age_s=args.action_max_age, gap_policy=args.gaps,
-        clock_jump=args.clock_jump, min_episode_frames=args.min_episode_frames,
-        val_fraction=args.val_fraction, seed=args.seed, ros_distro=args.ros_distro,
-        msg_dirs=args.msg_dir, workers=args.workers, overwrite=args.overwrite,
-        compression=None if args.compression == "none" else args.compression)
+    return ConversionSpec(**dataclass_kwargs(ConversionSpec, args, skip=SPEC_NOT_ON_CLI))
 
 
 def print_report(manifest: Manifest, out: str, keep_going: bool) -> int:

@@ -28,8 +28,10 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ate_ros.commands.arguments import add_dataclass_options
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "assets" / "pretrained_lowdim"
 
@@ -63,15 +65,23 @@ PROFILES = {
 }
 
 
+@dataclass(kw_only=True)
+class DemoOptions:
+    """The options of ``ate-ros demo``."""
+
+    out: str = field(default="demo_out", metadata={"help": "folder for every artefact"})
+    tiny: bool = field(default=False, metadata={
+        "help": "smallest budgets (CI smoke test, ~1-2 min); numbers mean nothing"})
+    pretrained: str = field(default=str(PRETRAINED_DIR), metadata={
+        "help": "pre-trained policy to adapt ('' = use the demo's own pretrain run)"})
+    skip_ros: bool = field(default=False, metadata={"help": "skip the ROS 2 graph step"})
+    device: str = field(default="cpu", metadata={"help": "torch device for training/inference"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of every step (recording seeds are offset per arm)"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="demo_out", help="folder for every artefact")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smallest budgets (CI smoke test, ~1-2 min); numbers mean nothing")
-    parser.add_argument("--pretrained", default=str(PRETRAINED_DIR),
-                        help="pre-trained policy to adapt ('' = use the demo's own pretrain run)")
-    parser.add_argument("--skip-ros", action="store_true", help="skip the ROS 2 graph step")
-    parser.add_argument("--device", default="cpu", help="torch device for training/inference")
-    parser.add_argument("--seed", type=int, default=0)
+    add_dataclass_options(parser, DemoOptions)
 
 
 class _Pipeline:

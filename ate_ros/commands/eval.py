@@ -13,41 +13,48 @@ actions on the embodiment's joints; :mod:`ate_ros.core.deploy.policy_factory`): 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
+
+from ate_ros.commands.arguments import SimTaskOptions, add_dataclass_options
+from ate_ros.core.execution.config import BLEND_MODES, CHUNKING_MODES
+
+
+@dataclass(kw_only=True)
+class EvalOptions:
+    """The options of ``ate-ros eval`` besides the arm and task: what ``evaluate_policy`` is
+    given, and the two executor settings it overrides."""
+
+    policy: str = field(metadata={
+        "help": "policy folder (as saved by training), or lerobot:<dir> for a LeRobot checkpoint "
+                "(docs/lerobot.md)"})
+    episodes: int = field(default=20, metadata={"help": "evaluation episodes"})
+    seed: int = field(default=0, metadata={"help": "evaluation seed"})
+    out: str = field(metadata={"help": "folder for results.json and PNG strips"})
+    num_steps: int | None = field(default=None, metadata={
+        "help": "denoising/integration steps (default: the policy's)"})
+    render_episodes: int = field(default=3, metadata={"help": "episodes saved as PNG strips"})
+    blend: str = field(default="crossfade", metadata={
+        "help": "how new chunks join the plan (sync chunking; the executor's execution.blend)",
+        "choices": tuple(b for b in BLEND_MODES if b != "rtc")})
+    inference_delay: int = field(default=0, metadata={
+        "metavar": "D",
+        "help": "control periods the policy takes per chunk, simulated on the stepped clock (the "
+                "arm keeps moving meanwhile unless --chunking sync)"})
+    chunking: str = field(default="sync", metadata={
+        "choices": CHUNKING_MODES,
+        "help": "sync: the arm holds while the policy runs; the others run it beside execution "
+                "with that executor blend (rtc: real-time chunking, the policy inpaints the "
+                "committed prefix)"})
+    replan_steps: int | None = field(default=None, metadata={
+        "help": "request a new chunk when fewer planned points remain (the executor's "
+                "execution.replan_steps; default: chunk size minus the policy's n_action_steps "
+                "when it sets them, else 4)"})
+    device: str = field(default="cpu", metadata={"help": "torch device for the policy"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ate_ros.core.execution.config import CHUNKING_MODES
-
-    parser.add_argument("--policy", required=True,
-                        help="policy folder (as saved by training), or lerobot:<dir> for a "
-                             "LeRobot checkpoint (docs/lerobot.md)")
-    parser.add_argument("--embodiment", required=True,
-                        help="simulated arm: sim_arm6, sim_arm5, sim_arm7 or a YAML path")
-    parser.add_argument("--task", required=True, help="reach, push or pick_color")
-    parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes")
-    parser.add_argument("--seed", type=int, default=0, help="evaluation seed")
-    parser.add_argument("--out", required=True, help="folder for results.json and PNG strips")
-    parser.add_argument("--num-steps", type=int, default=None,
-                        help="denoising/integration steps (default: the policy's)")
-    parser.add_argument("--render-episodes", type=int, default=3,
-                        help="episodes saved as PNG strips")
-    parser.add_argument("--blend", choices=("replace", "crossfade", "ensemble"),
-                        default="crossfade", help="how new chunks join the plan (sync "
-                                                  "chunking)")
-    parser.add_argument("--inference-delay", type=int, default=0, metavar="D",
-                        help="control periods the policy takes per chunk, simulated on the "
-                             "stepped clock (the arm keeps moving meanwhile unless --chunking "
-                             "sync)")
-    parser.add_argument("--chunking", choices=CHUNKING_MODES,
-                        default="sync",
-                        help="sync: the arm holds while the policy runs; the others run it "
-                             "beside execution with that executor blend (rtc: real-time "
-                             "chunking, the policy inpaints the committed prefix)")
-    parser.add_argument("--replan-steps", type=int, default=None,
-                        help="request a new chunk when fewer planned points remain (default: "
-                             "chunk size minus the policy's n_action_steps when it sets them, "
-                             "else 4)")
-    parser.add_argument("--device", default="cpu", help="torch device for the policy")
+    add_dataclass_options(parser, SimTaskOptions)
+    add_dataclass_options(parser, EvalOptions)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,10 +32,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ate_ros.commands.arguments import add_dataclass_options
 from ate_ros.core.chunk_layout import ChunkLayoutError, read_action_chunk, read_joint_trajectory
 
 logger = logging.getLogger(__name__)
@@ -64,26 +66,34 @@ class PlotError(Exception):
         self.code = code
 
 
+@dataclass(kw_only=True)
+class PlotOptions:
+    """The options of ``ate-ros plot-chunks`` (a bag's typestore options are
+    ``ConversionSpec``'s, as in ``ate-ros bag2dataset``)."""
+
+    source: str = field(metadata={
+        "positional": True, "help": "episode dataset folder, episode .hdf5 file, or rosbag"})
+    out: str = field(default="", metadata={
+        "flag": ["-o", "--out"],
+        "help": "PNG path (default: <source>_chunks.png next to the source)"})
+    embodiment: str = field(default="", metadata={
+        "help": "embodiment name or YAML (default: read from the data)"})
+    episode: int = field(default=0, metadata={"help": "episode index in a dataset"})
+    split: str = field(default="train", metadata={"help": "dataset split"})
+    chunks: int = field(default=6, metadata={"help": "chunks drawn (evenly spaced)"})
+    horizon: int = field(default=16, metadata={
+        "help": "chunk length for datasets (action windows)"})
+    kinematics: str = field(default="auto", metadata={
+        "help": "forward kinematics source", "choices": ("auto", "urdf", "sim", "joints")})
+    topic: str = field(default="", metadata={"help": "bag topic of the chunks (default: any)"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ate_ros.core.data.convert.spec import ConversionSpec
+
     parser.epilog = EPILOG
-    parser.add_argument("source", help="episode dataset folder, episode .hdf5 file, or rosbag")
-    parser.add_argument("-o", "--out", default="",
-                        help="PNG path (default: <source>_chunks.png next to the source)")
-    parser.add_argument("--embodiment", default="",
-                        help="embodiment name or YAML (default: read from the data)")
-    parser.add_argument("--episode", type=int, default=0, help="episode index in a dataset")
-    parser.add_argument("--split", default="train", help="dataset split")
-    parser.add_argument("--chunks", type=int, default=6, help="chunks drawn (evenly spaced)")
-    parser.add_argument("--horizon", type=int, default=16,
-                        help="chunk length for datasets (action windows)")
-    parser.add_argument("--kinematics", default="auto", choices=("auto", "urdf", "sim", "joints"),
-                        help="forward kinematics source")
-    parser.add_argument("--topic", default="", help="bag topic of the chunks (default: any)")
-    parser.add_argument("--ros-distro", default=None,
-                        help="typestore for types the bag does not define (default: detect, "
-                             "else kilted)")
-    parser.add_argument("--msg-dir", action="append", default=[],
-                        help="folder of custom .msg files (DIR or PKG=DIR); repeatable")
+    add_dataclass_options(parser, PlotOptions)
+    add_dataclass_options(parser, ConversionSpec, only=("ros_distro", "msg_dirs"))
 
 
 # ----- loading ------------------------------------------------------------------------------
@@ -162,7 +172,7 @@ def load_bag(args: argparse.Namespace) -> tuple:
     topic = getattr(args, "topic", "")
     try:
         with BagSource(path, getattr(args, "ros_distro", None),
-                       getattr(args, "msg_dir", [])) as bag:
+                       getattr(args, "msg_dirs", [])) as bag:
             for w in bag.warnings:
                 logger.warning("%s: %s", path, w)
             chunk_topics, state_topics = _bag_topics(bag, topic)

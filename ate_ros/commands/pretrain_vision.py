@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
-from ate_ros.commands.arguments import add_overwrite_argument, csv_list, error
+from ate_ros.commands.arguments import (
+    add_dataclass_options,
+    add_overwrite_argument,
+    dataclass_kwargs,
+    error,
+)
+
+ENCODER_FIELDS = ("image_size", "d_model", "vision_pool", "vision_grid")
+"""The ``VLAConfig`` fields the image encoder is built from (``VisionEncoderSpec``)."""
+
+
+@dataclass(kw_only=True)
+class PretrainVisionOptions:
+    """The options of ``ate-ros pretrain-vision`` besides the encoder's ``VLAConfig`` fields."""
+
+    out: str = field(metadata={"help": "output folder (vision_encoder.*)"})
+    embodiments: list[str] = field(default_factory=lambda: ["sim_arm6", "sim_arm5"], metadata={
+        "help": "simulated arms that appear in the frames (use the pre-training arms, not the "
+                "robot you adapt to)"})
+    tasks: list[str] = field(default_factory=lambda: ["reach", "push", "pick_color"], metadata={
+        "help": "simulation tasks whose scenes are rendered"})
+    frames: int = field(default=12000, metadata={"help": "rendered, labelled frames"})
+    steps: int = field(default=3000, metadata={"help": "optimisation steps"})
+    batch_size: int = field(default=64, metadata={"help": "frames per step"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    seed: int = field(default=0, metadata={"help": "seed of the frames and the training"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (vision_encoder.*)")
-    parser.add_argument("--embodiments", type=csv_list, default=["sim_arm6", "sim_arm5"],
-                        help="simulated arms that appear in the frames (use the pre-training "
-                             "arms, not the robot you adapt to)")
-    parser.add_argument("--tasks", type=csv_list, default=["reach", "push", "pick_color"])
-    parser.add_argument("--frames", type=int, default=12000, help="rendered, labelled frames")
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--vision-pool", default="keypoints", choices=("avg", "max", "keypoints"))
-    parser.add_argument("--vision-grid", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    from ate_ros.core.steer.policies.configuration_vla import VLAConfig
+
+    add_dataclass_options(parser, PretrainVisionOptions)
+    add_dataclass_options(parser, VLAConfig, only=ENCODER_FIELDS)
     add_overwrite_argument(parser)
 
 
@@ -53,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.lr > 0:
             raise ValueError(f"--lr must be > 0, got {args.lr}")
         check_output(args.out, overwrite=args.overwrite)
-        cfg = VLAConfig(image_size=args.image_size, d_model=args.d_model,
-                        vision_pool=args.vision_pool, vision_grid=args.vision_grid)
+        cfg = VLAConfig(**dataclass_kwargs(VLAConfig, args, only=ENCODER_FIELDS))
         spec = VisionEncoderSpec.from_policy_config(cfg)
         print(f"rendering {args.frames} labelled frames ({', '.join(args.embodiments)} x "
               f"{', '.join(args.tasks)})", flush=True)

@@ -29,10 +29,12 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ate_ros.core.deploy import OBSERVATION_SOURCES
+from ate_ros.commands.arguments import add_dataclass_options
+from ate_ros.core.deploy.configs import PolicyNodeConfig, SimRobotConfig
 from ate_ros.core.execution.config import CHUNKING_MODES
 from ate_ros.nodes.graph import (
     Monitor,
@@ -43,47 +45,44 @@ from ate_ros.nodes.graph import (
 )
 
 
+@dataclass(kw_only=True)
+class RunOptions:
+    """The options of ``ate-ros run`` that are no node parameter (the policy and sim robot
+    settings it passes on are ``PolicyNodeConfig``'s and ``SimRobotConfig``'s fields)."""
+
+    sim: bool = field(default=False, metadata={
+        "help": "add sim_robot_node: run closed loop on the MuJoCo simulation"})
+    duration: float = field(default=10.0, metadata={
+        "help": "seconds to run (sim time with --sim)"})
+    dry_run: bool | None = field(default=None, metadata={
+        "help": "executor sends nothing (default: off with --sim, on without)"})
+    config_dir: str = field(default="", metadata={
+        "help": "folder with the node YAMLs (default: the package's config/)"})
+    until_success: bool = field(default=False, metadata={
+        "help": "stop as soon as the simulated task succeeds"})
+    lockstep: bool = field(default=False, metadata={
+        "help": "--sim: advance sim time one control period only after that tick's observation "
+                "-> chunk -> command (reproduces `ate-ros eval`'s loop; runs until the episode "
+                "is done or --duration)"})
+    start_timeout: float = field(default=60.0, metadata={
+        "help": "--sim: wall seconds to wait for the graph before starting anyway"})
+    chunking: str | None = field(default=None, metadata={
+        "choices": CHUNKING_MODES,
+        "help": "when the policy runs and how its chunks join the plan: sets policy_node's "
+                "chunking and executor_node's execution.blend (rtc: real-time chunking; sync: "
+                "the arm holds while the model runs; default: the config files')"})
+    json: str = field(default="", metadata={"help": "also write the summary to this JSON file"})
+
+
+POLICY_NODE_FIELDS = ("policy", "vae", "device", "observation_source")
+SIM_ROBOT_FIELDS = ("embodiment", "task", "seed", "real_time_factor", "controller")
+"""The node parameters ``ate-ros run`` sets from its command line (``build_graph``)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sim", action="store_true",
-                        help="add sim_robot_node: run closed loop on the MuJoCo simulation")
-    parser.add_argument("--policy", default="wave",
-                        help="policy checkpoint directory, lerobot:<dir> for a LeRobot "
-                             "checkpoint (docs/lerobot.md), or a built-in policy (hold, wave; "
-                             "expert: the simulation's scripted oracle, with --sim)")
-    parser.add_argument("--vae", default="", help="stage-2 alignment directory (OOD monitor)")
-    parser.add_argument("--embodiment", default="",
-                        help="embodiment name or YAML ('' = the simulation's adaptation arm)")
-    parser.add_argument("--task", default="", help="simulation task ('' = default)")
-    parser.add_argument("--seed", type=int, default=0, help="simulation episode seed")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds to run (sim time with --sim)")
-    parser.add_argument("--real-time-factor", type=float, default=1.0,
-                        help="sim seconds per wall second (--sim)")
-    parser.add_argument("--device", default="cpu", help="torch device of the policy")
-    parser.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=None,
-                        help="executor sends nothing (default: off with --sim, on without)")
-    parser.add_argument("--controller", default="arm_controller",
-                        help="commands go to <controller>/joint_trajectory")
-    parser.add_argument("--config-dir", default="",
-                        help="folder with the node YAMLs (default: the package's config/)")
-    parser.add_argument("--until-success", action="store_true",
-                        help="stop as soon as the simulated task succeeds")
-    parser.add_argument("--lockstep", action="store_true",
-                        help="--sim: advance sim time one control period only after that tick's "
-                             "observation -> chunk -> command (reproduces `ate-ros eval`'s loop; "
-                             "runs until the episode is done or --duration)")
-    parser.add_argument("--start-timeout", type=float, default=60.0,
-                        help="--sim: wall seconds to wait for the graph before starting anyway")
-    parser.add_argument("--observation-source", choices=OBSERVATION_SOURCES,
-                        default=OBSERVATION_SOURCES[0],
-                        help="sensors: no perception_node, policy_node subscribes to the cameras "
-                             "and joint_states itself (one DDS hop less per chunk)")
-    parser.add_argument("--chunking", choices=CHUNKING_MODES, default=None,
-                        help="when the policy runs and how its chunks join the plan: sets "
-                             "policy_node's chunking and executor_node's execution.blend (rtc: "
-                             "real-time chunking; sync: the arm holds while the model runs; "
-                             "default: the config files')")
-    parser.add_argument("--json", default="", help="also write the summary to this JSON file")
+    add_dataclass_options(parser, RunOptions)
+    add_dataclass_options(parser, PolicyNodeConfig, only=POLICY_NODE_FIELDS)
+    add_dataclass_options(parser, SimRobotConfig, only=SIM_ROBOT_FIELDS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,25 +10,32 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
+
+from ate_ros.commands.arguments import SimTaskOptions, add_dataclass_options
+
+
+@dataclass(kw_only=True)
+class SimRecordOptions:
+    """The options of ``ate-ros sim-record`` besides the arm and task."""
+
+    episodes: int = field(default=10, metadata={"help": "episodes to write"})
+    out: str = field(metadata={"help": "output folder"})
+    storage: str = field(default="mcap", metadata={
+        "help": "bag storage format", "choices": ("mcap", "sqlite3", "ros1")})
+    seed: int = field(default=0, metadata={"help": "run seed (initial states, noise)"})
+    state_rate: float = field(default=50.0, metadata={"help": "/joint_states rate in Hz"})
+    keep_failures: bool = field(default=False, metadata={
+        "help": "also write episodes the expert failed (success=false metadata)"})
+    direct: bool = field(default=False, metadata={
+        "help": "write an episode-format dataset (train/ val/) instead of bags"})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "with --direct: share of episodes written to val/"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embodiment", required=True,
-                        help="simulated arm: sim_arm6, sim_arm5, sim_arm7 or a YAML path")
-    parser.add_argument("--task", required=True, help="reach, push or pick_color")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes to write")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--storage", choices=("mcap", "sqlite3", "ros1"), default="mcap",
-                        help="bag storage format")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (initial states, noise)")
-    parser.add_argument("--state-rate", type=float, default=50.0,
-                        help="/joint_states rate in Hz")
-    parser.add_argument("--keep-failures", action="store_true",
-                        help="also write episodes the expert failed (success=false metadata)")
-    parser.add_argument("--direct", action="store_true",
-                        help="write an episode-format dataset (train/ val/) instead of bags")
-    parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="with --direct: share of episodes written to val/")
+    add_dataclass_options(parser, SimTaskOptions)
+    add_dataclass_options(parser, SimRecordOptions)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,16 +6,28 @@ Exit code 0 when no errors were found (warnings allowed), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
+
+from ate_ros.commands.arguments import add_dataclass_options
+
+
+@dataclass(kw_only=True)
+class VerifyOptions:
+    """The options of ``ate-ros verify-dataset``."""
+
+    dataset: str = field(metadata={
+        "positional": True, "help": "dataset folder (train/, val/, manifest.json)"})
+    rate_tolerance: float = field(default=0.05, metadata={
+        "help": "allowed relative difference of the median rate from rate_hz"})
+    embodiment: str | None = field(default=None, metadata={
+        "help": "check against this embodiment instead of DATASET/embodiment.yaml"})
+    no_hashes: bool = field(default=False, metadata={"help": "skip SHA-256 checks"})
+    json: str | None = field(default=None, metadata={
+        "metavar": "FILE", "help": "write the report as JSON"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="dataset folder (train/, val/, manifest.json)")
-    parser.add_argument("--rate-tolerance", type=float, default=0.05,
-                        help="allowed relative difference of the median rate from rate_hz")
-    parser.add_argument("--embodiment", default=None,
-                        help="check against this embodiment instead of DATASET/embodiment.yaml")
-    parser.add_argument("--no-hashes", action="store_true", help="skip SHA-256 checks")
-    parser.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
+    add_dataclass_options(parser, VerifyOptions)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,9 +54,74 @@ def test_required_choices_overrides_and_help():
 
 def test_train_config_options_build_the_config():
     p = argparse.ArgumentParser()
-    add_common_arguments(p, steps=2000, lr=1e-4)
-    args = p.parse_args(["--data", "a,b", "--out", "o", "--no-progress", "--patience", "3"])
-    cfg = TrainConfig(**common_config(args))
+    add_common_arguments(p, TrainConfig, defaults={"steps": 2000, "lr": 1e-4})
+    args = p.parse_args(["--data", "a,b", "--out", "o", "--no-progress", "--patience", "3",
+                         "--overwrite"])
+    cfg = TrainConfig(**common_config(args, TrainConfig))
     assert (cfg.data, cfg.out, cfg.steps, cfg.lr) == (["a", "b"], "o", 2000, 1e-4)
     assert cfg.show_progress is False and cfg.amp is True and cfg.patience == 3
+    assert cfg.overwrite is True
     assert (args.no_amp, args.no_progress) == (False, True)  # the dests commands read
+
+
+@dataclass(kw_only=True)
+class _Shapes:
+    src: list[str] = field(metadata={"positional": True, "nargs": "+", "help": "inputs"})
+    out: str = field(default="", metadata={"flag": ["-o", "--out"], "help": "output"})
+    ray: str | None = field(default=None, metadata={"nargs": "?", "const": "local",
+                                                    "help": "address"})
+    dirs: list[str] = field(default_factory=list, metadata={"action": "append", "help": "d"})
+    topics: dict[str, str] = field(default_factory=dict, metadata={
+        "flag": "--topic", "metavar": "NAME=TOPIC", "help": "topics"})
+    codec: str | None = field(default=None, metadata={"choices": (None, "lzf"), "help": "c"})
+    dry: bool | None = field(default=None, metadata={"help": "dry"})
+    count: int = field(default=3, metadata={"min": 1, "max": 5, "help": "count"})
+
+
+def _shapes(argv: list[str]) -> tuple[argparse.ArgumentParser, dict]:
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_dataclass_options(p, _Shapes)
+    return p, dataclass_kwargs(_Shapes, p.parse_args(argv))
+
+
+def test_positional_alias_append_pairs_none_word_and_optional_switch():
+    _, kw = _shapes(["a", "b"])
+    assert kw == {"src": ["a", "b"], "out": "", "ray": None, "dirs": [], "topics": {},
+                  "codec": None, "dry": None, "count": 3}
+    _, kw = _shapes(["a", "-o", "x.png", "--ray", "--dirs", "m1", "--dirs", "m2", "--topic",
+                     "front=/cam", "--codec", "lzf", "--no-dry", "--count", "5"])
+    assert kw == {"src": ["a"], "out": "x.png", "ray": "local", "dirs": ["m1", "m2"],
+                  "topics": {"front": "/cam"}, "codec": "lzf", "dry": False, "count": 5}
+    assert _shapes(["a", "--codec", "none", "--dry"])[1] == {
+        **_shapes(["a"])[1], "dry": True}
+    with pytest.raises(argparse.ArgumentTypeError, match="--topic expects NAME=TOPIC"):
+        _shapes(["a", "--topic", "front"])
+
+
+def test_range_metadata_is_checked_and_shown():
+    p, _ = _shapes(["a"])
+    with pytest.raises(argparse.ArgumentError, match="outside"):
+        p.parse_args(["a", "--count", "6"])
+    with pytest.raises(argparse.ArgumentError, match="invalid int value"):
+        p.parse_args(["a", "--count", "x"])
+    assert "range 1..5" in " ".join(p.format_help().split())
+
+
+@dataclass
+class _Base:
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    nested: _Toy | None = None
+
+
+@dataclass
+class _Derived(_Base):
+    lr: float = 1e-4
+
+
+def test_redeclared_field_keeps_its_help_and_only_names_known_fields():
+    p = argparse.ArgumentParser()
+    add_dataclass_options(p, _Derived, only=("lr",))
+    assert p.parse_args([]).lr == 1e-4
+    assert "peak learning rate" in p.format_help()
+    with pytest.raises(TypeError, match="no fields"):
+        add_dataclass_options(argparse.ArgumentParser(), _Derived, only=("lr", "typo"))

@@ -142,30 +142,46 @@ class AlignConfig:
     left empty: it is taken from the dataset (``embodiment.yaml``, else ``robot_type``).
     """
 
-    out: str = field(default="", metadata={"help": "output folder"})
+    out: str = field(default="", metadata={"help": "output folder (replaced atomically)"})
     pretrain: list[str] = field(default_factory=list, metadata={
-        "help": "pre-training dataset folders"})
+        "help": "pre-training dataset folder(s), comma separated: our episode format, or "
+                "LeRobotDatasets (meta/info.json, or lerobot:<dir>)"})
     embodiment_pre: list[str] = field(default_factory=list, metadata={
-        "help": "embodiment YAML (or name) per pre-training dataset"})
-    adapt: str = field(default="", metadata={"help": "adaptation dataset folder"})
-    embodiment_ada: str = field(default="", metadata={"help": "adaptation embodiment"})
+        "help": "embodiment YAML (or name) per pre-training dataset, comma separated ('' for "
+                "LeRobotDatasets: read from each dataset)"})
+    adapt: str = field(default="", metadata={
+        "help": "adaptation dataset folder (our format, or a LeRobotDataset: its action column "
+                "per episode; docs/lerobot.md)"})
+    embodiment_ada: str = field(default="", metadata={
+        "help": "adaptation embodiment YAML or name ('' for a LeRobotDataset: its "
+                "embodiment.yaml, else its robot_type)"})
     stage1_dir: str = field(default="", metadata={
-        "help": "reuse stage 1 + prior from this earlier `ate-ros align` output"})
-    preset: str = field(default="small", metadata={"help": f"model size, one of {PRESETS}"})
-    chunk_size: int = field(default=16, metadata={"help": "H for both stages"})
+        "help": "skip stage 1: reuse the VAE and q_pre (the prior) of this earlier `ate-ros "
+                "align` output", "flag": "--stage1"})
+    preset: str = field(default="small", metadata={"help": f"VAE size, one of {PRESETS}",
+                                                   "choices": PRESETS})
+    chunk_size: int = field(default=16, metadata={"help": "chunk size H for both stages",
+                                                  "flag": "--chunk"})
     vae_overrides: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "VAEConfig fields overriding the preset"})
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=lambda: StageConfig(epochs=150))
     control: bool = field(default=True, metadata={
-        "help": "also train an unaligned control VAE on the adaptation data (quality report)"})
+        "help": "also train an unaligned control VAE on the adaptation data (quality report)",
+        "help_off": "skip the unaligned control VAE of the quality report"})
     control_prior: str = field(default="none", metadata={
         "help": "control VAE regulariser: 'standard' = stage-1 losses toward N(0, I) "
-                "(the paper's adaptation-only ablation), 'none' = reconstruction only"})
+                "(the paper's adaptation-only ablation), 'none' = reconstruction only",
+        "choices": CONTROL_PRIORS})
     covariance: str = field(default="diag", metadata={
-        "help": f"Gaussian summaries of the latent distributions, one of {COVARIANCES}"})
-    key: str = field(default="auto", metadata={"help": "auto | action | qpos"})
-    short: str = field(default="drop", metadata={"help": "short episodes: drop | pad | error"})
+        "help": f"Gaussian summaries of q_pre / the adaptation latents, one of {COVARIANCES}",
+        "choices": COVARIANCES})
+    key: str = field(default="auto", metadata={
+        "help": "array to chunk: auto = action when present, else qpos",
+        "choices": ("auto", "action", "qpos")})
+    short: str = field(default="drop", metadata={
+        "help": "episodes shorter than the chunk: drop | pad | error",
+        "choices": ("drop", "pad", "error")})
     norm_mode: str = field(default="mean_std", metadata={"help": "mean_std | min_max"})
     mmd_c: float = field(default=2.0, metadata={
         "help": "IMQ kernel constant on the mean-over-dims squared distance (see losses.py)"})
@@ -173,12 +189,14 @@ class AlignConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:i]"})
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (off on CPU)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
-    plots: bool = field(default=True, metadata={"help": "write PNG plots"})
+    plots: bool = field(default=True, metadata={"help": "write PNG plots",
+                                                "help_off": "write no PNG plots"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars"})
-    progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bars",
+                                                   "help_off": "no tqdm progress bars"})
     resume: bool = field(default=False, metadata={
-        "help": "carry on from the checkpoints of an interrupted run with the same settings "
-                "(<out>.resume/)"})
+        "help": "carry on from the checkpoints an interrupted run with the same settings left "
+                "in <out>.resume/ (without it, a run refuses to start while they are there)"})
     checkpoint_every: int = field(default=1, metadata={
         "help": "epochs between checkpoints (what an interrupted run can resume from)"})
 

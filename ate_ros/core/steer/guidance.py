@@ -90,10 +90,12 @@ class GuidanceConfig:
     enabled: bool = field(default=True, metadata={
         "help": "apply ATE guidance; False gives exactly the plain loss (ablation baseline)"})
     scale: float = field(default=2.0, metadata={
-        "help": "lambda, the guidance strength (paper sweep: 1-3 help, 2 preferred)"})
+        "help": "lambda, the guidance strength (paper sweep: 1-3 help, 2 preferred)",
+        "flag": "--lambda"})
     clamp: float = field(default=0.1, metadata={
         "help": "bound on the scaled gradient c*g before lambda (reference: 0.1); <=0 disables"})
     clamp_mode: str = field(default="norm", metadata={
+        "choices": CLAMP_MODES,
         "help": "'norm': cap the per-sample RMS of c*g keeping its direction; 'element': "
                 "element-wise clamp as the reference code; 'none'"})
     latent_reduction: str = field(default="mean", metadata={
@@ -102,10 +104,11 @@ class GuidanceConfig:
     min_denominator: float = field(default=1e-4, metadata={
         "help": "floor on the denominators of c (tau, 1 - t, sqrt(abar)) so c stays finite"})
     direction: str = field(default="classifier", metadata={
+        "choices": DIRECTIONS,
         "help": "'classifier' (default): textbook classifier guidance, the clean target moves "
                 "up grad log p(y|a_k); 'paper': the published formulas (and reference code) "
                 "verbatim, the opposite sign, which lowered success in bench_adaptation; see "
-                "the module docstring"})
+                "the docstring of ate_ros/core/steer/guidance.py"})
 
     encoder_stage: int = field(default=2, metadata={
         "help": "encoder the latent gradient goes through: 2, the aligned stage-2 encoder (ATE); "

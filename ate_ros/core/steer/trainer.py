@@ -57,23 +57,39 @@ NOT_COMPARED = ("resume", "overwrite", "show_progress", "device", "steps", "log_
 weights of an uninterrupted run, since the cosine schedule spans ``steps``)."""
 
 
+REFIT_STATS = ("missing", "all", "none")
+"""``FinetuneConfig.refit_stats``: refit normalisation on the slots pre-training never saw,
+on all, or on none."""
+
+
 @dataclass
 class PretrainConfig(TrainConfig):
     policy: VLAConfig = field(default_factory=VLAConfig)
-    vision_init: str | None = None
+    vision_init: str | None = field(default=None, metadata={
+        "metavar": "DIR",
+        "help": "start the image encoder from an `ate-ros pretrain-vision` output (same "
+                "--image-size, --d-model, --vision-pool and --vision-grid)"})
     """Folder of a pre-trained image encoder (``ate-ros pretrain-vision``) to start from."""
 
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    policy_path: str = ""
-    vae: str | None = None
+    policy_path: str = field(default="", metadata={
+        "flag": "--policy",
+        "help": "pre-trained policy folder, or lerobot:<dir> for a LeRobot checkpoint "
+                "(docs/lerobot.md)"})
+    vae: str | None = field(default=None, metadata={"help": "`ate-ros align` output folder"})
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    refit_stats: str = "missing"  # "missing" (slots pre-training never saw), "all", "none"
-    eval_task: str | None = None
-    eval_episodes: int = 10
+    refit_stats: str = field(default="missing", metadata={
+        "help": "refit normalisation on slots pre-training never saw / all / none",
+        "choices": REFIT_STATS})
+    eval_task: str | None = field(default=None, metadata={
+        "metavar": "TASK[,TASK...]",
+        "help": "simulation task for closed-loop success during fine-tuning"})
+    eval_episodes: int = field(default=10, metadata={
+        "help": "closed-loop episodes per evaluation (with --eval-task)"})
     lr: float = 1e-4
-    warmup_steps: int = 50
+    warmup_steps: int = field(default=50, metadata={"cli": False})
 
     def validate(self) -> None:
         super().validate()
@@ -82,7 +98,7 @@ class FinetuneConfig(TrainConfig):
         if self.guidance.enabled and not self.vae:
             raise ValueError("ATE guidance needs --vae (an `ate-ros align` output); pass "
                              "--guidance off for the direct fine-tuning baseline")
-        if self.refit_stats not in ("missing", "all", "none"):
+        if self.refit_stats not in REFIT_STATS:
             raise ValueError(f"refit_stats must be 'missing', 'all' or 'none', got "
                              f"{self.refit_stats!r}")
 

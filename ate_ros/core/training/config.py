@@ -20,14 +20,14 @@ class TrainConfig:
         "help": "embodiment YAML/name per dataset (or one for all); default: each dataset's "
                 "embodiment.yaml"})
     steps: int = field(default=3000, metadata={"help": "optimisation steps"})
-    batch_size: int = 32
-    lr: float = 3e-4
+    batch_size: int = field(default=32, metadata={"help": "samples per optimisation step"})
+    lr: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate"})
     weight_decay: float = field(default=1e-4, metadata={"cli": False})
     warmup_steps: int = field(default=100, metadata={"cli": False})
     grad_clip: float = field(default=1.0, metadata={"cli": False})
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:i]"})
-    log_every: int = 25
+    log_every: int = field(default=25, metadata={"help": "log the training loss every N steps"})
     eval_every: int = field(default=500, metadata={
         "help": "evaluate on the val split every N steps"})
     save_every: int = field(default=500, metadata={"help": "checkpoint every N steps"})
@@ -41,7 +41,8 @@ class TrainConfig:
     """Replace what ``out`` holds and discard an interrupted run's checkpoints (the commands'
     ``--overwrite``, :func:`ate_ros.commands.arguments.add_overwrite_argument`)."""
     amp: bool = field(default=True, metadata={"help_off": "disable bf16 autocast on CUDA"})
-    show_progress: bool = field(default=True, metadata={"flag": "--no-progress"})
+    show_progress: bool = field(default=True, metadata={"flag": "--no-progress",
+                                                        "help_off": "no progress bar"})
     max_episodes: int | None = field(default=None, metadata={
         "help": "use at most N episodes per dataset (quick runs)"})
     vision_lr_scale: float = field(default=1.0, metadata={

@@ -65,20 +65,25 @@ def _h(text: str) -> dict:
 class ConversionSpec:
     """What to read from each bag and how to align it. Defaults suit the simulation's bags."""
 
-    rate_hz: float | None = field(default=None, metadata=_h(
-        "output control rate; None = the embodiment's control_rate_hz"))
+    rate_hz: float | None = field(default=None, metadata={
+        "help": "output control rate in Hz; None = the embodiment's control_rate_hz",
+        "flag": "--rate"})
     joint_topic: str = field(default=T.JOINT_STATES_TOPIC, metadata=_h(
         "sensor_msgs/JointState topic"))
-    action_source: str = field(default="auto", metadata=_h(
-        f"one of {ACTION_SOURCES}; auto = trajectory, else chunk, else next_state"))
+    action_source: str = field(default="auto", metadata={
+        "help": f"one of {ACTION_SOURCES}; auto = trajectory, else chunk, else next_state",
+        "choices": ACTION_SOURCES})
     command_topic: str = field(default=T.COMMAND_TOPIC, metadata=_h(
         "trajectory_msgs/JointTrajectory command topic"))
     action_chunk_topic: str = field(default=T.ACTION_CHUNK_TOPIC, metadata=_h(
         "ate_ros/ActionChunk topic"))
-    camera_topics: dict[str, str] = field(default_factory=dict, metadata=_h(
-        "camera name -> topic, overriding the embodiment's camera topics"))
-    require_cameras: bool = field(default=True, metadata=_h(
-        "fail a bag that lacks an embodiment camera (else warn and write no images)"))
+    camera_topics: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "camera name -> topic, overriding the embodiment's camera topics (default "
+                "/<camera>/image_raw, or its /compressed sibling); repeatable",
+        "flag": "--camera", "metavar": "NAME=TOPIC"})
+    require_cameras: bool = field(default=True, metadata={
+        "help": "fail a bag that lacks an embodiment camera (else warn and write no images)",
+        "help_off": "convert bags lacking a camera (no images for it) instead of failing them"})
     instruction: str = field(default="", metadata=_h(
         "instruction for every episode, overriding topic and metadata"))
     instruction_topic: str = field(default=T.INSTRUCTION_TOPIC, metadata=_h(
@@ -89,35 +94,45 @@ class ConversionSpec:
     task: str = field(default="", metadata=_h("task label stored in every episode"))
     split_topic: str = field(default="", metadata=_h(
         "topic whose messages start a new episode (empty: one episode per bag)"))
-    time_source: str = field(default="header", metadata=_h(
-        f"one of {TIME_SOURCES}: header stamps or bag receive times"))
-    joint_max_age_s: float | None = field(default=None, metadata=_h(
-        "max age of a joint state at a tick; None = max(2 periods, 0.1 s)"))
-    image_max_age_s: float | None = field(default=None, metadata=_h(
-        "max age of an image at a tick; None = max(2 periods, 0.1 s)"))
-    action_max_age_s: float | None = field(default=None, metadata=_h(
-        "how long after its last point a command stays valid; None = max(2 periods, 0.1 s)"))
-    gap_policy: str = field(default="split", metadata=_h(
-        f"one of {GAP_POLICIES}: stale ticks end the episode or are dropped"))
-    clock_jump: str = field(default="split", metadata=_h(
-        f"one of {CLOCK_JUMP_POLICIES}: on a backward clock jump cut the bag or fail it"))
+    time_source: str = field(default="header", metadata={
+        "help": f"one of {TIME_SOURCES}: header stamps or bag receive times",
+        "choices": TIME_SOURCES})
+    joint_max_age_s: float | None = field(default=None, metadata={
+        "help": "max age of a joint state at a tick; None = max(2 periods, 0.1 s)",
+        "flag": "--joint-max-age", "metavar": "S"})
+    image_max_age_s: float | None = field(default=None, metadata={
+        "help": "max age of an image at a tick; None = max(2 periods, 0.1 s)",
+        "flag": "--image-max-age", "metavar": "S"})
+    action_max_age_s: float | None = field(default=None, metadata={
+        "help": "how long after its last point a command stays valid; None = max(2 periods, "
+                "0.1 s)", "flag": "--action-max-age", "metavar": "S"})
+    gap_policy: str = field(default="split", metadata={
+        "help": f"one of {GAP_POLICIES}: stale ticks end the episode or are dropped",
+        "flag": "--gaps", "choices": GAP_POLICIES})
+    clock_jump: str = field(default="split", metadata={
+        "help": f"one of {CLOCK_JUMP_POLICIES}: on a backward clock jump cut the bag or fail it",
+        "choices": CLOCK_JUMP_POLICIES})
     clock_jump_tolerance_s: float = field(default=0.5, metadata=_h(
         "backward header-stamp steps larger than this are clock jumps"))
     min_episode_frames: int = field(default=10, metadata=_h(
         "episodes with fewer frames are dropped"))
-    val_fraction: float = field(default=0.1, metadata=_h(
-        "fraction of bags (not frames: no leakage) assigned to val/"))
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "fraction of bags (not frames: no leakage) assigned to val/", "flag": "--split"})
     seed: int = field(default=0, metadata=_h("seed of the train/val split"))
     ros_distro: str | None = field(default=None, metadata=_h(
         "typestore for types the bag does not define; None = detect, else kilted"))
-    msg_dirs: list[str] = field(default_factory=list, metadata=_h(
-        "extra .msg folders (DIR or PKG=DIR)"))
-    workers: int = field(default=1, metadata=_h("bags converted in parallel processes"))
+    msg_dirs: list[str] = field(default_factory=list, metadata={
+        "help": "folder of custom .msg files (DIR or PKG=DIR); repeatable",
+        "flag": "--msg-dir", "action": "append"})
+    workers: int = field(default=1, metadata=_h(
+        "bags converted at once in local processes (with --ray and no address: the CPUs of the "
+        "local Ray instance)"))
     image_memory_mb: float = field(default=1024.0, metadata=_h(
         "raw image bytes held per bag; beyond it kept frames are re-read from the bag"))
-    compression: str | None = field(default=None, metadata=_h(
-        "HDF5 compression of images (lzf, gzip or None). None by default: policy-size images "
-        "are small, and lzf doubles the conversion time for 30-50 percent smaller files"))
+    compression: str | None = field(default=None, metadata={
+        "help": "HDF5 compression of images (lzf, gzip or None). None by default: policy-size "
+                "images are small, and lzf doubles the conversion time for 30-50 percent smaller "
+                "files", "choices": (None, "lzf", "gzip")})
     overwrite: bool = field(default=False, metadata=_h("replace an existing output folder"))
 
     def __post_init__(self) -> None:

@@ -20,8 +20,10 @@ TEXT_ENCODERS = ("minilm", "hash")
 class VLAConfig:
     """Architecture and sampling settings; saved as ``config.json`` next to the weights."""
 
-    chunk_size: int = field(default=16, metadata={"help": "H, points per predicted chunk"})
+    chunk_size: int = field(default=16, metadata={"help": "H, points per predicted chunk",
+                                                   "flag": "--chunk"})
     camera_names: list[str] = field(default_factory=lambda: ["front"], metadata={
+        "flag": "--cameras",
         "help": "cameras the policy reads, in this order (empty: no image track; needs "
                 "env_state_dim > 0)"})
     env_state_dim: int = field(default=0, metadata={
@@ -34,6 +36,7 @@ class VLAConfig:
     env_slot_size: int = field(default=4, metadata={
         "help": "values per object slot (the simulation: present, dx, dy, dz)"})
     action_mode: str = field(default="absolute", metadata={
+        "choices": ACTION_MODES,
         "help": f"one of {ACTION_MODES}: 'relative' predicts each chunk point minus the "
                 "joint state at the observation (normalised with statistics of those offsets)"})
     n_action_steps: int = field(default=0, metadata={
@@ -42,10 +45,13 @@ class VLAConfig:
                 "the executor's own replan_steps"})
     image_size: int = field(default=96, metadata={
         "help": "square input size; other sizes are resized"})
-    head: str = field(default="diffusion", metadata={"help": f"action head: one of {HEADS}"})
+    head: str = field(default="diffusion", metadata={"help": f"action head: one of {HEADS}",
+                                                      "choices": HEADS})
     prediction_type: str = field(default="epsilon", metadata={
-        "help": f"diffusion head output: one of {PREDICTION_TYPES}"})
+        "help": f"diffusion head output: one of {PREDICTION_TYPES}", "flag": "--prediction",
+        "choices": PREDICTION_TYPES})
     flow_convention: str = field(default="openpi", metadata={
+        "choices": FLOW_CONVENTIONS,
         "help": "flow time convention: 'openpi' (x_t = t*noise + (1-t)*a) or 'paper' "
                 "(a_tau = tau*a + (1-tau)*noise)"})
     num_train_timesteps: int = field(default=100, metadata={"help": "diffusion training steps"})
@@ -53,12 +59,13 @@ class VLAConfig:
         "help": f"diffusion beta schedule: one of {BETA_SCHEDULES}"})
     sampler: str = field(default="ddim", metadata={"help": f"diffusion sampler: {SAMPLERS}"})
     num_inference_steps: int = field(default=10, metadata={
-        "help": "denoising / Euler steps per chunk at inference"})
+        "help": "denoising / Euler steps per chunk at inference", "flag": "--inference-steps"})
     clip_sample: float = field(default=5.0, metadata={
         "help": "clip predicted normalised x0 to +-this during diffusion sampling (0: off)"})
     d_model: int = field(default=128, metadata={"help": "transformer width"})
     n_heads: int = field(default=4, metadata={"help": "attention heads"})
-    n_layers: int = field(default=2, metadata={"help": "action transformer decoder layers"})
+    n_layers: int = field(default=2, metadata={"help": "action transformer decoder layers",
+                                               "flag": "--layers"})
     ffn_dim: int = field(default=256, metadata={"help": "feed-forward width"})
     dropout: float = field(default=0.0, metadata={"help": "dropout in the action transformer"})
     vision_channels: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={
@@ -67,6 +74,7 @@ class VLAConfig:
         "help": "image tokens per camera: grid x grid (avg: pooled cells; keypoints: "
                 "grid^2 attention maps)"})
     vision_pool: str = field(default="keypoints", metadata={
+        "choices": VISION_POOLS,
         "help": f"image feature pooling: one of {VISION_POOLS}. 'keypoints' keeps where things "
                 "are (learned attention maps -> pooled feature + expected x, y per token)"})
     instruction_keypoints: bool = field(default=False, metadata={
@@ -78,12 +86,14 @@ class VLAConfig:
                 "the policy must use the image and instruction (smooth demonstrations let the "
                 "state alone predict most of a chunk: the copycat problem)"})
     goal_loss_weight: float = field(default=0.0, metadata={
+        "flag": "--goal-loss",
         "help": "training only: weight of an auxiliary loss that predicts, from the observation "
                 "tokens, the joint state at the end of the sample's episode (label-free: "
                 "demonstrations hold it). Where the episode goes is in the image and the "
                 "instruction, not the state, so this teaches those pathways (0: off)"})
     text_encoder: str = field(default="minilm", metadata={
-        "help": "'minilm' (all-MiniLM-L6-v2, offline) or 'hash' (deterministic, for tests)"})
+        "help": "'minilm' (all-MiniLM-L6-v2, offline) or 'hash' (deterministic, for tests)",
+        "choices": TEXT_ENCODERS})
     text_dim: int = field(default=384, metadata={"help": "instruction embedding width"})
     norm_mode: str = field(default="mean_std", metadata={
         "help": f"normalisation of state and actions: one of {NORM_MODES}"})
