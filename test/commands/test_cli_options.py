@@ -18,6 +18,7 @@ import pytest
 from ate_ros.cli import available_commands, build_parser
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "fixtures" / "cli_options.json"
+REPO = Path(__file__).resolve().parents[2]
 COMPARED = ("default", "type", "choices", "nargs", "required", "const", "action")
 
 
@@ -27,8 +28,16 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
+def _portable(default):
+    """A default under the checkout, written as ``<repo>/...`` (the snapshot's form)."""
+    if isinstance(default, str) and default.startswith(str(REPO) + "/"):
+        return "<repo>/" + default[len(str(REPO)) + 1:]
+    return default
+
+
 def _describe(a: argparse.Action) -> dict:
-    return {"default": a.default, "type": getattr(a.type, "__name__", None) if a.type else None,
+    return {"default": _portable(a.default),
+            "type": getattr(a.type, "__name__", None) if a.type else None,
             "choices": list(a.choices) if a.choices is not None else None, "nargs": a.nargs,
             "required": a.required, "const": a.const, "action": type(a).__name__}
 
@@ -91,7 +100,8 @@ def test_snapshot_defaults_parse_to_the_same_values(parsers):
         args = vars(p.parse_args(argv))
         for old in options:
             if not old["required"] and (old["options"] or old["nargs"] == "?"):
-                assert args[_find(p, old).dest] == old["default"], (command, old["options"])
+                value = _portable(args[_find(p, old).dest])
+                assert value == old["default"], (command, old["options"])
 
 
 def test_a_command_line_declares_only_its_own_command_options():
