@@ -34,9 +34,8 @@ from typing import Any
 
 from ate_ros.core.deploy import OBSERVATION_SOURCES
 from ate_ros.core.deploy.configs import chunking_parameters
+from ate_ros.core.deploy.node_configs import NODE_NAMES as NODES
 from ate_ros.core.execution.config import CHUNKING_MODES
-
-NODES = ("sim_robot_node", "perception_node", "policy_node", "executor_node")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
