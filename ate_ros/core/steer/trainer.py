@@ -69,11 +69,15 @@ class FinetuneConfig(TrainConfig):
     policy_path: str = ""
     vae: str | None = None
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    refit_stats: str = "missing"  # "missing" (slots pre-training never saw), "all", "none"
+    refit_stats: str = field(default="missing", metadata={
+        "choices": ("missing", "all", "none")})
+    """Which normalisation slots to refit on the new data: ``missing`` (slots pre-training
+    never saw), ``all`` or ``none``."""
     eval_task: str | None = None
-    eval_episodes: int = 10
-    lr: float = 1e-4
-    warmup_steps: int = 50
+    eval_episodes: int = field(default=10, metadata={"min": 1})
+    # Redefined fields lose the base class's metadata: the bounds are restated with the default.
+    lr: float = field(default=1e-4, metadata={"min": 0.0, "min_exclusive": True})
+    warmup_steps: int = field(default=50, metadata={"cli": False, "min": 0})
 
     def validate(self) -> None:
         super().validate()
@@ -82,9 +86,6 @@ class FinetuneConfig(TrainConfig):
         if self.guidance.enabled and not self.vae:
             raise ValueError("ATE guidance needs --vae (an `ate-ros align` output); pass "
                              "--guidance off for the direct fine-tuning baseline")
-        if self.refit_stats not in ("missing", "all", "none"):
-            raise ValueError(f"refit_stats must be 'missing', 'all' or 'none', got "
-                             f"{self.refit_stats!r}")
 
 
 # ----- evaluation ----------------------------------------------------------------------------
