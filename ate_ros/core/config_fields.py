@@ -107,10 +107,14 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def walk_fields(cls: type, prefix: str = "", *, ros_only: bool = False) -> Iterator[FieldInfo]:
+def walk_fields(cls: type, prefix: str = "", *, ros_only: bool = False,
+                _defaults: Any = None) -> Iterator[FieldInfo]:
     """The leaf fields of a config dataclass in declaration order, nested dataclasses
     flattened (``prefix`` + dotted names). Fields with ``init=False`` are left out, and with
-    ``ros_only`` those (and nested configs) marked ``metadata={"ros": False}``."""
+    ``ros_only`` those (and nested configs) marked ``metadata={"ros": False}``. A nested
+    field's default is the one of its parent's default instance (``stage2:
+    StageConfig = field(default_factory=lambda: StageConfig(epochs=150))`` gives
+    ``stage2.epochs`` the default 150)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
@@ -120,14 +124,17 @@ def walk_fields(cls: type, prefix: str = "", *, ros_only: bool = False) -> Itera
             continue
         name = f"{prefix}{f.name}"
         tp, optional = unwrap_optional(hints[f.name])
+        default = getattr(_defaults, f.name) if _defaults is not None else _default(f)
         if dataclasses.is_dataclass(tp):
-            yield from walk_fields(tp, f"{name}.", ros_only=ros_only)
+            yield from walk_fields(tp, f"{name}.", ros_only=ros_only,
+                                   _defaults=default if dataclasses.is_dataclass(default)
+                                   else None)
             continue
         md = f.metadata
         choices = md.get("choices")
         yield FieldInfo(
             name=name, path=tuple(name.split(".")), type=tp, optional=optional,
-            default=_default(f), help=str(md.get("help", "")).strip(),
+            default=default, help=str(md.get("help", "")).strip(),
             choices=tuple(choices) if choices is not None else None,
             min=md.get("min"), max=md.get("max"),
             min_exclusive=bool(md.get("min_exclusive", False)),

@@ -55,6 +55,13 @@ def test_walk_flattens_nested_configs_and_reads_metadata() -> None:
     assert infos["widths"].default == [1, 2]
     gain = infos["inner.gain"]
     assert gain.path == ("inner", "gain") and gain.owner is Inner and gain.max == 1.0
+    assert gain.default == 0.5
+
+    @dataclass
+    class Parent:
+        tuned: Inner = field(default_factory=lambda: Inner(gain=0.25))
+
+    assert [(f.name, f.default) for f in walk_fields(Parent)] == [("tuned.gain", 0.25)]
     assert [f.name for f in walk_fields(Outer, "n.", ros_only=True)] == [
         "n.rate_hz", "n.mode", "n.limit", "n.widths", "n.inner.gain"]
 
