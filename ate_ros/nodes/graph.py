@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from ate_ros.core.deploy.configs import chunking_parameters
+from ate_ros.core.deploy.node_configs import NODE_NAMES
 
 __all__ = ["EXPERT_CHUNK", "EXPERT_SEED", "LIFECYCLE_NODES", "NODES", "Monitor", "bring_up",
            "build_graph", "default_config_dir", "destroy_graph", "expert_factory",
            "node_parameters", "start_simulation", "to_overrides", "wire_lockstep"]
 
-NODES = ("sim_robot_node", "perception_node", "policy_node", "executor_node")
+NODES = NODE_NAMES
 
 
 def node_parameters(config_dir: Path, node: str) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """ROS parameters from core dataclass configs: declare, read back, validate on set.
 
 Every node keeps its configuration in a ROS-free dataclass (``ate_ros.core``) whose fields carry
-``field(metadata={"help": ..., "min": ..., "max": ..., "read_only": ...})``. This module turns
-each field into a declared ROS parameter with a :class:`ParameterDescriptor` (description,
-range, read-only), reads the effective values (defaults < YAML/overrides) back into a validated
-dataclass instance, and rejects run-time ``ros2 param set`` calls that the dataclass's
-``__post_init__`` would refuse.
+``field(metadata={"help": ..., "choices": ..., "min": ..., "max": ..., "read_only": ...})``
+(conventions in :mod:`ate_ros.core.config_fields`, whose :func:`walk_fields` this module
+declares from). Each leaf field becomes a declared ROS parameter with a
+:class:`ParameterDescriptor` (description, range, read-only, the allowed choices); the effective
+values (defaults < YAML/overrides) are read back into a validated dataclass instance, and
+run-time ``ros2 param set`` calls are rejected when the value is outside the field's choices or
+bounds or the dataclass's ``__post_init__`` refuses the result.
 
 Supported field types: ``bool``, ``int``, ``float``, ``str``, ``list[bool|int|float|str]``,
 ``X | None`` for those scalars (``None`` is stored as NaN for floats, ``""`` for strings) and
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -36,6 +37,14 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.parameter import Parameter
+
+from ate_ros.core.config_fields import (
+    FieldInfo,
+    bound_text,
+    check_value,
+    unwrap_optional,
+    walk_fields,
+)
 
 T = TypeVar("T")
 
@@ -70,54 +79,43 @@ _PTYPE = {ParameterType.PARAMETER_BOOL: Parameter.Type.BOOL,
 
 @dataclasses.dataclass(frozen=True)
 class ParamSpec:
-    """One leaf parameter: its dotted name, the path of field names to it, and its type."""
+    """One leaf parameter: the walked field and its ROS type."""
 
-    name: str
-    path: tuple[str, ...]
+    field: FieldInfo
     ptype: int  # rcl_interfaces ParameterType
     elem: type  # python scalar type (element type for arrays)
-    optional: bool
-    is_array: bool
-    metadata: typing.Mapping[str, Any]
 
+    @property
+    def name(self) -> str:
+        return self.field.name
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return args[0], True
-        raise TypeError(f"unsupported union type {tp}")
-    return tp, False
+    @property
+    def path(self) -> tuple[str, ...]:
+        return self.field.path
+
+    @property
+    def optional(self) -> bool:
+        return self.field.optional
+
+    @property
+    def is_array(self) -> bool:
+        return self.field.is_list
 
 
 def parameter_specs(cls: type, prefix: str = "") -> list[ParamSpec]:
-    """The leaf parameters a dataclass declares, in field order (nested dataclasses flattened)."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls!r} is not a dataclass")
-    hints = typing.get_type_hints(cls)
+    """The leaf parameters a dataclass declares, in field order (nested dataclasses flattened,
+    fields with ``metadata={"ros": False}`` left out).
+
+    Raises:
+        TypeError: a field whose type no ROS parameter can hold (the message names it).
+    """
     out: list[ParamSpec] = []
-    for f in dataclasses.fields(cls):
-        if not f.init or f.metadata.get("ros", True) is False:
-            continue
-        name = f"{prefix}{f.name}"
-        tp, optional = _unwrap_optional(hints[f.name])
-        if dataclasses.is_dataclass(tp):
-            out.extend(parameter_specs(tp, prefix=f"{name}."))
-            continue
-        origin = typing.get_origin(tp)
-        if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
-            args = typing.get_args(tp)
-            elem = args[0] if args else str
-            if elem not in _ARRAYS:
-                raise TypeError(f"{cls.__name__}.{f.name}: unsupported list element {elem}")
-            out.append(ParamSpec(name, tuple(name.split(".")), _ARRAYS[elem], elem, optional,
-                                 True, f.metadata))
-        elif tp in _SCALARS:
-            out.append(ParamSpec(name, tuple(name.split(".")), _SCALARS[tp], tp, optional,
-                                 False, f.metadata))
-        else:
-            raise TypeError(f"{cls.__name__}.{f.name}: type {tp} cannot be a ROS parameter")
+    for info in walk_fields(cls, prefix, ros_only=True):
+        table = _ARRAYS if info.is_list else _SCALARS
+        if info.element_type not in table:
+            raise TypeError(f"{info.owner.__name__}.{info.path[-1]}: type {info.type} cannot be "
+                            "a ROS parameter")
+        out.append(ParamSpec(info, table[info.element_type], info.element_type))
     return out
 
 
@@ -164,15 +162,23 @@ def _from_ros(spec: ParamSpec, value: Any) -> Any:
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    md = spec.metadata
-    help_text = str(md.get("help", ""))
+    info = spec.field
+    help_text = info.help
     if spec.optional and not spec.is_array:
         help_text += " (NaN means unset)" if spec.elem is float else " (empty means unset)"
     d = ParameterDescriptor(name=spec.name, type=spec.ptype, description=help_text,
-                            read_only=bool(md.get("read_only", False)))
-    if "choices" in md:
-        d.additional_constraints = "one of: " + ", ".join(map(str, md["choices"]))
-    lo, hi = md.get("min"), md.get("max")
+                            read_only=info.read_only)
+    constraints = []
+    if info.choices is not None:
+        constraints.append("one of: " + ", ".join(map(str, info.choices)))
+    if info.min_exclusive or info.max_exclusive:
+        # ROS ranges are inclusive: the strict bound is stated here and checked on set.
+        constraints.append(f"must be {bound_text(info)}")
+    d.additional_constraints = "; ".join(constraints)
+    lo, hi = info.min, info.max
+    if spec.elem is int:
+        lo = lo + 1 if lo is not None and info.min_exclusive else lo
+        hi = hi - 1 if hi is not None and info.max_exclusive else hi
     # A range on an optional float would reject its NaN sentinel: the dataclass validates it.
     if (lo is not None or hi is not None) and not spec.is_array and not spec.optional:
         if spec.elem is float:
@@ -194,7 +200,7 @@ def _build(cls: type, values: dict[tuple[str, ...], Any], base: Any, depth: int 
         if not f.init:
             continue
         current = getattr(base, f.name) if base is not None else None
-        tp, _ = _unwrap_optional(hints[f.name])
+        tp, _ = unwrap_optional(hints[f.name])
         if f.metadata.get("ros", True) is False:
             if base is not None:
                 kwargs[f.name] = current
@@ -296,7 +302,9 @@ class DataclassParameters(Generic[T]):
             value = p.value
             if s.ptype == ParameterType.PARAMETER_DOUBLE and p.type_ == Parameter.Type.INTEGER:
                 value = float(value)
-            values[self._rel(p.name)] = _from_ros(s, value)
+            value = _from_ros(s, value)
+            check_value(s.field, value)  # choices and bounds, named by the parameter
+            values[self._rel(p.name)] = value
         if not values:
             return None
         return _build(self._cls, values, self.config)

@@ -10,16 +10,16 @@ also built for real.
 from __future__ import annotations
 
 import ast
-import dataclasses
-import typing
 from pathlib import Path
 
 import pytest
 import yaml
 from support.paths import ROOT
 
+from ate_ros.core.config_fields import walk_fields
+from ate_ros.core.deploy.node_configs import NODE_CONFIGS, NODE_NAMES
+
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
-NODES = ("perception_node", "policy_node", "executor_node", "sim_robot_node")
 # Nodes of other packages the launch files may start (not in package.xml: optional, each behind a
 # launch argument) -> that argument.
 EXTERNAL = {("rviz2", "rviz2"): "rviz",
@@ -28,26 +28,12 @@ BUILTIN_PARAMS = {"use_sim_time"}
 
 
 def node_config_classes():
-    from ate_ros.core.deploy import PerceptionConfig, PolicyNodeConfig, SimRobotConfig
-    from ate_ros.core.execution.config import ExecutorNodeConfig
-
-    return {"perception_node": PerceptionConfig, "policy_node": PolicyNodeConfig,
-            "sim_robot_node": SimRobotConfig, "executor_node": ExecutorNodeConfig}
+    return {n.name: n.config for n in NODE_CONFIGS}
 
 
-def declared(cls, prefix="") -> set[str]:
-    """Dotted parameter names of a config dataclass (nested dataclasses flattened)."""
-    out: set[str] = set()
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("ros", True) is False:
-            continue
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out |= declared(tp, f"{prefix}{f.name}.")
-        else:
-            out.add(prefix + f.name)
-    return out
+def declared(cls) -> set[str]:
+    """Dotted parameter names of a config dataclass (the one field walk)."""
+    return {f.name for f in walk_fields(cls, ros_only=True)}
 
 
 def flatten(d: dict, prefix="") -> set[str]:
@@ -122,7 +108,7 @@ def test_executables_exist_and_are_installed(launch):
     for _, exe, *_ in ours:
         assert (ROOT / "scripts" / exe).is_file(), f"scripts/{exe} missing"
         assert f"scripts/{exe}" in cmake, f"CMakeLists.txt does not install scripts/{exe}"
-    for exe in NODES:
+    for exe in NODE_NAMES:
         assert (ROOT / "scripts" / exe).is_file() and f"scripts/{exe}" in cmake
 
 
@@ -235,21 +221,25 @@ def test_sim_robot_state_publisher():
 
 
 def test_all_node_yamls_match_dataclasses():
-    classes = node_config_classes()
-    for exe, cls in classes.items():
-        f = ROOT / "config" / f"{exe.removesuffix('_node')}.yaml"
+    for node in NODE_CONFIGS:
+        exe, cls, f = node.name, node.config, ROOT / node.yaml
         data = yaml.safe_load(f.read_text())
         unknown = flatten(data[exe]["ros__parameters"]) - declared(cls) - BUILTIN_PARAMS
         assert not unknown, f"{f.name}: undeclared {sorted(unknown)}"
 
 
-def test_yaml_parameters_declared_by_node_helper():
-    """The dataclass walk above agrees with the ROS helper that really declares them."""
+def test_node_parameters_are_declarable_and_described():
+    """Every field the walk gives a node becomes a ROS parameter (a type rclpy can hold, one
+    name each) with a description, as the ROS helper declares it."""
     pytest.importorskip("rclpy")
-    from ate_ros.ros.params import dataclass_parameter_names
+    from ate_ros.ros.params import parameter_specs
 
-    for cls in node_config_classes().values():
-        assert set(dataclass_parameter_names(cls)) == declared(cls)
+    for node in NODE_CONFIGS:
+        specs = parameter_specs(node.config)
+        names = [s.name for s in specs]
+        assert len(names) == len(set(names)) and set(names) == declared(node.config)
+        undescribed = [s.name for s in specs if not s.field.help]
+        assert not undescribed, f"{node.name}: parameters without help {undescribed}"
 
 
 def test_launch_descriptions_build():

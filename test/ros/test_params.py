@@ -145,3 +145,33 @@ def test_executor_yaml_parameters_are_declared():
     declared = set(dataclass_parameter_names(ExecutorNodeConfig))
     assert params - {"use_sim_time"} <= declared, params - declared
     assert declared <= params, f"not in executor.yaml: {declared - params}"
+
+
+@dataclass
+class Strict:
+    """No __post_init__: choices and strict bounds are enforced by the parameter binding alone."""
+
+    mode: str = field(default="a", metadata={"help": "mode", "choices": ("a", "b")})
+    period: float = field(default=1.0, metadata={"help": "period (s)", "min": 0.0,
+                                                 "min_exclusive": True})
+    count: int = field(default=2, metadata={"help": "count", "min": 0, "min_exclusive": True,
+                                            "max": 10})
+
+
+def test_choices_and_strict_bounds_enforced_on_set(ros):
+    node = _node("p6")
+    try:
+        b = DataclassParameters(node, Strict)
+        d = node.describe_parameter("mode")
+        assert d.additional_constraints == "one of: a, b"
+        assert "must be > 0.0" in node.describe_parameter("period").additional_constraints
+        assert node.describe_parameter("count").integer_range[0].from_value == 1
+        r = node.set_parameters([Parameter("mode", value="c")])[0]
+        assert not r.successful and "mode must be one of ('a', 'b')" in r.reason
+        r = node.set_parameters([Parameter("period", value=0.0)])[0]  # inside the ROS range
+        assert not r.successful and r.reason == "period must be > 0.0, got 0.0"
+        assert node.set_parameters([Parameter("mode", value="b")])[0].successful
+        assert node.set_parameters([Parameter("period", value=0.5)])[0].successful
+        assert (b.config.mode, b.config.period) == ("b", 0.5)
+    finally:
+        node.destroy_node()

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ate_ros.core.config_fields import strict_from_dict
+from ate_ros.core.config_fields import strict_from_dict, validate_fields
 from ate_ros.core.embodiment import UNIFIED_DIM
 
 ARCH_TRANSFORMER = "transformer"
@@ -32,38 +32,37 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 class VAEConfig:
     """Architecture of one action VAE (input: a (H, 128) unified chunk plus its mask)."""
 
-    arch: str = field(default=ARCH_TRANSFORMER, metadata={"help": f"one of {ARCHS}"})
-    chunk_size: int = field(default=16, metadata={"help": "H: actions per chunk"})
+    arch: str = field(default=ARCH_TRANSFORMER, metadata={
+        "help": f"one of {ARCHS}", "choices": ARCHS})
+    chunk_size: int = field(default=16, metadata={"help": "H: actions per chunk", "min": 1})
     latent_dim: int = field(default=16, metadata={
-        "help": "Z: flattened latent size (num_latent_tokens * per-token width)"})
+        "help": "Z: flattened latent size (num_latent_tokens * per-token width)", "min": 1})
     num_latent_tokens: int = field(default=1, metadata={
-        "help": "transformer: latent tokens (each Z / num_latent_tokens wide)"})
-    d_model: int = field(default=64, metadata={"help": "transformer width"})
-    num_encoder_layers: int = field(default=2, metadata={"help": "transformer encoder depth"})
-    num_decoder_layers: int = field(default=2, metadata={"help": "transformer decoder depth"})
-    num_heads: int = field(default=4, metadata={"help": "attention heads"})
-    ffn_dim: int = field(default=128, metadata={"help": "transformer feed-forward width"})
-    mlp_hidden: int = field(default=256, metadata={"help": "mlp: hidden width"})
-    mlp_layers: int = field(default=2, metadata={"help": "mlp: hidden layers per encoder/decoder"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout in the transformer / mlp"})
+        "help": "transformer: latent tokens (each Z / num_latent_tokens wide)", "min": 1})
+    d_model: int = field(default=64, metadata={"help": "transformer width", "min": 1})
+    num_encoder_layers: int = field(default=2, metadata={
+        "help": "transformer encoder depth", "min": 1})
+    num_decoder_layers: int = field(default=2, metadata={
+        "help": "transformer decoder depth", "min": 1})
+    num_heads: int = field(default=4, metadata={"help": "attention heads", "min": 1})
+    ffn_dim: int = field(default=128, metadata={
+        "help": "transformer feed-forward width", "min": 1})
+    mlp_hidden: int = field(default=256, metadata={"help": "mlp: hidden width", "min": 1})
+    mlp_layers: int = field(default=2, metadata={
+        "help": "mlp: hidden layers per encoder/decoder", "min": 1})
+    dropout: float = field(default=0.0, metadata={
+        "help": "dropout in the transformer / mlp", "min": 0.0, "max": 1.0, "max_exclusive": True})
     action_dim: int = field(default=UNIFIED_DIM, metadata={
-        "help": "width of the unified action space (fixed)"})
+        "help": "width of the unified action space (fixed)", "min": 1})
 
     def __post_init__(self) -> None:
-        _check_choice("arch", self.arch, ARCHS)
-        for name in ("chunk_size", "latent_dim", "num_latent_tokens", "d_model", "num_heads",
-                     "ffn_dim", "mlp_hidden", "mlp_layers", "num_encoder_layers",
-                     "num_decoder_layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        validate_fields(self)
         if self.latent_dim % self.num_latent_tokens:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by "
                              f"num_latent_tokens ({self.num_latent_tokens})")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads "
                              f"({self.num_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.action_dim != UNIFIED_DIM:
             raise ValueError(f"action_dim must be {UNIFIED_DIM} (the unified space)")
 
@@ -102,30 +101,29 @@ class StageConfig:
     ``mean`` reduction, so ``kl_weight`` is comparable to its 7.5e-5).
     """
 
-    epochs: int = field(default=60, metadata={"help": "maximum epochs"})
-    batch_size: int = field(default=128, metadata={"help": "chunks per step (per process)"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
-    warmup_steps: int = field(default=50, metadata={"help": "linear LR warm-up steps"})
-    min_lr_ratio: float = field(default=0.05, metadata={"help": "cosine floor / peak LR"})
-    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0: off)"})
-    kl_weight: float = field(default=1e-3, metadata={"help": "weight of the KL term"})
-    mmd_weight: float = field(default=1.0, metadata={"help": "weight of the MMD term"})
-    recon_loss: str = field(default="smooth_l1", metadata={"help": f"one of {RECON_LOSSES}"})
+    epochs: int = field(default=60, metadata={"help": "maximum epochs", "min": 1})
+    batch_size: int = field(default=128, metadata={
+        "help": "chunks per step (per process)", "min": 1})
+    lr: float = field(default=1e-3, metadata={
+        "help": "AdamW peak learning rate", "min": 0.0, "min_exclusive": True})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay", "min": 0.0})
+    warmup_steps: int = field(default=50, metadata={"help": "linear LR warm-up steps", "min": 0})
+    min_lr_ratio: float = field(default=0.05, metadata={
+        "help": "cosine floor / peak LR", "min": 0.0, "max": 1.0})
+    grad_clip: float = field(default=1.0, metadata={
+        "help": "gradient norm clip (0: off)", "min": 0.0})
+    kl_weight: float = field(default=1e-3, metadata={"help": "weight of the KL term", "min": 0.0})
+    mmd_weight: float = field(default=1.0, metadata={"help": "weight of the MMD term", "min": 0.0})
+    recon_loss: str = field(default="smooth_l1", metadata={
+        "help": f"one of {RECON_LOSSES}", "choices": RECON_LOSSES})
     patience: int = field(default=15, metadata={
-        "help": "early stop after this many epochs without val-loss improvement (0: off)"})
+        "help": "early stop after this many epochs without val-loss improvement (0: off)",
+        "min": 0})
     max_steps_per_epoch: int = field(default=0, metadata={
-        "help": "cap on steps per epoch (0: a full pass over the training chunks)"})
+        "help": "cap on steps per epoch (0: a full pass over the training chunks)", "min": 0})
 
     def __post_init__(self) -> None:
-        _check_choice("recon_loss", self.recon_loss, RECON_LOSSES)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must "
-                             "be >= 1")
-        if self.lr <= 0 or self.kl_weight < 0 or self.mmd_weight < 0:
-            raise ValueError("lr must be positive; kl_weight and mmd_weight non-negative")
-        if self.patience < 0 or self.max_steps_per_epoch < 0 or self.warmup_steps < 0:
-            raise ValueError("patience, max_steps_per_epoch and warmup_steps must be >= 0")
+        validate_fields(self)
 
 
 @dataclass
@@ -161,7 +159,7 @@ class AlignConfig:
     preset: str = field(default="small", metadata={"help": f"VAE size, one of {PRESETS}",
                                                    "choices": PRESETS})
     chunk_size: int = field(default=16, metadata={"help": "chunk size H for both stages",
-                                                  "flag": "--chunk"})
+                                                  "flag": "--chunk", "min": 1})
     vae_overrides: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "VAEConfig fields overriding the preset"})
     stage1: StageConfig = field(default_factory=StageConfig)
@@ -182,9 +180,11 @@ class AlignConfig:
     short: str = field(default="drop", metadata={
         "help": "episodes shorter than the chunk: drop | pad | error",
         "choices": ("drop", "pad", "error")})
-    norm_mode: str = field(default="mean_std", metadata={"help": "mean_std | min_max"})
+    norm_mode: str = field(default="mean_std", metadata={
+        "help": "mean_std | min_max", "choices": ("mean_std", "min_max")})
     mmd_c: float = field(default=2.0, metadata={
-        "help": "IMQ kernel constant on the mean-over-dims squared distance (see losses.py)"})
+        "help": "IMQ kernel constant on the mean-over-dims squared distance (see losses.py)",
+        "min": 0.0, "min_exclusive": True})
     mmd_unbiased: bool = field(default=False, metadata={"help": "unbiased MMD estimator"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:i]"})
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (off on CPU)"})
@@ -198,7 +198,7 @@ class AlignConfig:
         "help": "carry on from the checkpoints an interrupted run with the same settings left "
                 "in <out>.resume/ (without it, a run refuses to start while they are there)"})
     checkpoint_every: int = field(default=1, metadata={
-        "help": "epochs between checkpoints (what an interrupted run can resume from)"})
+        "help": "epochs between checkpoints (what an interrupted run can resume from)", "min": 1})
 
     def __post_init__(self) -> None:
         if isinstance(self.stage1, dict):
@@ -207,13 +207,8 @@ class AlignConfig:
             self.stage2 = StageConfig(**self.stage2)
         self.pretrain = [str(p) for p in self.pretrain]
         self.embodiment_pre = [str(e) for e in self.embodiment_pre]
+        validate_fields(self)
         self._embodiments_from_lerobot()
-        _check_choice("preset", self.preset, PRESETS)
-        _check_choice("covariance", self.covariance, COVARIANCES)
-        _check_choice("control_prior", self.control_prior, CONTROL_PRIORS)
-        _check_choice("key", self.key, ("auto", "action", "qpos"))
-        _check_choice("short", self.short, ("drop", "pad", "error"))
-        _check_choice("norm_mode", self.norm_mode, ("mean_std", "min_max"))
         if not self.out:
             raise ValueError("out (the output folder) must be set")
         if not self.stage1_dir:
@@ -228,12 +223,6 @@ class AlignConfig:
             raise ValueError("pretrain and embodiment_pre must have the same length")
         if self.adapt and not self.embodiment_ada:
             raise ValueError("adapt needs embodiment_ada")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if self.mmd_c <= 0:
-            raise ValueError(f"mmd_c must be positive, got {self.mmd_c}")
         if Path(self.out).resolve() == Path(self.stage1_dir).resolve() and self.stage1_dir:
             raise ValueError("out must differ from stage1_dir (the output folder is replaced)")
         self.vae_config()  # validate overrides now, not after stage 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ate_ros.core.config_fields import validate_fields
 from ate_ros.core.execution.config import CHUNKING_MODES
 from ate_ros.core.steer.rtc.configuration_rtc import RTCConfig
 
@@ -40,11 +41,15 @@ def chunking_parameters(chunking: str) -> dict[str, dict[str, str]]:
 
 
 def _f(default, help: str, range=None, read_only: bool = False,  # noqa: A002
-       choices=None):
-    """A dataclass field with the metadata ``ate_ros.ros.params`` turns into a descriptor."""
+       choices=None, min_exclusive: bool = False):
+    """A dataclass field with the metadata ``ate_ros.ros.params`` turns into a descriptor and
+    :func:`ate_ros.core.config_fields.validate_fields` enforces (``range`` is ``(min, max)``,
+    inclusive unless ``min_exclusive``)."""
     meta = {"help": help, "read_only": read_only}
     if range is not None:
         meta["min"], meta["max"] = range
+        if min_exclusive:
+            meta["min_exclusive"] = True
     if choices is not None:
         meta["choices"] = choices
     return field(default=default, metadata=meta)
@@ -55,7 +60,8 @@ class SensorInputsConfig:
     """How camera frames and joint states become one observation: the inputs of
     ``perception_node``, and of ``policy_node`` with ``observation_source: sensors``."""
 
-    max_age: float = _f(0.5, "inputs older than this (s, node clock) are refused", (0.0, 60.0))
+    max_age: float = _f(0.5, "inputs older than this (s, node clock) are refused", (0.0, 60.0),
+                        min_exclusive=True)
     max_skew: float = _f(0.2, "largest stamp difference between the inputs of one observation (s)",
                          (0.0, 60.0))
     compressed: bool = _f(False, "subscribe to <camera topic>/compressed (CompressedImage) "
@@ -70,10 +76,7 @@ class SensorInputsConfig:
                           read_only=True)
 
     def __post_init__(self) -> None:
-        if self.crop not in ("center", "stretch"):
-            raise ValueError(f"crop must be 'center' or 'stretch', got {self.crop!r}")
-        if self.max_age < 0 or self.max_skew < 0:
-            raise ValueError("max_age and max_skew must be >= 0")
+        validate_fields(self)
 
 
 @dataclass
@@ -89,11 +92,6 @@ class PerceptionConfig(SensorInputsConfig):
                             "of this width in every observation and carry it in the "
                             "Observation; 0 = none", (0, 4096), read_only=True)
     diagnostics_period: float = _f(1.0, "seconds between /diagnostics messages", (0.05, 60.0))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rate_hz < 0:
-            raise ValueError("rate_hz must be >= 0")
 
 
 @dataclass
@@ -121,7 +119,7 @@ class PolicyNodeConfig:
     num_samples: int = _f(0, "extra chunks sampled with other seeds, for visualisation only",
                           (0, 16))
     max_obs_age: float = _f(0.5, "observations older than this (s, node clock) are refused",
-                            (0.0, 60.0))
+                            (0.0, 60.0), min_exclusive=True)
     require_goal: bool = _f(False, "publish chunks only while a RunPolicy goal is running")
     hold_on_stop: bool = _f(True, "on cancel/deactivate publish a stop request (a chunk "
                             "without points): the executor brakes and holds where the arm is")
@@ -154,14 +152,9 @@ class PolicyNodeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.rtc, dict):
             self.rtc = RTCConfig(**self.rtc)
-        if self.chunking not in CHUNKING_MODES:
-            raise ValueError(f"chunking must be one of {CHUNKING_MODES}, got {self.chunking!r}")
-        if self.observation_source not in OBSERVATION_SOURCES:
-            raise ValueError(f"observation_source must be one of {OBSERVATION_SOURCES}, got "
-                             f"{self.observation_source!r}")
-        if self.kinematics not in ("auto", "urdf", "sim", "joints"):
-            raise ValueError(f"kinematics must be auto, urdf, sim or joints, got "
-                             f"{self.kinematics!r}")
+        if isinstance(self.sensors, dict):
+            self.sensors = SensorInputsConfig(**self.sensors)
+        validate_fields(self)
 
 
 @dataclass
@@ -200,3 +193,6 @@ class SimRobotConfig:
     publish_robot_description: bool = _f(
         True, "publish the arm's URDF (generated from the MuJoCo model) once on the latched "
         "`robot_description` topic, for RViz's RobotModel display", read_only=True)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)

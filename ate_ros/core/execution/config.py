@@ -1,12 +1,15 @@
 """Configuration of chunk execution (safety limits, blending, watchdog) and of the executor node.
 
 Field metadata (``help``, ``min``, ``max``, ``read_only``, ``choices``) becomes the ROS parameter
-descriptors through ``ate_ros.ros.params``.
+descriptors through ``ate_ros.ros.params`` and is enforced by
+:func:`ate_ros.core.config_fields.validate_fields`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from ate_ros.core.config_fields import validate_fields
 
 BLEND_MODES = ("replace", "crossfade", "ensemble", "rtc")
 OUTPUT_MODES = ("auto", "topic", "action")
@@ -36,8 +39,9 @@ class ExecutionConfig:
         "min": 0.0, "max": 10.0})
     watchdog_timeout: float = field(default=2.0, metadata={
         "help": "Seconds without a newly accepted chunk after which the executor stops following "
-                "the plan and holds position (decelerating within the acceleration limit)",
-        "min": 1e-3, "max": 3600.0})
+                "the plan and holds position (decelerating within the acceleration limit); "
+                "inf never does",
+        "min": 1e-3})
     max_start_deviation: float | None = field(default=None, metadata={
         "help": "Largest |first chunk point - measured position| (per joint, rad or m) accepted; "
                 "unset uses the embodiment's max_start_deviation", "min": 0.0})
@@ -47,31 +51,16 @@ class ExecutionConfig:
     latency_compensation: bool = field(default=True, metadata={
         "help": "Drop chunk points whose time (observation stamp + (i+1)*dt) is already past"})
     velocity_scale: float = field(default=1.0, metadata={
-        "help": "Fraction of each joint's max_velocity the executor lets through",
-        "min": 1e-3, "max": 1.0})
+        "help": "Fraction of each joint's max_velocity the executor lets through (it can only "
+                "make the embodiment's limit stricter)",
+        "min": 0.0, "min_exclusive": True, "max": 1.0})
     acceleration_scale: float = field(default=1.0, metadata={
-        "help": "Fraction of each joint's max_acceleration the executor lets through",
-        "min": 1e-3, "max": 1.0})
+        "help": "Fraction of each joint's max_acceleration the executor lets through (it can only "
+                "make the embodiment's limit stricter)",
+        "min": 0.0, "min_exclusive": True, "max": 1.0})
 
     def __post_init__(self) -> None:
-        if self.blend not in BLEND_MODES:
-            raise ValueError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
-        if self.crossfade_steps < 0:
-            raise ValueError(f"crossfade_steps ({self.crossfade_steps}) must be >= 0")
-        if not self.ensemble_decay >= 0:
-            raise ValueError(f"ensemble_decay ({self.ensemble_decay}) must be >= 0")
-        if not self.watchdog_timeout > 0:
-            raise ValueError(f"watchdog_timeout ({self.watchdog_timeout}) must be > 0 s")
-        if self.max_start_deviation is not None and not self.max_start_deviation >= 0:
-            raise ValueError(
-                f"max_start_deviation ({self.max_start_deviation}) must be >= 0 or unset")
-        if self.replan_steps < 0:
-            raise ValueError(f"replan_steps ({self.replan_steps}) must be >= 0")
-        for name in ("velocity_scale", "acceleration_scale"):
-            v = getattr(self, name)
-            if not 0 < v <= 1:
-                raise ValueError(f"{name} ({v}) must be in (0, 1]: it scales the embodiment's "
-                                 f"limits and can only make them stricter")
+        validate_fields(self)
 
 
 def receding_horizon_replan_steps(chunk_size: int, n_action_steps: int) -> int | None:
@@ -123,18 +112,8 @@ class ExecutorNodeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.execution, dict):
             self.execution = ExecutionConfig(**self.execution)
-        if self.output not in OUTPUT_MODES:
-            raise ValueError(f"output must be one of {OUTPUT_MODES}, got {self.output!r}")
+        validate_fields(self)
         if not self.embodiment:
             raise ValueError("embodiment must name an embodiment or a YAML file")
         if not self.controller or self.controller.startswith("/") and len(self.controller) == 1:
             raise ValueError(f"controller {self.controller!r} is not a valid name")
-        if self.stream_horizon < 1:
-            raise ValueError(f"stream_horizon ({self.stream_horizon}) must be >= 1")
-        if not self.state_timeout > 0:
-            raise ValueError(f"state_timeout ({self.state_timeout}) must be > 0")
-        if not (self.max_tracking_error >= 0 and self.tracking_lag >= 0):
-            raise ValueError(f"max_tracking_error ({self.max_tracking_error}) and tracking_lag "
-                             f"({self.tracking_lag}) must be >= 0")
-        if not self.diagnostics_period > 0:
-            raise ValueError(f"diagnostics_period ({self.diagnostics_period}) must be > 0")

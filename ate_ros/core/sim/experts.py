@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ate_ros.core.config_fields import validate_fields
 from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.sim.arms import BLOCK_HALF, TIP_RADIUS
 
@@ -41,24 +42,21 @@ class ExpertConfig:
 
     speed: tuple[float, float] = (0.12, 0.2)
     push_speed: tuple[float, float] = (0.06, 0.1)
-    accel: float = 1.5
+    accel: float = field(default=1.5, metadata={"min": 0.0, "min_exclusive": True})
     hover: tuple[float, float] = (0.09, 0.13)
-    via_noise: float = 0.04
-    goal_noise: float = 0.006
-    action_noise: float = 0.003
-    velocity_fraction: float = 0.8
+    via_noise: float = field(default=0.04, metadata={"min": 0.0})
+    goal_noise: float = field(default=0.006, metadata={"min": 0.0})
+    action_noise: float = field(default=0.003, metadata={"min": 0.0})
+    velocity_fraction: float = field(default=0.8, metadata={
+        "min": 0.0, "min_exclusive": True, "max": 1.0})
 
     def __post_init__(self) -> None:
+        validate_fields(self)
         for name in ("speed", "push_speed", "hover"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"ExpertConfig.{name} must be (min, max) with 0 < min <= max, "
                                  f"got {(lo, hi)}")
-        if not 0 < self.velocity_fraction <= 1:
-            raise ValueError("ExpertConfig.velocity_fraction must be in (0, 1], got "
-                             f"{self.velocity_fraction}")
-        if self.action_noise < 0 or self.via_noise < 0 or self.goal_noise < 0:
-            raise ValueError("ExpertConfig noise levels must be >= 0")
 
 
 PUSH_HEIGHT = BLOCK_HALF

@@ -72,6 +72,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ate_ros.core.config_fields import validate_fields
+
 logger = logging.getLogger(__name__)
 
 PARAMETERIZATIONS = ("epsilon", "sample", "flow_paper", "flow_openpi")
@@ -91,7 +93,7 @@ class GuidanceConfig:
         "help": "apply ATE guidance; False gives exactly the plain loss (ablation baseline)"})
     scale: float = field(default=2.0, metadata={
         "help": "lambda, the guidance strength (paper sweep: 1-3 help, 2 preferred)",
-        "flag": "--lambda"})
+        "flag": "--lambda", "min": 0.0})
     clamp: float = field(default=0.1, metadata={
         "help": "bound on the scaled gradient c*g before lambda (reference: 0.1); <=0 disables"})
     clamp_mode: str = field(default="norm", metadata={
@@ -100,9 +102,10 @@ class GuidanceConfig:
                 "element-wise clamp as the reference code; 'none'"})
     latent_reduction: str = field(default="mean", metadata={
         "help": "per-sample latent distance: 'mean' over latent dims (reference scale at batch "
-                "size 1) or 'sum' (the paper's squared norm)"})
+                "size 1) or 'sum' (the paper's squared norm)", "choices": LATENT_REDUCTIONS})
     min_denominator: float = field(default=1e-4, metadata={
-        "help": "floor on the denominators of c (tau, 1 - t, sqrt(abar)) so c stays finite"})
+        "help": "floor on the denominators of c (tau, 1 - t, sqrt(abar)) so c stays finite",
+        "min": 0.0, "min_exclusive": True})
     direction: str = field(default="classifier", metadata={
         "choices": DIRECTIONS,
         "help": "'classifier' (default): textbook classifier guidance, the clean target moves "
@@ -116,19 +119,9 @@ class GuidanceConfig:
                 "without align)", "choices": [1, 2]})
 
     def __post_init__(self) -> None:
-        if self.encoder_stage not in (1, 2):
-            raise ValueError(f"encoder_stage must be 1 or 2, got {self.encoder_stage}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if not np.isfinite(self.scale) or self.scale < 0:
-            raise ValueError(f"guidance scale (lambda) must be finite and >= 0, got {self.scale}")
-        if self.clamp_mode not in CLAMP_MODES:
-            raise ValueError(f"clamp_mode must be one of {CLAMP_MODES}, got {self.clamp_mode!r}")
-        if self.latent_reduction not in LATENT_REDUCTIONS:
-            raise ValueError(f"latent_reduction must be one of {LATENT_REDUCTIONS}, got "
-                             f"{self.latent_reduction!r}")
-        if not self.min_denominator > 0:
-            raise ValueError("min_denominator must be > 0")
+        validate_fields(self)
+        if not np.isfinite(self.scale):
+            raise ValueError(f"guidance scale (lambda) must be finite, got {self.scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -87,9 +87,11 @@ class FinetuneConfig(TrainConfig):
         "metavar": "TASK[,TASK...]",
         "help": "simulation task for closed-loop success during fine-tuning"})
     eval_episodes: int = field(default=10, metadata={
-        "help": "closed-loop episodes per evaluation (with --eval-task)"})
-    lr: float = 1e-4
-    warmup_steps: int = field(default=50, metadata={"cli": False})
+        "help": "closed-loop episodes per evaluation (with --eval-task)", "min": 1})
+    # Redefined fields lose the base class's metadata: the bounds are restated with the default.
+    lr: float = field(default=1e-4, metadata={
+        "help": "AdamW peak learning rate", "min": 0.0, "min_exclusive": True})
+    warmup_steps: int = field(default=50, metadata={"cli": False, "min": 0})
 
     def validate(self) -> None:
         super().validate()
@@ -98,9 +100,6 @@ class FinetuneConfig(TrainConfig):
         if self.guidance.enabled and not self.vae:
             raise ValueError("ATE guidance needs --vae (an `ate-ros align` output); pass "
                              "--guidance off for the direct fine-tuning baseline")
-        if self.refit_stats not in REFIT_STATS:
-            raise ValueError(f"refit_stats must be 'missing', 'all' or 'none', got "
-                             f"{self.refit_stats!r}")
 
 
 # ----- evaluation ----------------------------------------------------------------------------

@@ -1,12 +1,18 @@
 """The settings every training run shares (torch-free: the CLI declares its options from them).
 
 The field metadata (``help``, ``flag``, ``help_off``, ``cli``) is what ``ate-ros pretrain`` and
-``ate-ros steer`` show (``ate_ros.commands.arguments.add_dataclass_options``).
+``ate-ros steer`` show (``ate_ros.commands.arguments.add_dataclass_options``); its bounds
+(``min``, ``min_exclusive``) are enforced by :meth:`TrainConfig.validate` through
+:func:`ate_ros.core.config_fields.validate_fields`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from ate_ros.core.config_fields import validate_fields
+
+_POSITIVE = {"min": 0.0, "min_exclusive": True}
 
 
 @dataclass
@@ -19,20 +25,23 @@ class TrainConfig:
     embodiments: list[str] | None = field(default=None, metadata={
         "help": "embodiment YAML/name per dataset (or one for all); default: each dataset's "
                 "embodiment.yaml"})
-    steps: int = field(default=3000, metadata={"help": "optimisation steps"})
-    batch_size: int = field(default=32, metadata={"help": "samples per optimisation step"})
-    lr: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate"})
-    weight_decay: float = field(default=1e-4, metadata={"cli": False})
-    warmup_steps: int = field(default=100, metadata={"cli": False})
-    grad_clip: float = field(default=1.0, metadata={"cli": False})
+    steps: int = field(default=3000, metadata={"help": "optimisation steps", "min": 1})
+    batch_size: int = field(default=32, metadata={"help": "samples per optimisation step",
+                                                  "min": 1})
+    lr: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate", **_POSITIVE})
+    weight_decay: float = field(default=1e-4, metadata={"cli": False, "min": 0.0})
+    warmup_steps: int = field(default=100, metadata={"cli": False, "min": 0})
+    grad_clip: float = field(default=1.0, metadata={"cli": False, "min": 0.0})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:i]"})
-    log_every: int = field(default=25, metadata={"help": "log the training loss every N steps"})
+    log_every: int = field(default=25, metadata={"help": "log the training loss every N steps",
+                                                 "min": 1})
     eval_every: int = field(default=500, metadata={
-        "help": "evaluate on the val split every N steps"})
-    save_every: int = field(default=500, metadata={"help": "checkpoint every N steps"})
-    eval_samples: int = field(default=64, metadata={"help": "val frames used for the action MSE"})
-    eval_num_steps: int | None = field(default=None, metadata={"cli": False})
+        "help": "evaluate on the val split every N steps", "min": 1})
+    save_every: int = field(default=500, metadata={"help": "checkpoint every N steps", "min": 1})
+    eval_samples: int = field(default=64, metadata={"help": "val frames used for the action MSE",
+                                                    "min": 1})
+    eval_num_steps: int | None = field(default=None, metadata={"cli": False, "min": 1})
     resume: bool = field(default=False, metadata={
         "help": "carry on from the checkpoint of an interrupted run in <out>.resume/ (or "
                 "train a finished <out> for more --steps); the settings and data must be "
@@ -44,26 +53,18 @@ class TrainConfig:
     show_progress: bool = field(default=True, metadata={"flag": "--no-progress",
                                                         "help_off": "no progress bar"})
     max_episodes: int | None = field(default=None, metadata={
-        "help": "use at most N episodes per dataset (quick runs)"})
+        "help": "use at most N episodes per dataset (quick runs)", "min": 1})
     vision_lr_scale: float = field(default=1.0, metadata={
-        "help": "image encoder learning rate relative to --lr (0 freezes it)"})
+        "help": "image encoder learning rate relative to --lr (0 freezes it)", "min": 0.0})
     """Learning rate of the image encoder relative to ``lr`` (lower it to keep a pre-trained
     encoder's features while the randomly initialised action head learns; 0 freezes it)."""
     patience: int = field(default=0, metadata={
         "help": "stop after N evaluations without a lower val action MSE and keep the best "
-                "weights (0: run all --steps)"})
+                "weights (0: run all --steps)", "min": 0})
     """Stop after this many evaluations (every ``eval_every`` steps) without a lower validation
     action MSE, and save the best evaluated weights (0: run all ``steps``)."""
 
     def validate(self) -> None:
         if not self.data:
             raise ValueError("no --data given")
-        for name in ("steps", "batch_size", "log_every", "eval_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
-        if not self.vision_lr_scale >= 0:
-            raise ValueError(f"vision_lr_scale must be >= 0, got {self.vision_lr_scale}")
+        validate_fields(self)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ate_ros.core.config_fields import validate_fields
 from ate_ros.core.viz.ee_kinematics import ForwardKinematics
 
 # Namespaces of the polylines (marker namespaces in RViz).
@@ -61,12 +62,7 @@ class ChunkVizConfig:
         "help": "alpha of the oldest chunk kept", "min": 0.0, "max": 1.0})
 
     def __post_init__(self) -> None:
-        if self.history < 0:
-            raise ValueError(f"history must be >= 0, got {self.history}")
-        if not 0.0 <= self.min_alpha <= 1.0:
-            raise ValueError(f"min_alpha must be in [0, 1], got {self.min_alpha}")
-        if self.executed_length < 2:
-            raise ValueError(f"executed_length must be >= 2, got {self.executed_length}")
+        validate_fields(self)
 
 
 @dataclass

@@ -199,7 +199,7 @@ def test_horizon_shorter_than_chunk():
 def test_config_validation():
     with pytest.raises(ValueError, match="clamp_mode"):
         GuidanceConfig(clamp_mode="bogus")
-    with pytest.raises(ValueError, match="lambda"):
+    with pytest.raises(ValueError, match="scale must be >= 0"):
         GuidanceConfig(scale=-1)
     with pytest.raises(ValueError, match="parameterization"):
         LatentGuidance(MLPEncoder(), "v_prediction")

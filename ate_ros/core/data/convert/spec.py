@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ate_ros.core.config_fields import strict_from_dict
+from ate_ros.core.config_fields import strict_from_dict, validate_fields
 from ate_ros.core.data import topics as T
 from ate_ros.core.data.episode_format import MANIFEST
 
@@ -57,8 +57,13 @@ class ConversionError(RuntimeError):
         self.manifest = manifest
 
 
-def _h(text: str) -> dict:
-    return {"help": text}
+def _h(text: str, **bounds: object) -> dict:
+    """Field metadata: help text plus ``choices``/``min``/``max``/... (enforced by
+    :func:`ate_ros.core.config_fields.validate_fields`)."""
+    return {"help": text, **bounds}
+
+
+_POSITIVE = {"min": 0.0, "min_exclusive": True}
 
 
 @dataclass
@@ -67,7 +72,7 @@ class ConversionSpec:
 
     rate_hz: float | None = field(default=None, metadata={
         "help": "output control rate in Hz; None = the embodiment's control_rate_hz",
-        "flag": "--rate"})
+        "flag": "--rate", **_POSITIVE})
     joint_topic: str = field(default=T.JOINT_STATES_TOPIC, metadata=_h(
         "sensor_msgs/JointState topic"))
     action_source: str = field(default="auto", metadata={
@@ -99,13 +104,13 @@ class ConversionSpec:
         "choices": TIME_SOURCES})
     joint_max_age_s: float | None = field(default=None, metadata={
         "help": "max age of a joint state at a tick; None = max(2 periods, 0.1 s)",
-        "flag": "--joint-max-age", "metavar": "S"})
+        "flag": "--joint-max-age", "metavar": "S", **_POSITIVE})
     image_max_age_s: float | None = field(default=None, metadata={
         "help": "max age of an image at a tick; None = max(2 periods, 0.1 s)",
-        "flag": "--image-max-age", "metavar": "S"})
+        "flag": "--image-max-age", "metavar": "S", **_POSITIVE})
     action_max_age_s: float | None = field(default=None, metadata={
         "help": "how long after its last point a command stays valid; None = max(2 periods, "
-                "0.1 s)", "flag": "--action-max-age", "metavar": "S"})
+                "0.1 s)", "flag": "--action-max-age", "metavar": "S", **_POSITIVE})
     gap_policy: str = field(default="split", metadata={
         "help": f"one of {GAP_POLICIES}: stale ticks end the episode or are dropped",
         "flag": "--gaps", "choices": GAP_POLICIES})
@@ -113,11 +118,12 @@ class ConversionSpec:
         "help": f"one of {CLOCK_JUMP_POLICIES}: on a backward clock jump cut the bag or fail it",
         "choices": CLOCK_JUMP_POLICIES})
     clock_jump_tolerance_s: float = field(default=0.5, metadata=_h(
-        "backward header-stamp steps larger than this are clock jumps"))
+        "backward header-stamp steps larger than this are clock jumps", min=0.0))
     min_episode_frames: int = field(default=10, metadata=_h(
-        "episodes with fewer frames are dropped"))
+        "episodes with fewer frames are dropped", min=1))
     val_fraction: float = field(default=0.1, metadata={
-        "help": "fraction of bags (not frames: no leakage) assigned to val/", "flag": "--split"})
+        "help": "fraction of bags (not frames: no leakage) assigned to val/", "flag": "--split",
+        "min": 0.0, "max": 1.0, "max_exclusive": True})
     seed: int = field(default=0, metadata=_h("seed of the train/val split"))
     ros_distro: str | None = field(default=None, metadata=_h(
         "typestore for types the bag does not define; None = detect, else kilted"))
@@ -126,9 +132,9 @@ class ConversionSpec:
         "flag": "--msg-dir", "action": "append"})
     workers: int = field(default=1, metadata=_h(
         "bags converted at once in local processes (with --ray and no address: the CPUs of the "
-        "local Ray instance)"))
+        "local Ray instance)", min=1))
     image_memory_mb: float = field(default=1024.0, metadata=_h(
-        "raw image bytes held per bag; beyond it kept frames are re-read from the bag"))
+        "raw image bytes held per bag; beyond it kept frames are re-read from the bag", min=0.0))
     compression: str | None = field(default=None, metadata={
         "help": "HDF5 compression of images (lzf, gzip or None). None by default: policy-size "
                 "images are small, and lzf doubles the conversion time for 30-50 percent smaller "
@@ -136,28 +142,7 @@ class ConversionSpec:
     overwrite: bool = field(default=False, metadata=_h("replace an existing output folder"))
 
     def __post_init__(self) -> None:
-        checks = [("action_source", ACTION_SOURCES), ("time_source", TIME_SOURCES),
-                  ("gap_policy", GAP_POLICIES), ("clock_jump", CLOCK_JUMP_POLICIES)]
-        for name, allowed in checks:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.rate_hz is not None and not self.rate_hz > 0:
-            raise ValueError(f"rate_hz must be positive, got {self.rate_hz}")
-        for name in ("joint_max_age_s", "image_max_age_s", "action_max_age_s"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise ValueError(f"{name} must be positive (or None for the default), got {v}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.min_episode_frames < 1:
-            raise ValueError(f"min_episode_frames must be at least 1, got "
-                             f"{self.min_episode_frames}")
-        if self.clock_jump_tolerance_s < 0:
-            raise ValueError("clock_jump_tolerance_s must not be negative")
-        if self.compression not in (None, "lzf", "gzip"):
-            raise ValueError(f"compression must be lzf, gzip or None, got {self.compression!r}")
+        validate_fields(self)
         self.msg_dirs = [str(d) for d in self.msg_dirs]
 
     def to_dict(self) -> dict[str, Any]:

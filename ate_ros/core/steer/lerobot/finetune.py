@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ate_ros.core.config_fields import validate_fields
 from ate_ros.core.lerobot_compat import require_lerobot
 from ate_ros.core.steer.guidance import GuidanceConfig, encoder_from_bundle
 from ate_ros.core.steer.lerobot.adapters import (
@@ -51,19 +52,17 @@ class LeRobotFinetuneConfig:
     out: str = field(metadata={"help": "output checkpoint folder (LeRobot's format)"})
     vae: str | None = field(default=None, metadata={"help": "`ate-ros align` output folder"})
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    steps: int = field(default=1000, metadata={"help": "optimisation steps"})
-    batch_size: int = field(default=8, metadata={"help": "samples per step"})
+    steps: int = field(default=1000, metadata={"help": "optimisation steps", "min": 1})
+    batch_size: int = field(default=8, metadata={"help": "samples per step", "min": 1})
     lr: float | None = field(default=None, metadata={
-        "help": "learning rate (None: the policy's optimiser preset)"})
+        "help": "learning rate (None: the policy's optimiser preset)",
+        "min": 0.0, "min_exclusive": True})
     seed: int = 0
     device: str = field(default="cpu", metadata={"help": "torch device"})
-    log_every: int = 10
+    log_every: int = field(default=10, metadata={"min": 1})
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.log_every < 1:
-            raise ValueError("steps, batch_size and log_every must be >= 1")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        validate_fields(self)
         if self.guidance.enabled and not self.vae:
             raise ValueError("ATE guidance needs --vae (an `ate-ros align` output); pass "
                              "--guidance off for direct fine-tuning")

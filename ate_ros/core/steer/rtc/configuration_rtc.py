@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ate_ros.core.config_fields import validate_fields
+
 PREFIX_SCHEDULES = ("exp", "linear", "ones", "zeros")
 GUIDANCE_GRADIENTS = ("auto", "vjp", "identity")
 
@@ -38,13 +40,4 @@ class RTCConfig:
         "choices": GUIDANCE_GRADIENTS})
 
     def __post_init__(self) -> None:
-        if self.prefix_attention_schedule not in PREFIX_SCHEDULES:
-            raise ValueError(f"prefix_attention_schedule must be one of {PREFIX_SCHEDULES}, "
-                             f"got {self.prefix_attention_schedule!r}")
-        if self.guidance_gradient not in GUIDANCE_GRADIENTS:
-            raise ValueError(f"guidance_gradient must be one of {GUIDANCE_GRADIENTS}, got "
-                             f"{self.guidance_gradient!r}")
-        if not self.max_guidance_weight > 0:
-            raise ValueError(f"max_guidance_weight ({self.max_guidance_weight}) must be > 0")
-        if self.execution_horizon < 0:
-            raise ValueError(f"execution_horizon ({self.execution_horizon}) must be >= 0")
+        validate_fields(self)
