@@ -24,11 +24,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ate_ros.core.config_fields import (
+    FieldInfo,
+    bound_text,
+    check_value,
+    field_info,
+    unwrap_optional,
+)
+from ate_ros.core.config_fields import field_default as _field_default
 
 NONE_WORD = "none"
 """How the command line spells ``None`` for an optional field whose choices include it."""
@@ -75,26 +83,13 @@ def _is_dataclass_field(f: dataclasses.Field) -> bool:
 
 
 def _base_type(annotation: Any) -> Any:
-    """``X | None`` / ``Optional[X]`` -> ``X``."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
+    """``X | None`` -> ``X``."""
+    return unwrap_optional(annotation)[0]
 
 
 def field_default(cls: type, name: str) -> Any:
     """The default of field ``name`` of ``cls`` (``dataclasses.MISSING`` when it has none)."""
-    return _default(next(f for f in dataclasses.fields(cls) if f.name == name))
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
+    return _field_default(next(f for f in dataclasses.fields(cls) if f.name == name))
 
 
 def _flags(f: dataclasses.Field, negated: bool) -> list[str]:
@@ -108,27 +103,19 @@ def _negated_dest(f: dataclasses.Field) -> str:
     return _flags(f, True)[-1].lstrip("-").replace("-", "_")
 
 
-def _ranged(base: type, lo: Any, hi: Any) -> Callable[[str], Any]:
-    """``type=`` that parses ``base`` and refuses values outside ``[lo, hi]``."""
+def _ranged(info: FieldInfo) -> Callable[[str], Any]:
+    """``type=`` that parses the field's type and refuses values outside its bounds (the
+    config's own check, :func:`check_value`, so the command line and the config agree)."""
     def parse(text: str) -> Any:
-        value = base(text)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{value} is outside the {_range_text(lo, hi)}")
+        value = info.type(text)
+        try:
+            check_value(info, value, name="value")
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         return value
 
-    parse.__name__ = base.__name__  # argparse names the type in its messages
+    parse.__name__ = info.type.__name__  # argparse names the type in its messages
     return parse
-
-
-def _range_text(lo: Any, hi: Any) -> str:
-    if hi is None:
-        return f"range >= {lo}"
-    return f"range <= {hi}" if lo is None else f"range {lo}..{hi}"
-
-
-def _range_note(meta: typing.Mapping[str, Any]) -> str:
-    lo, hi = meta.get("min"), meta.get("max")
-    return "" if lo is None and hi is None else "; " + _range_text(lo, hi)
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
@@ -151,15 +138,17 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
     required = set(required)
     for f in _cli_fields(cls, only, skip):
         meta = f.metadata
-        base = _base_type(hints[f.name])
-        default = defaults.get(f.name, _default(f))
+        tp, optional = unwrap_optional(hints[f.name])
+        info = field_info(cls, f, type_=tp, optional=optional)
+        base = info.type
+        default = defaults.get(f.name, info.default)
         help_text = meta.get("help")
         kw: dict[str, Any] = {k: meta[k] for k in ("metavar", "nargs", "const") if k in meta}
         negated = base is bool and default is True
         if negated:
             help_text = meta.get("help_off")
-        elif help_text is not None:
-            help_text += _range_note(meta)
+        elif help_text is not None and info.has_bounds:
+            help_text += f"; {bound_text(info)}"
         if help_text is not None:
             kw["help"] = f"{help_text} ({note})" if note else help_text
         flags = _flags(f, negated)
@@ -182,8 +171,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
         elif origin is list:
             kw["type"] = csv_list
         elif base in (int, float):
-            kw["type"] = _ranged(base, meta.get("min"), meta.get("max")) \
-                if "min" in meta or "max" in meta else base
+            kw["type"] = _ranged(info) if info.has_bounds else base
         if "choices" in meta:
             kw["choices"] = tuple(NONE_WORD if c is None else c for c in meta["choices"])
             if default is None and NONE_WORD in kw["choices"]:
@@ -218,7 +206,7 @@ def dataclass_kwargs(cls: type, args: argparse.Namespace, *, only: Iterable[str]
     out: dict[str, Any] = {}
     for f in _cli_fields(cls, only, skip):
         base = _base_type(hints[f.name])
-        if base is bool and _default(f) is True and not f.metadata.get("positional"):
+        if base is bool and _field_default(f) is True and not f.metadata.get("positional"):
             out[f.name] = not getattr(args, _negated_dest(f))
             continue
         value = getattr(args, f.name)

@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["FieldInfo", "bound_text", "check_value", "strict_from_dict", "validate_fields",
-           "walk_fields"]
+__all__ = ["FieldInfo", "bound_text", "check_value", "field_default", "field_info",
+           "strict_from_dict", "unwrap_optional", "validate_fields", "walk_fields"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +99,8 @@ def unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _default(f: dataclasses.Field) -> Any:
+def field_default(f: dataclasses.Field) -> Any:
+    """The default of ``f`` (``default_factory()`` called; ``MISSING`` when it has none)."""
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -124,22 +125,38 @@ def walk_fields(cls: type, prefix: str = "", *, ros_only: bool = False,
             continue
         name = f"{prefix}{f.name}"
         tp, optional = unwrap_optional(hints[f.name])
-        default = getattr(_defaults, f.name) if _defaults is not None else _default(f)
+        default = getattr(_defaults, f.name) if _defaults is not None else field_default(f)
         if dataclasses.is_dataclass(tp):
             yield from walk_fields(tp, f"{name}.", ros_only=ros_only,
                                    _defaults=default if dataclasses.is_dataclass(default)
                                    else None)
             continue
-        md = f.metadata
-        choices = md.get("choices")
-        yield FieldInfo(
-            name=name, path=tuple(name.split(".")), type=tp, optional=optional,
-            default=default, help=str(md.get("help", "")).strip(),
-            choices=tuple(choices) if choices is not None else None,
-            min=md.get("min"), max=md.get("max"),
-            min_exclusive=bool(md.get("min_exclusive", False)),
-            max_exclusive=bool(md.get("max_exclusive", False)),
-            read_only=bool(md.get("read_only", False)), ros=ros, owner=cls, metadata=md)
+        yield field_info(cls, f, name=name, type_=tp, optional=optional, default=default,
+                         ros=ros)
+
+
+def field_info(cls: type, f: dataclasses.Field, *, name: str | None = None, type_: Any = None,
+               optional: bool | None = None, default: Any = dataclasses.MISSING,
+               ros: bool | None = None) -> FieldInfo:
+    """The :class:`FieldInfo` of one field ``f`` of ``cls`` (what :func:`walk_fields` yields;
+    the command-line helper builds its options from the same record)."""
+    if type_ is None or optional is None:
+        type_, optional = unwrap_optional(typing.get_type_hints(cls)[f.name])
+    if default is dataclasses.MISSING:
+        default = field_default(f)
+    if ros is None:
+        ros = f.metadata.get("ros", True) is not False
+    name = name or f.name
+    md = f.metadata
+    choices = md.get("choices")
+    return FieldInfo(
+        name=name, path=tuple(name.split(".")), type=type_, optional=optional,
+        default=default, help=str(md.get("help", "")).strip(),
+        choices=tuple(choices) if choices is not None else None,
+        min=md.get("min"), max=md.get("max"),
+        min_exclusive=bool(md.get("min_exclusive", False)),
+        max_exclusive=bool(md.get("max_exclusive", False)),
+        read_only=bool(md.get("read_only", False)), ros=ros, owner=cls, metadata=md)
 
 
 def bound_text(info: FieldInfo) -> str:

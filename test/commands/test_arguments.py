@@ -100,11 +100,25 @@ def test_positional_alias_append_pairs_none_word_and_optional_switch():
 
 def test_range_metadata_is_checked_and_shown():
     p, _ = _shapes(["a"])
-    with pytest.raises(argparse.ArgumentError, match="outside"):
+    with pytest.raises(argparse.ArgumentError, match=r"value must be in \[1, 5\], got 6"):
         p.parse_args(["a", "--count", "6"])
     with pytest.raises(argparse.ArgumentError, match="invalid int value"):
         p.parse_args(["a", "--count", "x"])
-    assert "range 1..5" in " ".join(p.format_help().split())
+    assert "in [1, 5]" in " ".join(p.format_help().split())
+
+
+def test_a_strict_bound_of_the_config_is_the_command_line_bound():
+    """``rate_hz`` must be > 0 (``min_exclusive``): ``--rate 0`` is refused by argparse with
+    the config's own message, as ``ConversionSpec(rate_hz=0)`` is."""
+    from ate_ros.core.data.convert.spec import ConversionSpec
+
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_dataclass_options(p, ConversionSpec, only=("rate_hz",))
+    with pytest.raises(argparse.ArgumentError, match="must be > 0"):
+        p.parse_args(["--rate", "0"])
+    with pytest.raises(ValueError, match="rate_hz must be > 0"):
+        ConversionSpec(rate_hz=0.0)
+    assert p.parse_args(["--rate", "0.5"]).rate_hz == 0.5
 
 
 @dataclass
