@@ -24,49 +24,19 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # run as a script, or loaded by path in a test
+from result_meta import result_meta  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 POLICY = ROOT / "assets" / "pretrained_lowdim"
 MODES = ("sync", "replace", "crossfade", "ensemble", "rtc")
 DELAYS = (0, 1, 2, 4, 6)
 TARGET_DELAY = 4
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = "none"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, GPU: {gpu}"
-
-
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_cell(policy_dir: str, arm: str, task: str, mode: str, delay: int, seed: int,
@@ -267,10 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     plotted = plot(cells, args.plot_delay, png)
     result = {
         "meta": {"benchmark": "bench_rtc",
-                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 "machine": machine(), "commit": commit(),
-                 "command": "python benchmarks/bench_rtc.py " + " ".join(
-                     argv if argv is not None else sys.argv[1:]),
+                 **result_meta(None if argv is None else [__file__, *argv]),
                  "policy": Path(args.policy).name, "arms": arms, "tasks": tasks,
                  "seeds": seeds, "episodes_per_seed": episodes,
                  "rtc": {"prefix_attention_schedule": "exp", "max_guidance_weight": 5.0,
