@@ -82,6 +82,11 @@ class VLAConfig:
                 "tokens, the joint state at the end of the sample's episode (label-free: "
                 "demonstrations hold it). Where the episode goes is in the image and the "
                 "instruction, not the state, so this teaches those pathways (0: off)"})
+    rtc_train_max_delay: int = field(default=0, metadata={
+        "help": "training-time real-time chunking, d_max: the first d ~ U(0, d_max) points of "
+                "each training chunk are given un-noised (with the clean time embedding) and "
+                "left out of the loss; a policy trained with it (> 0) takes a committed prefix "
+                "by that conditioning instead of guided sampling (0: off)", "min": 0})
     text_encoder: str = field(default="minilm", metadata={
         "help": "'minilm' (all-MiniLM-L6-v2, offline) or 'hash' (deterministic, for tests)"})
     text_dim: int = field(default=384, metadata={"help": "instruction embedding width"})
@@ -150,6 +155,9 @@ class VLAConfig:
                 f"{self.vision_pool!r}")
         if not self.goal_loss_weight >= 0:
             bad(f"goal_loss_weight must be >= 0, got {self.goal_loss_weight}")
+        if not 0 <= self.rtc_train_max_delay < self.chunk_size:
+            bad(f"rtc_train_max_delay ({self.rtc_train_max_delay}) must be in [0, chunk_size="
+                f"{self.chunk_size})")
         if not 0.0 <= self.state_dropout < 1.0:
             bad(f"state_dropout must be in [0, 1), got {self.state_dropout}")
         if not 0 < self.ema_decay < 1:
