@@ -9,8 +9,11 @@ runs), ``replace`` / ``crossfade`` / ``ensemble`` (asynchronous, that executor b
 mode, ``rtc_trained``, is training-time RTC: the policy fine-tuned on each arm's own expert
 demonstrations with ``VLAConfig.rtc_train_max_delay`` (the first d ~ U(0, d_max) points of a
 chunk given clean and left out of the loss), which then conditions on the committed prefix
-instead of guided sampling; executed as ``rtc``. ``--train-rtc DIR`` records the demonstrations
-and fine-tunes (short: ``--train-steps``), ``--trained-policy DIR`` reuses them::
+instead of guided sampling; executed as ``rtc``. Its control, ``rtc_finetuned``, is the same
+fine-tuning on the same demonstrations without training-time RTC, run with guided ``rtc`` (what
+the fine-tuning alone changes). ``--train-rtc DIR`` records the demonstrations and fine-tunes
+(short: ``--train-steps``; ``DIR/<arm>``, the control in ``DIR/finetuned/<arm>``),
+``--trained-policy DIR`` reuses them::
 
     python benchmarks/bench_rtc.py --modes rtc_trained --train-rtc runs/rtc_trained \
         --out benchmarks/results/bench_rtc_trained.json
@@ -42,8 +45,10 @@ from result_meta import result_meta  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 POLICY = ROOT / "assets" / "pretrained_lowdim"
-MODES = ("sync", "replace", "crossfade", "ensemble", "rtc", "rtc_trained")
-TRAINED = "rtc_trained"  # the policy per arm under <trained dir>/<arm>, run with chunking rtc
+MODES = ("sync", "replace", "crossfade", "ensemble", "rtc", "rtc_trained", "rtc_finetuned")
+# Fine-tuned modes, run with chunking rtc: their policies per arm under <trained dir>/<sub>/<arm>
+# and their training-time RTC d_max (None: --train-max-delay).
+TRAINED = {"rtc_trained": ("", None), "rtc_finetuned": ("finetuned", 0)}
 DELAYS = (0, 1, 2, 4, 6)
 TARGET_DELAY = 4
 
@@ -60,8 +65,8 @@ def run_cell(policy_dir: str, arm: str, task: str, mode: str, delay: int, seed: 
     from ate_ros.core.steer.rtc import RTCConfig
 
     chunking = mode
-    if mode == TRAINED:
-        policy_dir, chunking = str(Path(policy_dir) / arm), "rtc"
+    if mode in TRAINED:
+        policy_dir, chunking = str(Path(policy_dir) / TRAINED[mode][0] / arm), "rtc"
     policy = load_policy(policy_dir)
     # The paper's exponential schedule and beta; soft weights over the whole committed prefix.
     policy.set_rtc(RTCConfig(prefix_attention_schedule="exp", max_guidance_weight=5.0,
@@ -80,11 +85,12 @@ def run_cell(policy_dir: str, arm: str, task: str, mode: str, delay: int, seed: 
             "traces": r.traces, "seconds": round(r.seconds, 2)}
 
 
-def train_rtc_policies(out: Path, policy_dir: str, arms: list[str], tasks: list[str],
-                       episodes: int, steps: int, d_max: int) -> dict:
-    """Training-time RTC policies, one per arm: ``episodes`` expert demonstrations per task
-    (seeds disjoint from the evaluation's), then ``policy_dir`` fine-tuned on them (no ATE
-    guidance) with ``rtc_train_max_delay = d_max``; written to ``out/<arm>``."""
+def train_rtc_policies(root: Path, sub: str, policy_dir: str, arms: list[str],
+                       tasks: list[str], episodes: int, steps: int, d_max: int) -> dict:
+    """Fine-tuned policies, one per arm: ``episodes`` expert demonstrations per task (seeds
+    disjoint from the evaluation's; in ``root/data``, shared by every ``sub``), then
+    ``policy_dir`` fine-tuned on them (no ATE guidance) with ``rtc_train_max_delay = d_max``;
+    written to ``root/sub/<arm>``."""
     from ate_ros.core.sim.recording import record_dataset
     from ate_ros.core.steer.guidance import GuidanceConfig
     from ate_ros.core.steer.policies import VLAPolicy
@@ -92,17 +98,20 @@ def train_rtc_policies(out: Path, policy_dir: str, arms: list[str], tasks: list[
 
     info = {"demonstrations_per_task": episodes, "steps": steps, "rtc_train_max_delay": d_max,
             "base_policy": Path(policy_dir).name, "seconds": {}}
+    out = root / sub
     for a, arm in enumerate(arms):
         t0 = time.monotonic()
         data = []
         for k, task in enumerate(tasks):
-            folder = out / "data" / f"{arm}-{task}"
+            folder = root / "data" / f"{arm}-{task}"
             if not (folder / "manifest.json").is_file():
                 record_dataset(arm, task, episodes, folder, seed=70000 + 1000 * (3 * a + k),
                                render=False)
             data.append(str(folder))
         base = out / "base_rtc"  # the pre-trained policy with training-time RTC switched on
-        if not (base / "config.json").is_file():
+        if not d_max:
+            base = Path(policy_dir)
+        elif not (base / "config.json").is_file():
             pol = VLAPolicy.from_pretrained(policy_dir)
             pol.config.rtc_train_max_delay = d_max
             pol.save_pretrained(base, extra={"training": {
@@ -254,15 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     delays = [int(d) for d in args.delays.split(",")]
     tasks = args.tasks.split(",")
     trained, training = args.trained_policy or args.train_rtc, None
-    if TRAINED in modes:
+    for mode in [m for m in modes if m in TRAINED]:
         if not trained:
-            print(f"mode {TRAINED} needs --train-rtc DIR or --trained-policy DIR",
+            print(f"mode {mode} needs --train-rtc DIR or --trained-policy DIR",
                   file=sys.stderr)
             return 2
         if args.train_rtc:
-            training = train_rtc_policies(Path(args.train_rtc), args.policy, arms, tasks,
-                                          args.train_episodes, args.train_steps,
-                                          args.train_max_delay)
+            sub, d_max = TRAINED[mode]
+            training = {**(training or {}), mode: train_rtc_policies(
+                Path(args.train_rtc), sub, args.policy, arms, tasks, args.train_episodes,
+                args.train_steps, args.train_max_delay if d_max is None else d_max)}
     jobs = []
     for mode in modes:
         for delay in delays:
@@ -271,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                     for seed in range(seeds):
                         first = arm == arms[0] and task == tasks[0] and seed == 0
                         traces = 1 if first and delay == args.plot_delay else 0
-                        jobs.append((trained if mode == TRAINED else args.policy, arm, task,
+                        jobs.append((trained if mode in TRAINED else args.policy, arm, task,
                                      mode, delay, seed, episodes, traces))
     t0 = time.monotonic()
     if args.jobs <= 1:
