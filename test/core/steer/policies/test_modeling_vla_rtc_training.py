@@ -64,6 +64,8 @@ def test_conditioned_sampling_keeps_the_committed_points(head):
         assert (out[:, ~obs.mask] == 0).all()
         if d:
             assert not np.allclose(out[d:, obs.mask], free[d:, obs.mask])  # it conditions
+        else:  # nothing given: the plain sampler's chunk (the step-by-step loop, same maths)
+            np.testing.assert_allclose(out, free, atol=1e-5)
     # Without a prefix the plain sampler runs: the same chunk as the same weights untrained
     # for RTC.
     plain = VLAPolicy(VLAConfig(**{**pol.config.__dict__, "rtc_train_max_delay": 0})).eval()
