@@ -52,12 +52,13 @@ setup(
         # LeRobot's runtime dependencies (ate_ros.core.lerobot_compat). LeRobot itself is not
         # listed: 0.4.x declares torch<2.11, so tools/setup_lerobot.sh installs it with
         # --no-deps (docs/lerobot.md). datasets<4.2 keeps huggingface_hub 2.x, which
-        # transformers 5 needs.
+        # transformers 5 needs. num2words: transformers' SmolVLM processor (SmolVLA, whose
+        # real-time chunking policy_node serves) refuses to build without it.
         "lerobot": [
             "torchvision>=0.21", "datasets>=4.0,<4.2", "diffusers>=0.27.2,<0.36",
             "draccus==0.10.0", "einops>=0.8,<0.9", "av>=15,<16", "jsonlines>=4,<5",
             "termcolor>=2.4,<4", "deepdiff>=7.0.1,<9", "imageio>=2.34,<3", "pyserial>=3.5,<4",
-            "gymnasium>=1.1.1,<2",
+            "gymnasium>=1.1.1,<2", "num2words>=0.5.14,<0.6",
         ],
         "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "hypothesis>=6.80", "ruff>=0.6"],
     },

@@ -5,7 +5,18 @@ through the executor's ``ChunkScheduler``) while every chunk takes D control per
 compute, simulated on the stepped clock (``evaluate_policy(inference_delay=D)``), so the
 numbers do not depend on this machine's speed. Modes: ``sync`` (the arm holds while the policy
 runs), ``replace`` / ``crossfade`` / ``ensemble`` (asynchronous, that executor blend) and
-``rtc`` (asynchronous; the sampler inpaints the committed prefix, switch at index D).
+``rtc`` (asynchronous; the sampler inpaints the committed prefix, switch at index D). The sixth
+mode, ``rtc_trained``, is training-time RTC: the policy fine-tuned on each arm's own expert
+demonstrations with ``VLAConfig.rtc_train_max_delay`` (the first d ~ U(0, d_max) points of a
+chunk given clean and left out of the loss), which then conditions on the committed prefix
+instead of guided sampling; executed as ``rtc``. Its control, ``rtc_finetuned``, is the same
+fine-tuning on the same demonstrations without training-time RTC, run with guided ``rtc`` (what
+the fine-tuning alone changes). ``--train-rtc DIR`` records the demonstrations and fine-tunes
+(short: ``--train-steps``; ``DIR/<arm>``, the control in ``DIR/finetuned/<arm>``),
+``--trained-policy DIR`` reuses them::
+
+    python benchmarks/bench_rtc.py --modes rtc_trained --train-rtc runs/rtc_trained \
+        --out benchmarks/results/bench_rtc_trained.json
 
     python benchmarks/bench_rtc.py                # 3 seeds x 50 episodes, all tasks and arms
     python benchmarks/bench_rtc.py --quick        # 1 seed x 10 episodes, sim_arm6
@@ -24,49 +35,22 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # run as a script, or loaded by path in a test
+from result_meta import result_meta  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 POLICY = ROOT / "assets" / "pretrained_lowdim"
-MODES = ("sync", "replace", "crossfade", "ensemble", "rtc")
+MODES = ("sync", "replace", "crossfade", "ensemble", "rtc", "rtc_trained", "rtc_finetuned")
+# Fine-tuned modes, run with chunking rtc: their policies per arm under <trained dir>/<sub>/<arm>
+# and their training-time RTC d_max (None: --train-max-delay).
+TRAINED = {"rtc_trained": ("", None), "rtc_finetuned": ("finetuned", 0)}
 DELAYS = (0, 1, 2, 4, 6)
 TARGET_DELAY = 4
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = "none"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, GPU: {gpu}"
-
-
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_cell(policy_dir: str, arm: str, task: str, mode: str, delay: int, seed: int,
@@ -80,12 +64,15 @@ def run_cell(policy_dir: str, arm: str, task: str, mode: str, delay: int, seed: 
     from ate_ros.core.steer.policies import load_policy
     from ate_ros.core.steer.rtc import RTCConfig
 
+    chunking = mode
+    if mode in TRAINED:
+        policy_dir, chunking = str(Path(policy_dir) / TRAINED[mode][0] / arm), "rtc"
     policy = load_policy(policy_dir)
     # The paper's exponential schedule and beta; soft weights over the whole committed prefix.
     policy.set_rtc(RTCConfig(prefix_attention_schedule="exp", max_guidance_weight=5.0,
                              execution_horizon=policy.chunk_size))
     r = evaluate_policy(policy, arm, task, episodes=episodes, seed=seed, inference_delay=delay,
-                        chunking=mode, keep_traces=traces)
+                        chunking=chunking, keep_traces=traces)
     recs = r.records
     return {"arm": arm, "task": task, "mode": mode, "delay": delay, "seed": seed,
             "episodes": r.episodes, "successes": r.successes,
@@ -96,6 +83,52 @@ def run_cell(policy_dir: str, arm: str, task: str, mode: str, delay: int, seed: 
             "pauses": sum(x.pause_ticks for x in recs), "steps": sum(x.steps for x in recs),
             "rejected": sum(x.rejected_chunks for x in recs),
             "traces": r.traces, "seconds": round(r.seconds, 2)}
+
+
+def train_rtc_policies(root: Path, sub: str, policy_dir: str, arms: list[str],
+                       tasks: list[str], episodes: int, steps: int, d_max: int) -> dict:
+    """Fine-tuned policies, one per arm: ``episodes`` expert demonstrations per task (seeds
+    disjoint from the evaluation's; in ``root/data``, shared by every ``sub``), then
+    ``policy_dir`` fine-tuned on them (no ATE guidance) with ``rtc_train_max_delay = d_max``;
+    written to ``root/sub/<arm>``."""
+    from ate_ros.core.sim.recording import record_dataset
+    from ate_ros.core.steer.guidance import GuidanceConfig
+    from ate_ros.core.steer.policies import VLAPolicy
+    from ate_ros.core.steer.trainer import FinetuneConfig, finetune_policy
+
+    info = {"demonstrations_per_task": episodes, "steps": steps, "rtc_train_max_delay": d_max,
+            "base_policy": Path(policy_dir).name, "seconds": {}}
+    out = root / sub
+    for a, arm in enumerate(arms):
+        t0 = time.monotonic()
+        data = []
+        for k, task in enumerate(tasks):
+            folder = root / "data" / f"{arm}-{task}"
+            if not (folder / "manifest.json").is_file():
+                record_dataset(arm, task, episodes, folder, seed=70000 + 1000 * (3 * a + k),
+                               render=False)
+            data.append(str(folder))
+        base = out / "base_rtc"  # the pre-trained policy with training-time RTC switched on
+        if not d_max:
+            base = Path(policy_dir)
+        elif not (base / "config.json").is_file():
+            pol = VLAPolicy.from_pretrained(policy_dir)
+            pol.config.rtc_train_max_delay = d_max
+            pol.save_pretrained(base, extra={"training": {
+                "stats_slots": _json(Path(policy_dir) / "config.json")["training"]
+                ["stats_slots"]}})
+        if not (out / arm / "model.safetensors").is_file():
+            finetune_policy(FinetuneConfig(
+                data=data, out=str(out / arm), policy_path=str(base),
+                guidance=GuidanceConfig(enabled=False), steps=steps, batch_size=64,
+                eval_every=steps, save_every=steps, show_progress=False, device="cpu",
+                seed=a, overwrite=True))
+        info["seconds"][arm] = round(time.monotonic() - t0, 1)
+    return info
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 def _mean(values) -> float | None:
@@ -207,7 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="parallel processes (one thread each)")
     p.add_argument("--quick", action="store_true", help="1 seed x 10 episodes on sim_arm6")
     p.add_argument("--out", default="", help="result JSON (default: benchmarks/results/...)")
+    p.add_argument("--train-rtc", default="", metavar="DIR",
+                   help="rtc_trained: record demonstrations and fine-tune the policies here")
+    p.add_argument("--trained-policy", default="", metavar="DIR",
+                   help="rtc_trained: the per-arm policies (<DIR>/<arm>) of an earlier "
+                        "--train-rtc")
+    p.add_argument("--train-episodes", type=int, default=60, help="demonstrations per task")
+    p.add_argument("--train-steps", type=int, default=1500)
+    p.add_argument("--train-max-delay", type=int, default=max(DELAYS), help="d_max")
     args = p.parse_args(argv)
+    # At the start: the commit and date of the code that runs (not of edits made meanwhile).
+    meta = result_meta(None if argv is None else [__file__, *argv])
     from ate_ros.core.sim import PRETRAIN_EMBODIMENTS
 
     if not (Path(args.policy) / "config.json").is_file():
@@ -219,6 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.modes.split(",")
     delays = [int(d) for d in args.delays.split(",")]
     tasks = args.tasks.split(",")
+    trained, training = args.trained_policy or args.train_rtc, None
+    for mode in [m for m in modes if m in TRAINED]:
+        if not trained:
+            print(f"mode {mode} needs --train-rtc DIR or --trained-policy DIR",
+                  file=sys.stderr)
+            return 2
+        if args.train_rtc:
+            sub, d_max = TRAINED[mode]
+            training = {**(training or {}), mode: train_rtc_policies(
+                Path(args.train_rtc), sub, args.policy, arms, tasks, args.train_episodes,
+                args.train_steps, args.train_max_delay if d_max is None else d_max)}
     jobs = []
     for mode in modes:
         for delay in delays:
@@ -227,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                     for seed in range(seeds):
                         first = arm == arms[0] and task == tasks[0] and seed == 0
                         traces = 1 if first and delay == args.plot_delay else 0
-                        jobs.append((args.policy, arm, task, mode, delay, seed, episodes,
-                                     traces))
+                        jobs.append((trained if mode in TRAINED else args.policy, arm, task,
+                                     mode, delay, seed, episodes, traces))
     t0 = time.monotonic()
     if args.jobs <= 1:
         cells = [run_cell(*j) for j in jobs]
@@ -267,10 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     plotted = plot(cells, args.plot_delay, png)
     result = {
         "meta": {"benchmark": "bench_rtc",
-                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 "machine": machine(), "commit": commit(),
-                 "command": "python benchmarks/bench_rtc.py " + " ".join(
-                     argv if argv is not None else sys.argv[1:]),
+                 **meta,
                  "policy": Path(args.policy).name, "arms": arms, "tasks": tasks,
                  "seeds": seeds, "episodes_per_seed": episodes,
                  "rtc": {"prefix_attention_schedule": "exp", "max_guidance_weight": 5.0,
@@ -279,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                             "max-joint |v after - v before| at a switch; peak acc: within a "
                             "tick of a switch; completion: successful episodes",
                  "wall_s": round(time.monotonic() - t0, 1)},
+        **({"rtc_training": training} if training else {}),
         "rows": rows, "targets": targets, "cells": [compact(c) for c in cells],
         "plot": str(png.relative_to(ROOT)) if plotted and png.is_relative_to(ROOT) else None}
     out.write_text(json.dumps(result, indent=2))

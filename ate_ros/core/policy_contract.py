@@ -88,8 +88,14 @@ class ChunkPolicy(Protocol):
 def supports_rtc(policy: object) -> bool:
     """Whether ``policy.predict_chunk`` takes a committed prefix for real-time chunking
     (keywords ``prefix``, (P, UNIFIED_DIM) joint targets for the chunk's first P times, and
-    ``inference_delay``, the points of it that execute while the chunk is computed)."""
+    ``inference_delay``, the points of it that execute while the chunk is computed). A policy
+    whose model decides at load time (a LeRobot checkpoint: only some have RTC) says so in a
+    ``takes_prefix`` attribute, which wins over the signature."""
     import inspect
+
+    takes = getattr(policy, "takes_prefix", None)
+    if takes is not None:
+        return bool(takes)
 
     try:
         params = inspect.signature(policy.predict_chunk).parameters

@@ -53,3 +53,37 @@ def test_eval_reports_bad_lerobot_inputs(checkpoint, tmp_path, capsys):
     assert main([*args, "--policy", f"lerobot:{checkpoint}", "--embodiment", "sim_arm6"]) == 2
     assert "7 dims" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_eval_chunking_rtc_runs_lerobots_rtc_or_refuses(checkpoint, tmp_path, capsys,
+                                                        monkeypatch):
+    """``--chunking rtc --inference-delay 2``: a SmolVLA checkpoint (tiny, random, offline) runs
+    closed loop with LeRobot's RTC turned on; the DiffusionPolicy, which has no RTC in LeRobot,
+    exits 2 naming the reason."""
+    pytest.importorskip("num2words")
+    from support.lerobot_fixtures import tiny_smolvla_checkpoint
+
+    from ate_ros.core.lerobot_compat import require_lerobot
+
+    require_lerobot()  # lerobot.policies imports past its GR00T package
+    from lerobot.policies.rtc.modeling_rtc import RTCProcessor
+
+    smolvla = tiny_smolvla_checkpoint(tmp_path / "smolvla", load_embodiment(EMBODIMENT))
+    delays: list[int] = []  # LeRobot's own guided steps, observed
+    step = RTCProcessor.denoise_step
+
+    def observed(self, x_t, prev_chunk_left_over, inference_delay, *a, **kw):
+        if prev_chunk_left_over is not None:
+            delays.append(inference_delay)
+        return step(self, x_t, prev_chunk_left_over, inference_delay, *a, **kw)
+
+    monkeypatch.setattr(RTCProcessor, "denoise_step", observed)
+    out = tmp_path / "eval"
+    args = ["eval", "--embodiment", EMBODIMENT, "--task", "reach", "--episodes", "1",
+            "--seed", "1", "--chunking", "rtc", "--inference-delay", "2"]
+    assert main([*args, "--policy", f"lerobot:{smolvla}", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["episodes"] == 1 and res["records"][0]["chunks"] >= 2
+    assert delays and set(delays) == {2}  # every chunk after the first: prefix, delay D
+    assert main([*args, "--policy", f"lerobot:{checkpoint}", "--out", str(tmp_path / "x")]) == 2
+    assert "--chunking rtc needs a policy that takes a committed prefix" in capsys.readouterr().err

@@ -191,3 +191,39 @@ def test_slow_policy_with_rtc_never_pauses_and_stays_in_limits(monkeypatch):
     assert stats.accepted >= n_chunks - 2 and stats.watchdog_holds == 0
     print(f"rtc graph: {n_chunks} chunks, delays {[d for _, d in guided]}, "
           f"{len(ticks) - first} ticks without a hold")
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("mode", ["sync", "replace", "crossfade", "ensemble", "rtc"])
+def test_every_chunking_mode_is_read_back_from_the_running_nodes(mode):
+    """``ate-ros run --chunking MODE`` (graph without the simulation, nodes spinning): the
+    parameter services of policy_node and executor_node answer what chunking_parameters sets."""
+    from support.graph_harness import run_args
+    from support.waiting import Spinner
+
+    from ate_ros.core.deploy.configs import chunking_parameters
+    from ate_ros.core.execution.config import CHUNKING_MODES
+    from ate_ros.nodes.graph import build_graph
+    from ate_ros.ros.spin import DrainingMultiThreadedExecutor
+
+    assert mode in CHUNKING_MODES
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    ex = DrainingMultiThreadedExecutor(num_threads=2, context=context)
+    peer = rclpy.create_node("chunking_peer", context=context)
+    ex.add_node(peer)
+    nodes = build_graph(run_args(sim=False, chunking=mode), context)
+    for n in nodes.values():
+        ex.add_node(n)
+    spinner = Spinner(ex)
+    try:
+        want = chunking_parameters(mode)
+        assert _get_parameter(peer, "policy_node", "chunking") == mode
+        assert (_get_parameter(peer, "executor_node", "execution.blend")
+                == want["executor_node"]["execution.blend"])
+    finally:
+        spinner.close()
+        for n in nodes.values():
+            n.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown(context=context)

@@ -24,6 +24,18 @@ previous one *replaces* it (the node's extra samples, retries); one stamped earl
 episode (``reset``: the simulation evaluator restarts time at 0 every episode). Callers that
 predict from a made-up observation (a warm-up) call :meth:`LeRobotChunkPolicy.reset` after it.
 
+Real-time chunking (``chunking: rtc``) uses LeRobot's own RTC where the policy has it (pi0,
+pi0.5, SmolVLA: their config's ``rtc_config``, their sampler's ``RTCProcessor``):
+``predict_chunk(prefix=..., inference_delay=d)`` maps the committed prefix onto the policy's D
+action columns, normalises it with the checkpoint's pre-processor and hands it to
+``predict_action_chunk(batch, inference_delay=d, prev_chunk_left_over=...)``, as LeRobot's own
+asynchronous loop does with the unexecuted rest of its previous chunk. :meth:`set_rtc` maps our
+:class:`~ate_ros.core.steer.rtc.RTCConfig` onto LeRobot's (the schedule, beta, the execution
+horizon); LeRobot 0.4's guidance takes the denoiser's Jacobian as identity, so
+``guidance_gradient: vjp`` cannot be honoured and is refused. Policies without RTC in LeRobot
+(diffusion, ACT, ...) take no prefix (:attr:`LeRobotChunkPolicy.takes_prefix` is false) and
+:meth:`set_rtc` refuses them.
+
 What our own policy has and a LeRobot checkpoint has not: inference-time guidance
 (:meth:`LeRobotChunkPolicy.set_inference_guidance` raises
 :class:`~ate_ros.core.policy_contract.PolicyFeatureError`), a denoising-step override for policies
@@ -37,6 +49,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +57,9 @@ import torch
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
 from ate_ros.core.lerobot_compat import require_lerobot
 from ate_ros.core.policy_contract import PolicyFeatureError, PolicyObservation
+
+if TYPE_CHECKING:
+    from ate_ros.core.steer.rtc.configuration_rtc import RTCConfig
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +177,59 @@ class LeRobotChunkPolicy:
             "(`ate-ros steer --policy lerobot:<dir> --vae ...`)")
 
     @property
+    def takes_prefix(self) -> bool:
+        """Whether LeRobot has real-time chunking for this policy (its config carries an
+        ``rtc_config`` and the policy builds LeRobot's ``RTCProcessor``: pi0, pi0.5, SmolVLA)."""
+        return (hasattr(self.policy.config, "rtc_config")
+                and callable(getattr(self.policy, "init_rtc_processor", None)))
+
+    def set_rtc(self, config: RTCConfig | None) -> None:
+        """Turn on LeRobot's own real-time chunking with our settings (``None``: defaults).
+
+        Raises:
+            PolicyFeatureError: the policy has no RTC in LeRobot, or ``config`` asks for the
+                vector-Jacobian product LeRobot's RTCProcessor does not compute.
+        """
+        if not self.takes_prefix:
+            raise PolicyFeatureError(
+                f"real-time chunking is not available for LeRobot policy {self.model_id}: "
+                "LeRobot implements it for pi0, pi0.5 and SmolVLA only (lerobot/policies/rtc); "
+                "use chunking sync, replace, crossfade or ensemble")
+        from ate_ros.core.steer.rtc.configuration_rtc import RTCConfig
+
+        config = config or RTCConfig()
+        if config.guidance_gradient == "vjp":
+            raise PolicyFeatureError(
+                f"rtc.guidance_gradient 'vjp': LeRobot's RTCProcessor ({self.model_id}) takes "
+                "the denoiser's Jacobian as identity; use 'auto' or 'identity'")
+        from lerobot.configs.types import RTCAttentionSchedule
+        from lerobot.policies.rtc.configuration_rtc import RTCConfig as LeRobotRTCConfig
+
+        self.policy.config.rtc_config = LeRobotRTCConfig(
+            enabled=True,
+            prefix_attention_schedule=RTCAttentionSchedule(
+                config.prefix_attention_schedule.upper()),
+            max_guidance_weight=float(config.max_guidance_weight),
+            execution_horizon=int(config.execution_horizon))
+        self.policy.init_rtc_processor()  # hands the new processor to the sampler too
+
+    def _rtc_enabled(self) -> bool:
+        rtc = getattr(self.policy.config, "rtc_config", None)
+        return rtc is not None and rtc.enabled
+
+    def _leftover(self, prefix: np.ndarray) -> torch.Tensor:
+        """(P, 128) committed joint targets -> (1, P, D) in the policy's normalised action
+        space (the space its sampler runs in, where LeRobot's RTC compares chunks)."""
+        from lerobot.processor import NormalizerProcessorStep, TransitionKey
+
+        actions = torch.as_tensor(np.asarray(prefix, dtype=np.float32)[:, self.embodiment.slots])
+        actions = actions.unsqueeze(0).to(self.device)
+        for step in self.preprocessor.steps:
+            if isinstance(step, NormalizerProcessorStep):
+                actions = step({TransitionKey.ACTION: actions})[TransitionKey.ACTION]
+        return actions
+
+    @property
     def supports_num_steps(self) -> bool:
         """Whether ``predict_chunk(num_steps=...)`` can change the sampler's step count."""
         return self._steps_setting() is not None
@@ -197,13 +266,25 @@ class LeRobotChunkPolicy:
 
     @torch.no_grad()
     def predict_chunk(self, obs: PolicyObservation, num_steps: int | None = None,
-                      seed: int | None = None) -> np.ndarray:
+                      seed: int | None = None, prefix: np.ndarray | None = None,
+                      inference_delay: int = 0) -> np.ndarray:
         """(H, 128) float32 joint targets, zeros off the embodiment's slots.
 
+        ``prefix`` (P, 128): the committed joint targets for the chunk's first P times, of
+        which the first ``inference_delay`` execute while it is computed; LeRobot's RTC
+        inpaints toward them (default settings unless :meth:`set_rtc` was called).
+
         Raises:
-            PolicyFeatureError: ``num_steps`` for a policy without a step count.
+            PolicyFeatureError: ``num_steps`` for a policy without a step count, or a
+                ``prefix`` for a policy without RTC in LeRobot.
             ValueError: the observation lacks a camera or the environment state the policy reads.
         """
+        rtc: dict = {}
+        if prefix is not None:
+            if not self._rtc_enabled():
+                self.set_rtc(None)  # raises for a policy without RTC
+            rtc = {"inference_delay": int(inference_delay),
+                   "prev_chunk_left_over": self._leftover(prefix)}
         setting = self._steps_setting() if num_steps else None
         if num_steps and setting is None:
             raise PolicyFeatureError(f"num_steps={num_steps}: LeRobot policy {self.model_id} has "
@@ -225,7 +306,7 @@ class LeRobotChunkPolicy:
             with torch.random.fork_rng(devices=devices, enabled=seed is not None):
                 if seed is not None:
                     torch.manual_seed(seed)
-                actions = self._chunk(batch, replace_last=same)
+                actions = self._chunk(batch, replace_last=same, **rtc)
         finally:
             if setting is not None:
                 setattr(setting[0], setting[1], saved_steps)
@@ -236,10 +317,10 @@ class LeRobotChunkPolicy:
         out[:, self.embodiment.slots] = actions[0].float().numpy()
         return out
 
-    def _chunk(self, batch: dict, replace_last: bool = False) -> torch.Tensor:
+    def _chunk(self, batch: dict, replace_last: bool = False, **rtc) -> torch.Tensor:
         policy = self.policy
         if policy.name != "diffusion":
-            return policy.predict_action_chunk(batch)
+            return policy.predict_action_chunk(batch, **rtc)
         from lerobot.policies.utils import populate_queues
 
         # DiffusionPolicy.select_action, up to the chunk: stack cameras, update the history.

@@ -100,6 +100,11 @@ class VLAConfig:
                 "tokens, the joint state at the end of the sample's episode (label-free: "
                 "demonstrations hold it). Where the episode goes is in the image and the "
                 "instruction, not the state, so this teaches those pathways (0: off)", "min": 0.0})
+    rtc_train_max_delay: int = field(default=0, metadata={
+        "help": "training-time real-time chunking, d_max: the first d ~ U(0, d_max) points of "
+                "each training chunk are given un-noised (with the clean time embedding) and "
+                "left out of the loss; a policy trained with it (> 0) takes a committed prefix "
+                "by that conditioning instead of guided sampling (0: off)", "min": 0})
     text_encoder: str = field(default="minilm", metadata={
         "help": "'minilm' (all-MiniLM-L6-v2, offline) or 'hash' (deterministic, for tests)",
         "choices": TEXT_ENCODERS})
@@ -144,6 +149,9 @@ class VLAConfig:
         if self.instruction_keypoints and self.vision_pool != "keypoints":
             bad("instruction_keypoints needs vision_pool='keypoints', got "
                 f"{self.vision_pool!r}")
+        if self.rtc_train_max_delay >= self.chunk_size:
+            bad(f"rtc_train_max_delay ({self.rtc_train_max_delay}) must be in [0, chunk_size="
+                f"{self.chunk_size})")
 
     @property
     def parameterization(self) -> str:

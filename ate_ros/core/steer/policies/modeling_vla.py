@@ -297,11 +297,16 @@ class VLAPolicy(TracedInference, nn.Module):
             x = self.flow.interpolate(a0, noise, level)
             frac = self.flow.noise_fraction(level)
             target = self.flow.target(a0, noise)
-        pred = self.denoise(x, frac, kv)
+        loss_mask = mask
+        if self.config.rtc_train_max_delay > 0:
+            x, temb, loss_mask = self._clean_prefix(x, a0, frac, mask, generator)
+            pred = self.denoise(x, None, kv, temb)
+        else:
+            pred = self.denoise(x, frac, kv)
         stats = GuidanceStats()
         if guidance is not None:
             target, stats = guidance.guided_target(target, x, a0, level, offset=ref)
-        loss = masked_mse(pred, target, mask)
+        loss = masked_mse(pred, target, loss_mask)
         logs = {"loss": float(loss.detach())}
         if self.config.goal_loss_weight > 0 and EPISODE_GOAL in batch:
             goal = (batch[EPISODE_GOAL].float() - self.state_shift) / self.state_scale
@@ -313,6 +318,63 @@ class VLAPolicy(TracedInference, nn.Module):
         if guidance is not None and guidance.enabled:
             logs.update({f"guidance/{k}": v for k, v in stats.as_dict().items()})
         return loss, logs
+
+    def _clean_prefix(self, x: torch.Tensor, a0: torch.Tensor, frac: torch.Tensor,
+                      mask: torch.Tensor, generator: torch.Generator | None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training-time RTC: each sample's first d ~ U(0, d_max) points are the clean actions,
+        at noise fraction 0. -> (x, per-point time embedding (B, H, d), loss mask (B, H, D)
+        without those points: they are given, not predicted)."""
+        B, H, _ = x.shape
+        d = torch.randint(0, self.config.rtc_train_max_delay + 1, (B, 1), device=x.device,
+                          generator=generator)
+        clean = torch.arange(H, device=x.device).unsqueeze(0) < d  # (B, H)
+        x = torch.where(clean.unsqueeze(-1), a0, x)
+        level = torch.where(clean, torch.zeros((), device=x.device), frac.view(B, 1))
+        temb = self.time_embedding(level.reshape(-1).float()).view(B, H, -1)
+        keep = (~clean).unsqueeze(-1).to(x.dtype) * mask.to(x.dtype).unsqueeze(1)
+        return x, temb, keep
+
+    def _sample_conditioned(self, x: torch.Tensor, kv: list, mf: torch.Tensor,
+                            prefix: torch.Tensor, delay: int, steps: int,
+                            generator: torch.Generator | None) -> torch.Tensor:
+        """Training-time RTC sampling (``rtc_train_max_delay > 0``): the committed prefix's
+        first ``delay`` points (normalised, (B or 1, P, D)) stay clean in the sample at every
+        step, with the clean time embedding, as in training; the rest is denoised. Returns the
+        normalised chunk (B, H, D), its first ``delay`` points the prefix's."""
+        cfg = self.config
+        B, H, _ = x.shape
+        d = max(0, min(int(delay), prefix.shape[1], H))
+        given = torch.zeros_like(x)
+        given[:, :d] = prefix[:, :d].to(x.dtype)
+        clean = (torch.arange(H, device=x.device) < d).view(1, H, 1)
+
+        def temb(noise_fraction: float) -> torch.Tensor:  # (1, H, d): clean points at 0
+            level = torch.full((H,), float(noise_fraction), device=x.device)
+            level[:d] = 0.0
+            return self.time_embedding(level).view(1, H, -1)
+
+        if cfg.head == "diffusion":
+            ts = self.diffusion.timesteps(steps)
+            T1 = self.diffusion.num_train_timesteps - 1
+            for i, t in enumerate(ts):
+                t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+                abar = self.diffusion.alphas_cumprod[t].item()
+                x = torch.where(clean, given, x)
+                out = self.denoise(x, None, kv, temb(t / T1))
+                x0 = self.diffusion.split(out, x, abar, cfg.prediction_type)[0]
+                if cfg.clip_sample > 0:
+                    x0 = x0.clamp(-cfg.clip_sample, cfg.clip_sample)
+                x0 = torch.where(clean, given, x0) * mf
+                eps = (x - math.sqrt(abar) * x0) / math.sqrt(max(1 - abar, 1e-8))
+                x = self.diffusion.step(x0, eps, x, t, t_prev, cfg.sampler, generator) * mf
+        else:
+            grid = self.flow.grid(steps)
+            for lv, lv_next in zip(grid[:-1], grid[1:]):
+                x = torch.where(clean, given, x)
+                frac = float(self.flow.noise_fraction(torch.tensor(lv)))
+                x = self.flow.euler(x, self.denoise(x, None, kv, temb(frac)), lv, lv_next) * mf
+        return torch.where(clean, given, x) * mf
 
     # ----- inference -----------------------------------------------------------------------------
     def set_inference_guidance(self, guidance, scale: float = 1.0, clamp: float = 0.1) -> None:
@@ -364,6 +426,10 @@ class VLAPolicy(TracedInference, nn.Module):
             rtc = self.rtc or RTCProcessor()
             # Joint units -> the sampler's normalised space (relative to the same reference).
             prefix = self.normalize_action(prefix.to(memory.dtype).to(dev) - ref) * mf
+            if cfg.rtc_train_max_delay > 0:  # trained to condition on it: no guidance
+                x = self._sample_conditioned(x, kv, mf, prefix, inference_delay, steps,
+                                             generator)
+                return (self.unnormalize_action(x) + ref) * mf
         fuse = guidance is None and rtc is None and self._use_traces() and (
             cfg.head == "flow" or cfg.sampler == "ddim")
         if cfg.head == "diffusion":
