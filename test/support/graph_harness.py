@@ -27,11 +27,11 @@ class Graph:
 
     def __init__(self, args) -> None:
         from ate_ros.commands.run import Monitor, bring_up, build_graph, start_simulation
-        from ate_ros.ros.spin import DrainingMultiThreadedExecutor
+        from ate_ros.ros.spin import graph_executor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.ex = DrainingMultiThreadedExecutor(num_threads=4, context=self.context)
+        self.ex = graph_executor(self.context)  # as ate-ros run spins it
         self.nodes = build_graph(args, self.context)
         self.monitor = Monitor(self.context)
         for n in [*self.nodes.values(), self.monitor.node]:
