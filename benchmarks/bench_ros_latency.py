@@ -6,15 +6,20 @@
     .venv/bin/python benchmarks/bench_ros_latency.py --processes --observation-source sensors
 
 perception_node (event mode: one Observation per frame) and policy_node (a hold policy with a
-known, tiny model time) run in this process on a MultiThreadedExecutor (a
-:class:`ate_ros.ros.spin.DrainingMultiThreadedExecutor`, as ``ate-ros run`` spins the graph),
-talking over real DDS on loopback; a driver node publishes an rgb8 image and joint_states at
-``--rate`` Hz and receives the ActionChunks. Overhead = receive time - publish time - model time
-(measured inside the policy), matched by stamp. ``--processes`` runs perception_node and
+known, tiny model time) run in this process on one executor, as ``ate-ros run`` spins the graph
+(:func:`ate_ros.ros.spin.graph_executor`; ``--executor multi``: the 4-thread
+MultiThreadedExecutor it used before), talking over real DDS on loopback; a driver node
+publishes an rgb8 image and joint_states at ``--rate`` Hz and receives the ActionChunks.
+Overhead = receive time - publish time - model time (measured inside the policy), matched by
+stamp. ``--processes`` runs perception_node and
 policy_node in processes of their own, as ``ros2 launch`` does, each spun like its installed
 executable (both on a SingleThreadedExecutor, see their ``main``); model time is then the hold
 policy's, measured in the single-process mode (~0.02 ms). ``--soak`` reports drift (latency of
 the last vs first minute), chunks missing and the growth of this process's RSS.
+One-process results break the overhead down by stage (``stages``: wall p50/p99 between marks
+set in the nodes' callbacks and publish calls, plus the thread-CPU of the one-thread stages;
+:data:`STAGES`) and give the CPU time of the whole process per frame, which other load on a
+shared machine disturbs less than wall time.
 ``--observation-source sensors`` starts no perception_node: policy_node subscribes to the image
 and joint_states itself (one DDS hop less). Writes
 benchmarks/results/bench_ros_latency[_sensors][_processes|_soak].json.
@@ -38,7 +43,10 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from result_meta import result_meta  # noqa: E402
+
 from ate_ros.core.deploy import OBSERVATION_SOURCES  # noqa: E402
+from ate_ros.ros.spin import GRAPH_EXECUTORS  # noqa: E402
 
 
 class TimedHold:
@@ -46,15 +54,119 @@ class TimedHold:
 
     chunk_size = 16
 
-    def __init__(self, emb):
+    def __init__(self, emb, clock: StageClock | None = None):
         self.emb = emb
         self.camera_names = [c.name for c in emb.cameras]
         self.model_time: dict[float, float] = {}
+        self.clock = clock
 
     def predict_chunk(self, obs, num_steps=None, seed=None):
+        key = round(obs.stamp, 6)
+        if self.clock is not None:
+            self.clock.mark("model_start", key)
         t0 = time.perf_counter()
         out = np.repeat(obs.qpos[None], self.chunk_size, axis=0)
-        self.model_time[round(obs.stamp, 6)] = time.perf_counter() - t0
+        self.model_time[key] = time.perf_counter() - t0
+        if self.clock is not None:
+            self.clock.mark("model_end", key)
+        return out
+
+
+STAGES = {
+    # stage -> (from mark, to mark): wall time between two marks of one frame
+    "publish": ("sent", "published"),
+    "dds_to_perception": ("published", "perception_in"),
+    "perception_callback": ("perception_in", "observation_out"),
+    "dds_to_policy": ("observation_out", "policy_in"),
+    "policy_before_model": ("policy_in", "model_start"),
+    "model": ("model_start", "model_end"),
+    "chunk_message": ("model_end", "chunk_out"),
+    "dds_to_consumer": ("chunk_out", "received"),
+}
+"""Stages of the image -> chunk path; on the sensors path ``dds_to_policy`` starts at
+``published`` (no perception_node)."""
+
+
+class StageClock:
+    """Wall (perf_counter) and thread-CPU marks per frame, keyed by the image stamp (s).
+
+    Hooks wrap the nodes' callbacks and publish calls in this process only (one-process mode):
+    perception's image callback and its publish, policy_node's ``_handle``, the model, and the
+    chunk's publish. A mark's CPU time is the calling thread's (``time.thread_time``), so the
+    CPU of a stage is defined where both marks are on one thread (the callbacks).
+    """
+
+    def __init__(self) -> None:
+        self.wall: dict[str, dict[float, float]] = {}
+        self.cpu: dict[str, dict[float, float]] = {}
+        self._undo: list = []
+
+    def mark(self, name: str, key: float) -> None:
+        self.wall.setdefault(name, {}).setdefault(key, time.perf_counter())
+        self.cpu.setdefault(name, {}).setdefault(key, time.thread_time())
+
+    def install(self, per, pol) -> None:
+        from ate_ros.nodes import perception_node, policy_node
+        from ate_ros.ros import conversions as conv
+
+        def key_of(msg) -> float:
+            return round(conv.time_to_sec(msg.header.stamp), 6)
+
+        def wrap_publish(module, mark_name: str, wanted) -> None:
+            original = module.publish_unless_shutdown
+
+            def publish(node, publisher, msg):
+                if wanted(msg):
+                    self.mark(mark_name, key_of(msg))
+                return original(node, publisher, msg)
+
+            module.publish_unless_shutdown = publish
+            self._undo.append(lambda: setattr(module, "publish_unless_shutdown", original))
+
+        if per is not None:
+            inputs = per.inputs
+            on_image = inputs._on_image
+
+            def perception_in(camera, msg, first):
+                self.mark("perception_in", key_of(msg))
+                return on_image(camera, msg, first)
+
+            inputs._on_image = perception_in
+            wrap_publish(perception_node, "observation_out", lambda m: True)
+        handle = pol._handle
+
+        def policy_in(item, stamp):
+            self.mark("policy_in", round(stamp, 6))
+            return handle(item, stamp)
+
+        pol._handle = policy_in
+        wrap_publish(policy_node, "chunk_out", lambda m: len(m.positions) > 0)
+
+    def uninstall(self) -> None:
+        for undo in self._undo:
+            undo()
+
+    def breakdown(self, keys: list[float], source: str) -> dict:
+        """Per stage: wall p50/p99 (ms) over ``keys``, and thread-CPU p50 for one-thread
+        stages."""
+        out = {}
+        for stage, (a, b) in STAGES.items():
+            if source == "sensors" and stage in ("dds_to_perception", "perception_callback"):
+                continue
+            if source == "sensors" and stage == "dds_to_policy":
+                a = "published"
+            wa, wb = self.wall.get(a, {}), self.wall.get(b, {})
+            ks = [k for k in keys if k in wa and k in wb]
+            if not ks:
+                continue
+            d = np.array([wb[k] - wa[k] for k in ks])
+            row = {"wall_p50_ms": 1e3 * float(np.percentile(d, 50)),
+                   "wall_p99_ms": 1e3 * float(np.percentile(d, 99))}
+            if stage in ("perception_callback", "policy_before_model", "model",
+                         "chunk_message", "publish"):
+                ca, cb = self.cpu[a], self.cpu[b]
+                row["cpu_p50_ms"] = 1e3 * float(np.median([cb[k] - ca[k] for k in ks]))
+            out[stage] = row
         return out
 
 
@@ -89,7 +201,8 @@ def run_child(role: str, embodiment: str, source: str) -> int:
 
 
 def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0.0,
-              processes: bool = False, source: str = "topic") -> dict:
+              processes: bool = False, source: str = "topic",
+              executor_kind: str = GRAPH_EXECUTORS[0]) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.task import Future
@@ -101,7 +214,7 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     from ate_ros.nodes.policy_node import PolicyNode
     from ate_ros.ros import conversions as conv
     from ate_ros.ros.qos import COMMAND_QOS
-    from ate_ros.ros.spin import DrainingMultiThreadedExecutor, prefer_short_gil_slices
+    from ate_ros.ros.spin import graph_executor, prefer_short_gil_slices
 
     prefer_short_gil_slices()
 
@@ -110,9 +223,10 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     context = rclpy.Context()
     rclpy.init(context=context)
     holder: dict = {}
+    clock = None if processes else StageClock()
 
     def factory(cfg, e):
-        holder["p"] = TimedHold(e)
+        holder["p"] = TimedHold(e, clock)
         return holder["p"]
 
     children: list = []
@@ -132,8 +246,13 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
     drv = rclpy.create_node("bench_driver", context=context)
     sent: dict[float, float] = {}
     recv: dict[float, float] = {}
-    drv.create_subscription(ActionChunk, "action_chunk", lambda m: recv.setdefault(
-        round(conv.time_to_sec(m.header.stamp), 6), time.perf_counter()), COMMAND_QOS)
+    def on_chunk(m) -> None:
+        key = round(conv.time_to_sec(m.header.stamp), 6)
+        recv.setdefault(key, time.perf_counter())
+        if clock is not None:
+            clock.mark("received", key)
+
+    drv.create_subscription(ActionChunk, "action_chunk", on_chunk, COMMAND_QOS)
     img_pub = drv.create_publisher(Image, cam.topic, 10)
     js_pub = drv.create_publisher(JointState, "joint_states", 10)
     frame = (np.random.default_rng(0).integers(0, 255, (cam.height, cam.width, 3))
@@ -146,15 +265,22 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         js_pub.publish(JointState(header=conv.Header(stamp=stamp), name=emb.joint_names,
                                   position=q.tolist()))
         msg = conv.numpy_to_image(frame, stamp, cam.name)
+        key = round(conv.time_to_sec(stamp), 6)
         sent_at = time.perf_counter()
+        if clock is not None:
+            clock.mark("sent", key)
         img_pub.publish(msg)
-        return round(conv.time_to_sec(stamp), 6), sent_at
+        if clock is not None:
+            clock.mark("published", key)
+        return key, sent_at
 
     nodes = [n for n in (per, pol, drv) if n is not None]
     # One process: every node on one executor, as ``ate-ros run``. Processes: the driver alone
     # stands for the consumer of the chunks, executor_node, and spins as its main() does.
+    if processes:
+        executor_kind = "single"
     ex = (SingleThreadedExecutor(context=context) if processes
-          else DrainingMultiThreadedExecutor(num_threads=4, context=context))
+          else graph_executor(context, executor_kind))
     for n in nodes:
         ex.add_node(n)
     stop_spinning = Future()
@@ -175,11 +301,14 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
             time.sleep(0.2)
             first = dict(recv)
         recv.clear()
+    if clock is not None:
+        clock.install(per, pol)
     time.sleep(0.5)
     period = 1.0 / rate
     t_start = time.monotonic()
     n_total = frames if not soak_seconds else int(soak_seconds * rate)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu0 = time.process_time()
     for i in range(n_total):
         key, sent_at = publish_frame()
         sent[key] = sent_at
@@ -187,6 +316,9 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         if delay > 0:
             time.sleep(delay)
     time.sleep(1.0)
+    cpu_s = time.process_time() - cpu0
+    if clock is not None:
+        clock.uninstall()
     if processes:  # the hold policy's model time, measured in-process: ~0.02 ms
         model = {k: 0.0 for k in sent}
     else:
@@ -205,7 +337,13 @@ def run_bench(frames: int, rate: float, embodiment: str, soak_seconds: float = 0
         "stale_refused": pol.refused_stale if pol else None,
         "processes": "one per node" if processes else "one (all nodes)",
         "observation_source": source,
+        "executor": executor_kind,
+        # CPU of this process (every thread: nodes, executors, DDS) per frame sent: less
+        # disturbed by other load than wall time.
+        "process_cpu_per_frame_ms": 1e3 * cpu_s / max(1, len(sent)),
     }
+    if clock is not None:
+        out["stages"] = clock.breakdown(keys, source)
     if soak_seconds and len(overhead) > 10:
         n = max(1, int(min(60.0, soak_seconds / 4) * rate))
         out["soak_seconds"] = soak_seconds
@@ -245,6 +383,8 @@ def main() -> int:
     ap.add_argument("--observation-source", choices=OBSERVATION_SOURCES,
                     default=OBSERVATION_SOURCES[0],
                     help="sensors: no perception_node, the policy node reads the image itself")
+    ap.add_argument("--executor", choices=GRAPH_EXECUTORS, default=GRAPH_EXECUTORS[0],
+                    help="one-process mode: the graph's executor (multi: the earlier one)")
     ap.add_argument("--child", choices=("perception", "policy"), help=argparse.SUPPRESS)
     ap.add_argument("--soak-seconds", type=float, default=600.0)
     ap.add_argument("--out", default=None,
@@ -255,13 +395,22 @@ def main() -> int:
         return run_child(a.child, a.embodiment, a.observation_source)
     frames = 100 if a.quick else a.frames
     res = run_bench(frames, a.rate, a.embodiment, a.soak_seconds if a.soak else 0.0,
-                    a.processes, a.observation_source)
+                    a.processes, a.observation_source, a.executor)
     res["mode"] = "soak" if a.soak else ("quick" if a.quick else "full")
+    res["meta"] = result_meta()
     res["goal_overhead_p50_ms"] = 3.0
     res["cpu_count"] = os.cpu_count()
     print(f"{'metric':28s} value")
     for k, v in res.items():
+        if k in ("stages", "meta"):
+            continue
         print(f"{k:28s} {v:.3f}" if isinstance(v, float) else f"{k:28s} {v}")
+    if res.get("stages"):
+        print(f"\n{'stage':22s} {'wall p50':>9s} {'wall p99':>9s} {'cpu p50':>8s}  (ms)")
+        for name, row in res["stages"].items():
+            cpu = row.get("cpu_p50_ms")
+            print(f"{name:22s} {row['wall_p50_ms']:9.3f} {row['wall_p99_ms']:9.3f} "
+                  f"{'' if cpu is None else f'{cpu:8.3f}'}")
     if a.out is None:  # one file per mode, so one mode's run never replaces another's
         suffix = "_soak" if a.soak else ("_processes" if a.processes else "")
         if a.observation_source == "sensors":

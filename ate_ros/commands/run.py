@@ -3,7 +3,7 @@
     ate-ros run --sim [--policy DIR] [--vae DIR] [--embodiment E] [--task T] [--duration S]
 
 Starts sim_robot_node (with ``--sim``) + perception_node + policy_node + executor_node in one
-process on a MultiThreadedExecutor (:class:`ate_ros.ros.spin.DrainingMultiThreadedExecutor`),
+process on one executor (:func:`ate_ros.ros.spin.graph_executor`: single-threaded),
 with the same parameter files the launch files use
 (``config/{perception,policy,executor,sim_robot}.yaml``), configures and activates the lifecycle
 nodes, and only then starts the simulated episode (the sim node starts paused: a slow model load
@@ -90,14 +90,14 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.task import Future
 
-    from ate_ros.ros.spin import DrainingMultiThreadedExecutor, prefer_short_gil_slices
+    from ate_ros.ros.spin import graph_executor, prefer_short_gil_slices
 
     prefer_short_gil_slices()
 
     context = rclpy.Context()
     rclpy.init(context=context)
     nodes: dict[str, Any] = {}
-    executor = DrainingMultiThreadedExecutor(num_threads=4, context=context)
+    executor = graph_executor(context)
     stop_spinning = Future()
     spinner = None
     t_wall0 = time.monotonic()

@@ -41,6 +41,7 @@ from ate_ros.core.embodiment import load_embodiment
 from ate_ros.msg import Observation
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import ERROR, OK, WARN, NodeDiagnostics
+from ate_ros.ros.inference_thread import InferenceThread
 from ate_ros.ros.lifecycle import ReleasingLifecycleNode
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS
@@ -59,6 +60,8 @@ class PerceptionNode(ReleasingLifecycleNode):
         self.config = self.params.config
         self.embodiment = None
         self.inputs: SensorInputs | None = None
+        # Spins the input subscriptions in a thread of their own (configure..cleanup).
+        self._input_thread: InferenceThread | None = None
         self.pub = None
         self.timer = None
         self.published = 0
@@ -76,10 +79,15 @@ class PerceptionNode(ReleasingLifecycleNode):
         except Exception as exc:  # noqa: BLE001 - any load failure is a failed transition
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.inputs = SensorInputs(self, self.embodiment, cfg, callback_group=self._group,
+        # The inputs live on a helper node spun by a thread of their own: a frame reaches its
+        # callback without passing the wait set of every entity this node (and, in one
+        # process, the whole graph) has, and an Observation goes out from that thread.
+        self._input_thread = InferenceThread(self, thread_name="perception_inputs")
+        self.inputs = SensorInputs(self._input_thread.node, self.embodiment, cfg,
                                    on_ready=self._publish, event_driven=cfg.rate_hz == 0,
-                                   env_state_dim=cfg.env_state_dim)
+                                   owner=self, env_state_dim=cfg.env_state_dim)
         self.pub = self.create_lifecycle_publisher(Observation, OBSERVATION, COMMAND_QOS)
+        self._input_thread.start()
         self.get_logger().info(
             f"configured: perception for {self.embodiment.name}: cameras "
             f"{[c.topic for c in self.embodiment.cameras]}, joint_states, {self._mode()}, "
@@ -104,12 +112,25 @@ class PerceptionNode(ReleasingLifecycleNode):
 
     def _release(self) -> None:
         self._stop_timer()
+        if self._input_thread is not None:
+            self._input_thread.stop()
         if self.inputs is not None:
             self.inputs.destroy()
             self.inputs = None
+        if self._input_thread is not None:
+            self._input_thread.destroy()
+            self._input_thread = None
         if self.pub is not None:
             self.destroy_lifecycle_publisher(self.pub)
             self.pub = None
+
+    def destroy_node(self) -> None:
+        """Stop the input thread and destroy its helper node (rclpy would leave it in the
+        graph), then the rest of the node."""
+        if self._input_thread is not None:
+            self._input_thread.destroy()
+            self._input_thread = None
+        super().destroy_node()
 
     def _start_timer(self) -> None:
         cfg = self.config

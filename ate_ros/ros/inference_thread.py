@@ -4,10 +4,12 @@ A node that hands each input from its executor thread to a worker thread pays a 
 per input (a Condition notify, then the worker waiting for the GIL), and its executor rebuilds a
 wait set over every entity of the node (lifecycle and parameter services, the action server,
 timers) on each wake-up. :class:`InferenceThread` owns a hidden helper node instead, holding only
-the input subscriptions, and spins it on a SingleThreadedExecutor in the thread that runs the
-model: a callback takes the input and runs the model where it is. Inputs that arrive while the
-model runs wait in their subscription's queue (depth 1 with SensorDataQoS: only the newest).
-``benchmarks/bench_ros_latency.py --processes`` measures what this saves (docs/benchmarks.md).
+the input subscriptions, and spins it (:func:`input_executor`: rclpy's EventsExecutor where
+it exists) in the thread that runs the model: a callback takes the input and runs the model
+where it is. Inputs that arrive while the model runs wait in their subscription's queue (depth 1
+with SensorDataQoS: only the newest). perception_node takes its camera and joint inputs on one
+too, so in a one-process graph no frame passes the graph executor's wait set.
+``benchmarks/bench_ros_latency.py`` measures what this saves, stage by stage (docs/benchmarks.md).
 
 The helper node is named ``_<owner>_inputs`` (a leading underscore hides it from
 ``ros2 node list``), in the owner's namespace and context, without parameter services or rosout.
@@ -23,7 +25,9 @@ from __future__ import annotations
 import threading
 
 import rclpy
+from rclpy.context import Context
 from rclpy.executors import (
+    Executor,
     ExternalShutdownException,
     ShutdownException,
     SingleThreadedExecutor,
@@ -32,6 +36,23 @@ from rclpy.node import Node
 
 SPIN_TIMEOUT_S = 0.1
 """Longest wait of one spin: how soon the thread notices a stop request without a wake-up."""
+
+
+def input_executor(context: Context) -> Executor:
+    """rclpy's EventsExecutor where this rclpy has it (Kilted), else a SingleThreadedExecutor.
+
+    The EventsExecutor hands each message to its callback from an event queue in C++, where
+    rclpy's Python executors rebuild a wait set on every wake-up. It is only spun with
+    ``spin_once`` here: while its ``spin_until_future_complete`` runs, a thread creating an
+    entity on its node (a lifecycle transition) or waking it never returns. The helper node's
+    subscriptions are created before :meth:`InferenceThread.start` and destroyed after
+    :meth:`InferenceThread.stop`, so nothing else touches it while it spins.
+    """
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
 
 
 class InferenceThread:
@@ -52,7 +73,7 @@ class InferenceThread:
             f"_{owner.get_name()}_inputs", namespace=owner.get_namespace(),
             context=owner.context, use_global_arguments=False, start_parameter_services=False,
             enable_rosout=False)
-        self._executor = SingleThreadedExecutor(context=owner.context)
+        self._executor = input_executor(owner.context)
         self._executor.add_node(self.node)
         self.thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -91,6 +112,8 @@ class InferenceThread:
     def _spin(self) -> None:
         context = self.owner.context
         while not self._stop.is_set():
+            if not context.ok():
+                return  # Ctrl-C: the EventsExecutor's spin_once then returns at once
             try:
                 self._executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
             except (ExternalShutdownException, ShutdownException):

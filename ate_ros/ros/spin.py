@@ -29,6 +29,7 @@ import rclpy
 from rclpy.context import Context
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import (
+    Executor,
     ExternalShutdownException,
     MultiThreadedExecutor,
     SingleThreadedExecutor,
@@ -77,6 +78,28 @@ class DrainingMultiThreadedExecutor(MultiThreadedExecutor):
         if wait_for_threads and pool is not None:
             pool.shutdown(wait=True)
         return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
+
+
+GRAPH_EXECUTORS = ("single", "multi")
+"""Executors :func:`graph_executor` builds: ``single`` (the default) and ``multi`` (the one
+``ate-ros run`` used before, kept to compare; ``bench_ros_latency.py --executor``)."""
+
+
+def graph_executor(context: Context, kind: str = GRAPH_EXECUTORS[0]) -> Executor:
+    """The executor that spins a whole graph in one process (``ate-ros run``).
+
+    ``single``: a SingleThreadedExecutor. No node callback waits for another one (goals are
+    coroutines, inference and simulation run in threads of their own), so one thread loses
+    nothing, and it spares what a MultiThreadedExecutor pays per message: a hand-off to its pool
+    and a wait set rebuilt over every node's entities by several threads in turn, which on two
+    cores took more CPU than all the callbacks together (docs/design_notes.md).
+    ``multi``: :class:`DrainingMultiThreadedExecutor` with 4 threads.
+    """
+    if kind == "single":
+        return SingleThreadedExecutor(context=context)
+    if kind == "multi":
+        return DrainingMultiThreadedExecutor(num_threads=4, context=context)
+    raise ValueError(f"unknown graph executor {kind!r}; choose from {list(GRAPH_EXECUTORS)}")
 
 
 def close_unstarted_callbacks(executor: Any) -> int:

@@ -67,3 +67,32 @@ def test_close_unstarted_callbacks_tolerates_other_executors():
         pass
 
     assert close_unstarted_callbacks(Bare()) == 0
+
+
+def test_graph_executor_kinds():
+    """``single`` (what ate-ros run spins) and ``multi`` (the earlier 4-thread one) spin a
+    node's callbacks; an unknown kind names the choices."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    from ate_ros.ros.spin import GRAPH_EXECUTORS, graph_executor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("graph_probe", context=context)
+        for kind, cls in zip(GRAPH_EXECUTORS, (SingleThreadedExecutor, MultiThreadedExecutor)):
+            ex = graph_executor(context, kind)
+            assert isinstance(ex, cls)
+            done = Future()
+            timer = node.create_timer(0.01, lambda d=done, k=kind: d.done() or d.set_result(k))
+            ex.add_node(node)
+            ex.spin_until_future_complete(done, timeout_sec=5.0)
+            assert done.result() == kind
+            ex.remove_node(node)
+            node.destroy_timer(timer)
+            ex.shutdown()
+        with pytest.raises(ValueError, match="single"):
+            graph_executor(context, "events")
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -47,7 +47,8 @@ def wait_sim(sim: Any, seconds: float, wall_limit: float = 60.0) -> None:
 
 
 class SpunGraph:
-    """A context, a 4-thread executor spinning in a thread, and the graph's nodes on them.
+    """A context, the executor ``ate-ros run`` spins (``graph_executor``) in a thread, and the
+    graph's nodes on them.
 
     ``build`` creates the nodes (not spinning yet: parameters can still be set), ``bring_up``
     adds them to the executor and activates them, ``start`` starts the episode; ``close``
@@ -55,11 +56,11 @@ class SpunGraph:
     """
 
     def __init__(self) -> None:
-        from ate_ros.ros.spin import DrainingMultiThreadedExecutor
+        from ate_ros.ros.spin import graph_executor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.ex = DrainingMultiThreadedExecutor(num_threads=4, context=self.context)
+        self.ex = graph_executor(self.context)  # as ate-ros run spins it
         self.nodes: dict[str, Any] = {}
         self.others: list[Any] = []  # peers and monitors, destroyed with the graph
         self.spinner = Spinner(self.ex)

@@ -154,6 +154,22 @@ def test_decoder_accepts_every_data_container():
         np.testing.assert_array_equal(D.decode_image(msg), ref)
 
 
+def test_decoded_image_owns_its_pixels():
+    """The decoded frame is a copy: writing to it leaves the message (still held by the
+    synchroniser, maybe decoded again) as it was, for every container rclpy or rosbags gives."""
+    import array
+
+    ref = _reference()
+    for data in (bytearray(ref.tobytes()), array.array("B", ref.tobytes()),
+                 ref.reshape(-1).copy()):
+        msg = Image(height=H, width=W, encoding="rgb8", step=W * 3)
+        msg.data = data
+        img = D.decode_image(msg)
+        assert img.flags.owndata and img.flags.c_contiguous
+        img[:] = 0
+        np.testing.assert_array_equal(D.decode_image(msg), ref)
+
+
 def test_decoder_errors_name_the_problem():
     ok = _raw("rgb8", _reference())
     with pytest.raises(D.ImageDecodeError, match="32FC1"):
