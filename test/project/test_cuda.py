@@ -95,7 +95,7 @@ def test_gpu_chunks_match_cpu_chunks_for_a_seed(toy_ds, head):
     obs = _obs()
     a = cpu.predict_chunk(obs, seed=7)
     b = gpu.predict_chunk(obs, seed=7)
-    assert gpu._traced, "the fused sampler should trace on the GPU too"
+    assert gpu.inference.cache, "the fused sampler should trace on the GPU too"
     print(f"{head}: max |cpu - gpu| = {np.abs(a - b).max():.2e}")
     np.testing.assert_allclose(b, a, atol=5e-3)
     # Not bit-equal on CUDA: TorchScript fuses the trace's elementwise ops after its first
@@ -234,7 +234,7 @@ def test_cuda_graph_loop_matches_uncaptured_loop(toy_ds, head, pred, clip):
     for steps in (3, 5, 3):
         g, u = both(steps, steps)
         torch.testing.assert_close(g, u, rtol=1e-5, atol=1e-5)
-    graphs = [k for k in m._traced if k[0] == "graph"]
+    graphs = [k for k in m.inference.cache if k[0] == "graph"]
     assert len(graphs) == 2 and m.cuda_graphs, graphs
     g1, _ = both(5, 1)
     g2, _ = both(5, 2)  # a replay must not return the previous call's buffer
@@ -247,5 +247,5 @@ def test_cuda_graph_loop_matches_uncaptured_loop(toy_ds, head, pred, clip):
     obs = _obs()
     c = m.predict_chunk(obs, seed=3)
     m.to("cpu").to(DEV)
-    assert not any(k[0] == "graph" for k in m._traced)
+    assert not any(k[0] == "graph" for k in m.inference.cache)
     np.testing.assert_allclose(m.predict_chunk(obs, seed=3), c, rtol=1e-5, atol=1e-5)

@@ -93,12 +93,12 @@ def test_traced_inference_matches_eager_and_follows_weight_updates(toy_ds, head,
     m.eval()
     obs = _obs()
     fast = m.predict_chunk(obs, seed=2)
-    assert m._traced, "the eval-mode fast path should have traced the decoder"
+    assert m.inference.cache, "the eval-mode fast path should have traced the decoder"
     m.fast_inference = False
     eager = m.predict_chunk(obs, seed=2)
     np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)
     m.fast_inference = True
-    assert any(k[0] == "encoder" for k in m._traced), "the observation encoder is traced too"
+    assert any(k[0] == "encoder" for k in m.inference.cache), "the encoder is traced too"
     with torch.no_grad():  # an in-place update (optimiser step, EMA copy) must be seen
         m.action_out.bias.add_(0.5)
         m.state_proj[0].bias.add_(0.3)  # (encoder side)
@@ -108,12 +108,13 @@ def test_traced_inference_matches_eager_and_follows_weight_updates(toy_ds, head,
     assert not np.allclose(fast2, fast)
     m.fast_inference = True
     twin = copy.deepcopy(m)  # e.g. the EMA model: its own trace, its own weights
+    assert twin.inference.model is twin and not twin.inference.cache
     with torch.no_grad():
         twin.action_out.bias.sub_(0.5)
         twin.state_proj[0].bias.sub_(0.3)
     np.testing.assert_allclose(twin.predict_chunk(obs, seed=2), fast, rtol=1e-5, atol=1e-6)
     m.to(torch.float64).to(torch.float32)
-    assert not m._traced, "moving the module must drop traces bound to old storage"
+    assert not m.inference.cache, "moving the module must drop traces bound to old storage"
 
 
 @pytest.mark.parametrize("head,pred,clip", [("diffusion", "epsilon", 0.5),
@@ -143,12 +144,12 @@ def test_fused_traced_sampler_matches_step_by_step_sampler(toy_ds, head, pred, c
         if clip:  # the last DDIM step returns the clipped x0 (normalised)
             top = m.normalize_action(fast)[keep].abs().max()
             assert abs(float(top) - clip) < 1e-5
-    assert sorted(k[0] for k in m._traced) == ["encoder", "sampler"], \
+    assert sorted(k[0] for k in m.inference.cache) == ["encoder", "sampler"], \
         "one fused trace serves every step count"
     if head == "diffusion":  # DDPM (fresh noise per step) keeps the step-by-step update
         m.config.sampler = "ddpm"
         m.sample(batch, 3, torch.Generator().manual_seed(0))
-        assert sorted(k[0] for k in m._traced) == ["decoder", "encoder", "sampler"]
+        assert sorted(k[0] for k in m.inference.cache) == ["decoder", "encoder", "sampler"]
 
 
 def test_loading_refuses_pickles_and_mismatches(tmp_path):

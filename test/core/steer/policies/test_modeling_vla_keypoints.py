@@ -125,7 +125,7 @@ def test_traced_inference_follows_the_instruction():
         return m.predict_chunk(obs, seed=0)
 
     fast_a, fast_b = chunk("touch the red block"), chunk("touch the blue block")
-    assert any(k[0] == "encoder" for k in m._traced)
+    assert any(k[0] == "encoder" for k in m.inference.cache)
     m.fast_inference = False
     torch.testing.assert_close(torch.from_numpy(chunk("touch the red block")),
                                torch.from_numpy(fast_a), rtol=1e-5, atol=1e-6)
