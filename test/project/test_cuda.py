@@ -17,14 +17,13 @@ import numpy as np
 import pytest
 import torch
 from support.overfit import losses_before_after
+from support.tiny_policy import tiny_vla_config, toy_embodiment, toy_policy_dataset
 
-from ate_ros.core.data.policy_dataset import PolicyDataset, write_toy_dataset
-from ate_ros.core.embodiment import Embodiment, JointSpec
+from ate_ros.core.data.policy_dataset import write_toy_dataset
 from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
-from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy
+from ate_ros.core.steer.policies import VLAPolicy, load_policy
 from ate_ros.core.steer.policies.modeling_vla import OBS_MASK
-from ate_ros.core.steer.policies.text_encoder import embed_instructions
 
 if torch.cuda.is_available():
     DEV = "cuda"
@@ -37,16 +36,11 @@ pytestmark = pytest.mark.skipif(DEV is None, reason="needs CUDA (ATE_CUDA_TESTS_
 
 
 def _emb(name="toy3", slots=(0, 1, 2), lim=2.0):
-    return Embodiment(name=name, joints=[JointSpec(name=f"{name}_j{i}", slot=s, lower=-lim,
-                                                   upper=lim) for i, s in enumerate(slots)])
+    return toy_embodiment(name, slots, lim, joint_prefix=f"{name}_")
 
 
 def _cfg(**kw):
-    base = dict(chunk_size=4, image_size=16, vision_channels=[8, 16], d_model=64, n_heads=4,
-                n_layers=2, ffn_dim=128, text_encoder="hash", text_dim=16,
-                num_train_timesteps=50, num_inference_steps=5)
-    base.update(kw)
-    return VLAConfig(**base)
+    return tiny_vla_config(**{"d_model": 64, "ffn_dim": 128, **kw})
 
 
 def _to(batch, dev):
@@ -67,8 +61,7 @@ def _obs(seed=0):
 def toy_ds(tmp_path_factory):
     root = write_toy_dataset(tmp_path_factory.mktemp("toy"), _emb(), episodes=2, length=6,
                              image_size=20, val_episodes=1)
-    return PolicyDataset([root], "train", 4, ["front"], 16, None,
-                         lambda t: embed_instructions(t, "hash", 16))
+    return toy_policy_dataset([root])
 
 
 @pytest.mark.parametrize("head,pred", [("diffusion", "sample"), ("flow", "epsilon")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from support.tiny_policy import tiny_vla_config
 
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy
 from ate_ros.core.steer.policies.modeling_vla import (
@@ -61,10 +62,7 @@ def test_steered_map_locates_the_named_object():
 
 
 def _cfg(**kw):
-    return VLAConfig(**{**dict(chunk_size=4, image_size=16, vision_channels=[8, 16], d_model=32,
-                               n_heads=4, n_layers=1, ffn_dim=64, text_encoder="hash",
-                               text_dim=16, num_train_timesteps=50, num_inference_steps=3,
-                               vision_grid=2), **kw})
+    return tiny_vla_config(**{"n_layers": 1, "num_inference_steps": 3, "vision_grid": 2, **kw})
 
 
 def _batch(B=4, seed=0):
