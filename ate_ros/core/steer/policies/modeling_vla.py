@@ -495,8 +495,8 @@ class VLAPolicy(nn.Module):
         if guide is not None and guidance_scale is not None:
             guide = None if guidance_scale <= 0 else InferenceGuidance(
                 **{**guide.__dict__, "scale": float(guidance_scale)})
-        # Only switch modes when needed: ``train()`` walks every submodule (~0.5 ms per call on
-        # one core), and a deployed policy is already in eval mode.
+        # Only switch modes when needed: ``train()`` walks every submodule, and a deployed
+        # policy is already in eval mode.
         was_training = self.training
         if was_training:
             self.eval()
