@@ -128,6 +128,20 @@ class _SamplerStep(nn.Module):
         return FlowSchedule.euler_update(out, x, coef, mask)
 
 
+class InferenceSwitch:
+    """A model attribute that reads and sets one switch of its ``inference`` component
+    (``fast_inference = InferenceSwitch("enabled")`` on the model's class)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model, owner=None):
+        return self if model is None else getattr(model.inference, self.name)
+
+    def __set__(self, model, on: bool) -> None:
+        setattr(model.inference, self.name, bool(on))
+
+
 class TracedInference:
     """Traced and CUDA-graphed inference of one model.
 

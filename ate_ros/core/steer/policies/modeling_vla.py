@@ -27,7 +27,7 @@ from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceStats, LatentGuidance, masked_mse
 from ate_ros.core.steer.policies.action_decoder import DecoderBlock, sinusoidal_embedding
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
-from ate_ros.core.steer.policies.fast_inference import TracedInference
+from ate_ros.core.steer.policies.fast_inference import InferenceSwitch, TracedInference
 from ate_ros.core.steer.policies.image_encoder import ImageEncoder, frames_to_input
 from ate_ros.core.steer.policies.inference_guidance import InferenceGuidance
 from ate_ros.core.steer.policies.object_slots import ObjectSlotEncoder
@@ -127,23 +127,10 @@ class VLAPolicy(nn.Module):
         self.inference.clear()  # .to()/.half() may swap parameter storage under a trace
         return super()._apply(fn, *args, **kwargs)
 
-    @property
-    def fast_inference(self) -> bool:
-        """Run inference through traced calls in eval mode (see :class:`TracedInference`)."""
-        return self.inference.enabled
-
-    @fast_inference.setter
-    def fast_inference(self, on: bool) -> None:
-        self.inference.enabled = bool(on)
-
-    @property
-    def cuda_graphs(self) -> bool:
-        """On CUDA, replay the fused denoising loop as one graph."""
-        return self.inference.cuda_graphs
-
-    @cuda_graphs.setter
-    def cuda_graphs(self, on: bool) -> None:
-        self.inference.cuda_graphs = bool(on)
+    fast_inference = InferenceSwitch("enabled")
+    """Run inference through traced calls in eval mode (see :class:`TracedInference`)."""
+    cuda_graphs = InferenceSwitch("cuda_graphs")
+    """On CUDA, replay the fused denoising loop as one graph."""
 
     # ----- ChunkPolicy attributes ------------------------------------------------------------
     @property
