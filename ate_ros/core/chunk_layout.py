@@ -2,8 +2,8 @@
 
 A chunk is flat (``msg/ActionChunk.msg``): ``joint_names`` (D), ``dt``, ``positions`` (H x D,
 row-major) and ``samples`` (extra sampled chunks of H x D, one after the other). rclpy builds
-and parses flat float64 arrays without one Python object per point: for a 16-point chunk,
-~16 us instead of ~330 us of CPU to build, serialise and parse (``bench_ros_latency.py``).
+and parses flat float64 arrays without one Python object per point, which a JointTrajectory
+needs (the cost of each: docs/design_notes.md, "Messages shaped for rclpy").
 
 Bags recorded before this layout hold the legacy one (``trajectory``:
 trajectory_msgs/JointTrajectory, ``samples``: JointTrajectory[]). rosbags decodes each bag with

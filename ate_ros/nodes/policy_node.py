@@ -10,7 +10,7 @@ Lifecycle:
                thread, aborts goals.
     cleanup    destroys publishers/subscription and frees the model.
 The RunPolicy action server lives as long as the node and rejects goals unless it is active:
-rclpy (9.1, Kilted) stops spinning with an RCLError when a waitable is destroyed while another
+rclpy stops spinning with an RCLError when a waitable is destroyed while another
 executor thread builds its wait set, and an action server destroyed while a client's executor
 holds it in a wait set lingers beside its successor, which the client then may not match.
 

@@ -38,9 +38,10 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 
 GIL_SWITCH_INTERVAL_S = 5e-4
-"""Python's default is 5 ms. Inference is hundreds of small torch ops, each re-taking the GIL
-from DDS callback and simulation threads: with 5 ms slices that convoy makes one chunk in the
-one-process graph many times slower than the model alone (shorter than 0.5 ms gains nothing)."""
+"""Shorter than Python's default (5 ms): inference is hundreds of small torch ops, each
+re-taking the GIL from DDS callback and simulation threads, and long slices make that convoy
+slow a chunk down in the one-process graph (docs/design_notes.md, "A short GIL switch
+interval")."""
 
 SHUTDOWN_ERRORS: tuple[type[BaseException], ...] = (_rclpy.RCLError, InvalidHandle)
 """What rcl raises for a publish (or any call) on an entity whose context was shut down."""
@@ -55,10 +56,10 @@ class DrainingMultiThreadedExecutor(MultiThreadedExecutor):
     """rclpy's, with a shutdown that lets its thread pool finish before the executor's guard
     condition is destroyed.
 
-    rclpy 9 destroys that guard condition first; a handler still queued in the pool then fails
-    with ``InvalidHandle`` inside a task nobody awaits, printed when the process exits: "The
-    following exception was never retrieved: cannot use Destroyable because destruction was
-    requested".
+    rclpy destroys that guard condition first (docs/design_notes.md, "Clean Ctrl-C"); a handler
+    still queued in the pool then fails with ``InvalidHandle`` inside a task nobody awaits,
+    printed when the process exits: "The following exception was never retrieved: cannot use
+    Destroyable because destruction was requested".
 
     Stop spinning before calling :meth:`shutdown` (end ``spin()``, or let
     ``spin_until_future_complete`` return and join its thread): a thread still spinning could

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 
 from ate_ros.cli import main  # noqa: E402
 from ate_ros.core.embodiment import load_embodiment  # noqa: E402
+from ate_ros.core.sim.evaluate import wilson_interval  # noqa: E402
 
 EMBODIMENT = "sim_arm7"
 
@@ -34,7 +35,9 @@ def test_eval_lerobot_checkpoint_closed_loop(checkpoint, tmp_path, capsys):
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["episodes"] == 2 and res["embodiment"] == EMBODIMENT and res["task"] == "reach"
-    assert 0.0 <= res["success_rate"] <= 1.0 and res["ci_low"] <= res["ci_high"]
+    k = sum(rec["success"] for rec in res["records"])
+    assert res["successes"] == k and res["success_rate"] == k / 2
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx(wilson_interval(k, 2))
     for rec in res["records"]:
         assert rec["chunks"] > 0 and rec["steps"] > 0
     # Every point of a 4-point chunk runs before the next chunk (select_action's behaviour).

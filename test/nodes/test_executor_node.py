@@ -159,9 +159,11 @@ def _check_limits(emb, trajs):
         assert (np.abs(np.diff(qs, axis=0)) <= vmax_step + 1e-9).all()
         firsts.append((time_to_sec(m.header.stamp) + ts[0], qs[0]))
     # Across messages: the committed points form one velocity-limited sequence.
-    for (t0, q0), (t1, q1) in zip(firsts, firsts[1:]):
-        if t1 > t0 + 1e-6:
-            assert (np.abs(q1 - q0) <= emb.max_velocity * (t1 - t0) + 1e-6).all()
+    later = [(t0, q0, t1, q1) for (t0, q0), (t1, q1) in zip(firsts, firsts[1:])
+             if t1 > t0 + 1e-6]
+    assert later, "no message started after the one before it"
+    for t0, q0, t1, q1 in later:
+        assert (np.abs(q1 - q0) <= emb.max_velocity * (t1 - t0) + 1e-6).all()
 
 
 def test_fuzzed_chunks_reach_controller_within_limits(graph, emb):

@@ -17,14 +17,13 @@ import numpy as np
 import pytest
 import torch
 from support.overfit import losses_before_after
+from support.tiny_policy import tiny_vla_config, toy_embodiment, toy_policy_dataset
 
-from ate_ros.core.data.policy_dataset import PolicyDataset, write_toy_dataset
-from ate_ros.core.embodiment import Embodiment, JointSpec
+from ate_ros.core.data.policy_dataset import write_toy_dataset
 from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
-from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy
+from ate_ros.core.steer.policies import VLAPolicy, load_policy
 from ate_ros.core.steer.policies.modeling_vla import OBS_MASK
-from ate_ros.core.steer.policies.text_encoder import embed_instructions
 
 if torch.cuda.is_available():
     DEV = "cuda"
@@ -37,16 +36,11 @@ pytestmark = pytest.mark.skipif(DEV is None, reason="needs CUDA (ATE_CUDA_TESTS_
 
 
 def _emb(name="toy3", slots=(0, 1, 2), lim=2.0):
-    return Embodiment(name=name, joints=[JointSpec(name=f"{name}_j{i}", slot=s, lower=-lim,
-                                                   upper=lim) for i, s in enumerate(slots)])
+    return toy_embodiment(name, slots, lim, joint_prefix=f"{name}_")
 
 
 def _cfg(**kw):
-    base = dict(chunk_size=4, image_size=16, vision_channels=[8, 16], d_model=64, n_heads=4,
-                n_layers=2, ffn_dim=128, text_encoder="hash", text_dim=16,
-                num_train_timesteps=50, num_inference_steps=5)
-    base.update(kw)
-    return VLAConfig(**base)
+    return tiny_vla_config(**{"d_model": 64, "ffn_dim": 128, **kw})
 
 
 def _to(batch, dev):
@@ -67,8 +61,7 @@ def _obs(seed=0):
 def toy_ds(tmp_path_factory):
     root = write_toy_dataset(tmp_path_factory.mktemp("toy"), _emb(), episodes=2, length=6,
                              image_size=20, val_episodes=1)
-    return PolicyDataset([root], "train", 4, ["front"], 16, None,
-                         lambda t: embed_instructions(t, "hash", 16))
+    return toy_policy_dataset([root])
 
 
 @pytest.mark.parametrize("head,pred", [("diffusion", "sample"), ("flow", "epsilon")])
@@ -95,7 +88,7 @@ def test_gpu_chunks_match_cpu_chunks_for_a_seed(toy_ds, head):
     obs = _obs()
     a = cpu.predict_chunk(obs, seed=7)
     b = gpu.predict_chunk(obs, seed=7)
-    assert gpu._traced, "the fused sampler should trace on the GPU too"
+    assert gpu.inference.cache, "the fused sampler should trace on the GPU too"
     print(f"{head}: max |cpu - gpu| = {np.abs(a - b).max():.2e}")
     np.testing.assert_allclose(b, a, atol=5e-3)
     # Not bit-equal on CUDA: TorchScript fuses the trace's elementwise ops after its first
@@ -234,7 +227,7 @@ def test_cuda_graph_loop_matches_uncaptured_loop(toy_ds, head, pred, clip):
     for steps in (3, 5, 3):
         g, u = both(steps, steps)
         torch.testing.assert_close(g, u, rtol=1e-5, atol=1e-5)
-    graphs = [k for k in m._traced if k[0] == "graph"]
+    graphs = [k for k in m.inference.cache if k[0] == "graph"]
     assert len(graphs) == 2 and m.cuda_graphs, graphs
     g1, _ = both(5, 1)
     g2, _ = both(5, 2)  # a replay must not return the previous call's buffer
@@ -247,5 +240,5 @@ def test_cuda_graph_loop_matches_uncaptured_loop(toy_ds, head, pred, clip):
     obs = _obs()
     c = m.predict_chunk(obs, seed=3)
     m.to("cpu").to(DEV)
-    assert not any(k[0] == "graph" for k in m._traced)
+    assert not any(k[0] == "graph" for k in m.inference.cache)
     np.testing.assert_allclose(m.predict_chunk(obs, seed=3), c, rtol=1e-5, atol=1e-5)

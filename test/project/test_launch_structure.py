@@ -113,13 +113,12 @@ def test_executables_exist_and_are_installed(launch):
 
 
 def test_referenced_files_exist(launch):
-    for s in launch.strings:
-        if " " in s:  # help text, not a file name
-            continue
-        if s.endswith((".yaml", ".rviz")):
-            assert (ROOT / "config" / s).is_file(), f"{launch.path.name}: config/{s} missing"
-        elif s.endswith(".launch.py"):
-            assert (ROOT / "launch" / s).is_file(), f"{launch.path.name}: launch/{s} missing"
+    files = [s for s in launch.strings
+             if " " not in s and s.endswith((".yaml", ".rviz", ".launch.py"))]  # not help text
+    assert files, f"{launch.path.name} references no config or launch file"
+    for s in files:
+        where = "launch" if s.endswith(".launch.py") else "config"
+        assert (ROOT / where / s).is_file(), f"{launch.path.name}: {where}/{s} missing"
 
 
 def test_parameters_are_declared(launch):
@@ -215,7 +214,8 @@ def test_sim_robot_state_publisher():
     pytest.importorskip("mujoco")
     from ate_ros.core.sim import urdf
 
-    assert callable(urdf.build_urdf)
+    robot_xml = urdf.build_urdf("sim_arm6")  # what the launch file passes on
+    assert '<robot name="sim_arm6"' in robot_xml and robot_xml.count("<joint ") >= 6
     robot = LaunchInfo(ROOT / "launch" / "ate.launch.py")
     assert "robot_state_publisher" not in {n[0] for n in robot.nodes}
 

@@ -32,9 +32,9 @@ from ate_ros.core.normalization import NormStats
 from ate_ros.core.training.files import (
     CONFIG_FILE,
     CheckpointError,
+    SavedConfig,
     load_state_dict_checked,
     load_tensors,
-    read_json,
     save_tensors,
     write_json,
 )
@@ -123,28 +123,18 @@ def write_alignment(folder: str | Path, stage1: StageModel, stage2: StageModel |
     })
 
 
-def _stage_entry(cfg: dict[str, Any], name: str, folder: Path) -> tuple[VAEConfig, str]:
-    entry = cfg.get(name)
-    if not entry:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: no '{name}' section")
-    try:
-        return VAEConfig.from_dict(entry["vae"]), entry["norm"]["mode"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: invalid '{name}' section ({exc})") from exc
+def _stage_entry(cfg: SavedConfig, name: str) -> tuple[VAEConfig, str]:
+    section = cfg.section(name)
+    norm = section.get("norm")
+    if not isinstance(norm, dict) or "mode" not in norm:
+        raise CheckpointError(f"{cfg.file}: {name}.norm.mode is missing")
+    return cfg.build(name, lambda entry: VAEConfig.from_dict(entry["vae"])), norm["mode"]
 
 
-def read_alignment_config(folder: str | Path) -> dict[str, Any]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"alignment folder not found: {folder}")
-    cfg = read_json(folder / CONFIG_FILE)
-    if cfg.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: not an alignment output (format "
-                              f"{cfg.get('format')!r}, expected {FORMAT_NAME!r})")
-    if int(cfg.get("format_version", -1)) > FORMAT_VERSION:
-        raise CheckpointError(f"{folder}: format_version {cfg['format_version']} is newer than "
-                              f"this code ({FORMAT_VERSION})")
-    return cfg
+def read_alignment_config(folder: str | Path) -> SavedConfig:
+    """The checked ``config.json`` of an alignment output (errors name the file and field)."""
+    return SavedConfig.read(folder, "an alignment output", "format", FORMAT_NAME,
+                            FORMAT_VERSION)
 
 
 def load_stage1(folder: str | Path, device: str | torch.device = "cpu"
@@ -152,14 +142,14 @@ def load_stage1(folder: str | Path, device: str | torch.device = "cpu"
     """Stage-1 VAE, q_pre and config.json of an earlier run (for ``--stage1`` reuse)."""
     folder = Path(folder)
     cfg = read_alignment_config(folder)
-    vae_cfg, mode = _stage_entry(cfg, "stage1", folder)
+    vae_cfg, mode = _stage_entry(cfg, "stage1")
     stage1 = StageModel.load(folder / STAGE1_FILE, vae_cfg, mode, device)
     tensors = load_tensors(folder / PRIOR_FILE, device)
     prior = GaussianLatent.from_tensors(tensors, PRIOR_KEY)
     if prior.dim != vae_cfg.latent_dim:
         raise CheckpointError(f"{folder / PRIOR_FILE}: prior has {prior.dim} dims but the "
                               f"stage-1 VAE has latent_dim {vae_cfg.latent_dim}")
-    return stage1, prior, cfg
+    return stage1, prior, cfg.data
 
 
 class AlignmentBundle:
@@ -262,7 +252,7 @@ def load_alignment(path: str | Path, device: str | torch.device = "cpu") -> Alig
     if not (folder / STAGE2_FILE).is_file() or not cfg.get("stage2"):
         raise CheckpointError(f"{folder} holds only stage 1 (no {STAGE2_FILE}); run "
                               "`ate-ros align --stage1 ... --adapt ...` to train stage 2")
-    vae2, mode2 = _stage_entry(cfg, "stage2", folder)
+    vae2, mode2 = _stage_entry(SavedConfig(folder / CONFIG_FILE, cfg), "stage2")
     stage2 = StageModel.load(folder / STAGE2_FILE, vae2, mode2, device)
     tensors = load_tensors(folder / PRIOR_FILE, device)
     try:

@@ -111,7 +111,7 @@ def _rosbag2_info(path: Path) -> dict:
     """``rosbag2_bagfile_information`` of a rosbag2 folder ({} if unreadable)."""
     import yaml
 
-    # The C loader is ~10x faster; metadata of long bags lists many files and topics.
+    # The C loader where PyYAML has one: metadata of long bags lists many files and topics.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         info = yaml.load((path / ROSBAG2_METADATA).read_text(), Loader=loader)

@@ -115,27 +115,30 @@ def _read_json(path: Path) -> dict:
 def saved_policy_settings(spec: str) -> PolicySettings:
     """:class:`PolicySettings` from a policy folder's ``config.json`` (no weights loaded).
 
-    Our folders keep them under ``policy`` (``chunk_size``, ``n_action_steps``,
-    ``env_state_dim``). A LeRobot chunk is ``n_action_steps`` long and executed whole
-    (``select_action``'s behaviour), and ``observation.environment_state`` in its
-    ``input_features`` is the environment state. Anything unreadable gives zeros.
+    Our folders are read by :func:`~ate_ros.core.steer.policies.saved_policy.read_policy_meta`
+    (without torch; a malformed ``config.json`` raises
+    :class:`~ate_ros.core.training.files.CheckpointError` naming the file and the field; no
+    folder gives zeros: ``expert`` is no folder, and the loader reports a missing one). A
+    LeRobot chunk is ``n_action_steps`` long and executed whole (``select_action``'s
+    behaviour), and ``observation.environment_state`` in its ``input_features`` is the
+    environment state; an unreadable LeRobot config gives zeros (its loader reports it).
     """
     kind = policy_kind(spec)
     if kind == KIND_BUILTIN:
         return PolicySettings(kind)
-    folder = lerobot_path(spec) if kind == KIND_LEROBOT else Path(spec)
-    cfg = _read_json(folder / "config.json") if str(spec) else {}
-    if kind == KIND_LEROBOT:
-        steps = int(cfg.get("n_action_steps") or cfg.get("chunk_size") or 0)
-        env = (cfg.get("input_features") or {}).get(LEROBOT_ENV_STATE) or {}
-        return PolicySettings(kind, chunk_size=steps, n_action_steps=steps,
-                              env_state_dim=int((env.get("shape") or [0])[0]))
-    pol = cfg.get("policy")
-    if not isinstance(pol, dict):
-        return PolicySettings(kind)
-    return PolicySettings(kind, chunk_size=int(pol.get("chunk_size", 0) or 0),
-                          n_action_steps=int(pol.get("n_action_steps", 0) or 0),
-                          env_state_dim=int(pol.get("env_state_dim", 0) or 0))
+    if kind == KIND_ATE:
+        if not str(spec) or not Path(spec).is_dir():
+            return PolicySettings(kind)
+        from ate_ros.core.steer.policies.saved_policy import POLICY_SECTION, read_policy_meta
+
+        meta = read_policy_meta(spec)
+        return PolicySettings(kind, **{name: meta.integer(POLICY_SECTION, name) for name in (
+            "chunk_size", "n_action_steps", "env_state_dim")})
+    cfg = _read_json(lerobot_path(spec) / "config.json")
+    steps = int(cfg.get("n_action_steps") or cfg.get("chunk_size") or 0)
+    env = (cfg.get("input_features") or {}).get(LEROBOT_ENV_STATE) or {}
+    return PolicySettings(kind, chunk_size=steps, n_action_steps=steps,
+                          env_state_dim=int((env.get("shape") or [0])[0]))
 
 
 __all__ = ["KIND_ATE", "KIND_BUILTIN", "KIND_LEROBOT", "PolicyFeatureError", "PolicySettings",

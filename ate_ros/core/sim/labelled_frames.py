@@ -3,11 +3,12 @@
 A VLA's vision backbone comes pre-trained (SigLIP, DINO, ...) and already tells objects apart
 and locates them. Our compact policy's small CNN is trained from scratch on a few hundred
 demonstrations, where the joint state alone predicts most of every chunk; it never learned to
-see a 6-pixel ball (measured by ``benchmarks/probe_policy_inputs.py``: shuffling images changed
-its action error by 2%). This module makes the stand-in for that backbone's pre-training: random
-tabletop scenes of every task, with random arm postures, rendered from the policy's camera and
-labelled with the position of each coloured object and of the fingertip. The labels come from
-the simulator and are used only to pre-train the encoder.
+see a 6-pixel ball (``benchmarks/probe_policy_inputs.py`` shuffles its images to show it;
+docs/design_notes.md, "Measurements behind the code"). This module makes the stand-in for
+that backbone's pre-training: random tabletop scenes of every task, with random arm postures,
+rendered from the policy's camera and labelled with the position of each coloured object and
+of the fingertip. The labels come from the simulator and are used only to pre-train the
+encoder.
 """
 
 from __future__ import annotations

@@ -8,11 +8,10 @@ push's disc) as its offset from the target, each with a ``present`` flag (0 and 
 task has none). That is what an instruction-conditioned detector (an open-vocabulary model
 queried with the instruction's noun phrases) plus forward kinematics reports on a real cell,
 and what robosuite's ``object-to-eef`` and goal observations give a policy. Then per colour the
-object's offset from the fingertip, and the fingertip itself. Naming the target in the state
-was measured to matter: with the colour slots alone, a policy trained on 300 pick_color
-demonstrations touched the named block in 40-50% of episodes and its instruction-to-slot
-attention did not follow the instruction; the image track still has to ground the instruction
-itself.
+object's offset from the fingertip, and the fingertip itself. The target is named in the state
+because with the colour slots alone a policy's instruction-to-slot attention does not follow
+the instruction (docs/design_notes.md, "Measurements behind the code"); the image track still
+has to ground the instruction itself.
 
 The labels (:func:`scene_labels`) are the targets of the image encoder's pre-training
 (:mod:`ate_ros.core.sim.labelled_frames` renders the frames). Label layout (``LABEL_NAMES``):

@@ -28,13 +28,18 @@ from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance, encoder_
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.steer.policies.modeling_vla import ACTION, OBS_MASK, VLAPolicy
 from ate_ros.core.training.config import TrainConfig
-from ate_ros.core.training.files import CheckpointError, follow_umask, read_json, write_json
+from ate_ros.core.training.files import (
+    CheckpointError,
+    follow_umask,
+    publish,
+    read_json,
+    write_json,
+)
 from ate_ros.core.training.loop import EarlyStopping, Optimization
 from ate_ros.core.training.output_guard import (
     check_output,
     data_fingerprint,
     differing_settings,
-    publish,
     resume_dir,
 )
 from ate_ros.core.training.runtime import (

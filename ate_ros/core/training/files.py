@@ -1,7 +1,9 @@
 """Training files: atomic JSON and safetensors writes, checked loads, atomic output folders.
 
 Checkpoints are safetensors only (never pickles); every write goes to a temporary name first and is
-renamed into place, so an interrupted run never leaves a half-written file behind.
+renamed into place, so an interrupted run never leaves a half-written file behind. The module
+imports no torch: :class:`SavedConfig` (a saved folder's ``config.json``) is read by the graph
+before any model is loaded.
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the tensor functions' callers, not by this module
+    import torch
+
+T = TypeVar("T")
 
 SAFETENSORS_SUFFIX = ".safetensors"
 METRICS_FILE = "metrics.json"
@@ -78,6 +85,78 @@ def read_json(path: str | Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class SavedConfig:
+    """The ``config.json`` of a saved folder (a policy, an alignment), checked as it is read;
+    every error names the file and the field.
+
+    Attributes:
+        file: The ``config.json`` read.
+        data: Its JSON object.
+    """
+
+    file: Path
+    data: dict[str, Any]
+
+    @classmethod
+    def read(cls, folder: str | Path, what: str, key: str, expected: str,
+             version: int | None = None) -> SavedConfig:
+        """``folder``'s ``config.json``, which must be a JSON object whose ``key`` is
+        ``expected`` (and whose ``format_version``, with ``version``, is not newer).
+
+        Args:
+            folder: The saved folder.
+            what: What the folder holds, for messages ("an alignment output").
+            key: The field that names the format ("format", "type").
+            expected: Its value for this format.
+            version: The newest ``format_version`` this code reads (None: unversioned).
+
+        Raises:
+            CheckpointError: no such folder, no or invalid JSON, another format, newer version.
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"{what} not found: {folder} is not a folder")
+        file = folder / CONFIG_FILE
+        data = read_json(file)
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{file}: not {what} (a JSON {type(data).__name__}, not an "
+                                  "object)")
+        if data.get(key) != expected:
+            raise CheckpointError(f"{file}: not {what} ({key}={data.get(key)!r}, expected "
+                                  f"{expected!r})")
+        if version is not None and int(data.get("format_version", -1)) > version:
+            raise CheckpointError(f"{file}: format_version {data['format_version']} is newer "
+                                  f"than this code ({version})")
+        return cls(file, data)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The JSON object under ``name`` (:class:`CheckpointError` naming it if absent)."""
+        entry = self.data.get(name)
+        if not isinstance(entry, dict) or not entry:
+            raise CheckpointError(f"{self.file}: no '{name}' section"
+                                  + ("" if entry is None else f" (got {entry!r})"))
+        return entry
+
+    def integer(self, section: str, name: str, default: int = 0) -> int:
+        """``section.name`` as a whole number >= 0 (``default`` where it is absent)."""
+        value = self.section(section).get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{self.file}: {section}.{name} must be a whole number >= 0, "
+                                  f"got {value!r}")
+        return value
+
+    def build(self, section: str, from_dict: Callable[[dict[str, Any]], T]) -> T:
+        """``from_dict`` of a section (a config dataclass), its errors prefixed by the file and
+        the section."""
+        try:
+            return from_dict(self.section(section))
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{self.file}: invalid '{section}' section ({exc})") from exc
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
@@ -144,10 +223,15 @@ def atomic_output_dir(final: str | Path, overwrite: bool = True) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
+    publish(tmp, final)
+
+
+def publish(work: Path, out: Path) -> None:
+    """Rename the finished ``work`` folder to ``out``, replacing what is there at once."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        os.replace(out, old)
+        os.replace(work, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, final)
+        os.replace(work, out)

@@ -13,19 +13,18 @@ Every training command (``align``, ``pretrain``, ``pretrain-vision``, ``steer``)
 
 Results are written to a temporary folder and renamed into place, so ``--out`` only ever holds
 a complete output (see :func:`~ate_ros.core.training.files.atomic_output_dir` and
-:func:`publish`).
+:func:`~ate_ros.core.training.files.publish`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 __all__ = ["RESUME_SUFFIX", "OutputError", "check_output", "data_fingerprint", "describe",
-           "differing_settings", "publish", "resume_dir"]
+           "differing_settings", "resume_dir"]
 
 RESUME_SUFFIX = ".resume"
 _HASHED_BYTES = 1 << 20
@@ -126,14 +125,3 @@ def data_fingerprint(paths: Iterable[str | Path]) -> str:
                     fh.seek(-_HASHED_BYTES, os.SEEK_END)
                     h.update(fh.read(_HASHED_BYTES))
     return h.hexdigest()[:32]
-
-
-def publish(work: Path, out: Path) -> None:
-    """Rename the finished ``work`` folder to ``out``, replacing what is there at once."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)

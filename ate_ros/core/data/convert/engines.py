@@ -7,9 +7,10 @@ call runs and returns the reports in input order. Scheduling is left to the engi
 start last and run alone.
 
 Local pool: a ``forkserver`` context whose server imports the converter once (numpy, rosbags,
-h5py: about 0.15 s per process with ``spawn``), then forks each worker from it; ``spawn`` where
-the platform has no forkserver. Never plain ``fork``: the caller may hold threads (rclpy,
-torch). Each worker limits OpenCV to one thread, since the parallelism is across bags.
+h5py, which ``spawn`` would import again in every process), then forks each worker from it;
+``spawn`` where the platform has no forkserver. Never plain ``fork``: the caller may hold
+threads (rclpy, torch). Each worker limits OpenCV to one thread, since the parallelism is across
+bags.
 
 Ray (the ``ray`` extra): ``address=None`` starts a local instance for the call and shuts it down
 afterwards; ``"auto"``, ``"ray://host:10001"`` or ``host:6379`` join a running cluster

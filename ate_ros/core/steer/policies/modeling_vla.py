@@ -27,7 +27,7 @@ from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceStats, LatentGuidance, masked_mse
 from ate_ros.core.steer.policies.action_decoder import DecoderBlock, sinusoidal_embedding
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
-from ate_ros.core.steer.policies.fast_inference import TraceCache, TracedInference
+from ate_ros.core.steer.policies.fast_inference import InferenceSwitch, TracedInference
 from ate_ros.core.steer.policies.image_encoder import ImageEncoder, frames_to_input
 from ate_ros.core.steer.policies.inference_guidance import InferenceGuidance
 from ate_ros.core.steer.policies.object_slots import ObjectSlotEncoder
@@ -53,7 +53,7 @@ EPISODE_GOAL = "episode.final_state"  # (B, D) training only: joint state at the
 
 
 
-class VLAPolicy(TracedInference, nn.Module):
+class VLAPolicy(nn.Module):
     """Compact VLA policy; satisfies ``ate_ros.core.policy_contract.ChunkPolicy``."""
 
     def __init__(self, config: VLAConfig) -> None:
@@ -120,11 +120,17 @@ class VLAPolicy(TracedInference, nn.Module):
         """Real-time chunking (used when a committed prefix is passed; default settings when
         unset)."""
         self._text_cache: dict[str, torch.Tensor] = {}
-        self.fast_inference = True
-        """Run the denoising loop through a traced decoder (see :meth:`_denoiser`)."""
-        self.cuda_graphs = True
-        """On CUDA, replay the fused denoising loop as one graph (see :meth:`_graphed_loop`)."""
-        self._traced = TraceCache()
+        self.inference = TracedInference(self)
+        """Traced and CUDA-graphed inference (:mod:`.fast_inference`)."""
+
+    def _apply(self, fn, *args, **kwargs):
+        self.inference.clear()  # .to()/.half() may swap parameter storage under a trace
+        return super()._apply(fn, *args, **kwargs)
+
+    fast_inference = InferenceSwitch("enabled")
+    """Run inference through traced calls in eval mode (see :class:`TracedInference`)."""
+    cuda_graphs = InferenceSwitch("cuda_graphs")
+    """On CUDA, replay the fused denoising loop as one graph."""
 
     # ----- ChunkPolicy attributes ------------------------------------------------------------
     @property
@@ -405,7 +411,7 @@ class VLAPolicy(TracedInference, nn.Module):
         """
         cfg = self.config
         steps = int(num_steps or cfg.num_inference_steps)
-        memory, kv = self._encode(batch)
+        memory, kv = self.inference.encode(batch)
         mf = batch[OBS_MASK].to(memory.dtype).unsqueeze(1)
         B, dev = memory.shape[0], memory.device
         ref = self.action_reference(batch)
@@ -430,7 +436,7 @@ class VLAPolicy(TracedInference, nn.Module):
                 x = self._sample_conditioned(x, kv, mf, prefix, inference_delay, steps,
                                              generator)
                 return (self.unnormalize_action(x) + ref) * mf
-        fuse = guidance is None and rtc is None and self._use_traces() and (
+        fuse = guidance is None and rtc is None and self.inference.active() and (
             cfg.head == "flow" or cfg.sampler == "ddim")
         if cfg.head == "diffusion":
             ts = self.diffusion.timesteps(steps)
@@ -443,15 +449,15 @@ class VLAPolicy(TracedInference, nn.Module):
             temb = self.time_embedding(self.flow.noise_fraction(
                 torch.tensor(grid[:-1], device=dev, dtype=torch.float32)))
             coef = self.flow.euler_table(grid, x.dtype, dev) if fuse else None
-        step = None if coef is None else self._sampler_step(x, kv, temb[:1], coef[0], mf)
-        graphed = None if step is None else self._graphed_loop(x, kv, temb, coef, mf)
+        step = None if coef is None else self.inference.sampler_step(x, kv, temb[:1], coef[0], mf)
+        graphed = None if step is None else self.inference.graphed_loop(x, kv, temb, coef, mf)
         if graphed is not None:
             x = graphed
         elif step is not None:
             for t_i, c_i in zip(temb.split(1), coef.unbind(0)):
                 x = step(x, t_i, c_i)
         elif cfg.head == "diffusion":
-            den = self.denoise if rtc is not None else self._denoiser(x, kv, temb[:1])
+            den = self.denoise if rtc is not None else self.inference.denoiser(x, kv, temb[:1])
 
             def x0_hat(x_: torch.Tensor, abar: float, t_i: torch.Tensor) -> torch.Tensor:
                 out = den(x_, None, kv, t_i) if rtc is not None else den(x_, t_i)
@@ -472,7 +478,7 @@ class VLAPolicy(TracedInference, nn.Module):
                 eps = (x - math.sqrt(abar) * x0) / math.sqrt(max(1 - abar, 1e-8))
                 x = self.diffusion.step(x0, eps, x, t, t_prev, cfg.sampler, generator) * mf
         else:
-            den = self._denoiser(x, kv, temb[:1])
+            den = self.inference.denoiser(x, kv, temb[:1])
             for i, (lv, lv_next) in enumerate(zip(grid[:-1], grid[1:])):
                 t_i = temb[i:i + 1]
                 if rtc is not None:
@@ -542,8 +548,8 @@ class VLAPolicy(TracedInference, nn.Module):
         if guide is not None and guidance_scale is not None:
             guide = None if guidance_scale <= 0 else InferenceGuidance(
                 **{**guide.__dict__, "scale": float(guidance_scale)})
-        # Only switch modes when needed: ``train()`` walks every submodule (~0.5 ms per call on
-        # one core), and a deployed policy is already in eval mode.
+        # Only switch modes when needed: ``train()`` walks every submodule, and a deployed
+        # policy is already in eval mode.
         was_training = self.training
         if was_training:
             self.eval()

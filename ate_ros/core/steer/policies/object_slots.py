@@ -4,9 +4,9 @@ A low-dimensional environment state lists several objects in fixed slots (the si
 task's target and goal, then one slot per colour, ``present`` + offset). Where the state does
 not name the target (a tracker that reports colours only), which slot matters is said only by
 the instruction ("touch the blue block"), and one MLP over the whole vector concatenated with
-the instruction embedding has to learn that as a multiplicative gate from a few hundred
-demonstrations; measured on ``pick_color``, it hardly did (chunks predicted for the named and
-for the other colour were about as close to the demonstration). Here each slot becomes a token
+the instruction embedding would have to learn that as a multiplicative gate from a few hundred
+demonstrations, which it barely does (docs/design_notes.md, "Measurements behind the code").
+Here each slot becomes a token
 (shared MLP over its values + a learned slot identity), the instruction scores the slots
 (scaled dot product, softmax) and the weighted sum of slot tokens is one more token: the object
 the instruction names, the grounding an object-centric policy makes explicit (as an image

@@ -2,30 +2,38 @@
 ``config.json`` (``{"type": POLICY_TYPE, "policy": VLAConfig fields, ...extra}``) and, when
 instructions were embedded, ``instruction_embeddings.safetensors`` (so a deployed policy needs no
 language-model call for the instructions it was trained on).
+
+The module imports no torch: :func:`read_policy_meta` is what the graph reads before loading a
+model (``core.deploy.policy_factory.saved_policy_settings``); the functions that build or fill a
+model import torch (and :class:`VLAConfig`, whose schedules need it) when called.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.training.files import (
     CONFIG_FILE,
-    CheckpointError,
+    SavedConfig,
     load_state_dict_checked,
     load_tensors,
-    read_json,
     save_tensors,
     write_json,
 )
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ate_ros.core.steer.policies.configuration_vla import VLAConfig
+
 WEIGHTS_FILE = "model.safetensors"
 INSTRUCTIONS_FILE = "instruction_embeddings.safetensors"
 POLICY_TYPE = "ate_ros.vla"
+POLICY_SECTION = "policy"
+"""The key of the :class:`VLAConfig` fields in ``config.json``."""
 
 
 def save_policy_folder(policy: nn.Module, config: VLAConfig, out_dir: str | Path,
@@ -36,8 +44,10 @@ def save_policy_folder(policy: nn.Module, config: VLAConfig, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(out / WEIGHTS_FILE, policy.state_dict(),
                  metadata={"format": "pt", "type": POLICY_TYPE})
-    write_json(out / CONFIG_FILE, {"type": POLICY_TYPE, "policy": config.to_dict(),
+    write_json(out / CONFIG_FILE, {"type": POLICY_TYPE, POLICY_SECTION: config.to_dict(),
                                    **(extra or {})})
+    import torch
+
     from ate_ros.core.steer.policies.text_encoder import cached_embeddings
 
     texts, vecs = cached_embeddings(config.text_encoder, config.text_dim)
@@ -48,20 +58,21 @@ def save_policy_folder(policy: nn.Module, config: VLAConfig, out_dir: str | Path
     return out
 
 
+def read_policy_meta(path: str | Path) -> SavedConfig:
+    """The checked ``config.json`` of a saved policy folder, without torch: its ``type`` is
+    :data:`POLICY_TYPE` and it has a ``policy`` section (:class:`CheckpointError` naming the
+    file and the field otherwise)."""
+    meta = SavedConfig.read(path, "an ate_ros VLA policy folder", "type", POLICY_TYPE)
+    meta.section(POLICY_SECTION)
+    return meta
+
+
 def read_policy_config(path: str | Path) -> VLAConfig:
-    """The :class:`VLAConfig` of a saved policy folder (:class:`CheckpointError` if it is not
-    one)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"policy folder not found: {path}")
-    meta = read_json(path / CONFIG_FILE)
-    if meta.get("type") != POLICY_TYPE or "policy" not in meta:
-        raise CheckpointError(f"{path / CONFIG_FILE}: not an ate_ros VLA policy config "
-                              f"(type={meta.get('type')!r})")
-    try:
-        return VLAConfig.from_dict(meta["policy"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
+    """The :class:`VLAConfig` of a saved policy folder (:class:`CheckpointError` naming the file
+    and the field if it is not one)."""
+    from ate_ros.core.steer.policies.configuration_vla import VLAConfig
+
+    return read_policy_meta(path).build(POLICY_SECTION, VLAConfig.from_dict)
 
 
 def load_policy_weights(policy: nn.Module, path: str | Path) -> None:

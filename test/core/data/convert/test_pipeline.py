@@ -25,12 +25,13 @@ STORAGES = [("mcap", "b_mcap"), ("sqlite3", "b_sqlite"), ("ros1", "b_ros1.bag")]
 
 
 def _reconciles(manifest: Manifest) -> None:
-    for b in manifest.bags:
-        if b["status"] != "ok":
-            continue
-        for topic, e in b["topics"].items():
-            if "read" in e:
-                assert e["read"] == e["used"] + sum(e["dropped"].values()), (topic, e)
+    ok = [b for b in manifest.bags if b["status"] == "ok"]
+    assert ok, manifest.bags
+    for b in ok:
+        read = {t: e for t, e in b["topics"].items() if "read" in e}
+        assert read, f"no topic of {b} counts its messages"
+        for topic, e in read.items():
+            assert e["read"] == e["used"] + sum(e["dropped"].values()), (topic, e)
         f = b["frames"]
         assert f["candidates"] == f["written"] + sum(f["dropped"].values()), f
 

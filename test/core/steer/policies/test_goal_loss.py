@@ -5,29 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.tiny_policy import tiny_vla_config, toy_embodiment, toy_policy_dataset
 
-from ate_ros.core.data.policy_dataset import EPISODE_GOAL, PolicyDataset, write_toy_dataset
-from ate_ros.core.embodiment import Embodiment, JointSpec
+from ate_ros.core.data.policy_dataset import EPISODE_GOAL, write_toy_dataset
 from ate_ros.core.steer.guidance import masked_mse
-from ate_ros.core.steer.policies import VLAConfig, VLAPolicy
-from ate_ros.core.steer.policies.text_encoder import embed_instructions
+from ate_ros.core.steer.policies import VLAPolicy
 
 
 def _cfg(**kw):
-    base = dict(chunk_size=4, image_size=16, vision_channels=[8, 16], d_model=32, n_heads=4,
-                n_layers=1, ffn_dim=64, text_encoder="hash", text_dim=16,
-                num_train_timesteps=50, num_inference_steps=5)
-    return VLAConfig(**{**base, **kw})
+    return tiny_vla_config(**{"n_layers": 1, **kw})
 
 
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
-    emb = Embodiment(name="toy3", joints=[JointSpec(name=f"j{i}", slot=i, lower=-2, upper=2)
-                                          for i in range(3)])
-    root = write_toy_dataset(tmp_path_factory.mktemp("goal"), emb, episodes=3, length=7,
-                             image_size=16, val_episodes=1)
-    return PolicyDataset([root], "train", 4, ["front"], 16, None,
-                         lambda t: embed_instructions(t, "hash", 16))
+    root = write_toy_dataset(tmp_path_factory.mktemp("goal"), toy_embodiment(), episodes=3,
+                             length=7, image_size=16, val_episodes=1)
+    return toy_policy_dataset([root])
 
 
 def test_goal_is_the_last_state_of_the_episode(ds):

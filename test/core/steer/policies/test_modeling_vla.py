@@ -8,42 +8,25 @@ import numpy as np
 import pytest
 import torch
 from support.overfit import losses_before_after
+from support.tiny_policy import hash_embed, tiny_vla_config, toy_embodiment, toy_policy_dataset
 
 from ate_ros.core.data.policy_dataset import PolicyDataset, PolicyDatasetError, write_toy_dataset
-from ate_ros.core.embodiment import Embodiment, JointSpec
 from ate_ros.core.policy_contract import ChunkPolicy, PolicyObservation
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
-from ate_ros.core.steer.policies import InferenceGuidance, VLAConfig, VLAPolicy, load_policy
-from ate_ros.core.steer.policies.text_encoder import embed_instructions
+from ate_ros.core.steer.policies import InferenceGuidance, VLAPolicy, load_policy
 from ate_ros.core.training.files import CheckpointError
-
-
-def _emb(name="toy3", slots=(0, 1, 2)):
-    return Embodiment(name=name, joints=[JointSpec(name=f"j{i}", slot=s, lower=-2.0, upper=2.0)
-                                         for i, s in enumerate(slots)])
-
-
-def _cfg(**kw):
-    base = dict(chunk_size=4, image_size=16, vision_channels=[8, 16], d_model=32, n_heads=4,
-                n_layers=2, ffn_dim=64, text_encoder="hash", text_dim=16,
-                num_train_timesteps=50, num_inference_steps=5)
-    base.update(kw)
-    return VLAConfig(**base)
-
-
-def _embed(texts):
-    return embed_instructions(texts, "hash", 16)
 
 
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
-    return write_toy_dataset(root, _emb(), episodes=2, length=6, image_size=20, val_episodes=1)
+    return write_toy_dataset(root, toy_embodiment(), episodes=2, length=6, image_size=20,
+                             val_episodes=1)
 
 
 @pytest.fixture(scope="module")
 def toy_ds(toy_data):
-    return PolicyDataset([toy_data], "train", 4, ["front"], 16, None, _embed)
+    return toy_policy_dataset([toy_data])
 
 
 def _obs(seed=0, mask_slots=(0, 1, 2)):
@@ -60,7 +43,7 @@ def _obs(seed=0, mask_slots=(0, 1, 2)):
                          [("diffusion", "sample", 80), ("flow", "epsilon", 150)])
 def test_overfits_tiny_dataset(toy_ds, head, pred, steps):
     torch.manual_seed(0)
-    m = VLAPolicy(_cfg(head=head, prediction_type=pred, d_model=64, ffn_dim=128))
+    m = VLAPolicy(tiny_vla_config(head=head, prediction_type=pred, d_model=64, ffn_dim=128))
     m.set_norm_stats(*toy_ds.fit_stats())
     batch = toy_ds.get_batch(np.arange(len(toy_ds)))
     before, after = losses_before_after(m, batch, steps)
@@ -70,7 +53,7 @@ def test_overfits_tiny_dataset(toy_ds, head, pred, steps):
 @pytest.mark.parametrize("head", ["diffusion", "flow"])
 def test_save_load_roundtrip_bit_for_bit(tmp_path, toy_ds, head):
     torch.manual_seed(3)
-    m = VLAPolicy(_cfg(head=head, sampler="ddpm"))
+    m = VLAPolicy(tiny_vla_config(head=head, sampler="ddpm"))
     m.set_norm_stats(*toy_ds.fit_stats())
     m.eval()
     obs = _obs()
@@ -88,17 +71,17 @@ def test_save_load_roundtrip_bit_for_bit(tmp_path, toy_ds, head):
                                        ("diffusion", "max")])
 def test_traced_inference_matches_eager_and_follows_weight_updates(toy_ds, head, pool):
     torch.manual_seed(5)
-    m = VLAPolicy(_cfg(head=head, vision_pool=pool, vision_grid=2))
+    m = VLAPolicy(tiny_vla_config(head=head, vision_pool=pool, vision_grid=2))
     m.set_norm_stats(*toy_ds.fit_stats())
     m.eval()
     obs = _obs()
     fast = m.predict_chunk(obs, seed=2)
-    assert m._traced, "the eval-mode fast path should have traced the decoder"
+    assert m.inference.cache, "the eval-mode fast path should have traced the decoder"
     m.fast_inference = False
     eager = m.predict_chunk(obs, seed=2)
     np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)
     m.fast_inference = True
-    assert any(k[0] == "encoder" for k in m._traced), "the observation encoder is traced too"
+    assert any(k[0] == "encoder" for k in m.inference.cache), "the encoder is traced too"
     with torch.no_grad():  # an in-place update (optimiser step, EMA copy) must be seen
         m.action_out.bias.add_(0.5)
         m.state_proj[0].bias.add_(0.3)  # (encoder side)
@@ -108,12 +91,13 @@ def test_traced_inference_matches_eager_and_follows_weight_updates(toy_ds, head,
     assert not np.allclose(fast2, fast)
     m.fast_inference = True
     twin = copy.deepcopy(m)  # e.g. the EMA model: its own trace, its own weights
+    assert twin.inference.model is twin and not twin.inference.cache
     with torch.no_grad():
         twin.action_out.bias.sub_(0.5)
         twin.state_proj[0].bias.sub_(0.3)
     np.testing.assert_allclose(twin.predict_chunk(obs, seed=2), fast, rtol=1e-5, atol=1e-6)
     m.to(torch.float64).to(torch.float32)
-    assert not m._traced, "moving the module must drop traces bound to old storage"
+    assert not m.inference.cache, "moving the module must drop traces bound to old storage"
 
 
 @pytest.mark.parametrize("head,pred,clip", [("diffusion", "epsilon", 0.5),
@@ -124,7 +108,7 @@ def test_fused_traced_sampler_matches_step_by_step_sampler(toy_ds, head, pred, c
     from ate_ros.core.steer.policies.modeling_vla import OBS_MASK
 
     torch.manual_seed(11)
-    m = VLAPolicy(_cfg(head=head, prediction_type=pred, clip_sample=clip))
+    m = VLAPolicy(tiny_vla_config(head=head, prediction_type=pred, clip_sample=clip))
     m.set_norm_stats(*toy_ds.fit_stats())
     m.eval()
     with torch.no_grad():
@@ -143,23 +127,23 @@ def test_fused_traced_sampler_matches_step_by_step_sampler(toy_ds, head, pred, c
         if clip:  # the last DDIM step returns the clipped x0 (normalised)
             top = m.normalize_action(fast)[keep].abs().max()
             assert abs(float(top) - clip) < 1e-5
-    assert sorted(k[0] for k in m._traced) == ["encoder", "sampler"], \
+    assert sorted(k[0] for k in m.inference.cache) == ["encoder", "sampler"], \
         "one fused trace serves every step count"
     if head == "diffusion":  # DDPM (fresh noise per step) keeps the step-by-step update
         m.config.sampler = "ddpm"
         m.sample(batch, 3, torch.Generator().manual_seed(0))
-        assert sorted(k[0] for k in m._traced) == ["decoder", "encoder", "sampler"]
+        assert sorted(k[0] for k in m.inference.cache) == ["decoder", "encoder", "sampler"]
 
 
 def test_loading_refuses_pickles_and_mismatches(tmp_path):
-    m = VLAPolicy(_cfg())
+    m = VLAPolicy(tiny_vla_config())
     m.save_pretrained(tmp_path / "p")
     torch.save(m.state_dict(), tmp_path / "p" / "model.pt")
     (tmp_path / "p" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError):
         load_policy(tmp_path / "p")
     m.save_pretrained(tmp_path / "q")
-    VLAPolicy(_cfg(d_model=64)).save_pretrained(tmp_path / "r")
+    VLAPolicy(tiny_vla_config(d_model=64)).save_pretrained(tmp_path / "r")
     (tmp_path / "r" / "model.safetensors").replace(tmp_path / "q" / "model.safetensors")
     with pytest.raises(CheckpointError, match="does not match"):
         load_policy(tmp_path / "q")
@@ -169,7 +153,7 @@ def test_loading_refuses_pickles_and_mismatches(tmp_path):
 
 @pytest.mark.parametrize("head", ["diffusion", "flow"])
 def test_chunk_policy_contract(head):
-    m = VLAPolicy(_cfg(head=head)).eval()
+    m = VLAPolicy(tiny_vla_config(head=head)).eval()
     assert isinstance(m, ChunkPolicy)
     obs = _obs(mask_slots=(3, 10, 50))
     c = m.predict_chunk(obs, num_steps=3, seed=0)
@@ -193,7 +177,7 @@ class _Enc(torch.nn.Module):
 
 @pytest.mark.parametrize("head", ["diffusion", "flow"])
 def test_inference_guidance_is_optional_and_scaled(head):
-    m = VLAPolicy(_cfg(head=head)).eval()
+    m = VLAPolicy(tiny_vla_config(head=head)).eval()
     obs = _obs()
     plain = m.predict_chunk(obs, seed=1)
     m.set_inference_guidance(InferenceGuidance(encoder=_Enc(), mean=torch.ones(3) * 5,
@@ -206,7 +190,7 @@ def test_inference_guidance_is_optional_and_scaled(head):
 
 
 def test_guidance_off_gives_plain_training_loss(toy_ds):
-    m = VLAPolicy(_cfg())
+    m = VLAPolicy(tiny_vla_config())
     m.set_norm_stats(*toy_ds.fit_stats())
     batch = toy_ds.get_batch(np.arange(6))
     off = LatentGuidance(_Enc(), m.parameterization, GuidanceConfig(enabled=False))
@@ -220,34 +204,34 @@ def test_guidance_off_gives_plain_training_loss(toy_ds):
 
 
 def test_dataset_chunks_and_errors(toy_data, tmp_path):
-    ds = PolicyDataset([toy_data], "train", 4, ["front"], 16, None, _embed)
+    ds = toy_policy_dataset([toy_data])
     assert len(ds) == 12
     b = ds.get_batch([5])  # last frame of episode 0: the chunk repeats its last action
     assert torch.equal(b["action"][0, 0], b["action"][0, 3])
     assert b["observation.images"].shape == (1, 1, 16, 16, 3)
     with pytest.raises(PolicyDatasetError, match="recorded with embodiment"):
-        PolicyDataset([toy_data], "train", 4, ["front"], 16, [_emb("other")], _embed)
+        PolicyDataset([toy_data], "train", 4, ["front"], 16, [toy_embodiment("other")], hash_embed)
     with pytest.raises(PolicyDatasetError, match="missing 'train/'"):
-        PolicyDataset([tmp_path], "train", 4, ["front"], 16, [_emb()], _embed)
+        PolicyDataset([tmp_path], "train", 4, ["front"], 16, [toy_embodiment()], hash_embed)
     (tmp_path / "train").mkdir()
     with pytest.raises(PolicyDatasetError, match="no episode files"):
-        PolicyDataset([tmp_path], "train", 4, ["front"], 16, [_emb()], _embed)
+        PolicyDataset([tmp_path], "train", 4, ["front"], 16, [toy_embodiment()], hash_embed)
 
 
 def test_config_errors_say_what_to_change():
     with pytest.raises(ValueError, match="divisible"):
-        _cfg(d_model=30)
+        tiny_vla_config(d_model=30)
     with pytest.raises(ValueError, match="head"):
-        _cfg(head="gan")
+        tiny_vla_config(head="gan")
     with pytest.raises(ValueError, match="num_inference_steps"):
-        _cfg(num_inference_steps=500)
+        tiny_vla_config(num_inference_steps=500)
 
 
 def test_state_dropout_hides_state_in_training_only(toy_ds):
     from ate_ros.core.steer.policies.modeling_vla import OBS_STATE
 
     torch.manual_seed(0)
-    m = VLAPolicy(_cfg(state_dropout=0.5))
+    m = VLAPolicy(tiny_vla_config(state_dropout=0.5))
     m.set_norm_stats(*toy_ds.fit_stats())
     batch = toy_ds.get_batch(np.arange(4))
     other = {**batch, OBS_STATE: batch[OBS_STATE] + 1.0}
@@ -256,4 +240,4 @@ def test_state_dropout_hides_state_in_training_only(toy_ds):
                                m.encode_observation(other, hidden))
     assert not torch.allclose(m.encode_observation(batch), m.encode_observation(other))
     with pytest.raises(ValueError, match="state_dropout"):
-        _cfg(state_dropout=1.0)
+        tiny_vla_config(state_dropout=1.0)

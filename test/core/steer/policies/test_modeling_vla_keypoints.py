@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from support.tiny_policy import tiny_vla_config
 
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy
 from ate_ros.core.steer.policies.modeling_vla import (
@@ -61,10 +62,7 @@ def test_steered_map_locates_the_named_object():
 
 
 def _cfg(**kw):
-    return VLAConfig(**{**dict(chunk_size=4, image_size=16, vision_channels=[8, 16], d_model=32,
-                               n_heads=4, n_layers=1, ffn_dim=64, text_encoder="hash",
-                               text_dim=16, num_train_timesteps=50, num_inference_steps=3,
-                               vision_grid=2), **kw})
+    return tiny_vla_config(**{"n_layers": 1, "num_inference_steps": 3, "vision_grid": 2, **kw})
 
 
 def _batch(B=4, seed=0):
@@ -125,7 +123,7 @@ def test_traced_inference_follows_the_instruction():
         return m.predict_chunk(obs, seed=0)
 
     fast_a, fast_b = chunk("touch the red block"), chunk("touch the blue block")
-    assert any(k[0] == "encoder" for k in m._traced)
+    assert any(k[0] == "encoder" for k in m.inference.cache)
     m.fast_inference = False
     torch.testing.assert_close(torch.from_numpy(chunk("touch the red block")),
                                torch.from_numpy(fast_a), rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from support.overfit import losses_before_after
+from support.tiny_policy import tiny_vla_config, toy_embodiment, toy_policy_dataset
 
 from ate_ros.core.data.episode_format import (
     EpisodeFormatError,
@@ -20,42 +21,27 @@ from ate_ros.core.data.episode_format import (
 from ate_ros.core.data.policy_dataset import (
     OBS_ENV_STATE,
     OBS_IMAGES,
-    PolicyDataset,
     PolicyDatasetError,
     write_toy_dataset,
 )
-from ate_ros.core.embodiment import Embodiment, JointSpec
 from ate_ros.core.policy_contract import PolicyObservation
 from ate_ros.core.sim.evaluate import default_execution
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance
 from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy
-from ate_ros.core.steer.policies.text_encoder import embed_instructions
 
 E = 5
 
 
-def _emb():
-    return Embodiment(name="toy3", joints=[JointSpec(name=f"j{i}", slot=i, lower=-2.0,
-                                                     upper=2.0) for i in range(3)])
-
-
 def _cfg(**kw):
-    base = dict(chunk_size=4, camera_names=[], env_state_dim=E, d_model=32, n_heads=4,
-                n_layers=2, ffn_dim=64, text_encoder="hash", text_dim=16,
-                num_train_timesteps=50, num_inference_steps=5)
-    base.update(kw)
-    return VLAConfig(**base)
-
-
-def _embed(texts):
-    return embed_instructions(texts, "hash", 16)
+    """The tiny policy without cameras, reading an E-value environment state."""
+    return tiny_vla_config(**{"camera_names": [], "env_state_dim": E, **kw})
 
 
 @pytest.fixture(scope="module")
 def low_dim_data(tmp_path_factory):
     """The toy dataset plus an environment state that tells where each episode goes."""
-    root = write_toy_dataset(tmp_path_factory.mktemp("lowdim"), _emb(), episodes=3, length=8,
-                             image_size=8, val_episodes=1)
+    root = write_toy_dataset(tmp_path_factory.mktemp("lowdim"), toy_embodiment(), episodes=3,
+                             length=8, image_size=8, val_episodes=1)
     for path in sorted(root.glob("*/*.hdf5")):
         ep = read_episode(path)
         T = len(ep)
@@ -68,7 +54,7 @@ def low_dim_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def low_dim_ds(low_dim_data):
-    return PolicyDataset([low_dim_data], "train", 4, [], 8, None, _embed, env_state_dim=E)
+    return toy_policy_dataset([low_dim_data], [], 8, env_state_dim=E)
 
 
 def _obs(seed=0, env=True):
@@ -105,16 +91,16 @@ def test_dataset_loads_env_state_without_images(low_dim_ds):
 
 
 def test_dataset_without_env_state_is_refused_by_name(tmp_path):
-    root = write_toy_dataset(tmp_path / "plain", _emb(), episodes=1, length=5, image_size=8,
-                             val_episodes=0)
+    root = write_toy_dataset(tmp_path / "plain", toy_embodiment(), episodes=1, length=5,
+                             image_size=8, val_episodes=0)
     with pytest.raises(PolicyDatasetError, match="no environment_state"):
-        PolicyDataset([root], "train", 4, [], 8, None, _embed, env_state_dim=E)
+        toy_policy_dataset([root], [], 8, env_state_dim=E)
     path = next((root / "train").iterdir())
     ep = read_episode(path)
     ep.env_state = np.zeros((len(ep), 5), np.float32)
     write_episode(path, ep)
     with pytest.raises(PolicyDatasetError, match="has 5 values, the policy reads 7"):
-        PolicyDataset([root], "train", 4, [], 8, None, _embed, env_state_dim=7)
+        toy_policy_dataset([root], [], 8, env_state_dim=7)
 
 
 def test_relative_action_stats_are_those_of_chunk_minus_state(low_dim_ds):

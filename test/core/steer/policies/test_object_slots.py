@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.tiny_policy import tiny_vla_config
 
 from ate_ros.core.policy_contract import PolicyObservation
-from ate_ros.core.steer.policies import VLAConfig, VLAPolicy, load_policy
+from ate_ros.core.steer.policies import VLAPolicy, load_policy
 from ate_ros.core.steer.policies.object_slots import ObjectSlotEncoder
 
 SLOTS, SIZE, REST = 4, 4, 3
@@ -76,12 +77,9 @@ def test_token_count_and_shapes():
 
 
 def _cfg(**kw):
-    base = dict(chunk_size=4, camera_names=[], env_state_dim=E, env_object_slots=SLOTS,
-                d_model=32, n_heads=4, n_layers=1, ffn_dim=64, text_encoder="hash",
-                text_dim=16, num_train_timesteps=20, num_inference_steps=4,
-                action_mode="relative")
-    base.update(kw)
-    return VLAConfig(**base)
+    return tiny_vla_config(**{"camera_names": [], "env_state_dim": E, "env_object_slots": SLOTS,
+                              "n_layers": 1, "num_train_timesteps": 20,
+                              "num_inference_steps": 4, "action_mode": "relative", **kw})
 
 
 def test_slot_policy_saves_loads_and_follows_the_instruction(tmp_path):
