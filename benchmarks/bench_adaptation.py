@@ -373,12 +373,20 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
+def horizons(tasks: tuple[str, ...]) -> dict[str, float]:
+    """Episode horizon (s) of each task: demonstrations and rollouts depend on it."""
+    from ate_ros.core.sim.tasks import TASKS
+
+    return {t: float(TASKS[t].time_limit) for t in tasks}
+
+
 def run_identity(cfg: BenchConfig, split: str, track: str, pair: str, k: int, method: str,
                  seed: int, policy_sha: str) -> dict:
     """Everything a run's result depends on: a record is reused only when this matches."""
     c = asdict(cfg)
     return {"split": split, "track": track, "pair": pair, "k": k, "method": method,
             "seed": seed, "policy": policy_sha, "guidance": method_guidance(method, cfg),
+            "horizons_s": horizons(cfg.tasks),
             **{f: json.loads(json.dumps(c[f])) for f in RUN_FIELDS}}
 
 
@@ -400,12 +408,14 @@ def adaptation_set(cfg: BenchConfig, work: Path, new_arm: str, seed: int, k: int
     from ate_ros.core.sim.recording import record_dataset
 
     n = max(cfg.ks) + cfg.val_demos
-    full = work / f"ada_s{seed}_n{n}"  # the recording's size: quick and full sets never mix
+    # The recording's size and horizons: quick and full sets, or other horizons, never mix.
+    tag = "-".join(f"{h:g}" for h in horizons(cfg.tasks).values())
+    full = work / f"ada_s{seed}_n{n}_h{tag}"
     for i, task in enumerate(cfg.tasks):
         if not (full / task / "val").is_dir():
             record_dataset(new_arm, task, n, full / task, seed=data_seed(seed, i),
                            val_fraction=cfg.val_demos / n, render=render)
-    dst = work / f"ada_s{seed}_n{n}_k{k}"
+    dst = work / f"ada_s{seed}_n{n}_h{tag}_k{k}"
     if (dst / ".complete").is_file():  # main() builds the sets before its worker pool
         return dst
     if dst.is_dir():

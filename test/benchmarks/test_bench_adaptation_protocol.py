@@ -132,6 +132,17 @@ def test_run_identity_changes_with_guidance_not_with_run_selection(bench):
     assert json.loads(json.dumps(asdict(cfg)))  # the config travels as JSON to the workers
 
 
+def test_run_identity_changes_with_a_task_horizon(bench, monkeypatch):
+    """A record made with another episode horizon (push was 8 s) is not reused."""
+    from ate_ros.core.sim.tasks import PushTask
+
+    cfg = bench.BenchConfig()
+    a = bench.run_identity(cfg, "report", "lowdim", "p", 5, "direct", 0, "sha")
+    assert a["horizons_s"] == {"reach": 4.0, "push": PushTask.time_limit, "pick_color": 5.0}
+    monkeypatch.setattr(PushTask, "time_limit", 8.0)
+    assert bench.run_identity(cfg, "report", "lowdim", "p", 5, "direct", 0, "sha") != a
+
+
 def test_docs_section_warns_above_the_table_when_direct_falls_with_k(bench):
     spec = importlib.util.spec_from_file_location(
         "reporting_adaptation", ROOT / "benchmarks" / "reporting" / "adaptation.py")
