@@ -46,15 +46,16 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from result_meta import result_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -235,7 +236,8 @@ def summarize(records: list[dict], cfg: BenchConfig, reps: int = BOOTSTRAP_REPS)
                          "success_curve": t["success_curve"],
                          "val_curve": t["val_curve"],
                          "converged_success": t["converged_success"],
-                         "converged_step": r["converged_step"], "stopped_at": r["stopped_at"]})
+                         "converged_step": r["converged_step"], "stopped_at": r["stopped_at"],
+                         "val_action_mse": r.get("val_action_mse")})
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in records:
         groups.setdefault((r["track"], r["pair"], r["k"]), {}).setdefault(r["method"],
@@ -322,38 +324,12 @@ def choose(summary: list[dict]) -> dict:
 
 
 # ----- result hygiene ----------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = "none"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu}
-
-
-def commit() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True,
-                              check=False).stdout.strip()
-
-    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def meta(command: str, seeds: list[int]) -> dict:
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-            "commit": commit(), "command": command, "seeds": seeds}
+    """benchmarks/result_meta.py's record (date, machine, commit) with this run's command and
+    training seeds."""
+    import torch  # noqa: F401  (result_meta names the GPU only when torch is imported)
+
+    return {**result_meta(), "command": command, "seeds": seeds}
 
 
 # ----- one run -----------------------------------------------------------------------------------
@@ -530,6 +506,10 @@ def run_one(cfg_dict: dict, split: str, quick: bool, track: str, pair_name: str,
         on_eval=on_eval)
     best = converged_index(val_pooled)
     steps = [s for s, _ in curve[cfg.tasks[0]]["val"]]
+    from ate_ros.core.training.files import read_json
+
+    # Action MSE of the EMA policy on the held-out adaptation demos (all tasks), per checkpoint.
+    mse = dict(read_json(out / "metrics.json")["history"].get("eval/action_mse", []))
     tasks = {}
     for task in cfg.tasks:
         ev = curve[task]["eval"]
@@ -539,6 +519,7 @@ def run_one(cfg_dict: dict, split: str, quick: bool, track: str, pair_name: str,
     rec = {"identity": ident, "track": track, "pair": pair_name, "k": k, "method": method,
            "seed": seed, "split": split, "tasks": tasks, "val_pooled": val_pooled,
            "converged_step": steps[best], "stopped_at": steps[-1],
+           "val_action_mse": [[s, float(mse[s])] for s in steps if s in mse],
            "success_curve": [[s, float(np.mean([np.mean(curve[t]["eval"][i][1])
                                                 for t in cfg.tasks]))]
                              for i, s in enumerate(steps)],
