@@ -610,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run nothing: fold the finished records into the result file")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_adaptation_converged"))
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 thread each)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of a run with --jobs 1 (default 2; 1 on a shared machine)")
     args = p.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     command = " ".join(["python benchmarks/bench_adaptation.py",
@@ -669,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
                 stage2(cfg, wdir / "stage1", data, pair_of(t, pr).new, wdir / f"vae_s{s}_k{k}")
         if args.jobs <= 1:
             for j in todo:
-                run_one(cfg_dict, args.split, args.quick, *j, args.work, command, 2)
+                run_one(cfg_dict, args.split, args.quick, *j, args.work, command,
+                        args.threads or 2)
         else:
             # spawn: MuJoCo's GL context and torch do not survive fork.
             with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
