@@ -323,6 +323,17 @@ def choose(summary: list[dict]) -> dict:
             "mean_minus_direct": {m: float(np.mean(v)) for m, v in scores.items()}}
 
 
+def selection(summary: list[dict], finished: int, expected: int) -> dict:
+    """The select split's choice once every selection run has finished; before that nothing is
+    chosen (the defaults stay) and the leader so far is recorded as ``provisional`` only."""
+    best = choose(summary)
+    if finished >= expected:
+        return best
+    return {"method": None, "provisional": best,
+            "note": f"selection incomplete ({finished} of {expected} runs): nothing chosen, "
+                    "the defaults stay"}
+
+
 # ----- result hygiene ----------------------------------------------------------------------------
 def meta(command: str, seeds: list[int]) -> dict:
     """benchmarks/result_meta.py's record (date, machine, commit) with this run's command and
@@ -584,7 +595,7 @@ def write_result(cfg: BenchConfig, split: str, quick: bool, jobs: list[tuple], c
            "runs_expected": len(jobs), "runs_finished": len(records),
            "cpu_s_total": float(sum(r.get("cpu_s", 0.0) for r in records))}
     if split == "select":
-        res["chosen"] = choose(res["summary"])
+        res["chosen"] = selection(res["summary"], len(records), len(jobs))
         res["chosen"].update({"clamp": cfg.clamp, "schedule": list(cfg.schedule),
                               "note": "clamp and schedule were not varied"})
     name = "bench_adaptation" + ("_selection" if split == "select" else "") + \
