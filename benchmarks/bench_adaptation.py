@@ -597,7 +597,7 @@ def write_result(cfg: BenchConfig, split: str, quick: bool, jobs: list[tuple], c
     if split == "select":
         res["chosen"] = selection(res["summary"], len(records), len(jobs))
         res["chosen"].update({"clamp": cfg.clamp, "schedule": list(cfg.schedule),
-                              "note": "clamp and schedule were not varied"})
+                              "not_varied": "clamp and schedule were not varied"})
     name = "bench_adaptation" + ("_selection" if split == "select" else "") + \
         ("_quick" if quick else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
