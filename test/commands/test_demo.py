@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.mark.slow
 def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
