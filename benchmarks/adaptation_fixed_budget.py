@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_adaptation import _cli, _log, wilson  # noqa: E402  (one copy of the run helpers)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "retired"  # its results are retired (#28)
 
@@ -66,24 +69,6 @@ QUICK = BenchConfig(ks=(10,), seeds=(0,), methods=("direct", "ate", "ate_classif
 BOOTSTRAP_REPS = 10_000
 
 METHOD_GUIDANCE = {"direct": None, "ate": "paper", "ate_classifier": "classifier"}
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    from ate_ros.core.sim.evaluate import wilson_interval
-
-    return wilson_interval(k, n)
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _cli(argv: list[str]) -> None:
-    from ate_ros.cli import main
-
-    rc = main(argv)
-    if rc:
-        raise SystemExit(f"ate-ros {argv[0]} failed ({rc})")
 
 
 def make_adaptation_sets(cfg: BenchConfig, work: Path, seed: int = 7) -> dict[int, Path]:

@@ -46,15 +46,16 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from result_meta import result_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -235,7 +236,8 @@ def summarize(records: list[dict], cfg: BenchConfig, reps: int = BOOTSTRAP_REPS)
                          "success_curve": t["success_curve"],
                          "val_curve": t["val_curve"],
                          "converged_success": t["converged_success"],
-                         "converged_step": r["converged_step"], "stopped_at": r["stopped_at"]})
+                         "converged_step": r["converged_step"], "stopped_at": r["stopped_at"],
+                         "val_action_mse": r.get("val_action_mse")})
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in records:
         groups.setdefault((r["track"], r["pair"], r["k"]), {}).setdefault(r["method"],
@@ -321,39 +323,24 @@ def choose(summary: list[dict]) -> dict:
             "mean_minus_direct": {m: float(np.mean(v)) for m, v in scores.items()}}
 
 
+def selection(summary: list[dict], finished: int, expected: int) -> dict:
+    """The select split's choice once every selection run has finished; before that nothing is
+    chosen (the defaults stay) and the leader so far is recorded as ``provisional`` only."""
+    best = choose(summary)
+    if finished >= expected:
+        return best
+    return {"method": None, "provisional": best,
+            "note": f"selection incomplete ({finished} of {expected} runs): nothing chosen, "
+                    "the defaults stay"}
+
+
 # ----- result hygiene ----------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = "none"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu}
-
-
-def commit() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True,
-                              check=False).stdout.strip()
-
-    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def meta(command: str, seeds: list[int]) -> dict:
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-            "commit": commit(), "command": command, "seeds": seeds}
+    """benchmarks/result_meta.py's record (date, machine, commit) with this run's command and
+    training seeds."""
+    import torch  # noqa: F401  (result_meta names the GPU only when torch is imported)
+
+    return {**result_meta(), "command": command, "seeds": seeds}
 
 
 # ----- one run -----------------------------------------------------------------------------------
@@ -373,12 +360,20 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
+def horizons(tasks: tuple[str, ...]) -> dict[str, float]:
+    """Episode horizon (s) of each task: demonstrations and rollouts depend on it."""
+    from ate_ros.core.sim.tasks import TASKS
+
+    return {t: float(TASKS[t].time_limit) for t in tasks}
+
+
 def run_identity(cfg: BenchConfig, split: str, track: str, pair: str, k: int, method: str,
                  seed: int, policy_sha: str) -> dict:
     """Everything a run's result depends on: a record is reused only when this matches."""
     c = asdict(cfg)
     return {"split": split, "track": track, "pair": pair, "k": k, "method": method,
             "seed": seed, "policy": policy_sha, "guidance": method_guidance(method, cfg),
+            "horizons_s": horizons(cfg.tasks),
             **{f: json.loads(json.dumps(c[f])) for f in RUN_FIELDS}}
 
 
@@ -400,12 +395,14 @@ def adaptation_set(cfg: BenchConfig, work: Path, new_arm: str, seed: int, k: int
     from ate_ros.core.sim.recording import record_dataset
 
     n = max(cfg.ks) + cfg.val_demos
-    full = work / f"ada_s{seed}_n{n}"  # the recording's size: quick and full sets never mix
+    # The recording's size and horizons: quick and full sets, or other horizons, never mix.
+    tag = "-".join(f"{h:g}" for h in horizons(cfg.tasks).values())
+    full = work / f"ada_s{seed}_n{n}_h{tag}"
     for i, task in enumerate(cfg.tasks):
         if not (full / task / "val").is_dir():
             record_dataset(new_arm, task, n, full / task, seed=data_seed(seed, i),
                            val_fraction=cfg.val_demos / n, render=render)
-    dst = work / f"ada_s{seed}_n{n}_k{k}"
+    dst = work / f"ada_s{seed}_n{n}_h{tag}_k{k}"
     if (dst / ".complete").is_file():  # main() builds the sets before its worker pool
         return dst
     if dst.is_dir():
@@ -520,6 +517,10 @@ def run_one(cfg_dict: dict, split: str, quick: bool, track: str, pair_name: str,
         on_eval=on_eval)
     best = converged_index(val_pooled)
     steps = [s for s, _ in curve[cfg.tasks[0]]["val"]]
+    from ate_ros.core.training.files import read_json
+
+    # Action MSE of the EMA policy on the held-out adaptation demos (all tasks), per checkpoint.
+    mse = dict(read_json(out / "metrics.json")["history"].get("eval/action_mse", []))
     tasks = {}
     for task in cfg.tasks:
         ev = curve[task]["eval"]
@@ -529,6 +530,7 @@ def run_one(cfg_dict: dict, split: str, quick: bool, track: str, pair_name: str,
     rec = {"identity": ident, "track": track, "pair": pair_name, "k": k, "method": method,
            "seed": seed, "split": split, "tasks": tasks, "val_pooled": val_pooled,
            "converged_step": steps[best], "stopped_at": steps[-1],
+           "val_action_mse": [[s, float(mse[s])] for s in steps if s in mse],
            "success_curve": [[s, float(np.mean([np.mean(curve[t]["eval"][i][1])
                                                 for t in cfg.tasks]))]
                              for i, s in enumerate(steps)],
@@ -593,9 +595,9 @@ def write_result(cfg: BenchConfig, split: str, quick: bool, jobs: list[tuple], c
            "runs_expected": len(jobs), "runs_finished": len(records),
            "cpu_s_total": float(sum(r.get("cpu_s", 0.0) for r in records))}
     if split == "select":
-        res["chosen"] = choose(res["summary"])
+        res["chosen"] = selection(res["summary"], len(records), len(jobs))
         res["chosen"].update({"clamp": cfg.clamp, "schedule": list(cfg.schedule),
-                              "note": "clamp and schedule were not varied"})
+                              "not_varied": "clamp and schedule were not varied"})
     name = "bench_adaptation" + ("_selection" if split == "select" else "") + \
         ("_quick" if quick else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -619,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run nothing: fold the finished records into the result file")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_adaptation_converged"))
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 thread each)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of a run with --jobs 1 (default 2; 1 on a shared machine)")
     args = p.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     command = " ".join(["python benchmarks/bench_adaptation.py",
@@ -678,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
                 stage2(cfg, wdir / "stage1", data, pair_of(t, pr).new, wdir / f"vae_s{s}_k{k}")
         if args.jobs <= 1:
             for j in todo:
-                run_one(cfg_dict, args.split, args.quick, *j, args.work, command, 2)
+                run_one(cfg_dict, args.split, args.quick, *j, args.work, command,
+                        args.threads or 2)
         else:
             # spawn: MuJoCo's GL context and torch do not survive fork.
             with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:

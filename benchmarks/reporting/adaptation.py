@@ -102,7 +102,9 @@ def readme_block(results: Path, load) -> list[str]:
             "Adaptation (`benchmarks/bench_adaptation.py`, converged protocol): no report run is "
             "complete yet. Earlier fixed-budget results were retired (issue #28: training "
             "stopped before it converged, and the guidance settings were chosen on the "
-            "reported training seeds); see docs/benchmarks.md for the quick run.", 99), ""]
+            "reported training seeds), and so were the first converged runs, made while push's "
+            "horizon was too short for the task (`benchmarks/probe_push.py`); docs/benchmarks.md "
+            "shows the runs finished since.", 99), ""]
     data = load(path)
     lines = warnings(data)
     done = data.get("runs_finished") == data.get("runs_expected")

@@ -70,6 +70,17 @@ def test_defaults_follow_the_selection_file(bench):
     assert list(cfg.schedule) == chosen["schedule"]
 
 
+def test_selection_chooses_nothing_until_every_selection_run_finished(bench):
+    summary = [{"k": k, "methods": {"direct": {}, "ate@2/classifier": {"minus_direct": 0.01},
+                                    "ate@8/classifier": {"minus_direct": d}}}
+               for k, d in ((5, 0.10), (25, 0.04))]
+    done = bench.selection(summary, finished=16, expected=16)
+    assert done["method"] == "ate@8/classifier" and done["lam"] == 8.0
+    partial = bench.selection(summary, finished=5, expected=16)
+    assert partial["method"] is None and "5 of 16" in partial["note"]
+    assert partial["provisional"]["method"] == "ate@8/classifier"
+
+
 def test_monotone_in_k_allows_overlap_and_flags_a_clear_fall(bench):
     mono = bench.monotone_in_k
     assert mono([(5, 0.4, (0.3, 0.5)), (10, 0.5, (0.4, 0.6)), (25, 0.6, (0.5, 0.7))])
@@ -130,6 +141,17 @@ def test_run_identity_changes_with_guidance_not_with_run_selection(bench):
                               "sha") == bench.run_identity(cfg, "report", "lowdim", "p", 5,
                                                            "direct", 0, "sha")
     assert json.loads(json.dumps(asdict(cfg)))  # the config travels as JSON to the workers
+
+
+def test_run_identity_changes_with_a_task_horizon(bench, monkeypatch):
+    """A record made with another episode horizon (push was 8 s) is not reused."""
+    from ate_ros.core.sim.tasks import PushTask
+
+    cfg = bench.BenchConfig()
+    a = bench.run_identity(cfg, "report", "lowdim", "p", 5, "direct", 0, "sha")
+    assert a["horizons_s"] == {"reach": 4.0, "push": PushTask.time_limit, "pick_color": 5.0}
+    monkeypatch.setattr(PushTask, "time_limit", 8.0)
+    assert bench.run_identity(cfg, "report", "lowdim", "p", 5, "direct", 0, "sha") != a
 
 
 def test_docs_section_warns_above_the_table_when_direct_falls_with_k(bench):

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     from ate_ros.core.sim.evaluate import wilson_interval
@@ -67,3 +66,20 @@ def test_demo_output_folder_is_replaced_only_when_it_is_a_demo(tmp_path: Path) -
     with pytest.raises(ValueError, match="not an earlier demo"):
         prepare_output_dir(mine)
     assert (mine / "keep.txt").read_text() == "precious"
+
+
+def test_demo_verdict_says_when_the_sample_is_too_small() -> None:
+    from ate_ros.commands.demo import MIN_PAIRS, paired_verdict
+
+    # A clear difference on few episodes: the interval excludes zero, n is below the threshold.
+    few = paired_verdict([1] * 30, [0] * 30)
+    assert "too small to conclude" in few and f"fewer than {MIN_PAIRS}" in few
+    assert "includes zero" not in few
+    # Many episodes, no difference: the interval spans zero.
+    even = paired_verdict([1, 0] * MIN_PAIRS, [0, 1] * MIN_PAIRS)
+    assert "too small to conclude" in even and "includes zero" in even
+    assert "fewer than" not in even
+    # Many episodes and a clear difference: a conclusion, either way round.
+    assert "ATE is better" in paired_verdict([1] * MIN_PAIRS, [0] * MIN_PAIRS)
+    worse = paired_verdict([0] * (MIN_PAIRS + 10), [1] * (MIN_PAIRS + 10))
+    assert "direct fine-tuning is better" in worse and "too small" not in worse

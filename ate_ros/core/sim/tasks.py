@@ -106,12 +106,19 @@ def _box_distance(point: np.ndarray, center: np.ndarray, half: float) -> float:
     return float(np.linalg.norm(d))
 
 
+HORIZON_HEADROOM = 1.5
+"""Every task's horizon is at least this many times the scripted expert's 90th-percentile
+completion time on every arm: a learned policy executing chunks trails the expert it imitates,
+and a horizon the expert itself nearly fills measures that lag instead of whether the task is
+learned (test_experts checks it)."""
+
+
 class Task:
     """Base class. Subclasses set ``name`` and ``time_limit`` and implement the hooks."""
 
     name: str = ""
     time_limit: float = 4.0
-    """Episode length limit in seconds of simulated time."""
+    """Episode length limit in seconds of simulated time (see :data:`HORIZON_HEADROOM`)."""
 
     def __init__(self) -> None:
         self.instruction = ""
@@ -161,7 +168,9 @@ class PushTask(Task):
     """Push a cube across the table into a goal disc (contact-rich)."""
 
     name = "push"
-    time_limit = 8.0
+    # 12 s, not 8: at 8 s the expert's 90th-percentile completion filled 78-84% of the horizon
+    # and the pre-trained policy timed out on its own arm (benchmarks/probe_push.py).
+    time_limit = 12.0
 
     def reset(self, scene: SceneHandles, rng: np.random.Generator) -> str:
         # Rejection-sample a block and a goal 10-15 cm away, both inside the workspace, pushing

@@ -37,3 +37,35 @@ def test_aligned_latents_close_to_prior(tmp_path):
     assert aligned["kl_to_prior"] < 0.5 * control["kl_to_prior"]
     assert aligned["recon_mae"] <= 1.2 * control["recon_mae"]
     assert q["checks"]["passed"]
+
+
+def test_quality_report_has_the_stage1_encoder_baseline(tmp_path):
+    """Does Align matter? On a small real run (scripted sim demonstrations, 6-DoF arm -> 7-DoF
+    arm) the report holds the stage-1 encoder applied to the new arm's held-out chunks beside
+    stage 2 and the control, and their comparison."""
+    from ate_ros.core.sim.recording import record_dataset
+
+    for arm, seed in (("sim_arm6", 1), ("sim_arm7", 2)):
+        record_dataset(arm, "reach", 6, tmp_path / arm, seed=seed, val_fraction=0.34,
+                       render=False)
+    cfg = AlignConfig(
+        out=str(tmp_path / "out"), pretrain=[str(tmp_path / "sim_arm6")],
+        embodiment_pre=["sim_arm6"], adapt=str(tmp_path / "sim_arm7"),
+        embodiment_ada="sim_arm7", preset="mlp", chunk_size=8,
+        vae_overrides={"latent_dim": 8, "mlp_hidden": 64},
+        stage1=StageConfig(epochs=6, batch_size=32, warmup_steps=5),
+        stage2=StageConfig(epochs=12, batch_size=32, warmup_steps=5),
+        device="cpu", progress=False, plots=False, tensorboard=False, seed=0)
+    q = read_json(train_alignment(cfg) / "metrics.json")["summary"]["quality"]
+    text = format_report(q)
+    print(text)
+    base, aligned = q["stage1_on_adapt"], q["stage2"]
+    for m in ("recon_mae", "mmd_to_prior", "kl_to_prior"):
+        assert m in base and m in aligned and m in q["control"], m
+        assert base[m] > 0 and abs(base[m] - aligned[m]) > 1e-3 * base[m], (m, base, aligned)
+    ratios = q["vs_stage1"]
+    assert ratios["mmd_ratio"] == pytest.approx(aligned["mmd_to_prior"] / base["mmd_to_prior"])
+    assert ratios["kl_ratio"] == pytest.approx(aligned["kl_to_prior"] / base["kl_to_prior"])
+    assert ratios["recon_ratio"] == pytest.approx(aligned["recon_mae"] / base["recon_mae"])
+    assert ratios["mmd_lowered"] == (ratios["mmd_ratio"] < 1)
+    assert "stage1_on_adapt" in text and "aligned/stage-1 encoder" in text

@@ -10,6 +10,7 @@ from ate_ros.core.sim.env import SimEnv
 from ate_ros.core.sim.evaluate import evaluate_policy, wilson_interval
 from ate_ros.core.sim.experts import ExpertConfig, ExpertPolicy, ScriptedExpert
 from ate_ros.core.sim.recording import rollout_expert
+from ate_ros.core.sim.tasks import HORIZON_HEADROOM
 
 
 @pytest.mark.parametrize("arm", SIM_EMBODIMENTS)
@@ -25,6 +26,22 @@ def test_expert_success_rate(arm, task):
         assert np.all(emb.within_limits(r.action))
         steps = np.abs(np.diff(r.action, axis=0))
         assert np.all(steps <= emb.max_velocity * env.control_period + 0.02)
+
+
+@pytest.mark.parametrize("arm", SIM_EMBODIMENTS)
+@pytest.mark.parametrize("task", SIM_TASKS)
+def test_horizon_leaves_headroom_over_the_expert(arm, task):
+    """The expert succeeds within the horizon and its 90th-percentile completion time leaves
+    HORIZON_HEADROOM (push at 8 s did not: a policy that trails the expert timed out)."""
+    with SimEnv(arm, task, seed=0) as env:
+        expert = ScriptedExpert(env, seed=3)
+        runs = [rollout_expert(env, expert, seed=300 + i, render=False, hold_steps=0)
+                for i in range(20)]
+        horizon = env.max_steps
+    assert sum(r.success for r in runs) >= 18
+    # hold_steps=0: a successful rollout ends one tick after the tick that reached the goal.
+    ticks = [len(r) - 1 for r in runs if r.success]
+    assert np.percentile(ticks, 90) * HORIZON_HEADROOM <= horizon, (ticks, horizon)
 
 
 def test_demonstrations_are_diverse_but_reproducible():
