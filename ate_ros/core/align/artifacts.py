@@ -27,8 +27,9 @@ import torch
 from ate_ros.core.align.configuration_vae import VAEConfig
 from ate_ros.core.align.modeling_vae import ActionVAE
 from ate_ros.core.align.prior import GaussianLatent
+from ate_ros.core.config_types import ConfigTypeError, check_types
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
-from ate_ros.core.normalization import NormStats
+from ate_ros.core.normalization import NORM_MODES, NormStats
 from ate_ros.core.training.files import (
     CONFIG_FILE,
     CheckpointError,
@@ -74,7 +75,11 @@ class StageModel:
     def load(cls, path: str | Path, vae_config: VAEConfig, norm_mode: str,
              device: str | torch.device = "cpu") -> StageModel:
         tensors = load_tensors(path, device)
-        model = ActionVAE(vae_config).to(device)
+        try:
+            model = ActionVAE(vae_config).to(device)
+        except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as exc:
+            raise CheckpointError(f"{Path(path).parent / CONFIG_FILE}: the VAE settings build "
+                                  f"no model ({type(exc).__name__}: {exc})") from exc
         weights = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items()
                    if k.startswith(MODEL_PREFIX)}
         load_state_dict_checked(model, weights, str(path))
@@ -128,8 +133,17 @@ def _stage_entry(cfg: dict[str, Any], name: str, folder: Path) -> tuple[VAEConfi
     if not entry:
         raise CheckpointError(f"{folder / CONFIG_FILE}: no '{name}' section")
     try:
-        return VAEConfig.from_dict(entry["vae"]), entry["norm"]["mode"]
-    except (KeyError, TypeError, ValueError) as exc:
+        if not isinstance(entry, dict):
+            raise ConfigTypeError(f"{name}: expected an object, got {type(entry).__name__}")
+        check_types(VAEConfig, entry.get("vae"), prefix=f"{name}.vae.")
+        mode = entry["norm"]["mode"]
+        if mode not in NORM_MODES:
+            raise ConfigTypeError(f"{name}.norm.mode: {mode!r} is not one of {list(NORM_MODES)}")
+        return VAEConfig.from_dict(entry["vae"]), mode
+    except KeyError as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: invalid '{name}' section (no {exc} "
+                              "key)") from exc
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: invalid '{name}' section ({exc})") from exc
 
 
@@ -138,10 +152,17 @@ def read_alignment_config(folder: str | Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise CheckpointError(f"alignment folder not found: {folder}")
     cfg = read_json(folder / CONFIG_FILE)
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{folder / CONFIG_FILE}: expected an object, got "
+                              f"{type(cfg).__name__}")
     if cfg.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{folder / CONFIG_FILE}: not an alignment output (format "
                               f"{cfg.get('format')!r}, expected {FORMAT_NAME!r})")
-    if int(cfg.get("format_version", -1)) > FORMAT_VERSION:
+    version = cfg.get("format_version", -1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{folder / CONFIG_FILE}: format_version must be an integer, got "
+                              f"{version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{folder}: format_version {cfg['format_version']} is newer than "
                               f"this code ({FORMAT_VERSION})")
     return cfg
@@ -272,9 +293,11 @@ def load_alignment(path: str | Path, device: str | torch.device = "cpu") -> Alig
     try:
         ada = Embodiment.from_dict(cfg["embodiment_ada"])
         pre = [Embodiment.from_dict(e) for e in cfg.get("embodiment_pre", [])]
-    except (KeyError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: invalid embodiments ({exc})") from exc
-    if sorted(cfg.get("mask", [])) != ada.slots.tolist():
+    mask = cfg.get("mask", [])
+    if (not isinstance(mask, list) or not all(isinstance(m, int) for m in mask)
+            or sorted(mask) != ada.slots.tolist()):
         raise CheckpointError(f"{folder / CONFIG_FILE}: mask {cfg.get('mask')} does not match "
                               f"embodiment_ada slots {ada.slots.tolist()}")
     return AlignmentBundle(stage1, stage2, prior, adapt, ada, pre, cfg, device)

@@ -186,46 +186,101 @@ def write_episode(path: str | Path, ep: Episode, compression: str | None = "lzf"
 
 def _attr_str(attrs: Any, key: str) -> str:
     v = attrs.get(key, "")
+    if isinstance(v, np.ndarray) or not isinstance(v, (str, bytes, np.str_, np.bytes_)):
+        raise EpisodeFormatError(f"attribute '{key}' must be a string, got {v!r}")
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _attr_json_list(attrs: Any, key: str) -> list[str]:
+    """A JSON list of names stored as a string attribute ('' or absent: none)."""
+    text = _attr_str(attrs, key)
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EpisodeFormatError(f"attribute '{key}' is not JSON ({exc})") from exc
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EpisodeFormatError(f"attribute '{key}' must be a JSON list of names, got {text!r}")
+    return value
+
+
+def _attr_number(attrs: Any, key: str, default: float) -> float:
+    v = attrs.get(key, default)
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v[()]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                              np.floating)):
+        raise EpisodeFormatError(f"attribute '{key}' must be a number, got {v!r}")
+    if not np.isfinite(v):
+        raise EpisodeFormatError(f"attribute '{key}' must be finite, got {v}")
+    return float(v)
+
+
+def _array(f: Any, key: str, dtype: Any) -> np.ndarray:
+    """Dataset ``key`` as ``dtype``; a group, strings or complex numbers name the key."""
+    import h5py
+
+    node = f[key]
+    if not isinstance(node, h5py.Dataset):
+        raise EpisodeFormatError(f"'{key}' must be a dataset, got a {type(node).__name__}")
+    kind = node.dtype.kind
+    if kind not in ("f", "i", "u") and not (kind == "b" and dtype == np.uint8):
+        raise EpisodeFormatError(f"'{key}' has dtype {node.dtype}; expected numbers "
+                                 f"({np.dtype(dtype)})")
+    return np.asarray(node[()], dtype=dtype)
 
 
 def read_episode(path: str | Path, load_images: bool = True, cameras: list[str] | None = None
                  ) -> Episode:
-    """Read an episode file (ours or the reference layout). Errors name the file."""
+    """Read an episode file (ours or the reference layout). Errors name the file and the
+    dataset or attribute at fault."""
     import h5py
 
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
             if QPOS not in f:
-                raise EpisodeFormatError(f"{path}: no '{QPOS}' dataset (keys: {list(f.keys())})")
-            ep = Episode(qpos=np.asarray(f[QPOS][()], dtype=np.float32), path=str(path))
+                raise EpisodeFormatError(f"no '{QPOS}' dataset (keys: {list(f.keys())})")
+            ep = Episode(qpos=_array(f, QPOS, np.float32), path=str(path))
             if ACTION in f:
-                ep.action = np.asarray(f[ACTION][()], dtype=np.float32)
+                ep.action = _array(f, ACTION, np.float32)
             if TIMESTAMPS in f:
-                ep.timestamps = np.asarray(f[TIMESTAMPS][()], dtype=np.float64)
+                ep.timestamps = _array(f, TIMESTAMPS, np.float64)
             if ENV_STATE in f:
-                ep.env_state = np.asarray(f[ENV_STATE][()], dtype=np.float32)
-                names = _attr_str(f.attrs, ATTR_ENV_STATE_NAMES)
-                ep.env_state_names = json.loads(names) if names else []
+                ep.env_state = _array(f, ENV_STATE, np.float32)
+                ep.env_state_names = _attr_json_list(f.attrs, ATTR_ENV_STATE_NAMES)
             if load_images and IMAGES in f:
+                if not isinstance(f[IMAGES], h5py.Group):
+                    raise EpisodeFormatError(f"'{IMAGES}' must be a group of cameras")
                 for cam in f[IMAGES]:
                     if cameras is None or cam in cameras:
-                        ep.images[cam] = np.asarray(f[IMAGES][cam][()])
+                        node = f[IMAGES][cam]
+                        if not isinstance(node, h5py.Dataset):
+                            raise EpisodeFormatError(f"'{IMAGES}/{cam}' must be a dataset")
+                        ep.images[cam] = np.asarray(node[()])
             a = f.attrs
             ep.embodiment = _attr_str(a, ATTR_EMBODIMENT)
-            names = _attr_str(a, ATTR_JOINT_NAMES)
-            ep.joint_names = json.loads(names) if names else []
+            ep.joint_names = _attr_json_list(a, ATTR_JOINT_NAMES)
             if ATTR_SLOTS in a:
-                ep.slots = np.asarray(a[ATTR_SLOTS], dtype=np.int64)
-            ep.rate_hz = float(a.get(ATTR_RATE, 0.0))
+                slots = np.asarray(a[ATTR_SLOTS])
+                if slots.ndim != 1 or slots.dtype.kind not in ("i", "u"):
+                    raise EpisodeFormatError(f"attribute '{ATTR_SLOTS}' must be a list of "
+                                             f"integers, got {a[ATTR_SLOTS]!r}")
+                ep.slots = slots.astype(np.int64)
+            ep.rate_hz = _attr_number(a, ATTR_RATE, 0.0)
             ep.instruction = _attr_str(a, ATTR_INSTRUCTION)
             ep.task = _attr_str(a, ATTR_TASK)
-            ep.success = bool(a[ATTR_SUCCESS]) if ATTR_SUCCESS in a else None
+            if ATTR_SUCCESS in a:
+                success = a[ATTR_SUCCESS]
+                if not isinstance(success, (bool, np.bool_)):
+                    raise EpisodeFormatError(f"attribute '{ATTR_SUCCESS}' must be true/false, "
+                                             f"got {success!r}")
+                ep.success = bool(success)
             ep.source = _attr_str(a, ATTR_SOURCE)
-    except EpisodeFormatError:
-        raise
-    except OSError as exc:
+    except EpisodeFormatError as exc:
+        raise EpisodeFormatError(f"{path}: {exc}") from exc
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise EpisodeFormatError(f"{path}: cannot read HDF5 ({exc})") from exc
     ep.validate()
     return ep

@@ -139,6 +139,10 @@ class PolicyDataset(torch.utils.data.Dataset):
                 T = len(ep)
                 act = ep.action if ep.action is not None else np.concatenate(
                     [ep.qpos[1:], ep.qpos[-1:]])  # no commands recorded: next measured pose
+                missing = [c for c in self.camera_names if c not in ep.images]
+                if missing:
+                    raise PolicyDatasetError(f"{path}: no images/{missing[0]} (the policy reads "
+                                             f"cameras {self.camera_names})")
                 if self.camera_names:
                     images.append(np.stack([_resize(ep.images[c], image_size)
                                             for c in self.camera_names], 1))  # (T, C, S, S, 3)

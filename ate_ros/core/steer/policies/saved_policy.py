@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ate_ros.core.config_types import check_types
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.training.files import (
     CONFIG_FILE,
@@ -55,13 +56,27 @@ def read_policy_config(path: str | Path) -> VLAConfig:
     if not path.is_dir():
         raise CheckpointError(f"policy folder not found: {path}")
     meta = read_json(path / CONFIG_FILE)
-    if meta.get("type") != POLICY_TYPE or "policy" not in meta:
+    if not isinstance(meta, dict) or meta.get("type") != POLICY_TYPE or "policy" not in meta:
+        kind = meta.get("type") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path / CONFIG_FILE}: not an ate_ros VLA policy config "
-                              f"(type={meta.get('type')!r})")
+                              f"(type={kind!r})")
     try:
+        check_types(VLAConfig, meta["policy"], prefix="policy.")
         return VLAConfig.from_dict(meta["policy"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
+
+
+def build_from_config(build, config: VLAConfig, path: str | Path):
+    """``build(config)``, with a config whose values pass their types but build no model (a
+    negative width, a head count that does not divide the model size) reported against the
+    folder's config.json instead of as a torch error."""
+    try:
+        return build(config)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError,
+            OverflowError) as exc:
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: the policy settings build no "
+                              f"model ({type(exc).__name__}: {exc})") from exc
 
 
 def load_policy_weights(policy: nn.Module, path: str | Path) -> None:
