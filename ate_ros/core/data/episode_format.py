@@ -34,12 +34,15 @@ files carry only ``qpos``; readers then need the embodiment to know the slots.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "ate_ros.episode"
 FORMAT_VERSION = 1
@@ -64,6 +67,12 @@ ATTR_SUCCESS = "success"
 ATTR_SOURCE = "source"
 ATTR_ENV_STATE_NAMES = "environment_state_names"
 MANIFEST = "manifest.json"
+KEY_AUTO = "auto"
+CHUNK_KEYS = (KEY_AUTO, ACTION, QPOS)
+"""What align chunks and steer/pretrain train towards (``--key``): ``action`` (commanded
+positions; refused where an episode has none), ``qpos`` (measured positions: align chunks them,
+steer targets the next measured pose), ``auto`` (``action`` when every episode of a dataset has
+it, ``qpos`` when none has, with a warning; a dataset with some of each is refused)."""
 EMBODIMENT_FILE = "embodiment.yaml"
 
 
@@ -297,3 +306,54 @@ def episode_paths(dataset: str | Path, split: str) -> list[Path]:
     if not files:
         raise EpisodeFormatError(f"{folder}: no episode files (*{EPISODE_SUFFIX})")
     return files
+
+
+VAL_SHARE_WITHOUT_VAL = 0.1
+"""Share of ``train/`` episodes held out for validation when ``val/`` has none."""
+
+
+def held_out_episodes(n_train: int) -> int:
+    """Train episodes held out for validation when ``val/`` is missing or empty: the last
+    ``max(1, round(0.1 n))`` when there are at least 2, else none (the one episode is both
+    trained and validated on)."""
+    return 0 if n_train < 2 else max(1, round(VAL_SHARE_WITHOUT_VAL * n_train))
+
+
+def _has_split(dataset: str | Path, split: str) -> bool:
+    folder = Path(dataset) / split
+    return folder.is_dir() and any(p.suffix in (EPISODE_SUFFIX, ".h5") for p in folder.iterdir())
+
+
+def validation_plan(dataset: str | Path) -> str:
+    """What align and steer validate on, in words ('' when ``val/`` has episodes)."""
+    if _has_split(dataset, "val"):
+        return ""
+    train = episode_paths(dataset, "train")
+    k = held_out_episodes(len(train))
+    if k:
+        names = ", ".join(p.name for p in train[-k:])
+        return (f"{dataset}: val/ has no episodes; align and steer hold out the last {k} of "
+                f"{len(train)} train/ episodes for validation ({names})")
+    return (f"{dataset}: val/ has no episodes and train/ only one; align and steer validate on "
+            f"that training episode ({train[0].name}), so the validation loss is not held out")
+
+
+def split_episode_paths(dataset: str | Path, split: str) -> list[Path]:
+    """The episode files ``split`` of a dataset means for training and validation.
+
+    As :func:`episode_paths` when ``val/`` has episodes. Without them (a dataset converted from
+    one bag) the rule is :func:`held_out_episodes`: the last train episodes become the
+    validation split and are not trained on; a single episode is used for both. Align and
+    steer read their data through this function, so they agree on every dataset.
+    """
+    if split not in SPLITS:
+        raise EpisodeFormatError(f"split must be one of {SPLITS}, got {split!r}")
+    if _has_split(dataset, "val"):
+        return episode_paths(dataset, split)
+    train = episode_paths(dataset, "train")
+    k = held_out_episodes(len(train))
+    if split == "val":
+        logger.warning("%s", validation_plan(dataset))
+        return train[-k:] if k else train
+    return train[:-k] if k else train
+

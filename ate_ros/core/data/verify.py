@@ -29,6 +29,7 @@ from ate_ros.core.data.episode_format import (
     TIMESTAMPS,
     EpisodeFormatError,
     read_episode,
+    validation_plan,
 )
 
 logger = logging.getLogger(__name__)
@@ -211,6 +212,13 @@ def verify_dataset(path: str | Path, rate_tolerance: float = DEFAULT_RATE_TOLERA
         report.errors.append("no episode files under train/ or val/")
     if not (root / "train").is_dir():
         report.errors.append("missing train/ folder")
+    if (root / "train").is_dir() and files:
+        try:
+            plan = validation_plan(root)
+        except EpisodeFormatError:
+            plan = ""  # no train episodes: an error above already
+        if plan:
+            report.warnings.append(plan)
     for p in files:
         report.episodes.append(_check_episode(p, p.relative_to(root).as_posix(), emb,
                                               rate_tolerance))

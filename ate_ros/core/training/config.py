@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ate_ros.core.data.episode_format import CHUNK_KEYS
+
 
 @dataclass
 class TrainConfig:
@@ -48,6 +50,11 @@ class TrainConfig:
         "help": "image encoder learning rate relative to --lr (0 freezes it)"})
     """Learning rate of the image encoder relative to ``lr`` (lower it to keep a pre-trained
     encoder's features while the randomly initialised action head learns; 0 freezes it)."""
+    key: str = field(default="auto", metadata={
+        "choices": CHUNK_KEYS,
+        "help": "action target, as align's --key decides what it chunks: action (refused where "
+                "an episode has none), qpos (the next measured pose), auto (action when every "
+                "episode has it, qpos when none has; a mix is refused)"})
     patience: int = field(default=0, metadata={
         "help": "stop after N evaluations without a lower val action MSE and keep the best "
                 "weights (0: run all --steps)"})
