@@ -27,6 +27,7 @@ from ate_ros.core.normalization import NormStats
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance, encoder_from_bundle
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.steer.policies.modeling_vla import ACTION, OBS_MASK, VLAPolicy
+from ate_ros.core.steer.policies.saved_policy import read_training_record
 from ate_ros.core.training.config import TrainConfig
 from ate_ros.core.training.files import CheckpointError, follow_umask, read_json, write_json
 from ate_ros.core.training.loop import EarlyStopping, Optimization
@@ -434,8 +435,8 @@ def finetune_policy(config: FinetuneConfig,
         raise ValueError(f"adaptation data must come from one embodiment, got {sorted(embs)}")
     emb = next(iter(embs.values()))
     # Normalisation for the new robot.
-    prev = read_json(Path(config.policy_path) / "config.json").get("training", {})
     seen = np.zeros(len(emb.mask), bool)
+    prev = read_training_record(config.policy_path, len(seen))
     seen[prev.get("stats_slots", [])] = True
     if config.refit_stats != "none":
         new_state, new_action = train_ds.fit_stats(pcfg.norm_mode, model.relative_actions,

@@ -67,6 +67,22 @@ def read_policy_config(path: str | Path) -> VLAConfig:
         raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
 
 
+def read_training_record(path: str | Path, slots: int) -> dict:
+    """The ``training`` section of a saved policy's config.json (``{}`` when absent), with its
+    ``stats_slots`` checked: a list of slot indices below ``slots``."""
+    file = Path(path) / CONFIG_FILE
+    record = read_json(file).get("training", {})
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{file}: 'training' must be an object, got "
+                              f"{type(record).__name__}")
+    used = record.get("stats_slots", [])
+    if not isinstance(used, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < slots for i in used):
+        raise CheckpointError(f"{file}: training.stats_slots must be a list of slot indices "
+                              f"in [0, {slots}), got {used!r}")
+    return record
+
+
 def build_from_config(build, config: VLAConfig, path: str | Path):
     """``build(config)``, with a config whose values pass their types but build no model (a
     negative width, a head count that does not divide the model size) reported against the
