@@ -58,39 +58,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    import shutil
     from dataclasses import replace
     from pathlib import Path
 
+    from ate_ros.commands.arguments import error
     from ate_ros.core.deploy.policy_factory import load_run_policy
-    from ate_ros.core.embodiment import load_embodiment
     from ate_ros.core.lerobot_compat import LeRobotUnavailable
+    from ate_ros.core.sim.env import check_sim_inputs
     from ate_ros.core.sim.evaluate import default_execution, evaluate_policy, supports_rtc
     from ate_ros.core.training.files import CheckpointError
 
+    # Arguments, embodiment, task and policy are checked before --out is created.
+    for name in ("episodes", "render_episodes", "inference_delay"):
+        if getattr(args, name) < (1 if name == "episodes" else 0):
+            return error("eval", f"--{name.replace('_', '-')} must be >= "
+                                 f"{1 if name == 'episodes' else 0}, got {getattr(args, name)}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        return error("eval", f"--out {args.out} is a file, not a folder")
     try:
-        embodiment = load_embodiment(args.embodiment)
+        embodiment = check_sim_inputs(args.embodiment, args.task)
         policy = load_run_policy(args.policy, embodiment, device=args.device,
                                  num_steps=args.num_steps)
     except (ValueError, FileNotFoundError, CheckpointError, LeRobotUnavailable) as exc:
-        # PolicyFeatureError and EmbodimentError are ValueErrors naming what is missing.
-        print(f"ate-ros eval: error: {exc}", file=sys.stderr)
-        return 2
+        # PolicyFeatureError, EmbodimentError and ArmSpecError are ValueErrors naming what is
+        # missing.
+        return error("eval", exc)
     if args.chunking == "rtc" and not supports_rtc(policy):
-        print(f"ate-ros eval: error: --chunking rtc needs a policy that takes a committed "
-              f"prefix ({args.policy} does not)", file=sys.stderr)
-        return 2
+        return error("eval", f"--chunking rtc needs a policy that takes a committed prefix "
+                             f"({args.policy} does not)")
     out = Path(args.out)
+    try:
+        execution = replace(default_execution(policy), blend=args.blend)
+        if args.replan_steps is not None:
+            execution = replace(execution, replan_steps=args.replan_steps)
+    except ValueError as exc:
+        return error("eval", exc)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    execution = replace(default_execution(policy), blend=args.blend)
-    if args.replan_steps is not None:
-        execution = replace(execution, replan_steps=args.replan_steps)
-    result = evaluate_policy(
-        policy, args.embodiment, args.task, episodes=args.episodes, seed=args.seed,
-        num_steps=args.num_steps,
-        execution=execution,
-        render_dir=out, render_episodes=args.render_episodes,
-        inference_delay=args.inference_delay, chunking=args.chunking)
+    try:
+        result = evaluate_policy(
+            policy, args.embodiment, args.task, episodes=args.episodes, seed=args.seed,
+            num_steps=args.num_steps,
+            execution=execution,
+            render_dir=out, render_episodes=args.render_episodes,
+            inference_delay=args.inference_delay, chunking=args.chunking)
+    except ValueError as exc:  # a policy/scene mismatch found at the first step
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        return error("eval", exc)
     result.save(out / "results.json")
     print(result.summary())
     print(f"results: {out / 'results.json'}")

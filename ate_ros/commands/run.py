@@ -85,7 +85,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_options(parser, SimRobotConfig, only=SIM_ROBOT_FIELDS)
 
 
+def check_run_inputs(args: argparse.Namespace) -> None:
+    """The embodiment, and with ``--sim`` the task and the real-time factor, checked before the
+    graph is built (ValueError naming the argument)."""
+    from ate_ros.core.embodiment import load_embodiment
+
+    if args.embodiment:
+        load_embodiment(args.embodiment)
+    if args.sim:
+        from ate_ros.core.sim.env import check_sim_inputs
+        from ate_ros.nodes.sim_robot_node import default_embodiment
+
+        if args.task:
+            check_sim_inputs(args.embodiment or default_embodiment(), args.task)
+        if not args.real_time_factor > 0:
+            raise ValueError(f"--real-time-factor must be > 0, got {args.real_time_factor}")
+
+
 def run(args: argparse.Namespace) -> int:
+    from ate_ros.commands.arguments import error
+
     os.environ.setdefault("MUJOCO_GL", "egl")
     import rclpy
     from rclpy.task import Future
@@ -94,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
     prefer_short_gil_slices()
 
+    try:  # before any node: a bad argument is one line, not a node's traceback
+        check_run_inputs(args)
+    except (ValueError, FileNotFoundError) as exc:  # EmbodimentError, ArmSpecError
+        return error("run", exc)
     context = rclpy.Context()
     rclpy.init(context=context)
     nodes: dict[str, Any] = {}
@@ -103,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
     t_wall0 = time.monotonic()
     summary: dict[str, Any] = {}
     try:
-        nodes = build_graph(args, context)
+        try:
+            nodes = build_graph(args, context)
+        except (ValueError, FileNotFoundError) as exc:  # a node's settings, a policy folder
+            return error("run", exc)
         monitor = Monitor(context)
         for n in [*nodes.values(), monitor.node]:
             executor.add_node(n)

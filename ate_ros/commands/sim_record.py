@@ -39,11 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ate_ros.commands.arguments import error
+    from ate_ros.core.sim.env import check_sim_inputs
     from ate_ros.core.sim.recording import record_bags, record_dataset
 
+    # Everything is checked before the first file: a bad argument leaves no --out behind.
     if args.episodes < 1:
-        print("--episodes must be >= 1")
-        return 2
+        return error("sim-record", f"--episodes must be >= 1, got {args.episodes}")
+    if args.direct and not 0 <= args.val_fraction < 1:
+        return error("sim-record", f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    try:
+        check_sim_inputs(args.embodiment, args.task)
+    except (ValueError, FileNotFoundError) as exc:  # EmbodimentError, ArmSpecError
+        return error("sim-record", exc)
     if args.direct:
         summary = record_dataset(args.embodiment, args.task, args.episodes, args.out,
                                  seed=args.seed, val_fraction=args.val_fraction,

@@ -27,8 +27,9 @@ import torch
 from ate_ros.core.align.configuration_vae import VAEConfig
 from ate_ros.core.align.modeling_vae import ActionVAE
 from ate_ros.core.align.prior import GaussianLatent
+from ate_ros.core.config_types import check_types
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
-from ate_ros.core.normalization import NormStats
+from ate_ros.core.normalization import NORM_MODES, NormStats
 from ate_ros.core.training.files import (
     CONFIG_FILE,
     CheckpointError,
@@ -74,7 +75,11 @@ class StageModel:
     def load(cls, path: str | Path, vae_config: VAEConfig, norm_mode: str,
              device: str | torch.device = "cpu") -> StageModel:
         tensors = load_tensors(path, device)
-        model = ActionVAE(vae_config).to(device)
+        try:
+            model = ActionVAE(vae_config).to(device)
+        except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as exc:
+            raise CheckpointError(f"{Path(path).parent / CONFIG_FILE}: the VAE settings build "
+                                  f"no model ({type(exc).__name__}: {exc})") from exc
         weights = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items()
                    if k.startswith(MODEL_PREFIX)}
         load_state_dict_checked(model, weights, str(path))
@@ -128,7 +133,16 @@ def _stage_entry(cfg: SavedConfig, name: str) -> tuple[VAEConfig, str]:
     norm = section.get("norm")
     if not isinstance(norm, dict) or "mode" not in norm:
         raise CheckpointError(f"{cfg.file}: {name}.norm.mode is missing")
-    return cfg.build(name, lambda entry: VAEConfig.from_dict(entry["vae"])), norm["mode"]
+    mode = norm["mode"]
+    if not isinstance(mode, str) or mode not in NORM_MODES:
+        raise CheckpointError(f"{cfg.file}: {name}.norm.mode: {mode!r} is not one of "
+                              f"{list(NORM_MODES)}")
+
+    def from_dict(entry: dict[str, Any]) -> VAEConfig:
+        check_types(VAEConfig, entry.get("vae"), prefix=f"{name}.vae.")
+        return VAEConfig.from_dict(entry["vae"])
+
+    return cfg.build(name, from_dict), mode
 
 
 def read_alignment_config(folder: str | Path) -> SavedConfig:
@@ -262,9 +276,11 @@ def load_alignment(path: str | Path, device: str | torch.device = "cpu") -> Alig
     try:
         ada = Embodiment.from_dict(cfg["embodiment_ada"])
         pre = [Embodiment.from_dict(e) for e in cfg.get("embodiment_pre", [])]
-    except (KeyError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: invalid embodiments ({exc})") from exc
-    if sorted(cfg.get("mask", [])) != ada.slots.tolist():
+    mask = cfg.get("mask", [])
+    if (not isinstance(mask, list) or not all(isinstance(m, int) for m in mask)
+            or sorted(mask) != ada.slots.tolist()):
         raise CheckpointError(f"{folder / CONFIG_FILE}: mask {cfg.get('mask')} does not match "
                               f"embodiment_ada slots {ada.slots.tolist()}")
     return AlignmentBundle(stage1, stage2, prior, adapt, ada, pre, cfg, device)

@@ -103,7 +103,11 @@ def _bags_below(folder: Path) -> list[Path]:
         if _is_bag(child):
             out.append(child)
         elif child.is_dir():
-            out.extend(_bags_below(child))
+            inner = _bags_below(child)
+            if not inner and not child.name.startswith("."):
+                logger.warning("%s: not a bag and holds no bags (no metadata.yaml, *.bag, "
+                               "*.mcap or *.db3); skipped", child)
+            out.extend(inner)
     return out
 
 

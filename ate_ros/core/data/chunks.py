@@ -34,18 +34,18 @@ import torch
 
 from ate_ros.core.data.episode_format import (
     ACTION,
+    CHUNK_KEYS,
+    KEY_AUTO,
     QPOS,
     ChunkDataError,
-    episode_paths,
     read_episode,
+    split_episode_paths,
 )
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
 from ate_ros.core.normalization import NormStats
 
 logger = logging.getLogger(__name__)
 
-KEY_AUTO = "auto"
-CHUNK_KEYS = (KEY_AUTO, ACTION, QPOS)
 SHORT_DROP, SHORT_PAD, SHORT_ERROR = "drop", "pad", "error"
 SHORT_MODES = (SHORT_DROP, SHORT_PAD, SHORT_ERROR)
 
@@ -66,7 +66,10 @@ class ChunkSource:
         self.dataset = Path(self.dataset)
 
 
-def _select_key(files: Sequence[Path], has_action: Sequence[bool], key: str) -> str:
+def select_key(files: Sequence[Path], has_action: Sequence[bool], key: str) -> str:
+    """The array (``action`` or ``qpos``) that ``key`` means for one dataset's episodes
+    (:data:`~ate_ros.core.data.episode_format.CHUNK_KEYS`); align and steer both decide here,
+    with the same messages."""
     if key not in CHUNK_KEYS:
         raise ValueError(f"key must be one of {CHUNK_KEYS}, got {key!r}")
     if key == QPOS:
@@ -74,17 +77,20 @@ def _select_key(files: Sequence[Path], has_action: Sequence[bool], key: str) -> 
     missing = [f for f, h in zip(files, has_action) if not h]
     if key == ACTION:
         if missing:
-            raise ChunkDataError(f"{missing[0]}: no '{ACTION}' dataset (key='action'); "
-                                 "use key='qpos' for reference-layout files")
+            raise ChunkDataError(f"{missing[0]}: no '{ACTION}' dataset (--key action); pass "
+                                 "--key qpos to use the measured positions instead")
         return ACTION
     if not missing:
         return ACTION
     if len(missing) == len(files):
+        logger.warning("%s: no episode has '%s'; using the measured positions '%s' "
+                       "(--key auto; pass --key action to refuse such data)",
+                       Path(files[0]).parent.parent, ACTION, QPOS)
         return QPOS
     have = next(f for f, h in zip(files, has_action) if h)
     raise ChunkDataError(
-        f"{missing[0]} has no '{ACTION}' but {have} does; key='auto' refuses to mix commanded "
-        "and measured positions: pass key='qpos' or key='action' explicitly")
+        f"{missing[0]} has no '{ACTION}' but {have} does; --key auto refuses to mix commanded "
+        "and measured positions: pass --key qpos or --key action explicitly")
 
 
 def load_episode_arrays(source: ChunkSource, split: str, key: str = KEY_AUTO
@@ -103,9 +109,9 @@ def load_episode_arrays(source: ChunkSource, split: str, key: str = KEY_AUTO
     if is_lerobot_dataset(source.dataset):
         return load_lerobot_arrays(source.dataset, source.embodiment, split, key)
     emb = source.embodiment
-    files = episode_paths(source.dataset, split)
+    files = split_episode_paths(source.dataset, split)
     episodes = [read_episode(f, load_images=False) for f in files]
-    used = _select_key(files, [ep.action is not None for ep in episodes], key)
+    used = select_key(files, [ep.action is not None for ep in episodes], key)
     arrays = []
     for f, ep in zip(files, episodes):
         arr = ep.action if used == ACTION else ep.qpos

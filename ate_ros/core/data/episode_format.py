@@ -34,12 +34,15 @@ files carry only ``qpos``; readers then need the embodiment to know the slots.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "ate_ros.episode"
 FORMAT_VERSION = 1
@@ -64,6 +67,12 @@ ATTR_SUCCESS = "success"
 ATTR_SOURCE = "source"
 ATTR_ENV_STATE_NAMES = "environment_state_names"
 MANIFEST = "manifest.json"
+KEY_AUTO = "auto"
+CHUNK_KEYS = (KEY_AUTO, ACTION, QPOS)
+"""What align chunks and steer/pretrain train towards (``--key``): ``action`` (commanded
+positions; refused where an episode has none), ``qpos`` (measured positions: align chunks them,
+steer targets the next measured pose), ``auto`` (``action`` when every episode of a dataset has
+it, ``qpos`` when none has, with a warning; a dataset with some of each is refused)."""
 EMBODIMENT_FILE = "embodiment.yaml"
 
 
@@ -186,46 +195,101 @@ def write_episode(path: str | Path, ep: Episode, compression: str | None = "lzf"
 
 def _attr_str(attrs: Any, key: str) -> str:
     v = attrs.get(key, "")
+    if isinstance(v, np.ndarray) or not isinstance(v, (str, bytes, np.str_, np.bytes_)):
+        raise EpisodeFormatError(f"attribute '{key}' must be a string, got {v!r}")
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _attr_json_list(attrs: Any, key: str) -> list[str]:
+    """A JSON list of names stored as a string attribute ('' or absent: none)."""
+    text = _attr_str(attrs, key)
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EpisodeFormatError(f"attribute '{key}' is not JSON ({exc})") from exc
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EpisodeFormatError(f"attribute '{key}' must be a JSON list of names, got {text!r}")
+    return value
+
+
+def _attr_number(attrs: Any, key: str, default: float) -> float:
+    v = attrs.get(key, default)
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v[()]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                              np.floating)):
+        raise EpisodeFormatError(f"attribute '{key}' must be a number, got {v!r}")
+    if not np.isfinite(v):
+        raise EpisodeFormatError(f"attribute '{key}' must be finite, got {v}")
+    return float(v)
+
+
+def _array(f: Any, key: str, dtype: Any) -> np.ndarray:
+    """Dataset ``key`` as ``dtype``; a group, strings or complex numbers name the key."""
+    import h5py
+
+    node = f[key]
+    if not isinstance(node, h5py.Dataset):
+        raise EpisodeFormatError(f"'{key}' must be a dataset, got a {type(node).__name__}")
+    kind = node.dtype.kind
+    if kind not in ("f", "i", "u") and not (kind == "b" and dtype == np.uint8):
+        raise EpisodeFormatError(f"'{key}' has dtype {node.dtype}; expected numbers "
+                                 f"({np.dtype(dtype)})")
+    return np.asarray(node[()], dtype=dtype)
 
 
 def read_episode(path: str | Path, load_images: bool = True, cameras: list[str] | None = None
                  ) -> Episode:
-    """Read an episode file (ours or the reference layout). Errors name the file."""
+    """Read an episode file (ours or the reference layout). Errors name the file and the
+    dataset or attribute at fault."""
     import h5py
 
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
             if QPOS not in f:
-                raise EpisodeFormatError(f"{path}: no '{QPOS}' dataset (keys: {list(f.keys())})")
-            ep = Episode(qpos=np.asarray(f[QPOS][()], dtype=np.float32), path=str(path))
+                raise EpisodeFormatError(f"no '{QPOS}' dataset (keys: {list(f.keys())})")
+            ep = Episode(qpos=_array(f, QPOS, np.float32), path=str(path))
             if ACTION in f:
-                ep.action = np.asarray(f[ACTION][()], dtype=np.float32)
+                ep.action = _array(f, ACTION, np.float32)
             if TIMESTAMPS in f:
-                ep.timestamps = np.asarray(f[TIMESTAMPS][()], dtype=np.float64)
+                ep.timestamps = _array(f, TIMESTAMPS, np.float64)
             if ENV_STATE in f:
-                ep.env_state = np.asarray(f[ENV_STATE][()], dtype=np.float32)
-                names = _attr_str(f.attrs, ATTR_ENV_STATE_NAMES)
-                ep.env_state_names = json.loads(names) if names else []
+                ep.env_state = _array(f, ENV_STATE, np.float32)
+                ep.env_state_names = _attr_json_list(f.attrs, ATTR_ENV_STATE_NAMES)
             if load_images and IMAGES in f:
+                if not isinstance(f[IMAGES], h5py.Group):
+                    raise EpisodeFormatError(f"'{IMAGES}' must be a group of cameras")
                 for cam in f[IMAGES]:
                     if cameras is None or cam in cameras:
-                        ep.images[cam] = np.asarray(f[IMAGES][cam][()])
+                        node = f[IMAGES][cam]
+                        if not isinstance(node, h5py.Dataset):
+                            raise EpisodeFormatError(f"'{IMAGES}/{cam}' must be a dataset")
+                        ep.images[cam] = np.asarray(node[()])
             a = f.attrs
             ep.embodiment = _attr_str(a, ATTR_EMBODIMENT)
-            names = _attr_str(a, ATTR_JOINT_NAMES)
-            ep.joint_names = json.loads(names) if names else []
+            ep.joint_names = _attr_json_list(a, ATTR_JOINT_NAMES)
             if ATTR_SLOTS in a:
-                ep.slots = np.asarray(a[ATTR_SLOTS], dtype=np.int64)
-            ep.rate_hz = float(a.get(ATTR_RATE, 0.0))
+                slots = np.asarray(a[ATTR_SLOTS])
+                if slots.ndim != 1 or slots.dtype.kind not in ("i", "u"):
+                    raise EpisodeFormatError(f"attribute '{ATTR_SLOTS}' must be a list of "
+                                             f"integers, got {a[ATTR_SLOTS]!r}")
+                ep.slots = slots.astype(np.int64)
+            ep.rate_hz = _attr_number(a, ATTR_RATE, 0.0)
             ep.instruction = _attr_str(a, ATTR_INSTRUCTION)
             ep.task = _attr_str(a, ATTR_TASK)
-            ep.success = bool(a[ATTR_SUCCESS]) if ATTR_SUCCESS in a else None
+            if ATTR_SUCCESS in a:
+                success = a[ATTR_SUCCESS]
+                if not isinstance(success, (bool, np.bool_)):
+                    raise EpisodeFormatError(f"attribute '{ATTR_SUCCESS}' must be true/false, "
+                                             f"got {success!r}")
+                ep.success = bool(success)
             ep.source = _attr_str(a, ATTR_SOURCE)
-    except EpisodeFormatError:
-        raise
-    except OSError as exc:
+    except EpisodeFormatError as exc:
+        raise EpisodeFormatError(f"{path}: {exc}") from exc
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise EpisodeFormatError(f"{path}: cannot read HDF5 ({exc})") from exc
     ep.validate()
     return ep
@@ -242,3 +306,54 @@ def episode_paths(dataset: str | Path, split: str) -> list[Path]:
     if not files:
         raise EpisodeFormatError(f"{folder}: no episode files (*{EPISODE_SUFFIX})")
     return files
+
+
+VAL_SHARE_WITHOUT_VAL = 0.1
+"""Share of ``train/`` episodes held out for validation when ``val/`` has none."""
+
+
+def held_out_episodes(n_train: int) -> int:
+    """Train episodes held out for validation when ``val/`` is missing or empty: the last
+    ``max(1, round(0.1 n))`` when there are at least 2, else none (the one episode is both
+    trained and validated on)."""
+    return 0 if n_train < 2 else max(1, round(VAL_SHARE_WITHOUT_VAL * n_train))
+
+
+def _has_split(dataset: str | Path, split: str) -> bool:
+    folder = Path(dataset) / split
+    return folder.is_dir() and any(p.suffix in (EPISODE_SUFFIX, ".h5") for p in folder.iterdir())
+
+
+def validation_plan(dataset: str | Path) -> str:
+    """What align and steer validate on, in words ('' when ``val/`` has episodes)."""
+    if _has_split(dataset, "val"):
+        return ""
+    train = episode_paths(dataset, "train")
+    k = held_out_episodes(len(train))
+    if k:
+        names = ", ".join(p.name for p in train[-k:])
+        return (f"{dataset}: val/ has no episodes; align and steer hold out the last {k} of "
+                f"{len(train)} train/ episodes for validation ({names})")
+    return (f"{dataset}: val/ has no episodes and train/ only one; align and steer validate on "
+            f"that training episode ({train[0].name}), so the validation loss is not held out")
+
+
+def split_episode_paths(dataset: str | Path, split: str) -> list[Path]:
+    """The episode files ``split`` of a dataset means for training and validation.
+
+    As :func:`episode_paths` when ``val/`` has episodes. Without them (a dataset converted from
+    one bag) the rule is :func:`held_out_episodes`: the last train episodes become the
+    validation split and are not trained on; a single episode is used for both. Align and
+    steer read their data through this function, so they agree on every dataset.
+    """
+    if split not in SPLITS:
+        raise EpisodeFormatError(f"split must be one of {SPLITS}, got {split!r}")
+    if _has_split(dataset, "val"):
+        return episode_paths(dataset, split)
+    train = episode_paths(dataset, "train")
+    k = held_out_episodes(len(train))
+    if split == "val":
+        logger.warning("%s", validation_plan(dataset))
+        return train[-k:] if k else train
+    return train[:-k] if k else train
+

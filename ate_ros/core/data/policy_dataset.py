@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ate_ros.core.data.chunks import select_key
 from ate_ros.core.data.episode_format import (
     EMBODIMENT_FILE,
+    KEY_AUTO,
     EpisodeFormatError,
-    episode_paths,
     read_episode,
+    split_episode_paths,
 )
 from ate_ros.core.embodiment import Embodiment, load_embodiment
 from ate_ros.core.normalization import NormStats
@@ -96,13 +98,16 @@ class PolicyDataset(torch.utils.data.Dataset):
         max_episodes: Use at most this many episodes per dataset.
         env_state_dim: Load each episode's ``environment_state`` (must have this width); 0
             loads none. With no ``camera_names`` no images are loaded either (low-dim track).
+        key: The action target, decided per dataset as align decides what it chunks
+            (:func:`ate_ros.core.data.chunks.select_key`): ``action``, or with ``qpos`` the next
+            measured pose.
     """
 
     def __init__(self, data_dirs: Sequence[str | Path], split: str, chunk_size: int,
                  camera_names: Sequence[str], image_size: int,
                  embodiments: Sequence[str | Path | Embodiment] | None = None,
                  text_embedder=None, max_episodes: int | None = None,
-                 env_state_dim: int = 0) -> None:
+                 env_state_dim: int = 0, key: str = KEY_AUTO) -> None:
         if not data_dirs:
             raise PolicyDatasetError("no datasets given")
         if text_embedder is None:
@@ -119,12 +124,17 @@ class PolicyDataset(torch.utils.data.Dataset):
         n = 0
         for data_dir, emb in zip(data_dirs, self.embodiments):
             try:
-                paths = episode_paths(data_dir, split)
+                paths = split_episode_paths(data_dir, split)
             except EpisodeFormatError as exc:
                 raise PolicyDatasetError(str(exc)) from exc
-            for path in paths[:max_episodes]:
-                ep = read_episode(path, load_images=bool(self.camera_names),
-                                  cameras=self.camera_names)
+            paths = paths[:max_episodes]
+            eps = [read_episode(path, load_images=bool(self.camera_names),
+                                cameras=self.camera_names) for path in paths]
+            try:  # the rule align follows (--key), with its messages
+                used = select_key(paths, [ep.action is not None for ep in eps], key)
+            except ValueError as exc:
+                raise PolicyDatasetError(str(exc)) from exc
+            for path, ep in zip(paths, eps):
                 self._check(ep, emb, path)
                 if self.env_state_dim:
                     if ep.env_state is None:
@@ -137,8 +147,12 @@ class PolicyDataset(torch.utils.data.Dataset):
                             f"the policy reads {self.env_state_dim}")
                     env_states.append(ep.env_state.astype(np.float32))
                 T = len(ep)
-                act = ep.action if ep.action is not None else np.concatenate(
-                    [ep.qpos[1:], ep.qpos[-1:]])  # no commands recorded: next measured pose
+                act = ep.action if used == ACTION else np.concatenate(
+                    [ep.qpos[1:], ep.qpos[-1:]])  # --key qpos: the next measured pose
+                missing = [c for c in self.camera_names if c not in ep.images]
+                if missing:
+                    raise PolicyDatasetError(f"{path}: no images/{missing[0]} (the policy reads "
+                                             f"cameras {self.camera_names})")
                 if self.camera_names:
                     images.append(np.stack([_resize(ep.images[c], image_size)
                                             for c in self.camera_names], 1))  # (T, C, S, S, 3)

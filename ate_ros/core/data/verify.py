@@ -29,6 +29,7 @@ from ate_ros.core.data.episode_format import (
     TIMESTAMPS,
     EpisodeFormatError,
     read_episode,
+    validation_plan,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,13 +91,13 @@ def _check_raw(path: Path, check: EpisodeCheck) -> None:
     """dtype checks on the stored arrays (read_episode casts, so look at the file itself)."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r") as f:  # groups where datasets belong: read_episode says so
         for key, kind in ((QPOS, np.float32), (ACTION, np.float32), (TIMESTAMPS, np.float64)):
-            if key in f and f[key].dtype != kind:
+            if isinstance(f.get(key), h5py.Dataset) and f[key].dtype != kind:
                 check.errors.append(f"{key} has dtype {f[key].dtype}, expected {np.dtype(kind)}")
-        if IMAGES in f:
+        if isinstance(f.get(IMAGES), h5py.Group):
             for cam in f[IMAGES]:
-                if f[IMAGES][cam].dtype != np.uint8:
+                if isinstance(f[IMAGES][cam], h5py.Dataset) and f[IMAGES][cam].dtype != np.uint8:
                     check.errors.append(f"images/{cam} has dtype {f[IMAGES][cam].dtype}")
 
 
@@ -153,6 +154,27 @@ def _check_episode(path: Path, rel: str, emb, tol: float) -> EpisodeCheck:
     return check
 
 
+def _manifest_entries(manifest: Any) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The ``files`` (path -> SHA-256) and ``bags`` of a parsed manifest; ValueError naming the
+    field that does not have the structure ``convert_bags`` writes."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"expected an object, got {type(manifest).__name__}")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ValueError("'files' must map each episode path to its SHA-256 string")
+    bags = manifest.get("bags", [])
+    if not isinstance(bags, list) or not all(isinstance(b, dict) for b in bags):
+        raise ValueError("'bags' must be a list of objects")
+    for i, b in enumerate(bags):
+        episodes = b.get("episodes", [])
+        if not isinstance(episodes, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("file"), str)
+                and isinstance(e.get("frames"), int) and not isinstance(e.get("frames"), bool)
+                for e in episodes):
+            raise ValueError(f"'bags[{i}].episodes' must be a list of {{file: str, frames: int}}")
+    return files, bags
+
+
 def verify_dataset(path: str | Path, rate_tolerance: float = DEFAULT_RATE_TOLERANCE,
                    embodiment=None, check_hashes: bool = True) -> VerifyReport:
     """Check a dataset folder written by ``convert_bags`` (or any episode_format dataset).
@@ -190,6 +212,13 @@ def verify_dataset(path: str | Path, rate_tolerance: float = DEFAULT_RATE_TOLERA
         report.errors.append("no episode files under train/ or val/")
     if not (root / "train").is_dir():
         report.errors.append("missing train/ folder")
+    if (root / "train").is_dir() and files:
+        try:
+            plan = validation_plan(root)
+        except EpisodeFormatError:
+            plan = ""  # no train episodes: an error above already
+        if plan:
+            report.warnings.append(plan)
     for p in files:
         report.episodes.append(_check_episode(p, p.relative_to(root).as_posix(), emb,
                                               rate_tolerance))
@@ -199,8 +228,8 @@ def verify_dataset(path: str | Path, rate_tolerance: float = DEFAULT_RATE_TOLERA
         return report
     try:
         manifest = json.loads(manifest_path.read_text())
-        listed: dict[str, str] = dict(manifest.get("files", {}))
-    except (OSError, ValueError, AttributeError) as exc:
+        listed, bags = _manifest_entries(manifest)
+    except (OSError, ValueError) as exc:
         report.errors.append(f"{MANIFEST} unreadable ({exc})")
         return report
     present = {p.relative_to(root).as_posix() for p in files}
@@ -212,13 +241,12 @@ def verify_dataset(path: str | Path, rate_tolerance: float = DEFAULT_RATE_TOLERA
             report.errors.append(f"{rel} listed in {MANIFEST} but missing")
         elif check_hashes and sha256_file(f) != digest:
             report.errors.append(f"{rel}: SHA-256 differs from {MANIFEST} (file changed)")
-    frames_listed = {e["file"]: e["frames"] for b in manifest.get("bags", [])
-                     for e in b.get("episodes", [])}
+    frames_listed = {e["file"]: e["frames"] for b in bags for e in b.get("episodes", [])}
     for check in report.episodes:
         n = frames_listed.get(check.file)
         if n is not None and n != check.frames and not check.errors:
             check.errors.append(f"{check.frames} frames, manifest says {n}")
-    for b in manifest.get("bags", []):
+    for b in bags:
         if b.get("status") != "ok":
             report.warnings.append(f"bag {b.get('path')} failed conversion: {b.get('error')}")
     return report

@@ -62,6 +62,16 @@ class SimObservation:
             env_state=self.env_state)
 
 
+def check_sim_inputs(embodiment: str | Embodiment, task: str) -> Embodiment:
+    """The embodiment, once it and ``task`` are known to make a scene (commands check before
+    they create an output); ``EmbodimentError`` / ``ArmSpecError`` / ``ValueError`` name what
+    is wrong."""
+    emb = load_embodiment(embodiment)
+    arm_spec_for(emb)
+    make_task(task)
+    return emb
+
+
 class SimEnv:
     """A simulated arm on the tabletop doing one task.
 

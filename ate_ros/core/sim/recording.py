@@ -276,16 +276,17 @@ def record_bags(embodiment: str | Embodiment, task: str, episodes: int, out: str
         max_attempts: Give up after this many episodes (default ``2 * episodes + 10``).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     suffix = ".bag" if storage == "ros1" else ""
 
     def sink(i: int, ro: ExpertRollout, emb: Embodiment) -> Path:
+        out.mkdir(parents=True, exist_ok=True)  # with the first bag: a failed start leaves none
         path = out / f"{emb.name}_{task}_{i:04d}{suffix}"
         return write_rollout_bag(path, ro, emb, task, storage=storage,
                                  rng=np.random.default_rng(episode_seed(seed, i, 2)))
 
     summary = _run(embodiment, task, episodes, seed, only_success, True, state_rate_hz,
                    expert_config, sink, max_attempts)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "sim_record.json").write_text(json.dumps(summary.as_dict(), indent=2))
     return summary
 
@@ -326,6 +327,7 @@ def record_dataset(embodiment: str | Embodiment, task: str, episodes: int, out: 
 
     summary = _run(embodiment, task, episodes, seed, only_success, render, None, expert_config,
                    sink, max_attempts)
+    out.mkdir(parents=True, exist_ok=True)
     load_embodiment(embodiment).to_yaml(out / EMBODIMENT_FILE)
     (out / MANIFEST).write_text(json.dumps({"source": "ate_ros.core.sim.record_dataset",
                                             **summary.as_dict()}, indent=2))

@@ -27,6 +27,7 @@ from ate_ros.core.normalization import NormStats
 from ate_ros.core.steer.guidance import GuidanceConfig, LatentGuidance, encoder_from_bundle
 from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 from ate_ros.core.steer.policies.modeling_vla import ACTION, OBS_MASK, VLAPolicy
+from ate_ros.core.steer.policies.saved_policy import read_training_record
 from ate_ros.core.training.config import TrainConfig
 from ate_ros.core.training.files import (
     CheckpointError,
@@ -365,8 +366,8 @@ def pretrain_policy(config: PretrainConfig) -> Path:
         return embed_instructions(texts, pcfg.text_encoder, pcfg.text_dim)
 
     train_ds = _dataset(config.data, "train", pcfg, config.embodiments, embed,
-                        config.max_episodes)
-    val_ds = _optional_val(config.data, pcfg, config.embodiments, embed)
+                        config.max_episodes, key=config.key)
+    val_ds = _optional_val(config.data, pcfg, config.embodiments, embed, key=config.key)
     _check_batch_finite(train_ds, "pre-training data")
     pcfg.embodiment_names = sorted({e.name for e in train_ds.embodiments})
     model = VLAPolicy(pcfg)
@@ -389,15 +390,17 @@ def pretrain_policy(config: PretrainConfig) -> Path:
 
 
 def _dataset(data, split: str, pcfg: VLAConfig, embodiments, embed,
-             max_episodes: int | None = None) -> PolicyDataset:
+             max_episodes: int | None = None, key: str = "auto") -> PolicyDataset:
     """The split of ``data`` with what ``pcfg``'s policy reads (cameras, environment state)."""
     return PolicyDataset(data, split, pcfg.chunk_size, pcfg.camera_names, pcfg.image_size,
-                         embodiments, embed, max_episodes, env_state_dim=pcfg.env_state_dim)
+                         embodiments, embed, max_episodes, env_state_dim=pcfg.env_state_dim,
+                         key=key)
 
 
-def _optional_val(data, pcfg: VLAConfig, embodiments, embed) -> PolicyDataset | None:
+def _optional_val(data, pcfg: VLAConfig, embodiments, embed, key: str = "auto"
+                  ) -> PolicyDataset | None:
     try:
-        return _dataset(data, "val", pcfg, embodiments, embed)
+        return _dataset(data, "val", pcfg, embodiments, embed, key=key)
     except PolicyDatasetError as exc:
         logger.warning("no validation split (%s); evaluating on nothing held out", exc)
         return None
@@ -444,16 +447,16 @@ def finetune_policy(config: FinetuneConfig,
         return embed_instructions(texts, pcfg.text_encoder, pcfg.text_dim)
 
     train_ds = _dataset(config.data, "train", pcfg, config.embodiments, embed,
-                        config.max_episodes)
+                        config.max_episodes, key=config.key)
     _check_batch_finite(train_ds, "adaptation data")
-    val_ds = _optional_val(config.data, pcfg, config.embodiments, embed)
+    val_ds = _optional_val(config.data, pcfg, config.embodiments, embed, key=config.key)
     embs = {e.name: e for e in train_ds.embodiments}
     if len(embs) != 1:
         raise ValueError(f"adaptation data must come from one embodiment, got {sorted(embs)}")
     emb = next(iter(embs.values()))
     # Normalisation for the new robot.
-    prev = read_json(Path(config.policy_path) / "config.json").get("training", {})
     seen = np.zeros(len(emb.mask), bool)
+    prev = read_training_record(config.policy_path, len(seen))
     seen[prev.get("stats_slots", [])] = True
     if config.refit_stats != "none":
         new_state, new_action = train_ds.fit_stats(pcfg.norm_mode, model.relative_actions,

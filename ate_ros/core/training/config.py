@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ate_ros.core.config_fields import validate_fields
+from ate_ros.core.data.episode_format import CHUNK_KEYS
 
 _POSITIVE = {"min": 0.0, "min_exclusive": True}
 
@@ -58,6 +59,11 @@ class TrainConfig:
         "help": "image encoder learning rate relative to --lr (0 freezes it)", "min": 0.0})
     """Learning rate of the image encoder relative to ``lr`` (lower it to keep a pre-trained
     encoder's features while the randomly initialised action head learns; 0 freezes it)."""
+    key: str = field(default="auto", metadata={
+        "choices": CHUNK_KEYS,
+        "help": "action target, as align's --key decides what it chunks: action (refused where "
+                "an episode has none), qpos (the next measured pose), auto (action when every "
+                "episode has it, qpos when none has; a mix is refused)"})
     patience: int = field(default=0, metadata={
         "help": "stop after N evaluations without a lower val action MSE and keep the best "
                 "weights (0: run all --steps)", "min": 0})

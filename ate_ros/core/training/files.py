@@ -127,9 +127,14 @@ class SavedConfig:
         if data.get(key) != expected:
             raise CheckpointError(f"{file}: not {what} ({key}={data.get(key)!r}, expected "
                                   f"{expected!r})")
-        if version is not None and int(data.get("format_version", -1)) > version:
-            raise CheckpointError(f"{file}: format_version {data['format_version']} is newer "
-                                  f"than this code ({version})")
+        if version is not None:
+            found = data.get("format_version", -1)
+            if isinstance(found, bool) or not isinstance(found, int):
+                raise CheckpointError(f"{file}: format_version must be an integer, got "
+                                      f"{found!r}")
+            if found > version:
+                raise CheckpointError(f"{file}: format_version {found} is newer than this code "
+                                      f"({version})")
         return cls(file, data)
 
     def section(self, name: str) -> dict[str, Any]:

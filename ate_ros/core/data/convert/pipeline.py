@@ -129,7 +129,8 @@ class _BagConverter:
         if self.streams is not None:
             self._record_roles()
         account_failed(self.streams, self.report["topics"])
-        logger.error("%s: %s", self.path, reason)
+        # Debug only: the failure is the bag's manifest entry, which bag2dataset prints once.
+        logger.debug("%s: %s", self.path, reason)
 
 
 def convert_bag(path: str | Path, name: str, embodiment: Embodiment, spec: ConversionSpec,

@@ -32,6 +32,7 @@ from ate_ros.core.steer.policies.image_encoder import ImageEncoder, frames_to_in
 from ate_ros.core.steer.policies.inference_guidance import InferenceGuidance
 from ate_ros.core.steer.policies.object_slots import ObjectSlotEncoder
 from ate_ros.core.steer.policies.saved_policy import (
+    build_from_config,
     load_policy_weights,
     read_instruction_embeddings,
     read_policy_config,
@@ -577,7 +578,7 @@ class VLAPolicy(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> VLAPolicy:
-        model = cls(read_policy_config(path))
+        model = build_from_config(cls, read_policy_config(path), path)
         load_policy_weights(model, path)
         model = model.to(device).eval()
         dev = model.action_shift.device

@@ -14,11 +14,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ate_ros.core.config_types import check_types
 from ate_ros.core.training.files import (
     CONFIG_FILE,
+    CheckpointError,
     SavedConfig,
     load_state_dict_checked,
     load_tensors,
+    read_json,
     save_tensors,
     write_json,
 )
@@ -72,7 +75,39 @@ def read_policy_config(path: str | Path) -> VLAConfig:
     and the field if it is not one)."""
     from ate_ros.core.steer.policies.configuration_vla import VLAConfig
 
-    return read_policy_meta(path).build(POLICY_SECTION, VLAConfig.from_dict)
+    def from_dict(entry: dict) -> VLAConfig:
+        check_types(VLAConfig, entry, prefix=f"{POLICY_SECTION}.")
+        return VLAConfig.from_dict(entry)
+
+    return read_policy_meta(path).build(POLICY_SECTION, from_dict)
+
+
+def read_training_record(path: str | Path, slots: int) -> dict:
+    """The ``training`` section of a saved policy's config.json (``{}`` when absent), with its
+    ``stats_slots`` checked: a list of slot indices below ``slots``."""
+    file = Path(path) / CONFIG_FILE
+    record = read_json(file).get("training", {})
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{file}: 'training' must be an object, got "
+                              f"{type(record).__name__}")
+    used = record.get("stats_slots", [])
+    if not isinstance(used, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < slots for i in used):
+        raise CheckpointError(f"{file}: training.stats_slots must be a list of slot indices "
+                              f"in [0, {slots}), got {used!r}")
+    return record
+
+
+def build_from_config(build, config: VLAConfig, path: str | Path):
+    """``build(config)``, with a config whose values pass their types but build no model (a
+    negative width, a head count that does not divide the model size) reported against the
+    folder's config.json instead of as a torch error."""
+    try:
+        return build(config)
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError,
+            OverflowError) as exc:
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: the policy settings build no "
+                              f"model ({type(exc).__name__}: {exc})") from exc
 
 
 def load_policy_weights(policy: nn.Module, path: str | Path) -> None:
