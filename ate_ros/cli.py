@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+from typing import NoReturn
 
 # (subcommand, module, one-line help), in pipeline order.
 COMMANDS: list[tuple[str, str, str]] = [
@@ -47,15 +48,26 @@ def available_commands() -> list[tuple[str, str, str]]:
     return [c for c in COMMANDS if importlib.util.find_spec(c[1]) is not None]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line on stderr, as every other error of the
+    commands is (``ate-ros run: error: argument --seed: invalid int value: 'x'``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        print(f"{self.prog}: error: {text} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every subcommand, or with ``only`` set, of that one (the others listed
     without their options; ``only=""``: none)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="ate-ros",
         description="Align-Then-stEer (ATE) for ROS 2: adapt diffusion/flow VLA policies to new "
                     "robots with few demonstrations.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=OneLineErrorParser)
     for name, module_name, help_text in available_commands():
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -75,7 +87,10 @@ def _command_in(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=_command_in(argv))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     args._argv = argv  # for the resume hint
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

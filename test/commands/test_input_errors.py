@@ -62,7 +62,7 @@ def test_eval_refuses_before_creating_out(tmp_path, capsys, extra, match):
 @pytest.mark.parametrize("extra, match", [
     (["--task", "reachx"], "unknown task"),
     (["--embodiment", "/no/such.yaml"], "/no/such.yaml"),
-    (["--real-time-factor", "-1"], "--real-time-factor must be > 0"),
+    (["--real-time-factor", "-1"], "--real-time-factor: value must be in [0.01, 100.0]"),
 ])
 def test_run_refuses_bad_sim_arguments_in_one_line(capsys, extra, match):
     assert main(["run", "--sim", "--policy", "expert", "--duration", "0.1", *extra]) == 2
@@ -83,3 +83,17 @@ def test_out_naming_an_existing_file_is_refused(tmp_path, capsys, toy_align_data
     assert main(argv) == 2
     assert "is a file" in _one_line_error(capsys, command)
     assert out.read_text() == "{}"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["run", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    (["steer", "--policy", "p", "--data", "d", "--out", "o", "--batch-size", "0"],
+     "argument --batch-size: value must be >= 1, got 0"),
+    (["eval", "--task", "reach"], "the following arguments are required: --embodiment"),
+])
+def test_usage_errors_are_one_line_too(capsys, argv, match):
+    """argparse's own errors (bad value, bound, unknown option) follow the commands' rule: one
+    stderr line naming the command and the option, exit 2, no usage block."""
+    assert main(argv) == 2
+    line = _one_line_error(capsys, argv[0])
+    assert match in line and line.endswith(f"(see ate-ros {argv[0]} --help)")
