@@ -203,10 +203,18 @@ def render_readme() -> str:
     return head + render_readme_block() + tail
 
 
+def render_reliability() -> str:
+    """docs/reliability.md (benchmarks/reporting/reliability.py)."""
+    src = "benchmarks/results/reliability/record.json"
+    record = json.loads((ROOT / src).read_text()) if (ROOT / src).is_file() else {}
+    return _reporting("reliability").render(record, HEADER.format(src=src))
+
+
 # ----- driver ------------------------------------------------------------------------------------
 PAGES: dict[str, Callable[[], str]] = {
     "nodes.md": render_nodes,
     "benchmarks.md": render_benchmarks,
+    "reliability.md": render_reliability,
 }
 
 

@@ -46,22 +46,6 @@ def _file_date(path: Path, dirty: set[str]) -> str:
     return datetime.date.today().isoformat()
 
 
-def _machine(data: Any) -> str:
-    if not isinstance(data, dict):
-        return "not recorded"
-    m = data.get("machine") or data.get("host")
-    if isinstance(m, dict):
-        return ", ".join(f"{k} {v}" for k, v in m.items())
-    if m:
-        return str(m)
-    parts = [f"{data[k]}" for k in ("device",) if isinstance(data.get(k), str)]
-    if data.get("cpu_count"):
-        parts.append(f"{data['cpu_count']} CPUs")
-    if data.get("torch"):
-        parts.append(f"torch {data['torch']}")
-    return ", ".join(parts) + " (no machine field)" if parts else "not recorded"
-
-
 _VARIANT_FLAGS = {"bench_ros_latency": {"processes": "--processes", "soak": "--soak",
                                          "sensors": "--observation-source sensors"}}
 """Result-file name parts that one flag of the script produces."""
@@ -98,7 +82,7 @@ def _render_result(path: Path, dirty: set[str]) -> list[str]:
     date = info.get("date") if isinstance(info, dict) and info.get("date") else \
         _file_date(path, dirty)
     out = [f"### {path.name}", "",
-           f"- date: {date}", f"- machine: {_machine(info)}",
+           f"- date: {date}", f"- machine: {tables.machine_text(info)}",
            f"- reproduce: `{cmd}`" + (f" ({note})" if note else ""), ""]
     renderer: Callable[[Any], list[str]]
     if adaptation.is_converged_result(data):

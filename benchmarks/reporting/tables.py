@@ -81,3 +81,19 @@ def generic(data: Any, skip: Iterable[str] = (), depth: int = 0) -> list[str]:
             out += [f"- {k}: `{num(v)}`", ""]
     return out
 
+
+def machine_text(data: Any) -> str:
+    """The machine a result was made on, from its ``meta`` (or older top-level fields)."""
+    if not isinstance(data, dict):
+        return "not recorded"
+    m = data.get("machine") or data.get("host")
+    if isinstance(m, dict):
+        return ", ".join(f"{k} {v}" for k, v in m.items())
+    if m:
+        return str(m)
+    parts = [f"{data[k]}" for k in ("device",) if isinstance(data.get(k), str)]
+    if data.get("cpu_count"):
+        parts.append(f"{data['cpu_count']} CPUs")
+    if data.get("torch"):
+        parts.append(f"torch {data['torch']}")
+    return ", ".join(parts) + " (no machine field)" if parts else "not recorded"
