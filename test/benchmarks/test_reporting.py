@@ -53,3 +53,31 @@ def test_page_names_the_script_of_each_result() -> None:
     assert page._script_for("bench_ros_latency_processes") == ("bench_ros_latency", "processes")
     assert page._command({}, "bench_ros_latency", "processes_soak") == (
         "python benchmarks/bench_ros_latency.py --processes --soak", "")
+
+
+def test_reliability_page_counts_every_case_per_target_and_class():
+    record = {"meta": {"date": "2026-12-07T00:00:00Z", "commit": "abc", "command": "python x"},
+              "suites": {"malformed_inputs": [
+                  {"target": "load_policy", "class": "NaN", "cases": 3,
+                   "outcomes": {"project error": 3}},
+                  {"target": "load_policy", "class": "extra", "cases": 2,
+                   "outcomes": {"accepted": 1, "project error": 1}},
+                  {"target": "steer --data", "class": "missing", "cases": 4,
+                   "outcomes": {"one-line error": 4}}]}}
+    page = _reporting("reliability").render(record, "<!-- h -->\n")
+    assert "**9 mutated inputs** across 2 loaders and commands" in page
+    assert "| load_policy | 5 | accepted 1, project error 4 |" in page
+    assert "| steer --data | missing | 4 | one-line error 4 |" in page
+
+
+def test_the_committed_reliability_record_holds_the_suites_thousand_cases():
+    """The record the page is generated from covers both suites and at least 1,000 mutated
+    inputs (#29), each row with as many outcomes as cases."""
+    import json
+
+    record = json.loads((ROOT / "benchmarks/results/reliability/record.json").read_text())
+    assert set(record["suites"]) == {"malformed_inputs", "embodiment_fuzz"}
+    rows = [r for rows in record["suites"].values() for r in rows]
+    assert sum(r["cases"] for r in rows) >= 1000
+    assert all(sum(r["outcomes"].values()) == r["cases"] for r in rows)
+    assert record["meta"]["commit"] and record["meta"]["date"]
