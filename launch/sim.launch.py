@@ -6,7 +6,8 @@ Adds sim_robot_node (joint_states, camera images, /clock, task_success; follows
 <controller>/joint_trajectory) to ate.launch.py; every node runs on sim time and the executor is
 live (dry_run:=false) since the robot is simulated. Without `ros2 launch`: `ate-ros run --sim`.
 
-robot_state_publisher (robot_state_publisher:=true, package ros-$ROS_DISTRO-robot-state-publisher)
+robot_state_publisher (package ros-$ROS_DISTRO-robot-state-publisher; robot_state_publisher:=auto,
+the default, starts it where it is installed and says so in one line where it is not)
 turns the sim's joint_states into TF, so RViz's RobotModel can draw the arm under the predicted
 chunks. Its URDF is generated here, at launch time, from the MuJoCo model of `embodiment`
 (ate_ros.core.sim.urdf, ROS-free): robot_state_publisher takes it as a parameter, not a topic.
@@ -15,7 +16,12 @@ chunks. Its URDF is generated here, at launch time, from the MuJoCo model of `em
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    IncludeLaunchDescription,
+    LogInfo,
+    OpaqueFunction,
+)
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
@@ -43,8 +49,9 @@ ARGUMENTS = [
     ("seed", "0", "episode seed"),
     ("real_time_factor", "1.0", "sim seconds per wall second"),
     ("rviz", "false", "start RViz with config/ate.rviz"),
-    ("robot_state_publisher", "true",
-     "start robot_state_publisher with the simulated arm's URDF (TF for RViz's RobotModel)"),
+    ("robot_state_publisher", "auto",
+     "start robot_state_publisher with the simulated arm's URDF (TF for RViz's RobotModel): "
+     "true, false, or auto (where the package is installed; a line says when it is not)"),
 ]
 # Forwarded to ate.launch.py.
 ROBOT_ARGUMENTS = ["embodiment", "policy", "vae", "dry_run", "namespace", "controller", "device",
@@ -52,7 +59,16 @@ ROBOT_ARGUMENTS = ["embodiment", "policy", "vae", "dry_run", "namespace", "contr
 
 
 def robot_state_publisher(context):
-    """robot_state_publisher with the URDF of the simulated `embodiment` (resolved at launch)."""
+    """robot_state_publisher with the URDF of the simulated `embodiment` (resolved at launch),
+    where the `robot_state_publisher` argument and the installation allow it."""
+    from ate_ros.ros.optional_packages import optional_package, package_installed
+
+    start, message = optional_package(
+        "robot_state_publisher", LaunchConfiguration("robot_state_publisher").perform(context),
+        "robot_state_publisher", package_installed("robot_state_publisher"),
+        "ros-$ROS_DISTRO-robot-state-publisher")
+    if not start:
+        return [LogInfo(msg=message)] if message else []
     from ate_ros.core.sim.urdf import build_urdf  # ROS-free; imports MuJoCo like the sim node
 
     urdf = build_urdf(LaunchConfiguration("embodiment").perform(context))
@@ -90,6 +106,5 @@ def generate_launch_description():
         arguments=["-d", os.path.join(share, "config", "ate.rviz")],
         parameters=[{"use_sim_time": True}],
         condition=IfCondition(LaunchConfiguration("rviz")))
-    rsp = OpaqueFunction(function=robot_state_publisher,
-                         condition=IfCondition(LaunchConfiguration("robot_state_publisher")))
+    rsp = OpaqueFunction(function=robot_state_publisher)
     return LaunchDescription(args + [sim, robot, rsp, rviz])

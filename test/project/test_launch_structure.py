@@ -208,9 +208,18 @@ def test_sim_robot_state_publisher():
     assert len(rsp) == 1
     assert {"robot_description", "use_sim_time"} <= rsp[0][4]
     assert "robot_state_publisher" in sim.declared_args
+    # auto: started where installed, one line where not (ros/optional_packages.py); no
+    # IfCondition, which would hand a missing package to launch's own error.
+    entries = next(n.value.elts for n in ast.walk(sim.tree) if isinstance(n, ast.Assign)
+                   and any(getattr(t, "id", "") == "ARGUMENTS" for t in n.targets))
+    defaults = {_const(e.elts[0]): _const(e.elts[1]) for e in entries}
+    assert defaults["robot_state_publisher"] == "auto"
+    assert "IfCondition(LaunchConfiguration(\"robot_state_publisher\"))" not in \
+        sim.path.read_text()
     imports = {(n.module, a.name) for n in ast.walk(sim.tree) if isinstance(n, ast.ImportFrom)
                for a in n.names}
     assert ("ate_ros.core.sim.urdf", "build_urdf") in imports
+    assert ("ate_ros.ros.optional_packages", "optional_package") in imports
     pytest.importorskip("mujoco")
     from ate_ros.core.sim import urdf
 
