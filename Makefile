@@ -34,8 +34,10 @@ $(STAMP_LEROBOT): $(STAMP_PKG) tools/setup_lerobot.sh tools/torchvision_cpu_comp
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Two pytest processes: the suite, then the tests marked own_process (see pyproject.toml).
 pytest: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not own_process" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m own_process --junitxml=build/test-results-own-process.xml $(PYTEST_ARGS)
 
 test: lint pytest
 

@@ -22,6 +22,7 @@ owner's clock and logger (sim time, log names).
 
 from __future__ import annotations
 
+import os
 import threading
 
 import rclpy
@@ -38,8 +39,14 @@ SPIN_TIMEOUT_S = 0.1
 """Longest wait of one spin: how soon the thread notices a stop request without a wake-up."""
 
 
+EVENTS_EXECUTOR_ENV = "ATE_ROS_EVENTS_EXECUTOR"
+"""Set to 1 to spin input threads on rclpy's experimental EventsExecutor (opt-in: with it on,
+a long test process that builds many graphs lost DDS discovery and shutdown timeouts)."""
+
+
 def input_executor(context: Context) -> Executor:
-    """rclpy's EventsExecutor where this rclpy has it (Kilted), else a SingleThreadedExecutor.
+    """A SingleThreadedExecutor; rclpy's EventsExecutor where this rclpy has it (Kilted) and
+    :data:`EVENTS_EXECUTOR_ENV` is set.
 
     The EventsExecutor hands each message to its callback from an event queue in C++, where
     rclpy's Python executors rebuild a wait set on every wake-up. It is only spun with
@@ -48,6 +55,8 @@ def input_executor(context: Context) -> Executor:
     subscriptions are created before :meth:`InferenceThread.start` and destroyed after
     :meth:`InferenceThread.stop`, so nothing else touches it while it spins.
     """
+    if os.environ.get(EVENTS_EXECUTOR_ENV, "") not in ("1", "true"):
+        return SingleThreadedExecutor(context=context)
     try:
         from rclpy.experimental import EventsExecutor
     except ImportError:

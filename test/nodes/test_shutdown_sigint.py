@@ -25,7 +25,7 @@ from support.waiting import action_client_beside, wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.own_process]
 
 EMBODIMENT = "sim_arm7"
 SIM_TIME = ["-p", "use_sim_time:=true"]
