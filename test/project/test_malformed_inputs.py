@@ -38,10 +38,11 @@ from support.mutations import (
     field_paths,
     mutate,
 )
+from support.tiny_policy import toy_embodiment
 
 from ate_ros.cli import main
 from ate_ros.core.data.policy_dataset import write_toy_dataset
-from ate_ros.core.embodiment import Embodiment, JointSpec
+from ate_ros.core.embodiment import Embodiment
 
 RECORD = OutcomeRecord("malformed_inputs")
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
@@ -57,8 +58,7 @@ ALIGN_FAST = ["--chunk", "4", "--epochs-stage2", "1", "--batch-size", "16", "--n
 
 
 def _emb(name: str, slots: list[int]) -> Embodiment:
-    return Embodiment(name=name, joints=[JointSpec(name=f"{name}_j{i}", slot=s, lower=-2.0,
-                                                   upper=2.0) for i, s in enumerate(slots)])
+    return toy_embodiment(name, slots, lim=2.0, joint_prefix=f"{name}_")
 
 
 def _write_manifest(root: Path) -> None:

@@ -10,10 +10,11 @@ import stat
 
 import pytest
 import torch
+from support.tiny_policy import toy_embodiment
 
 from ate_ros.cli import main
 from ate_ros.core.data.policy_dataset import write_toy_dataset
-from ate_ros.core.embodiment import Embodiment, JointSpec
+from ate_ros.core.embodiment import Embodiment
 from ate_ros.core.training.files import load_tensors
 from ate_ros.core.training.loop import Optimization
 from ate_ros.core.training.output_guard import resume_dir
@@ -23,9 +24,8 @@ FLAGS = ["--image-size", "16", "--d-model", "32", "--layers", "1", "--chunk", "4
          "--text-encoder", "hash", "--inference-steps", "2", *RUN]
 
 
-def _emb(name, slots):
-    return Embodiment(name=name, joints=[JointSpec(name=f"{name}_j{i}", slot=s, lower=-1.0,
-                                                   upper=1.0) for i, s in enumerate(slots)])
+def _emb(name: str, slots: list[int]) -> Embodiment:
+    return toy_embodiment(name, slots, lim=1.0, joint_prefix=f"{name}_")
 
 
 @pytest.fixture(scope="module")
