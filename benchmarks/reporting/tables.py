@@ -82,13 +82,32 @@ def generic(data: Any, skip: Iterable[str] = (), depth: int = 0) -> list[str]:
     return out
 
 
+def _machine_dict_text(m: dict) -> str:
+    """``result_meta``'s machine record as one readable line; unknown keys are kept as-is."""
+    parts = []
+    if m.get("cpu"):
+        parts.append(str(m["cpu"]))
+    if m.get("cores"):
+        parts.append(f"{m['cores']} cores")
+    if "gpu" in m:
+        parts.append(f"GPU: {m['gpu']}")
+    if m.get("python"):
+        parts.append(f"Python {m['python']}")
+    load = m.get("load_average")
+    if isinstance(load, list) and load:
+        parts.append("load average " + "/".join(f"{x:g}" for x in load))
+    known = {"cpu", "cores", "gpu", "python", "load_average", "platform"}
+    parts += [f"{k} {v}" for k, v in m.items() if k not in known]
+    return ", ".join(parts)
+
+
 def machine_text(data: Any) -> str:
     """The machine a result was made on, from its ``meta`` (or older top-level fields)."""
     if not isinstance(data, dict):
         return "not recorded"
     m = data.get("machine") or data.get("host")
     if isinstance(m, dict):
-        return ", ".join(f"{k} {v}" for k, v in m.items())
+        return _machine_dict_text(m)
     if m:
         return str(m)
     parts = [f"{data[k]}" for k in ("device",) if isinstance(data.get(k), str)]

@@ -81,3 +81,13 @@ def test_the_committed_reliability_record_holds_the_suites_thousand_cases():
     assert sum(r["cases"] for r in rows) >= 1000
     assert all(sum(r["outcomes"].values()) == r["cases"] for r in rows)
     assert record["meta"]["commit"] and record["meta"]["date"]
+
+
+def test_machine_line_reads_result_meta_and_older_records() -> None:
+    tables = _reporting("tables")
+    meta = {"machine": {"cpu": "Xeon", "cores": 2, "gpu": "none", "python": "3.11.7",
+                        "platform": "Linux-x", "load_average": [0.5, 1.25, 2.0], "numa": 1}}
+    assert tables.machine_text(meta) == (
+        "Xeon, 2 cores, GPU: none, Python 3.11.7, load average 0.5/1.25/2, numa 1")
+    assert tables.machine_text({"machine": "Xeon, 2 cores"}) == "Xeon, 2 cores"
+    assert tables.machine_text({"policy": "x"}) == "not recorded"
