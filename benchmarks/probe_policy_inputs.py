@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from result_meta import result_meta
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{data[-48:]:48s} {r['mse']:8.4f} {r['images']:7.2f}x {r['state']:7.2f}x "
               f"{r['instruction']:7.2f}x")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"policy": a.policy, "split": a.split, "frames": a.frames,
+    Path(a.out).write_text(json.dumps({"meta": result_meta(), "policy": a.policy,
+                                       "split": a.split, "frames": a.frames,
                                        "episode_start": a.episode_start,
                                        "results": rows}, indent=2) + "\n")
     return 0
