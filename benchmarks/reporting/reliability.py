@@ -54,7 +54,7 @@ def render(record: dict[str, Any], header: str) -> str:
            + (f"; **{interrupts} interrupts** of node start-up" if interrupts else ""),
            "", "Outcomes: " + ALLOWED, ""]
     if interrupts:
-        out[-1:-1] = [INTERRUPTS, ""]
+        out[-1:-1] = ["", INTERRUPTS]
     for name, rows in suites.items():
         out += [f"## {SUITE_TITLES.get(name, name)}", ""]
         per_target: dict[str, Counter] = defaultdict(Counter)
