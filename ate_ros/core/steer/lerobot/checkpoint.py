@@ -114,4 +114,35 @@ def load_lerobot_checkpoint(path: str | Path, device: str = "cpu") -> LoadedChec
         pre, post = make_pre_post_processors(
             cfg, pretrained_path=str(path),
             preprocessor_overrides={"device_processor": {"device": device_type}})
+    for pipeline in (pre, post):
+        _check_normalizer_stats(pipeline, path)
     return LoadedCheckpoint(cfg, policy, pre, post)
+
+
+NEEDED_STATS = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"),
+                "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}
+"""The statistics each of LeRobot's normalisation modes reads."""
+
+
+def _check_normalizer_stats(pipeline: Any, path: Path) -> None:
+    """Every feature a (un)normaliser step of ``pipeline`` normalises has the statistics its
+    mode needs. LeRobot passes a feature without statistics through unchanged (and fails on
+    the first frame when only some are there), so a stats file that lost a tensor would run a
+    policy on raw values without a word."""
+    for index, step in enumerate(getattr(pipeline, "steps", ())):
+        features, norm_map = getattr(step, "features", None), getattr(step, "norm_map", None)
+        stats = getattr(step, "_tensor_stats", None)
+        if not isinstance(features, dict) or not isinstance(norm_map, dict) or stats is None:
+            continue
+        for key, feature in features.items():
+            mode = norm_map.get(getattr(feature, "type", None))
+            mode = getattr(mode, "value", mode)
+            if mode in (None, "IDENTITY"):
+                continue
+            missing = [s for s in NEEDED_STATS.get(mode, ()) if s not in stats.get(key, {})]
+            if key not in stats or missing:
+                name = getattr(pipeline, "name", "processor")
+                raise CheckpointError(
+                    f"{path}: {name} step {index} ({type(step).__name__}) normalises {key!r} "
+                    f"with {mode} but its saved statistics lack {missing or 'all of them'} "
+                    f"({name}_step_{index}_*.safetensors)")
