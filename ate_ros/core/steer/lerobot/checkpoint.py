@@ -1,16 +1,16 @@
-"""Reading a LeRobot checkpoint folder (``save_pretrained`` of a policy and its processors) and
-a LeRobotDataset with LeRobot's own classes, with the project's errors.
+"""Reading a LeRobot checkpoint folder (``save_pretrained`` of a policy and its processors)
+with LeRobot's own classes, with the project's errors.
 
 LeRobot's parsers raise whatever the broken part gives them: draccus' ``DecodingError`` for a
 field of the wrong type, ``KeyError`` / ``IndexError`` for a missing one, torch's
-``RuntimeError`` for a weight of another shape, ``datasets``' own errors for a parquet file that
-does not match ``meta/info.json``. :func:`~ate_ros.core.lerobot_compat.lerobot_errors` turns
-each into a :class:`~ate_ros.core.training.files.CheckpointError` (checkpoints) or a
-:class:`~ate_ros.core.data.episode_format.ChunkDataError` (datasets) that names the file LeRobot
-was reading and keeps LeRobot's own words on one line (draccus names the field: "`down_dims`:
-Couldn't parse ..."). Used by the run-time policy (:mod:`.chunk_policy`) and the fine-tuning
-(:mod:`.finetune`), so every command that takes ``lerobot:<dir>`` reports a broken checkpoint
-the same way.
+``RuntimeError`` for a weight of another shape.
+:func:`~ate_ros.core.lerobot_compat.lerobot_errors` turns each into a
+:class:`~ate_ros.core.training.files.CheckpointError` that names the file LeRobot was reading
+and keeps LeRobot's own words on one line (draccus names the field: "`down_dims`: Couldn't
+parse ..."). Weights missing from ``model.safetensors`` and normaliser statistics missing from
+the processor files, which LeRobot would accept without a word, are refused too. Used by the
+run-time policy (:mod:`.chunk_policy`) and the fine-tuning (:mod:`.finetune`), so every
+command that takes ``lerobot:<dir>`` reports a broken checkpoint the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 PROCESSOR_FILES = "policy_preprocessor*.json / policy_postprocessor*.json (and their "\
                   ".safetensors)"
+
+
 def _checked_config(path: Path) -> dict[str, Any]:
     """``config.json`` parsed and of the shape LeRobot dispatches on (an object whose ``type``
     names a policy), before draccus reads it."""
