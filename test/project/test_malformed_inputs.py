@@ -8,10 +8,11 @@ checkpoint folder (``config.json`` and the processor files' fields; its ``.safet
 truncated, not safetensors, a tensor missing or of another shape or dtype) and a LeRobotDataset
 (``meta/info.json``, ``meta/stats.json`` and ``meta/ate_ros_export.json`` fields; its data,
 episodes and tasks parquet files missing, truncated, not parquet, a column of another type,
-rows missing), through their loaders and ``steer`` / ``eval`` / ``align``. Each case goes through a
-loader (which may raise only the project's own errors, naming the file) or a command's entry
-point, ``ate_ros.cli.main``, in-process (which may only succeed, or exit non-zero with one line
-on stderr, no traceback and no ``--out`` left behind).
+rows missing), through their loaders and ``steer`` / ``eval`` / ``align`` / ``run``. Each case
+goes through a loader (which may raise only the project's own errors, naming the file) or a
+command's entry point, ``ate_ros.cli.main``, in-process (which may only succeed, or exit
+non-zero with one line on stderr, no traceback and no ``--out`` left behind); ``run --sim``, a
+ROS graph in a process of its own, must log exactly one ERROR line naming the checkpoint.
 
 Cases are drawn with ``derandomize=True``: the same cases on every run. With
 ``ATE_ROS_RELIABILITY_RECORD=FILE`` the count of cases and outcomes per (target, bad-input
@@ -533,6 +534,36 @@ def _mutate_parquet(file: Path, how: str, pick: int) -> None:
         column = pa.array([f"x{i}" for i in range(table.num_rows)])
         table = table.set_column(table.column_names.index(name), name, column)
     pq.write_table(table, file)
+
+
+@settings(max_examples=4, **SETTINGS)
+@given(data=st.data(), how=HOW, pick=PICK)
+def test_run_with_mutated_lerobot_policy(lerobot_world, lerobot_paths, tmp_path, data, how,
+                                         pick):
+    """``ate-ros run --sim`` (its own process: a ROS graph) loads the policy in policy_node's
+    configure: a broken checkpoint is one ERROR line naming it, exit non-zero, no traceback."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("mujoco")
+    import subprocess
+    import sys
+
+    from support.paths import ROOT
+
+    bad, kind, case = _lerobot_checkpoint(lerobot_world, tmp_path, data, how, pick,
+                                          lerobot_paths)
+    done = subprocess.run(
+        [sys.executable, "-m", "ate_ros.cli", "run", "--sim", "--policy", f"lerobot:{bad}",
+         "--embodiment", "sim_arm7", "--task", "reach", "--duration", "0.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    text = done.stdout + done.stderr
+    errors = [ln for ln in text.splitlines() if "[ERROR]" in ln]
+    # sim_arm7 is not the checkpoint's robot: a checkpoint that loads is refused for it too.
+    named = len(errors) == 1 and str(bad) in errors[0]
+    if done.returncode == 0 or "Traceback" in text or not named:
+        RECORD.add("run --policy lerobot:", kind, "escaped")
+        pytest.fail(f"run --policy lerobot: {case}: rc {done.returncode}, errors {errors}\n"
+                    f"{text[-3000:]}")
+    RECORD.add("run --policy lerobot:", kind, "one ERROR line naming it")
 
 
 def _break_parquet(folder: Path, pick: int) -> tuple[str, str]:
