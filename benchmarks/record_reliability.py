@@ -1,7 +1,9 @@
-"""Record what the reliability suites try: run the malformed-input and embodiment-fuzz tests
-with their outcome record switched on, and write ``benchmarks/results/reliability/record.json``
-(``meta`` + per suite, per target and bad-input class: cases and outcomes), from which
-``tools/gen_docs.py`` renders ``docs/reliability.md``.
+"""Record what the reliability suites try: run the malformed-input, embodiment-fuzz and
+start-up Ctrl-C tests with their outcome record switched on, and write
+``benchmarks/results/reliability/record.json`` (``meta`` + per suite, per target and bad-input
+class: cases and outcomes), from which ``tools/gen_docs.py`` renders ``docs/reliability.md``.
+The start-up Ctrl-C cases are timed on real processes; their moments are found from the nodes'
+output, so the counts repeat, and an outcome may differ only where a race is recorded as its own.
 
     python benchmarks/record_reliability.py
 
@@ -22,7 +24,8 @@ from pathlib import Path
 
 from result_meta import ROOT, result_meta
 
-SUITES = ("test/project/test_malformed_inputs.py", "test/project/test_reliability_fuzz.py")
+SUITES = ("test/project/test_malformed_inputs.py", "test/project/test_reliability_fuzz.py",
+          "test/nodes/test_startup_sigint.py")
 OUT = ROOT / "benchmarks" / "results" / "reliability" / "record.json"
 RECORD_ENV = "ATE_ROS_RELIABILITY_RECORD"  # test/support/mutations.py reads it
 

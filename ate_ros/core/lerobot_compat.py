@@ -12,12 +12,14 @@ GR00T itself stays unavailable and fails with its own error when asked for.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
 import logging
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -99,5 +101,38 @@ def require_lerobot() -> str:
     return version
 
 
+_MAX_MESSAGE = 400
+"""Characters of LeRobot's message kept (a draccus error can quote a whole config)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message, and its cause's, on one line (at most :data:`_MAX_MESSAGE` chars)."""
+    parts = [f"{type(exc).__name__}: {exc}"]
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in str(exc):
+        parts.append(f"{type(cause).__name__}: {cause}")
+    text = " ".join(" (".join(parts).split()) + (")" if len(parts) > 1 else "")
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE - 3] + "..."
+
+
+@contextlib.contextmanager
+def lerobot_errors(where: str | Path, what: str, error: type[Exception]) -> Iterator[None]:
+    """Within the block, any exception but ``error`` itself and :class:`LeRobotUnavailable`
+    becomes ``error`` naming ``where`` (the file or folder LeRobot reads), saying ``what`` it
+    was reading, with LeRobot's words on one line.
+
+    LeRobot's parsers raise whatever a broken input gives them: draccus' ``DecodingError`` for
+    a field of the wrong type (its message names the field), ``KeyError`` / ``IndexError`` for
+    a missing one, torch's ``RuntimeError`` for a weight of another shape, ``datasets``' errors
+    for a parquet file that does not match ``meta/info.json``.
+    """
+    try:
+        yield
+    except (error, LeRobotUnavailable):
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above: LeRobot raises anything
+        raise error(f"{where}: {what}: {one_line(exc)}") from exc
+
+
 __all__ = ["INSTALL_HINT", "LEROBOT_PREFIX", "TESTED_LEROBOT_VERSIONS", "LeRobotUnavailable",
-           "is_lerobot_spec", "lerobot_path", "require_lerobot"]
+           "is_lerobot_spec", "lerobot_errors", "lerobot_path", "one_line", "require_lerobot"]

@@ -63,6 +63,7 @@ from ate_ros.core.embodiment import load_embodiment
 from ate_ros.core.sim.stepping import InProcessExecutor, SimStepper
 from ate_ros.ros import conversions as conv
 from ate_ros.ros.diagnostics import OK, NodeDiagnostics
+from ate_ros.ros.node_logger import quiet_logging_after_shutdown
 from ate_ros.ros.params import DataclassParameters
 from ate_ros.ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from ate_ros.ros.spin import publish_unless_shutdown, spin_node
@@ -88,6 +89,7 @@ class SimRobotNode(Node):
                      if p.name != "use_sim_time"]
         overrides.append(Parameter("use_sim_time", Parameter.Type.BOOL, False))
         super().__init__(node_name, parameter_overrides=overrides, **kwargs)
+        quiet_logging_after_shutdown(self)  # Ctrl-C while it loads: no rosout errors
         self.params = DataclassParameters(self, SimRobotConfig, defaults=config,
                                           on_change=self._on_params)
         cfg = self.config = self.params.config

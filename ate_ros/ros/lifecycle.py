@@ -5,12 +5,18 @@ starts it (timers, threads), ``on_deactivate`` stops and holds; ``on_cleanup`` d
 ``on_configure`` created, and ``on_shutdown`` (from any state) stops the node's own work first
 and then destroys the same. :class:`ReleasingLifecycleNode` holds those last two transitions; a
 node says what to destroy (:meth:`~ReleasingLifecycleNode._release`) and what to stop
-(:meth:`~ReleasingLifecycleNode._halt`).
+(:meth:`~ReleasingLifecycleNode._halt`). Its logger logs nothing once the context is shut down
+(:mod:`ate_ros.ros.node_logger`): a Ctrl-C that lands in ``on_configure`` or ``on_activate`` ends
+the transition without "Failed to complete transition" or rosout errors.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+from ate_ros.ros.node_logger import quiet_logging_after_shutdown
 
 __all__ = ["ReleasingLifecycleNode"]
 
@@ -20,6 +26,10 @@ class ReleasingLifecycleNode(LifecycleNode):
 
     cleanup_message = "cleaned up"
     """The one line ``on_cleanup`` logs."""
+
+    def __init__(self, node_name: str, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        quiet_logging_after_shutdown(self)
 
     def _release(self) -> None:
         """Destroy what ``on_configure`` created (idempotent: shutdown may follow cleanup)."""

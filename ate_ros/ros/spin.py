@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +34,8 @@ from rclpy.executors import (
 )
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
+
+from ate_ros.ros.interrupts import quiet_first_sigint
 
 GIL_SWITCH_INTERVAL_S = 5e-4
 """Shorter than Python's default (5 ms): inference is hundreds of small torch ops, each
@@ -167,35 +167,6 @@ def publish_unless_shutdown(node: Node, publisher: Any, msg: Any) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def quiet_first_sigint() -> Iterator[None]:
-    """Within this block, the first SIGINT raises nothing; the next ones raise KeyboardInterrupt.
-
-    Enter it before ``rclpy.init``: rclpy's C handler (installed by init) shuts the default
-    context down, wakes the executors and then calls the Python handler installed before it, so
-    spinning ends without an exception landing in the middle of a callback. Installing a Python
-    handler after ``rclpy.init`` would replace rclpy's handler instead. The previous Python
-    handler is restored on exit. Does nothing outside the main thread (Python only lets the
-    main thread install signal handlers).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    seen = 0
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        nonlocal seen
-        seen += 1
-        if seen > 1:
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def spin_node(make_node: Callable[[], Node], args: list[str] | None = None,
               before_destroy: Callable[[Node], None] | None = None,
               single_threaded: bool = False) -> int:
@@ -215,7 +186,16 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None = None,
         executor = (SingleThreadedExecutor() if single_threaded
                     else DrainingMultiThreadedExecutor())
         try:
-            node = make_node()
+            try:
+                node = make_node()
+            except Exception:
+                # Ctrl-C while the node was being built: the context went down under its
+                # constructor, whose next rcl call failed (RCLError; ValueError from an action
+                # server). Nothing runs yet, so there is nothing to report. A real error (the
+                # context still up) goes on.
+                if context.ok():
+                    raise
+                return 0
             executor.add_node(node)
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):

@@ -13,7 +13,17 @@ SUITE_TITLES = {
     "malformed_inputs": "Malformed config files and datasets, per loader and command "
                         "(test/project/test_malformed_inputs.py)",
     "embodiment_fuzz": "Mutated embodiment files (test/project/test_reliability_fuzz.py)",
+    "startup_interrupts": "Ctrl-C at each moment of a node's start-up, per node and moment "
+                          "(test/nodes/test_startup_sigint.py)",
 }
+INTERRUPT_SUITES = ("startup_interrupts",)
+"""Suites whose cases are interrupts, not mutated inputs (counted apart)."""
+INTERRUPTS = ("Ctrl-C: the node process, started as `ros2 launch` starts it and driven through "
+              "configure and activate as the launch files' autostart does, gets SIGINT at the "
+              "moment named; every case must exit 0 without a traceback or an ERROR line. "
+              "\"rcl's rosout line\": a line logged in the microseconds in which the signal "
+              "thread shuts the context down makes rcl print that it could not reach /rosout "
+              "(docs/design_notes.md, \"Clean Ctrl-C\").")
 ALLOWED = ("accepted: the mutation leaves a valid input (a field the loader does not read, an "
            "optional key); project error / one-line error: the loader raises the project's own "
            "error naming the file and field, or the command prints one `ate-ros <command>: "
@@ -31,15 +41,20 @@ def render(record: dict[str, Any], header: str) -> str:
     summary."""
     meta = record.get("meta") or {}
     suites: dict[str, list[dict]] = record.get("suites") or {}
-    total = sum(r["cases"] for rows in suites.values() for r in rows)
+    inputs = {n: rows for n, rows in suites.items() if n not in INTERRUPT_SUITES}
+    total = sum(r["cases"] for rows in inputs.values() for r in rows)
+    interrupts = sum(r["cases"] for n in INTERRUPT_SUITES for r in suites.get(n, []))
     out = [header, "# Reliability: the bad inputs the suite tries", "",
            f"- recorded: {meta.get('date', 'not recorded')} at commit "
            f"{meta.get('commit', 'unknown')}",
            f"- machine: {tables.machine_text(meta)}",
            f"- reproduce: `{meta.get('command', 'python benchmarks/record_reliability.py')}`",
            f"- total: **{total} mutated inputs** across "
-           f"{len({r['target'] for rows in suites.values() for r in rows})} loaders and commands",
+           f"{len({r['target'] for rows in inputs.values() for r in rows})} loaders and commands"
+           + (f"; **{interrupts} interrupts** of node start-up" if interrupts else ""),
            "", "Outcomes: " + ALLOWED, ""]
+    if interrupts:
+        out[-1:-1] = ["", INTERRUPTS]
     for name, rows in suites.items():
         out += [f"## {SUITE_TITLES.get(name, name)}", ""]
         per_target: dict[str, Counter] = defaultdict(Counter)
@@ -47,11 +62,13 @@ def render(record: dict[str, Any], header: str) -> str:
         for r in rows:
             per_target[r["target"]].update(r["outcomes"])
             cases[r["target"]] += r["cases"]
-        out += tables.table(["loader / command", "cases", "outcomes"],
+        target, how = ("node", "moment") if name in INTERRUPT_SUITES else (
+            "loader / command", "bad input")
+        out += tables.table([target, "cases", "outcomes"],
                             [[t, str(cases[t]), _outcomes(per_target[t])]
                              for t in sorted(per_target)])
-        out += ["Per bad-input class:", ""]
-        out += tables.table(["loader / command", "bad input", "cases", "outcomes"],
+        out += [f"Per {how}:" if name in INTERRUPT_SUITES else "Per bad-input class:", ""]
+        out += tables.table([target, how, "cases", "outcomes"],
                             [[r["target"], r["class"], str(r["cases"]),
                               _outcomes(Counter(r["outcomes"]))] for r in rows])
     return "\n".join(out)

@@ -68,19 +68,42 @@ def test_reliability_page_counts_every_case_per_target_and_class():
     assert "**9 mutated inputs** across 2 loaders and commands" in page
     assert "| load_policy | 5 | accepted 1, project error 4 |" in page
     assert "| steer --data | missing | 4 | one-line error 4 |" in page
+    assert "interrupts" not in page
+
+
+def test_reliability_page_counts_interrupts_apart_from_mutated_inputs():
+    record = {"meta": {}, "suites": {
+        "malformed_inputs": [{"target": "load_policy", "class": "NaN", "cases": 3,
+                              "outcomes": {"project error": 3}}],
+        "startup_interrupts": [
+            {"target": "policy_node", "class": "configuring", "cases": 1,
+             "outcomes": {"exit 0, no error line": 1}},
+            {"target": "sim_robot_node", "class": "imports", "cases": 1,
+             "outcomes": {"exit 0, no error line": 1}}]}}
+    page = _reporting("reliability").render(record, "<!-- h -->\n")
+    assert "**3 mutated inputs** across 1 loaders and commands; **2 interrupts**" in page
+    assert "| node | moment | cases | outcomes |" in page
+    assert "| policy_node | configuring | 1 | exit 0, no error line 1 |" in page
 
 
 def test_the_committed_reliability_record_holds_the_suites_thousand_cases():
-    """The record the page is generated from covers both suites and at least 1,000 mutated
-    inputs (#29), each row with as many outcomes as cases."""
+    """The record the page is generated from covers the three suites and at least 1,000 mutated
+    inputs (#29), each row with as many outcomes as cases; each node's start-up interrupts."""
     import json
 
     record = json.loads((ROOT / "benchmarks/results/reliability/record.json").read_text())
-    assert set(record["suites"]) == {"malformed_inputs", "embodiment_fuzz"}
-    rows = [r for rows in record["suites"].values() for r in rows]
+    assert set(record["suites"]) == {"malformed_inputs", "embodiment_fuzz",
+                                     "startup_interrupts"}
+    rows = [r for name, rows in record["suites"].items() for r in rows
+            if name != "startup_interrupts"]
     assert sum(r["cases"] for r in rows) >= 1000
     assert all(sum(r["outcomes"].values()) == r["cases"] for r in rows)
     assert record["meta"]["commit"] and record["meta"]["date"]
+    interrupts = record["suites"]["startup_interrupts"]
+    assert {r["target"] for r in interrupts} == {"perception_node", "policy_node",
+                                                "executor_node", "sim_robot_node"}
+    assert {r["class"] for r in interrupts} >= {"imports", "constructor", "configuring",
+                                                "inactive", "activating", "active"}
 
 
 def test_machine_line_reads_result_meta_and_older_records() -> None:

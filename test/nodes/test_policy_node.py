@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 import pytest
-from support.waiting import Spinner, action_client_beside, action_graph_report, wait_for
+from support.policy_node_graph import EXECUTORS, policy_node_graph
+from support.waiting import action_client_beside, action_graph_report, wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
@@ -43,51 +44,23 @@ class TowardTarget:
         return self.emb.to_unified(path.astype(np.float32))
 
 
-@pytest.fixture(params=["multi_threaded", "single_threaded"])
+@pytest.fixture(params=EXECUTORS)
 def graph(request, small_embodiment, tmp_path):
-    """A context with spinning executors; yields a factory for policy nodes and a peer.
-
-    ``single_threaded``: the policy nodes spin alone on a SingleThreadedExecutor (the peer on
-    another one); ``multi_threaded``: everything on one MultiThreadedExecutor.
-    """
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    """A context with spinning executors (:func:`support.policy_node_graph.policy_node_graph`);
+    yields a factory for policy nodes running :class:`TowardTarget`, a peer and the
+    embodiment."""
+    from ate_ros.core.deploy import PolicyNodeConfig
 
     path = tmp_path / "toy3.yaml"
     small_embodiment.to_yaml(path)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    if request.param == "single_threaded":
-        ex = SingleThreadedExecutor(context=context)
-        peer_ex = SingleThreadedExecutor(context=context)
-    else:
-        ex = peer_ex = MultiThreadedExecutor(num_threads=3, context=context)
-    peer = rclpy.create_node("peer", context=context)
-    peer_ex.add_node(peer)
-    made = []
+    with policy_node_graph(request.param) as (make_node, peer):
+        def make(**cfg):
+            cfg.setdefault("kinematics", "joints")
+            cfg.setdefault("embodiment", str(path))
+            return make_node(PolicyNodeConfig(**cfg),
+                             policy_factory=lambda c, e: TowardTarget(e))
 
-    def make(**cfg):
-        from ate_ros.core.deploy import PolicyNodeConfig
-        from ate_ros.nodes.policy_node import PolicyNode
-
-        cfg.setdefault("kinematics", "joints")
-        cfg.setdefault("embodiment", str(path))
-        node = PolicyNode(PolicyNodeConfig(**cfg),
-                          policy_factory=lambda c, e: TowardTarget(e), context=context)
-        ex.add_node(node)
-        made.append(node)
-        return node
-
-    # Spinner stops spinning before it shuts the executor down: a thread still spinning would
-    # hand the shut-down pool new work ("cannot schedule new futures after shutdown").
-    spinners = [Spinner(e) for e in {ex, peer_ex}]
-    yield make, peer, small_embodiment
-    for s in spinners:
-        s.close()
-    for n in made:
-        n.stop_inference()
-        n.destroy_node()
-    peer.destroy_node()
-    rclpy.shutdown(context=context)
+        yield make, peer, small_embodiment
 
 
 def observation(peer, emb, q, age=0.0):

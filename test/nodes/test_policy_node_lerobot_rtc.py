@@ -14,7 +14,8 @@ import threading
 
 import numpy as np
 import pytest
-from support.waiting import Spinner, wait_for
+from support.policy_node_graph import policy_node_graph
+from support.waiting import wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("lerobot")
@@ -43,32 +44,15 @@ def world(tmp_path_factory):
 
 @pytest.fixture
 def ros():
-    from rclpy.executors import MultiThreadedExecutor
+    """Policy nodes and a peer on one MultiThreadedExecutor
+    (:func:`support.policy_node_graph.policy_node_graph`)."""
+    from ate_ros.core.deploy import PolicyNodeConfig
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    ex = MultiThreadedExecutor(num_threads=3, context=context)
-    peer = rclpy.create_node("peer", context=context)
-    ex.add_node(peer)
-    made = []
-    spinner = Spinner(ex)
+    with policy_node_graph() as (make_node, peer):
+        def make(node_name="policy_node", **cfg):
+            return make_node(PolicyNodeConfig(**cfg), node_name=node_name)
 
-    def make(node_name="policy_node", **cfg):
-        from ate_ros.core.deploy import PolicyNodeConfig
-        from ate_ros.nodes.policy_node import PolicyNode
-
-        node = PolicyNode(PolicyNodeConfig(**cfg), node_name=node_name, context=context)
-        ex.add_node(node)
-        made.append(node)
-        return node
-
-    yield make, peer
-    spinner.close()
-    for n in made:
-        n.stop_inference()
-        n.destroy_node()
-    peer.destroy_node()
-    rclpy.shutdown(context=context)
+        yield make, peer
 
 
 def test_smolvla_checkpoint_runs_lerobots_rtc_in_the_node(world, ros):

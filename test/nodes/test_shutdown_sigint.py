@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from support.node_processes import BAD, node_env, reach_state
 from support.paths import ROOT
 from support.waiting import action_client_beside, wait_for
 
@@ -38,48 +38,15 @@ NODES = {
     "executor_node": ["-p", f"embodiment:={EMBODIMENT}", "-p", "output:=topic",
                       "-p", "dry_run:=false", "-p", "diagnostics_period:=0.2", *SIM_TIME],
 }
-BAD = ("traceback", "exception", "never retrieved", "never awaited", "context is invalid",
-       "failed to publish", "[error]")
-"""Anything of these in a node's output (case-insensitive) fails the test."""
 
 
 def start(name: str, log_dir: Path) -> tuple[subprocess.Popen, Path]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0")
     log = log_dir / f"{name}.log"
     with log.open("w") as f:
         proc = subprocess.Popen(
             [sys.executable, "-m", f"ate_ros.nodes.{name}", "--ros-args", *NODES[name]],
-            cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=node_env(), stdout=f, stderr=subprocess.STDOUT)
     return proc, log
-
-
-def call(client, request, timeout: float):
-    """One service call: the response, or None after ``timeout`` seconds."""
-    fut = client.call_async(request)
-    if wait_for(fut.done, timeout):
-        return fut.result()
-    client.remove_pending_request(fut)
-    return None
-
-
-def reach_state(get_state, change_state, transition_id: int, state_id: int,
-                timeout: float = 60.0) -> bool:
-    """Trigger ``transition_id`` until the node reports ``state_id``.
-
-    A response can be lost while the server has not matched the client's response reader yet
-    (a loaded machine, DDS discovery), so the state is read back rather than trusted.
-    """
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState, GetState
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        state = call(get_state, GetState.Request(), 5.0)
-        if state is not None and state.current_state.id == state_id:
-            return True
-        if state is not None:
-            call(change_state, ChangeState.Request(transition=Transition(id=transition_id)), 10.0)
-    return False
 
 
 def test_sigint_every_node_exits_cleanly(tmp_path):

@@ -3,10 +3,16 @@
 Every field of each config file (policy ``config.json``, alignment ``config.json``, dataset
 ``manifest.json``) is mutated (missing, extra, wrong type, wrong shape, list for object, NaN),
 and so is the structure of a dataset's episode file (datasets missing, of the wrong dtype or
-shape, NaN, a group for a dataset, attributes of the wrong type). Each case goes through a
-loader (which may raise only the project's own errors, naming the file) or a command's entry
-point, ``ate_ros.cli.main``, in-process (which may only succeed, or exit non-zero with one line
-on stderr, no traceback and no ``--out`` left behind).
+shape, NaN, a group for a dataset, attributes of the wrong type). LeRobot inputs too: a
+checkpoint folder (``config.json`` and the processor files' fields; its ``.safetensors``
+truncated, not safetensors, a tensor missing or of another shape or dtype) and a LeRobotDataset
+(``meta/info.json``, ``meta/stats.json`` and ``meta/ate_ros_export.json`` fields; its data,
+episodes and tasks parquet files missing, truncated, not parquet, a column of another type,
+rows missing), through their loaders and ``steer`` / ``eval`` / ``align`` / ``run``. Each case
+goes through a loader (which may raise only the project's own errors, naming the file) or a
+command's entry point, ``ate_ros.cli.main``, in-process (which may only succeed, or exit
+non-zero with one line on stderr, no traceback and no ``--out`` left behind); ``run --sim``, a
+ROS graph in a process of its own, must log exactly one ERROR line naming the checkpoint.
 
 Cases are drawn with ``derandomize=True``: the same cases on every run. With
 ``ATE_ROS_RELIABILITY_RECORD=FILE`` the count of cases and outcomes per (target, bad-input
@@ -377,6 +383,236 @@ def test_commands_with_mutated_episode(world, tmp_path, field, how, pick):
         argv = ["steer", "--policy", str(world["pol"]), "--guidance", "off", "--data", str(ds),
                 "--out", str(out), *STEER_FAST]
         check_command("steer --data", how, case, argv, out)
+
+
+# --- LeRobot checkpoints and datasets ---------------------------------------------------------
+
+LR_CONFIG_FILES = ("config.json", "policy_preprocessor.json", "policy_postprocessor.json")
+LR_DATASET_FILES = ("meta/info.json", "meta/stats.json", "meta/ate_ros_export.json")
+TRUNCATED, GARBAGE, TENSOR_MISSING, TENSOR_SHAPE, TENSOR_DTYPE = (
+    "truncated", "not the format", "tensor missing", "tensor of another shape",
+    "tensor of another dtype")
+WEIGHT_CLASSES = (TRUNCATED, GARBAGE, TENSOR_MISSING, TENSOR_SHAPE, TENSOR_DTYPE)
+FILE_MISSING, COLUMN_TYPE, ROWS_MISSING = ("file missing", "column of another type",
+                                           "rows missing")
+PARQUET_CLASSES = (FILE_MISSING, TRUNCATED, GARBAGE, COLUMN_TYPE, ROWS_MISSING)
+LR_PARQUETS = ("data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet",
+               "meta/tasks.parquet")
+
+
+@pytest.fixture(scope="module")
+def lerobot_world(world):
+    """A LeRobotDataset exported from a toy dataset (one 16x16 camera) and an untrained tiny
+    DiffusionPolicy checkpoint for its robot, as ``lerobot-train`` writes one."""
+    pytest.importorskip("lerobot")
+    import dataclasses
+
+    from support.lerobot_fixtures import tiny_diffusion_checkpoint
+
+    from ate_ros.core.data.lerobot_export import export_lerobot
+    from ate_ros.core.embodiment import CameraSpec
+
+    root = world["root"] / "lerobot"
+    emb = dataclasses.replace(_emb("ada2", [0, 10]), cameras=[CameraSpec("front", 16, 16)])
+    ada = write_toy_dataset(root / "ada", emb, episodes=3, length=12, image_size=16, seed=1)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        lr = export_lerobot(ada, root / "ada_lr")
+    return {"emb": emb, "lr": lr, "emb_file": ada / "embodiment.yaml",
+            "ckpt": tiny_diffusion_checkpoint(root / "dp", emb)}
+
+
+@pytest.fixture(scope="module")
+def lerobot_paths(lerobot_world):
+    w = lerobot_world
+    return {**{f: list(field_paths(_json_doc(w["ckpt"] / f))) for f in LR_CONFIG_FILES},
+            **{f: list(field_paths(_json_doc(w["lr"] / f))) for f in LR_DATASET_FILES}}
+
+
+def _mutate_weights(file: Path, how: str, pick: int) -> None:
+    """One safetensors file of a checkpoint broken as ``how`` says."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if how in (TRUNCATED, GARBAGE):
+        data = file.read_bytes()
+        file.write_bytes(data[:max(1, (pick + 1) * len(data) // 60)] if how == TRUNCATED
+                         else b"not a safetensors file" * (1 + pick))
+        return
+    tensors = load_file(file)
+    name = sorted(tensors)[pick % len(tensors)]
+    if how == TENSOR_MISSING:
+        del tensors[name]
+    elif how == TENSOR_SHAPE:
+        t = tensors[name]
+        tensors[name] = (torch.zeros((*t.shape, 2)) if pick % 2 or t.dim() == 0
+                         else t.reshape(-1)[1:])
+    else:
+        tensors[name] = tensors[name].to(torch.float16 if pick % 2 else torch.int32)
+    save_file(tensors, file)
+
+
+def _broken_copy(src: Path, dst: Path, json_files: tuple, paths, data, how: str, pick: int,
+                 break_binary) -> tuple[Path, str, str]:
+    """A copy of ``src`` with a field of one of its ``json_files`` mutated, or (the other half of
+    the cases) one of its binary files broken by ``break_binary(folder, pick)`` -> (file,
+    class); returns (folder, bad-input class, case)."""
+    if data.draw(st.booleans()):
+        file = data.draw(st.sampled_from(json_files))
+        path = data.draw(st.sampled_from(paths[file]))
+        return (_mutated_copy(src, dst, file, path, how, pick), how,
+                f"{file} {describe(path, how, pick)}")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    file, kind = break_binary(dst, pick)
+    return dst, kind, f"{file} {kind} (pick {pick})"
+
+
+def _break_weights(folder: Path, pick: int) -> tuple[str, str]:
+    files = sorted(p.name for p in folder.glob("*.safetensors"))
+    file = files[pick % len(files)]
+    kind = WEIGHT_CLASSES[pick % len(WEIGHT_CLASSES)]
+    _mutate_weights(folder / file, kind, pick)
+    return file, kind
+
+
+def _lerobot_checkpoint(lerobot_world, tmp_path: Path, data, how: str, pick: int,
+                        paths) -> tuple[Path, str, str]:
+    """A mutated copy of the checkpoint: a config file's field, or a weights file."""
+    return _broken_copy(lerobot_world["ckpt"], tmp_path / "ckpt", LR_CONFIG_FILES, paths, data,
+                        how, pick, _break_weights)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(data=st.data(), how=HOW, pick=PICK)
+def test_lerobot_checkpoint_loader(lerobot_world, lerobot_paths, tmp_path, data, how, pick):
+    from ate_ros.core.steer.lerobot.chunk_policy import LeRobotChunkPolicy
+
+    bad, kind, case = _lerobot_checkpoint(lerobot_world, tmp_path, data, how, pick,
+                                          lerobot_paths)
+    with contextlib.redirect_stdout(io.StringIO()):
+        check_loader("LeRobot checkpoint (LeRobotChunkPolicy.from_pretrained)", kind, case,
+                     lambda: LeRobotChunkPolicy.from_pretrained(bad, lerobot_world["emb"]),
+                     str(bad))
+
+
+@settings(max_examples=10, **SETTINGS)
+@given(data=st.data(), how=HOW, pick=PICK)
+def test_commands_with_mutated_lerobot_policy(world, lerobot_world, lerobot_paths, tmp_path,
+                                              data, how, pick):
+    bad, kind, case = _lerobot_checkpoint(lerobot_world, tmp_path, data, how, pick,
+                                          lerobot_paths)
+    out = tmp_path / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    if pick % 2:
+        argv = ["steer", "--policy", f"lerobot:{bad}", "--data", str(lerobot_world["lr"]),
+                "--guidance", "off", "--out", str(out), "--steps", "1", "--batch-size", "4",
+                "--no-progress", "--device", "cpu"]
+        check_command("steer --policy lerobot:", kind, case, argv, out)
+    else:  # sim_arm6 is not the checkpoint's robot: every case is an error, on one line
+        argv = ["eval", "--policy", f"lerobot:{bad}", "--embodiment", "sim_arm6", "--task",
+                "reach", "--episodes", "1", "--render-episodes", "0", "--out", str(out)]
+        check_command("eval --policy lerobot:", kind, case, argv, out)
+
+
+def _mutate_parquet(file: Path, how: str, pick: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if how == FILE_MISSING:
+        file.unlink()
+        return
+    if how in (TRUNCATED, GARBAGE):
+        data = file.read_bytes()
+        file.write_bytes(data[:(pick + 1) * len(data) // 60] if how == TRUNCATED
+                         else b"PAR1 not parquet" * (1 + pick))
+        return
+    table = pq.read_table(file)
+    if how == ROWS_MISSING:
+        table = table.slice(0, table.num_rows // 2)
+    else:
+        name = table.column_names[pick % table.num_columns]
+        column = pa.array([f"x{i}" for i in range(table.num_rows)])
+        table = table.set_column(table.column_names.index(name), name, column)
+    pq.write_table(table, file)
+
+
+@settings(max_examples=4, **SETTINGS)
+@given(data=st.data(), how=HOW, pick=PICK)
+def test_run_with_mutated_lerobot_policy(lerobot_world, lerobot_paths, tmp_path, data, how,
+                                         pick):
+    """``ate-ros run --sim`` (its own process: a ROS graph) loads the policy in policy_node's
+    configure: a broken checkpoint is one ERROR line naming it, exit non-zero, no traceback."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("mujoco")
+    import subprocess
+    import sys
+
+    from support.paths import ROOT
+
+    bad, kind, case = _lerobot_checkpoint(lerobot_world, tmp_path, data, how, pick,
+                                          lerobot_paths)
+    done = subprocess.run(
+        [sys.executable, "-m", "ate_ros.cli", "run", "--sim", "--policy", f"lerobot:{bad}",
+         "--embodiment", "sim_arm7", "--task", "reach", "--duration", "0.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    text = done.stdout + done.stderr
+    errors = [ln for ln in text.splitlines() if "[ERROR]" in ln]
+    # sim_arm7 is not the checkpoint's robot: a checkpoint that loads is refused for it too.
+    named = len(errors) == 1 and str(bad) in errors[0]
+    if done.returncode == 0 or "Traceback" in text or not named:
+        RECORD.add("run --policy lerobot:", kind, "escaped")
+        pytest.fail(f"run --policy lerobot: {case}: rc {done.returncode}, errors {errors}\n"
+                    f"{text[-3000:]}")
+    RECORD.add("run --policy lerobot:", kind, "one ERROR line naming it")
+
+
+def _break_parquet(folder: Path, pick: int) -> tuple[str, str]:
+    file = LR_PARQUETS[pick % len(LR_PARQUETS)]
+    kind = PARQUET_CLASSES[(pick // len(LR_PARQUETS)) % len(PARQUET_CLASSES)]
+    _mutate_parquet(folder / file, kind, pick)
+    return file, kind
+
+
+def _lerobot_dataset(lerobot_world, tmp_path: Path, data, how: str, pick: int,
+                     paths) -> tuple[Path, str, str]:
+    """A mutated copy of the LeRobotDataset: a field of its JSON metadata, or a parquet file."""
+    return _broken_copy(lerobot_world["lr"], tmp_path / "lr", LR_DATASET_FILES, paths, data,
+                        how, pick, _break_parquet)
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(data=st.data(), how=HOW, pick=PICK)
+def test_lerobot_dataset_loaders(lerobot_world, lerobot_paths, tmp_path, data, how, pick):
+    from ate_ros.core.data.chunks import ChunkSource, load_chunks
+    from ate_ros.core.data.lerobot_reader import load_lerobot_arrays
+
+    bad, kind, case = _lerobot_dataset(lerobot_world, tmp_path, data, how, pick, lerobot_paths)
+    emb = lerobot_world["emb"]
+    split = "val" if pick % 3 == 0 else "train"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        check_loader("LeRobot dataset (load_lerobot_arrays)", kind, case,
+                     lambda: load_lerobot_arrays(bad, emb, split), str(bad))
+        check_loader("align dataset, LeRobot (load_chunks)", kind, case, lambda: load_chunks(
+            [ChunkSource(f"lerobot:{bad}", emb)], split, 4), str(bad))
+
+
+@settings(max_examples=12, **SETTINGS)
+@given(data=st.data(), how=HOW, pick=PICK)
+def test_commands_with_mutated_lerobot_dataset(world, lerobot_world, lerobot_paths, tmp_path,
+                                               data, how, pick):
+    bad, kind, case = _lerobot_dataset(lerobot_world, tmp_path, data, how, pick, lerobot_paths)
+    out = tmp_path / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    if pick % 2:
+        argv = ["align", "--stage1", str(world["vae"]), "--adapt", f"lerobot:{bad}",
+                "--embodiment-ada", str(lerobot_world["emb_file"]), "--out", str(out),
+                *ALIGN_FAST]
+        check_command("align --adapt lerobot:", kind, case, argv, out)
+    else:
+        argv = ["steer", "--policy", f"lerobot:{lerobot_world['ckpt']}", "--data", str(bad),
+                "--guidance", "off", "--out", str(out), "--steps", "1", "--batch-size", "4",
+                "--no-progress", "--device", "cpu"]
+        check_command("steer --data (LeRobot)", kind, case, argv, out)
 
 
 def test_enough_cases_were_tried(world):

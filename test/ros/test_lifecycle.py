@@ -73,3 +73,30 @@ def test_the_base_is_the_lifecycle_nodes_own():
         assert issubclass(cls, ReleasingLifecycleNode)
         # Their cleanup and shutdown are the base's: no copy of its body left in a node.
         assert "on_cleanup" not in vars(cls) and "on_shutdown" not in vars(cls)
+
+
+def test_ctrl_c_during_configure_ends_the_transition_without_an_error_line(capfd):
+    """The issue's ``Failed to complete transition 1 ... errorprocessing``: Ctrl-C shuts the
+    context down while on_configure loads, and rclpy cannot publish the transition event."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    from ate_ros.ros.lifecycle import ReleasingLifecycleNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+
+    class Loading(ReleasingLifecycleNode):
+        def on_configure(self, state):
+            self.get_logger().info("loading")
+            rclpy.shutdown(context=context)  # what rclpy's SIGINT handler does meanwhile
+            self.get_logger().info("configured")
+            return R.SUCCESS
+
+        def _release(self) -> None:
+            pass
+
+    node = Loading("loading_node", context=context)
+    assert node.trigger_configure() != R.SUCCESS  # the transition did not complete
+    out = "".join(capfd.readouterr())
+    assert "loading" in out, out
+    assert "configured" not in out and "Failed" not in out and "rosout" not in out, out

@@ -45,3 +45,23 @@ def toy_policy_dataset(roots: Sequence[str | Path], cameras: Sequence[str] = ("f
     """The training split of toy datasets (``write_toy_dataset``) in chunks of 4."""
     return PolicyDataset([Path(r) for r in roots], "train", 4, list(cameras), image_size, None,
                          hash_embed, **kw)
+
+
+def save_untrained_policy(out: str | Path, seed: int = 0, **overrides) -> Path:
+    """An untrained tiny image policy (:data:`TINY_VLA`, one ``front`` camera) saved to ``out``
+    with unit statistics: a real checkpoint for nodes that load one (policy_node's configure
+    imports torch and reads it), in a fraction of a second."""
+    import torch
+
+    from ate_ros.core.embodiment import UNIFIED_DIM
+    from ate_ros.core.normalization import NormStats
+    from ate_ros.core.steer.policies import VLAPolicy
+
+    torch.manual_seed(seed)
+    policy = VLAPolicy(tiny_vla_config(**overrides))
+    unit = NormStats(mean=np.zeros(UNIFIED_DIM, np.float32),
+                     std=np.full(UNIFIED_DIM, 0.1, np.float32),
+                     min=np.full(UNIFIED_DIM, -1.0, np.float32),
+                     max=np.ones(UNIFIED_DIM, np.float32))
+    policy.set_norm_stats(unit, unit)
+    return policy.save_pretrained(out)

@@ -84,9 +84,60 @@ def read_info(spec: str | Path) -> dict:
     if not any((root / "data").rglob("*.parquet")):
         raise ChunkDataError(f"{root}: no data/*.parquet files (an incomplete LeRobotDataset)")
     try:
-        return json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text())
     except ValueError as exc:
         raise ChunkDataError(f"{info_path}: not valid JSON ({exc})") from exc
+    _check_info(info, info_path)
+    return info
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_info(info: object, file: Path) -> None:
+    """The fields of ``meta/info.json`` this reader and LeRobot's metadata read, each of the
+    type they need (a :class:`ChunkDataError` naming the file and the field otherwise)."""
+    def bad(field: str, want: str, got: object) -> ChunkDataError:
+        return ChunkDataError(f"{file}: field {field!r} must be {want}, got {got!r}"[:400])
+
+    if not isinstance(info, dict):
+        raise bad("<root>", "a JSON object", type(info).__name__)
+    features = info.get("features")
+    if not isinstance(features, dict) or not features:
+        raise bad("features", "an object of features", features)
+    for name, feature in features.items():
+        if not isinstance(feature, dict):
+            raise bad(f"features.{name}", "an object (dtype, shape, names)", feature)
+        if not isinstance(feature.get("dtype"), str):
+            raise bad(f"features.{name}.dtype", "a dtype name", feature.get("dtype"))
+        shape = feature.get("shape")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise bad(f"features.{name}.shape", "a list of sizes", shape)
+        names = feature.get("names")
+        if isinstance(names, dict):
+            names = next(iter(names.values()), None)
+        if names is not None and (not isinstance(names, list)
+                                  or not all(isinstance(n, str) for n in names)):
+            raise bad(f"features.{name}.names", "a list of names (or null)", feature["names"])
+    for field in ("total_episodes", "total_frames", "chunks_size"):
+        if field in info and not _is_count(info[field]):
+            raise bad(field, "a count", info[field])
+    fps = info.get("fps")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise bad("fps", "a positive rate", fps)
+    declared = info.get("splits")
+    if declared is not None and (not isinstance(declared, dict) or not all(
+            isinstance(v, str) and _is_range(v) for v in declared.values())):
+        raise bad("splits", 'an object of "first:end" episode ranges', declared)
+    for field in ("robot_type", "data_path", "codebase_version"):
+        if field in info and info[field] is not None and not isinstance(info[field], str):
+            raise bad(field, "a string", info[field])
+
+
+def _is_range(text: str) -> bool:
+    a, _, b = text.partition(":")
+    return a.isdigit() and b.isdigit()
 
 
 def feature_names(feature: dict) -> list[str] | None:
@@ -125,9 +176,9 @@ def splits(spec: str | Path, total_episodes: int) -> dict[str, list[int]]:
     root = dataset_root(spec)
     manifest = root / EXPORT_MANIFEST
     if manifest.is_file():
-        rec = json.loads(manifest.read_text()).get("splits") or {}
+        rec = _export_splits(manifest)
         if rec.get("train"):
-            return {s: [int(i) for i in rec.get(s, [])] for s in SPLITS}
+            return {s: rec.get(s, []) for s in SPLITS}
     declared = read_info(root).get("splits") or {}
     out: dict[str, list[int]] = {}
     for s in SPLITS:
@@ -144,6 +195,23 @@ def splits(spec: str | Path, total_episodes: int) -> dict[str, list[int]]:
     logger.info("%s defines no validation split: holding out its last %d episode(s) as val",
                 root, n_val)
     return {"train": episodes[:-n_val], "val": episodes[-n_val:]}
+
+
+def _export_splits(manifest: Path) -> dict[str, list[int]]:
+    """The ``splits`` our export recorded (``{"train": [0, 1], "val": [2]}``), checked."""
+    try:
+        doc = json.loads(manifest.read_text())
+    except ValueError as exc:
+        raise ChunkDataError(f"{manifest}: not valid JSON ({exc})") from exc
+    rec = doc.get("splits") if isinstance(doc, dict) else None
+    if rec is None:
+        return {}
+    if not isinstance(rec, dict) or not all(
+            s in SPLITS and isinstance(v, list) and all(_is_count(i) for i in v)
+            for s, v in rec.items()):
+        raise ChunkDataError(f"{manifest}: field 'splits' must map train/val to lists of "
+                             f"episode indices, got {rec!r}"[:400])
+    return rec
 
 
 def _column_order(names: list[str] | None, emb: Embodiment, column: str, where: Path
@@ -214,12 +282,18 @@ def load_lerobot_arrays(spec: str | Path, embodiment: Embodiment, split: str,
     import torch
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    ds = LeRobotDataset(f"ate_ros/{root.name}", root=root, episodes=sorted(wanted))
-    # LeRobot's own torch transform, on three columns only: no image is loaded or decoded.
-    rows = ds.hf_dataset.select_columns([EPISODE_INDEX, FRAME_INDEX, column])[:]
-    values = torch.stack(list(rows[column])).to(torch.float32).numpy().reshape(-1, width)
-    episode = torch.stack(list(rows[EPISODE_INDEX])).numpy().reshape(-1)
-    frame = torch.stack(list(rows[FRAME_INDEX])).numpy().reshape(-1)
+    from ate_ros.core.lerobot_compat import lerobot_errors
+
+    # meta/ (episodes, tasks, stats) and data/*.parquet as LeRobot reads them: whatever does
+    # not match meta/info.json is reported naming the dataset and LeRobot's words.
+    with lerobot_errors(root, "LeRobot cannot read this dataset (meta/, data/*.parquet)",
+                        ChunkDataError):
+        ds = LeRobotDataset(f"ate_ros/{root.name}", root=root, episodes=sorted(wanted))
+        # LeRobot's own torch transform, on three columns only: no image is loaded or decoded.
+        rows = ds.hf_dataset.select_columns([EPISODE_INDEX, FRAME_INDEX, column])[:]
+        values = torch.stack(list(rows[column])).to(torch.float32).numpy().reshape(-1, width)
+        episode = torch.stack(list(rows[EPISODE_INDEX])).numpy().reshape(-1)
+        frame = torch.stack(list(rows[FRAME_INDEX])).numpy().reshape(-1)
     arrays, names = [], []
     for ep in sorted(wanted):
         sel = np.flatnonzero(episode == ep)

@@ -41,6 +41,7 @@ from ate_ros.core.training.output_guard import (
     check_output,
     data_fingerprint,
     differing_settings,
+    field_defaults,
     resume_dir,
 )
 from ate_ros.core.training.runtime import (
@@ -312,7 +313,8 @@ def _claim_output(cfg: TrainConfig, inputs: list, dist: DistributedContext) -> P
             raise CheckpointError(f"cannot resume from {source}: it does not record the "
                                   "settings it was trained with; pass --overwrite to start over")
         saved = read_json(saved_file)
-        differ = differing_settings(saved.get("settings", {}), settings, NOT_COMPARED)
+        differ = differing_settings(saved.get("settings", {}), settings, NOT_COMPARED,
+                                    field_defaults(type(cfg)))  # older runs lack new fields
         if differ:
             raise CheckpointError(
                 f"cannot resume from {source}: it was written with other settings ("

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["RESUME_SUFFIX", "OutputError", "check_output", "data_fingerprint", "describe",
-           "differing_settings", "resume_dir"]
+           "differing_settings", "field_defaults", "resume_dir"]
 
 RESUME_SUFFIX = ".resume"
 _HASHED_BYTES = 1 << 20
@@ -97,11 +99,35 @@ def check_output(out: str | Path, *, inputs: Iterable[str | Path | None] = (),
                           "carry on from them, or --overwrite to start over")
 
 
-def differing_settings(saved: dict, wanted: dict, ignored: Sequence[str] = ()) -> list[str]:
-    """``"name: X then, Y now"`` for every setting that differs (``ignored`` skipped)."""
+def differing_settings(saved: dict, wanted: dict, ignored: Sequence[str] = (),
+                       defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """``"name: X then, Y now"`` for every setting that differs (``ignored`` skipped).
+
+    A setting ``saved`` lacks was written before that setting existed: the run then behaved as
+    its default does, so it stands for ``defaults[name]`` (and differs only from another value).
+    """
+    defaults = defaults or {}
     keys = sorted((set(saved) | set(wanted)) - set(ignored))
-    return [f"{k}: {saved.get(k)!r} then, {wanted.get(k)!r} now" for k in keys
-            if saved.get(k) != wanted.get(k)]
+    then = {k: saved[k] if k in saved else defaults.get(k) for k in keys}
+    return [f"{k}: {then[k]!r} then, {wanted.get(k)!r} now" for k in keys
+            if then[k] != wanted.get(k)]
+
+
+def field_defaults(config_type: type) -> dict[str, Any]:
+    """The default of each field of the dataclass ``config_type`` that has one, as
+    :func:`dataclasses.asdict` records a value (the settings :func:`differing_settings`
+    compares)."""
+    out = {}
+    for f in fields(config_type):
+        if f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = (asdict(value) if is_dataclass(value) and not isinstance(value, type)
+                       else value)
+    return out
 
 
 def data_fingerprint(paths: Iterable[str | Path]) -> str:

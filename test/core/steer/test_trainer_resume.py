@@ -5,6 +5,7 @@ resume names the differing settings and writes nothing; outputs follow the umask
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -15,6 +16,7 @@ from support.tiny_policy import toy_embodiment
 from ate_ros.cli import main
 from ate_ros.core.data.policy_dataset import write_toy_dataset
 from ate_ros.core.embodiment import Embodiment
+from ate_ros.core.steer.trainer import RUN_FILE
 from ate_ros.core.training.files import load_tensors
 from ate_ros.core.training.loop import Optimization
 from ate_ros.core.training.output_guard import resume_dir
@@ -105,6 +107,17 @@ def test_resume_refusals_and_identity(world, tmp_path, monkeypatch, capsys):
     assert "already at step 4" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in resume_dir(out).rglob("*")} == before
     assert not out.exists()
+    # Settings saved before a field existed (TrainConfig.key): a run.json without it. Missing
+    # stands for the default ("auto", as this run's), so only another value is refused.
+    run_file = resume_dir(out) / RUN_FILE
+    saved = json.loads(run_file.read_text())
+    assert saved["settings"]["key"] == "auto"
+    saved["settings"]["key"] = "qpos"
+    run_file.write_text(json.dumps(saved))
+    assert main(args) == 2
+    assert "key: 'qpos' then, 'auto' now" in capsys.readouterr().err
+    del saved["settings"]["key"]
+    run_file.write_text(json.dumps(saved))
     assert main(args) == 0
     assert out.is_dir() and not resume_dir(out).exists()
     _same(ref, out)

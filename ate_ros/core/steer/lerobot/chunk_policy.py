@@ -55,8 +55,10 @@ import numpy as np
 import torch
 
 from ate_ros.core.embodiment import UNIFIED_DIM, Embodiment
-from ate_ros.core.lerobot_compat import require_lerobot
+from ate_ros.core.lerobot_compat import lerobot_errors
 from ate_ros.core.policy_contract import PolicyFeatureError, PolicyObservation
+from ate_ros.core.steer.lerobot.checkpoint import CONFIG_FILE, load_lerobot_checkpoint
+from ate_ros.core.training.files import CheckpointError
 
 if TYPE_CHECKING:
     from ate_ros.core.steer.rtc.configuration_rtc import RTCConfig
@@ -68,7 +70,6 @@ OBS_ENV_STATE = "observation.environment_state"
 OBS_IMAGES = "observation.images"
 ACTION = "action"
 TASK = "task"
-CHECKPOINT_FILES = ("config.json", "model.safetensors")
 
 
 class LeRobotChunkPolicy:
@@ -137,28 +138,14 @@ class LeRobotChunkPolicy:
 
         Raises:
             FileNotFoundError: the folder or one of its checkpoint files is missing.
-            ValueError: the checkpoint does not fit ``embodiment`` (see the class).
+            CheckpointError: a file LeRobot cannot read, or a checkpoint that does not fit
+                ``embodiment`` (see the class), naming the file
+                (:func:`~ate_ros.core.steer.lerobot.checkpoint.load_lerobot_checkpoint`).
         """
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"LeRobot checkpoint folder not found: {path}")
-        missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{path} is not a LeRobot checkpoint: no {missing} (the "
-                                    "folder `save_pretrained` / lerobot-train's "
-                                    "checkpoints/<step>/pretrained_model writes)")
-        require_lerobot()
-        from lerobot.configs.policies import PreTrainedConfig
-        from lerobot.policies.factory import get_policy_class, make_pre_post_processors
-
-        cfg = PreTrainedConfig.from_pretrained(str(path))
-        cfg.device = torch.device(device).type
-        policy = get_policy_class(cfg.type).from_pretrained(str(path), config=cfg)
-        policy.to(device)
-        pre, post = make_pre_post_processors(
-            cfg, pretrained_path=str(path),
-            preprocessor_overrides={"device_processor": {"device": cfg.device}})
-        return cls(policy, pre, post, embodiment)
+        loaded = load_lerobot_checkpoint(path, device)
+        with lerobot_errors(Path(path) / CONFIG_FILE, "its features do not fit embodiment "
+                            f"{embodiment.name!r}", CheckpointError):
+            return cls(loaded.policy, loaded.preprocessor, loaded.postprocessor, embodiment)
 
     def reset(self) -> None:
         """Forget the observation history (a new episode)."""

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ate_ros.core.config_fields import validate_fields
-from ate_ros.core.lerobot_compat import require_lerobot
+from ate_ros.core.data.episode_format import ChunkDataError
+from ate_ros.core.lerobot_compat import lerobot_errors, require_lerobot
 from ate_ros.core.steer.guidance import GuidanceConfig, encoder_from_bundle
 from ate_ros.core.steer.lerobot.adapters import (
     ACTION,
@@ -36,6 +37,7 @@ from ate_ros.core.steer.lerobot.adapters import (
     flow_policy_loss,
     make_guidance,
 )
+from ate_ros.core.steer.lerobot.checkpoint import load_lerobot_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -113,30 +115,25 @@ def _plain_loss(policy, batch) -> tuple[torch.Tensor, dict[str, float]]:
 def finetune_lerobot_policy(cfg: LeRobotFinetuneConfig) -> Path:
     """Run the fine-tuning; returns the output folder (a LeRobot checkpoint)."""
     require_lerobot()
-    from lerobot.configs.policies import PreTrainedConfig
     from lerobot.datasets.factory import resolve_delta_timestamps
     from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
-    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     from ate_ros.core.training.files import atomic_output_dir
     from ate_ros.core.training.runtime import seed_everything
 
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
-    pcfg = PreTrainedConfig.from_pretrained(cfg.policy_path)
-    pcfg.device = device.type
-    policy = get_policy_class(pcfg.type).from_pretrained(cfg.policy_path, config=pcfg)
-    policy.to(device)
-    pre, post = make_pre_post_processors(pcfg, pretrained_path=cfg.policy_path,
-                                         preprocessor_overrides={
-                                             "device_processor": {"device": device.type}})
+    loaded = load_lerobot_checkpoint(cfg.policy_path, device.type)
+    pcfg, policy, pre, post = (loaded.config, loaded.policy, loaded.preprocessor,
+                               loaded.postprocessor)
     with tempfile.TemporaryDirectory(prefix="ate_lerobot_") as scratch:
         root = _dataset_root(Path(cfg.data), Path(scratch))
         repo_id = f"ate_ros/{root.name}"
-        meta = LeRobotDatasetMetadata(repo_id, root=root)
-        ds = LeRobotDataset(repo_id, root=root,
-                            delta_timestamps=resolve_delta_timestamps(pcfg, meta))
-        action_names = list(meta.features[ACTION].get("names") or [])
+        with lerobot_errors(root, "LeRobot cannot read this dataset", ChunkDataError):
+            meta = LeRobotDatasetMetadata(repo_id, root=root)
+            ds = LeRobotDataset(repo_id, root=root,
+                                delta_timestamps=resolve_delta_timestamps(pcfg, meta))
+            action_names = list(meta.features[ACTION].get("names") or [])
         loss_fn = _loss_fn(policy, post, cfg, action_names, device)
         opt_cfg = pcfg.get_optimizer_preset()
         if cfg.lr is not None:
