@@ -370,10 +370,18 @@ def choose(summary: list[dict]) -> dict:
 
 def selection(summary: list[dict], finished: int, expected: int) -> dict:
     """The select split's choice once every selection run has finished; before that nothing is
-    chosen (the defaults stay) and the leader so far is recorded as ``provisional`` only."""
+    chosen (the defaults stay) and the leader so far is recorded as ``provisional`` only. A
+    candidate whose mean difference to direct is not above zero is not chosen either."""
     best = choose(summary)
     if finished >= expected:
-        return best
+        gain = best["mean_minus_direct"][best["method"]] if best else None
+        if gain is not None and gain > 0:
+            return best
+        return {"method": None, "best_candidate": best,
+                "note": "no candidate beats direct fine-tuning on the selection split (best "
+                        "mean ATE - direct over the selection K: "
+                        + ("none" if gain is None else f"{100 * gain:+.1f} points")
+                        + "): nothing chosen, the defaults stay"}
     return {"method": None, "provisional": best,
             "note": f"selection incomplete ({finished} of {expected} runs): nothing chosen, "
                     "the defaults stay"}

@@ -150,6 +150,13 @@ def test_selection_chooses_nothing_until_every_selection_run_finished(bench):
     partial = bench.selection(summary, finished=5, expected=16)
     assert partial["method"] is None and "5 of 16" in partial["note"]
     assert partial["provisional"]["method"] == "ate@8/classifier"
+    # Every run finished, but no candidate is better than direct on average: nothing chosen.
+    worse = [{"k": k, "methods": {"direct": {}, "ate@2/classifier": {"minus_direct": -0.05},
+                                  "ate@8/classifier": {"minus_direct": d}}}
+             for k, d in ((5, 0.04), (25, -0.06))]
+    none = bench.selection(worse, finished=16, expected=16)
+    assert none["method"] is None and none["best_candidate"]["method"] == "ate@8/classifier"
+    assert "no candidate beats direct" in none["note"] and "-1.0 points" in none["note"]
 
 
 def test_monotone_in_k_allows_overlap_and_flags_a_clear_fall(bench):
