@@ -212,10 +212,11 @@ def test_run_identity_changes_with_guidance_not_with_run_selection(bench):
 
     assert bench.run_identity(replace(cfg, ks=(5,)), "report", "lowdim", "p", 5, "ate", 0,
                               "sha") == a
-    assert bench.run_identity(replace(cfg, lam=8.0), "report", "lowdim", "p", 5, "ate", 0,
+    assert bench.run_identity(replace(cfg, lam=cfg.lam * 2), "report", "lowdim", "p", 5, "ate", 0,
                               "sha") != a
     # The direct baseline does not depend on the guidance settings the selection chooses.
-    assert bench.run_identity(replace(cfg, lam=8.0), "report", "lowdim", "p", 5, "direct", 0,
+    other = replace(cfg, lam=cfg.lam * 2)
+    assert bench.run_identity(other, "report", "lowdim", "p", 5, "direct", 0,
                               "sha") == bench.run_identity(cfg, "report", "lowdim", "p", 5,
                                                            "direct", 0, "sha")
     assert json.loads(json.dumps(asdict(cfg)))  # the config travels as JSON to the workers
