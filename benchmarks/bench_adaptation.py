@@ -8,13 +8,26 @@ training seed); it trains on all tasks at once.
 
 Protocol (the converged protocol of issue #28):
 
-- Checkpoints on a geometric step schedule (``schedule``: 150, 300, 600, ...). At each one the
-  EMA policy is rolled out on *validation* episodes (their own seed range) and on the
-  *evaluation* episodes. Training stops when the validation success has not risen by more than
-  ``min_gain`` for ``patience`` checkpoints (a plateau), or at the schedule's end. The converged
-  checkpoint is the one with the best validation success (earliest on ties). The stopping rule
-  and the checkpoint choice never read an evaluation episode; the evaluation rollouts at every
-  checkpoint only draw the success-vs-step curve.
+- Checkpoints on a geometric step schedule (``schedule``: 150, 300, 600, ... 9600). At each one
+  the EMA policy is rolled out on *validation* episodes (their own seed range) and on the
+  *evaluation* episodes. Checkpoints before ``min_steps`` only draw the curve; among those at or
+  after it, training stops when the validation success has not risen by more than ``min_gain``
+  for ``patience`` checkpoints (a plateau: with patience 1, doubling the steps gained nothing),
+  or at the schedule's end. The converged checkpoint is the one at or after ``min_steps`` with
+  the best validation success (earliest on ties). The stopping rule and the checkpoint choice
+  never read an evaluation episode; the evaluation rollouts at every checkpoint only draw the
+  success-vs-step curve. The cosine learning rate spans the whole schedule.
+- Why these settings (``benchmarks/replay_stopping_rule.py`` replays a rule on recorded
+  validation curves): the first selection runs (patience 2 over every checkpoint, 10 validation
+  episodes per task, schedule to 4800; now in ``results/retired/adaptation_runs_select_v1/``)
+  stopped 3 of 13 runs on early dips: two K=25 runs at step 600 taking step 150 (val 0.43 ->
+  0.10 -> 0.40: the pre-trained policy's score before adaptation), one K=5 run at 2400 taking
+  600 (evaluation 0.67 there, 0.86 at 2400). Every one of the 11 runs that reached 2400 had
+  gained >= 0.10 validation success from 1200 to 2400, so no checkpoint before 2400 is a
+  plateau. With min_steps 2400 and patience 1, 5 of the 10 runs that reached 4800 stop there and
+  5 (all three K=25 runs among them) were still rising and go on to 9600; patience 2 would send
+  every plateaued run to the end of a doubling schedule. 20 validation episodes per task (60
+  pooled) halve the variance behind each decision for ~2 s CPU per checkpoint.
 - Per (track, pair, K): converged success of each method (the evaluation success at its
   converged checkpoint), ATE - direct with a paired two-level bootstrap interval (training
   seeds, then evaluation episodes within seed and task), the ratio of areas under the
@@ -119,30 +132,37 @@ class BenchConfig:
     ks: tuple[int, ...] = (2, 5, 10, 25, 50)
     tasks: tuple[str, ...] = ("reach", "push", "pick_color")
     methods: tuple[str, ...] = ("direct", "ate", "ate_stage1")
-    schedule: tuple[int, ...] = (150, 300, 600, 1200, 2400, 4800)
-    patience: int = 2          # checkpoints without a validation gain before stopping
+    schedule: tuple[int, ...] = (150, 300, 600, 1200, 2400, 4800, 9600)
+    min_steps: int = 2400      # earlier checkpoints neither stop a run nor are its converged one
+    patience: int = 1          # checkpoints (>= min_steps) without a validation gain: stop
     min_gain: float = 0.02     # a validation gain smaller than this is no gain
-    val_episodes: int = 10     # validation episodes per task and checkpoint
+    val_episodes: int = 20     # validation episodes per task and checkpoint
     eval_episodes: int = 50    # evaluation episodes per task and checkpoint
     val_demos: int = 3         # held-out adaptation demos per task (action MSE, logged only)
     align_epochs: tuple[int, int] = (12, 80)
     pretrain_per_task: int = 60
     batch_size: int = 32
-    lam: float = 2.0
+    lam: float = 8.0          # the selection split chose ate@8/classifier (+1.5 pts mean)
     clamp: float = 0.1
     direction: str = "classifier"
     candidates: tuple[tuple[float, str], ...] = ()  # select split: (lam, direction) per variant
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not any(s >= self.min_steps for s in self.schedule):
+            raise ValueError(f"min_steps ({self.min_steps}) is beyond the schedule's last "
+                             f"checkpoint ({max(self.schedule)}): no checkpoint could be chosen")
 
-QUICK = BenchConfig(ks=(5,), schedule=(150, 300, 600), patience=1, val_episodes=5,
-                    eval_episodes=20, align_epochs=(6, 30), pretrain_per_task=15)
+
+QUICK = BenchConfig(ks=(5,), schedule=(150, 300, 600), min_steps=300, patience=1,
+                    val_episodes=5, eval_episodes=20, align_epochs=(6, 30), pretrain_per_task=15)
 SELECT_CANDIDATES = ((2.0, "classifier"), (8.0, "classifier"), (2.0, "paper"))
 """What the select split compares (method names ``ate@<lam>/<direction>``), at K in SELECT_KS."""
 SELECT_KS = (5, 25)
 
-RUN_FIELDS = ("tasks", "schedule", "patience", "min_gain", "val_episodes", "eval_episodes",
-              "val_demos", "align_epochs", "pretrain_per_task", "batch_size", "extra")
+RUN_FIELDS = ("tasks", "schedule", "min_steps", "patience", "min_gain", "val_episodes",
+              "eval_episodes", "val_demos", "align_epochs", "pretrain_per_task", "batch_size",
+              "extra")
 """Config fields a run's result depends on (besides its method's guidance settings)."""
 
 
@@ -174,11 +194,36 @@ def plateau_stop(val_curve: list[float], patience: int, min_gain: float) -> bool
     return max(val_curve[-patience:]) <= best_before + min_gain
 
 
-def converged_index(val_curve: list[float]) -> int:
-    """Checkpoint with the best validation success, the earliest of equals."""
-    if not val_curve:
-        raise ValueError("no checkpoint evaluated")
-    return int(np.argmax(np.asarray(val_curve, float)))
+def should_stop(steps: list[int], val_curve: list[float], cfg: BenchConfig) -> bool:
+    """The stopping rule after the last of ``steps``: a plateau (:func:`plateau_stop`) among the
+    checkpoints at or after ``cfg.min_steps``. Reads the pooled validation success only."""
+    eligible = [v for s, v in zip(steps, val_curve) if s >= cfg.min_steps]
+    return plateau_stop(eligible, cfg.patience, cfg.min_gain)
+
+
+def converged_index(val_curve: list[float], steps: list[int] | None = None,
+                    min_steps: int = 0) -> int:
+    """Checkpoint with the best validation success among those at or after ``min_steps``
+    (``steps`` given), the earliest of equals."""
+    idx = [i for i in range(len(val_curve)) if steps is None or steps[i] >= min_steps]
+    if not idx:
+        raise ValueError(f"no checkpoint evaluated at or after step {min_steps}")
+    return idx[int(np.argmax(np.asarray([val_curve[i] for i in idx], float)))]
+
+
+def replay_stopping(record: dict, cfg: BenchConfig) -> dict:
+    """Where ``cfg``'s rule would stop a recorded run and which checkpoint it would take, from
+    the record's pooled validation curve alone. ``stopped_at`` is None when the record ends
+    before the rule stops (that run would have trained on)."""
+    steps = [int(s) for s, _ in record["success_curve"]]
+    val = list(record["val_pooled"])
+    for i, step in enumerate(steps):
+        if step not in cfg.schedule:
+            break
+        if should_stop(steps[:i + 1], val[:i + 1], cfg) or step == max(cfg.schedule):
+            best = converged_index(val[:i + 1], steps[:i + 1], cfg.min_steps)
+            return {"stopped_at": step, "converged_step": steps[best]}
+    return {"stopped_at": None, "converged_step": None, "trains_past": steps[-1]}
 
 
 # ----- pooled statistics -------------------------------------------------------------------------
@@ -325,10 +370,18 @@ def choose(summary: list[dict]) -> dict:
 
 def selection(summary: list[dict], finished: int, expected: int) -> dict:
     """The select split's choice once every selection run has finished; before that nothing is
-    chosen (the defaults stay) and the leader so far is recorded as ``provisional`` only."""
+    chosen (the defaults stay) and the leader so far is recorded as ``provisional`` only. A
+    candidate whose mean difference to direct is not above zero is not chosen either."""
     best = choose(summary)
     if finished >= expected:
-        return best
+        gain = best["mean_minus_direct"][best["method"]] if best else None
+        if gain is not None and gain > 0:
+            return best
+        return {"method": None, "best_candidate": best,
+                "note": "no candidate beats direct fine-tuning on the selection split (best "
+                        "mean ATE - direct over the selection K: "
+                        + ("none" if gain is None else f"{100 * gain:+.1f} points")
+                        + "): nothing chosen, the defaults stay"}
     return {"method": None, "provisional": best,
             "note": f"selection incomplete ({finished} of {expected} runs): nothing chosen, "
                     "the defaults stay"}
@@ -506,7 +559,7 @@ def run_one(cfg_dict: dict, split: str, quick: bool, track: str, pair_name: str,
         _log(f"{track}/{pair_name} K={k} s={seed} {method} step {step}: val "
              f"{val_pooled[-1]:.2f} eval "
              f"{np.mean([np.mean(curve[t]['eval'][-1][1]) for t in cfg.tasks]):.2f}")
-        return plateau_stop(val_pooled, cfg.patience, cfg.min_gain)
+        return should_stop([s for s, _ in curve[cfg.tasks[0]]["val"]], val_pooled, cfg)
 
     guidance = GuidanceConfig(enabled=g is not None, **(g or {}))
     finetune_policy(FinetuneConfig(
@@ -515,8 +568,8 @@ def run_one(cfg_dict: dict, split: str, quick: bool, track: str, pair_name: str,
         batch_size=cfg.batch_size, seed=seed, device="cpu", eval_every=math.gcd(*cfg.schedule),
         save_every=max(cfg.schedule), show_progress=False, log_every=50, eval_samples=16),
         on_eval=on_eval)
-    best = converged_index(val_pooled)
     steps = [s for s, _ in curve[cfg.tasks[0]]["val"]]
+    best = converged_index(val_pooled, steps, cfg.min_steps)
     from ate_ros.core.training.files import read_json
 
     # Action MSE of the EMA policy on the held-out adaptation demos (all tasks), per checkpoint.

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed")
     p.add_argument("--tasks", default="reach,push,pick_color")
+    p.add_argument("--arms", default="", help="comma-separated own arms of the policies "
+                   "(default: the committed policies' pre-training arms)")
     p.add_argument("--jobs", type=int, default=2, help="parallel processes (one thread each)")
     p.add_argument("--quick", action="store_true", help="10 episodes, low-dim policy only")
     p.add_argument("--out", default="", help="result JSON (default: benchmarks/results/...)")
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no policy at {missing}", file=sys.stderr)
         return 2
-    cells = [(d, arm, task) for d in policies for arm in PRETRAIN_EMBODIMENTS
+    arms = args.arms.split(",") if args.arms else PRETRAIN_EMBODIMENTS
+    cells = [(d, arm, task) for d in policies for arm in arms
              for task in args.tasks.split(",")]
     t0 = time.monotonic()
     if args.jobs <= 1:
@@ -91,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{f'[{lo:.0%}, {hi:.0%}]':>13} {ok:>7}")
     result = {"benchmark": "own_arm_success", "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-              "command": "python benchmarks/bench_own_arm.py" + (" --quick" if args.quick
-                                                                 else ""),
+              "command": " ".join(["python benchmarks/bench_own_arm.py",
+                                   *(sys.argv[1:] if argv is None else argv)]),
               "episodes": episodes, "seed": args.seed, "target": TARGET, "rows": rows,
               "wall_s": round(time.monotonic() - t0, 1)}
     out = Path(args.out) if args.out else RESULTS / (

@@ -81,7 +81,8 @@ def section(data: dict) -> list[str]:
             f"total CPU time {data.get('cpu_s_total', 0) / 3600:.2f} h (sum over runs, "
             "fine-tuning and rollouts; data and alignment not counted)",
             f"- commit {m.get('commit')}; seeds {m.get('seeds')}",
-            f"- schedule {cfg.get('schedule')}, stop after {cfg.get('patience')} checkpoints "
+            f"- schedule {cfg.get('schedule')}, no stop before step {cfg.get('min_steps', 0)}, "
+            f"then stop after {cfg.get('patience')} checkpoints "
             f"without a validation gain > {cfg.get('min_gain')}; {cfg.get('val_episodes')} "
             f"validation / {cfg.get('eval_episodes')} evaluation episodes per task and "
             f"checkpoint; lambda {cfg.get('lam')}, clamp {cfg.get('clamp')}, direction "

@@ -37,6 +37,77 @@ def test_plateau_stop_waits_for_patience_checkpoints_without_a_gain(bench):
         bench.converged_index([])
 
 
+STEPS = [150, 300, 600, 1200, 2400, 4800, 9600]
+
+
+def _stop_step(bench, cfg, val):
+    """The step where run_one's rule (bench.should_stop after each checkpoint) stops ``val``."""
+    for i, step in enumerate(STEPS[:len(val)]):
+        if bench.should_stop(STEPS[:i + 1], val[:i + 1], cfg):
+            return step
+    return None
+
+
+def test_stopping_rule_never_stops_before_min_steps(bench):
+    cfg = bench.BenchConfig()
+    assert cfg.min_steps == 2400 and max(cfg.schedule) == 9600
+    # The retired K=25 run's early dip (val 0.43 -> 0.10 -> 0.40), then flat: no stop before
+    # min_steps, and 150..1200 are no bar for the checkpoints after it.
+    flat_early = [0.43, 0.10, 0.40, 0.40, 0.40, 0.40]
+    assert _stop_step(bench, cfg, flat_early) == 4800
+    assert _stop_step(bench, bench.BenchConfig(min_steps=0, patience=2), flat_early) == 600
+    # A curve far below its first checkpoint after min_steps still is not stopped at 2400.
+    assert not bench.should_stop(STEPS[:5], [0.9, 0.0, 0.0, 0.0, 0.1], cfg)
+    assert bench.converged_index([0.9, 0.0, 0.0, 0.0, 0.1], STEPS[:5], cfg.min_steps) == 4
+    with pytest.raises(ValueError, match="min_steps"):
+        bench.BenchConfig(schedule=(150, 300), min_steps=600)
+
+
+def test_stopping_rule_stops_on_a_plateau_and_not_while_rising(bench):
+    cfg = bench.BenchConfig()
+    assert _stop_step(bench, cfg, [0.1, 0.3, 0.5, 0.7, 0.85, 0.86]) == 4800  # +0.01: a plateau
+    assert _stop_step(bench, cfg, [0.1, 0.3, 0.5, 0.7, 0.85, 0.80]) == 4800  # a fall
+    assert _stop_step(bench, cfg, [0.1, 0.3, 0.5, 0.7, 0.80, 0.90]) is None  # rising: trains on
+    # patience 2: two checkpoints after min_steps without a gain.
+    cfg2 = bench.BenchConfig(min_steps=1200, patience=2)
+    assert _stop_step(bench, cfg2, [0.1, 0.3, 0.5, 0.8, 0.8, 0.81]) == 4800
+
+
+def _recorded_run(val, eval_by_step):
+    steps = STEPS[:len(val)]
+    curve = [[s, eval_by_step[i]] for i, s in enumerate(steps)]
+    return {"val_pooled": val, "success_curve": curve,
+            "tasks": {"reach": {"outcomes": [1, 0] * 5, "success_curve": curve}}}
+
+
+def test_stopping_and_converged_checkpoint_never_read_evaluation_outcomes(bench):
+    cfg = bench.BenchConfig()
+    val = [0.1, 0.3, 0.5, 0.7, 0.9, 0.85]
+    base = bench.replay_stopping(_recorded_run(val, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), cfg)
+    assert base == {"stopped_at": 4800, "converged_step": 2400}
+    for ev in ([1.0] * 6, [0.0] * 6, [0.9, 0.1, 0.9, 0.1, 0.0, 1.0]):
+        rec = _recorded_run(val, ev)
+        rec["tasks"]["reach"]["outcomes"] = [int(x > 0.5) for x in ev] * 2
+        assert bench.replay_stopping(rec, cfg) == base
+    # The validation curve does decide: a later validation peak moves the converged checkpoint.
+    assert bench.replay_stopping(_recorded_run([0.1, 0.3, 0.5, 0.7, 0.85, 0.86], [0] * 6),
+                                 cfg) == {"stopped_at": 4800, "converged_step": 4800}
+    # A record that ends while the rule would go on says so.
+    assert bench.replay_stopping(_recorded_run([0.43, 0.10, 0.40], [0] * 3), cfg) == \
+        {"stopped_at": None, "converged_step": None, "trains_past": 600}
+
+
+def test_a_changed_stopping_rule_changes_every_runs_identity(bench):
+    from dataclasses import replace
+
+    cfg = bench.BenchConfig()
+    a = bench.run_identity(cfg, "select", "lowdim", "p", 5, "direct", 100, "sha")
+    for change in ({"min_steps": 1200}, {"val_episodes": 10}, {"patience": 2},
+                   {"schedule": (150, 300, 600, 1200, 2400, 4800)}):
+        assert bench.run_identity(replace(cfg, **change), "select", "lowdim", "p", 5, "direct",
+                                  100, "sha") != a
+
+
 def test_selection_and_report_never_share_a_seed_or_an_episode_stream(bench):
     sel, rep = bench.SPLITS["select"], bench.SPLITS["report"]
     assert not set(sel.train_seeds) & set(rep.train_seeds)
@@ -79,6 +150,13 @@ def test_selection_chooses_nothing_until_every_selection_run_finished(bench):
     partial = bench.selection(summary, finished=5, expected=16)
     assert partial["method"] is None and "5 of 16" in partial["note"]
     assert partial["provisional"]["method"] == "ate@8/classifier"
+    # Every run finished, but no candidate is better than direct on average: nothing chosen.
+    worse = [{"k": k, "methods": {"direct": {}, "ate@2/classifier": {"minus_direct": -0.05},
+                                  "ate@8/classifier": {"minus_direct": d}}}
+             for k, d in ((5, 0.04), (25, -0.06))]
+    none = bench.selection(worse, finished=16, expected=16)
+    assert none["method"] is None and none["best_candidate"]["method"] == "ate@8/classifier"
+    assert "no candidate beats direct" in none["note"] and "-1.0 points" in none["note"]
 
 
 def test_monotone_in_k_allows_overlap_and_flags_a_clear_fall(bench):
@@ -100,7 +178,7 @@ def _record(bench, k, method, seed, outcomes, curve, converged_step):
 
 
 def test_summary_converged_success_difference_speedup_and_flag(bench):
-    cfg = bench.BenchConfig(tasks=("reach",), schedule=(150, 300, 600))
+    cfg = bench.BenchConfig(tasks=("reach",), schedule=(150, 300, 600), min_steps=0)
     # direct: 0.5 converged, reaching 0.45 (90%) only at step 600; ATE 0.75, at 150.
     recs = [_record(bench, 5, "direct", s, [1, 0, 1, 0], [[150, 0.0], [300, 0.25], [600, 0.5]],
                     600) for s in (0, 1)]
@@ -134,10 +212,11 @@ def test_run_identity_changes_with_guidance_not_with_run_selection(bench):
 
     assert bench.run_identity(replace(cfg, ks=(5,)), "report", "lowdim", "p", 5, "ate", 0,
                               "sha") == a
-    assert bench.run_identity(replace(cfg, lam=8.0), "report", "lowdim", "p", 5, "ate", 0,
+    assert bench.run_identity(replace(cfg, lam=cfg.lam * 2), "report", "lowdim", "p", 5, "ate", 0,
                               "sha") != a
     # The direct baseline does not depend on the guidance settings the selection chooses.
-    assert bench.run_identity(replace(cfg, lam=8.0), "report", "lowdim", "p", 5, "direct", 0,
+    other = replace(cfg, lam=cfg.lam * 2)
+    assert bench.run_identity(other, "report", "lowdim", "p", 5, "direct", 0,
                               "sha") == bench.run_identity(cfg, "report", "lowdim", "p", 5,
                                                            "direct", 0, "sha")
     assert json.loads(json.dumps(asdict(cfg)))  # the config travels as JSON to the workers
@@ -159,7 +238,7 @@ def test_docs_section_warns_above_the_table_when_direct_falls_with_k(bench):
         "reporting_adaptation", ROOT / "benchmarks" / "reporting" / "adaptation.py")
     rep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rep)
-    cfg = bench.BenchConfig(tasks=("reach",), schedule=(150, 300))
+    cfg = bench.BenchConfig(tasks=("reach",), schedule=(150, 300), min_steps=0)
     recs = [_record(bench, 5, "direct", s, [1] * 20, [[150, 1.0]], 150) for s in (0, 1)]
     recs += [_record(bench, 25, "direct", s, [0] * 20, [[150, 0.0]], 150) for s in (0, 1)]
     data = {"protocol": "converged", **bench.summarize(recs, cfg, reps=100)}
