@@ -36,17 +36,23 @@ from result_meta import result_meta  # noqa: E402
 
 
 def make_encoder(chunk: int, mask: torch.Tensor, device):
-    """The align helper's small transformer VAE (random weights: timing only)."""
+    """The align helper's small transformer VAE (random weights: timing only). Returns the
+    full posterior ``(mu, logvar)`` (the reference style reads logvar) and the posterior mean
+    alone, ``encode_mean``: what ``encoder_from_bundle`` gives ``LatentGuidance``."""
     from ate_ros.core.align import ActionVAE, VAEConfig
 
     vae = ActionVAE(VAEConfig.preset("small", chunk_size=chunk)).to(device).eval()
     for p in vae.parameters():
         p.requires_grad_(False)
+    mask = mask.to(device)
 
     def encode(x):
-        return vae.encode(x, mask.to(x.device).expand(x.shape[0], -1))
+        return vae.encode(x, mask.expand(x.shape[0], -1))
 
-    return encode
+    def encode_mean(x):
+        return vae.encode_mean(x, mask.expand(x.shape[0], -1))
+
+    return encode, encode_mean
 
 
 class ReferenceStyleGuidance:
@@ -120,10 +126,10 @@ def main(argv=None) -> int:
              OBS_STATE: actions[:, 0].clone(), OBS_MASK: mask.expand(B, -1).clone(),
              OBS_TEXT: torch.randn(B, cfg.text_dim), ACTION: actions}
     batch = {k: v.to(device) for k, v in batch.items()}
-    encoder = make_encoder(H, mask, device)
+    encoder, encoder_mean = make_encoder(H, mask, device)
     variants = {
         "plain": None,
-        "ate": LatentGuidance(encoder, model.parameterization, GuidanceConfig(), mask=mask,
+        "ate": LatentGuidance(encoder_mean, model.parameterization, GuidanceConfig(), mask=mask,
                               to_encoder=model.unnormalize_action),
         "reference_style": ReferenceStyleGuidance(encoder, model.parameterization, mask=mask.to(
             device).float(), to_encoder=model.unnormalize_action),

@@ -54,6 +54,28 @@ class _TransformerVAE(nn.Module):
         logvar = self.to_logvar(h[:, self.K:]).flatten(1)
         return mu, logvar
 
+    def encode_mean(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``encode(x, mask)[0]`` without the work only logvar needs: the last encoder layer
+        runs its queries, feed-forward and norm on the K mu tokens alone (they attend to all
+        tokens, as in :meth:`encode`). The latent gradient of guidance pays for this layer in
+        the forward and the backward on every fine-tuning step."""
+        B = x.shape[0]
+        m = mask.to(x.dtype)[:, None, :].expand_as(x)           # (B, H, 128)
+        tok = self.in_proj(torch.cat([x * m, m], -1)) + self.pos  # (B, H, d)
+        h = torch.cat([self.stat_tokens.expand(B, -1, -1), tok], 1)
+        *first, last = self.encoder.layers
+        for layer in first:
+            h = layer(h)
+        # norm_first layer (see __init__), keys/values over all tokens, rows of the mu tokens:
+        # (B, 2K + H, d) -> (B, K, d)
+        hn = last.norm1(h)
+        hk = h[:, : self.K] + last.dropout1(
+            last.self_attn(hn[:, : self.K], hn, hn, need_weights=False)[0])
+        hk = hk + last._ff_block(last.norm2(hk))
+        if self.encoder.norm is not None:
+            hk = self.encoder.norm(hk)
+        return self.to_mu(self.enc_norm(hk)).flatten(1)        # (B, Z)
+
     def decode(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B = z.shape[0]
         zt = self.z_proj(z.view(B, self.K, self.zk)) + self.z_pos  # (B, K, d)
@@ -83,6 +105,16 @@ class _MLPVAE(nn.Module):
         h = self.enc(torch.cat([(x * m[:, None]).flatten(1), m], -1))
         mu, logvar = h.chunk(2, -1)
         return mu, logvar
+
+    def encode_mean(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``encode(x, mask)[0]``: the last layer computes only the mu half of its outputs."""
+        m = mask.to(x.dtype)
+        *body, out = self.enc
+        h = torch.cat([(x * m[:, None]).flatten(1), m], -1)
+        for layer in body:
+            h = layer(h)
+        Z = out.out_features // 2  # the output is [mu, logvar]
+        return nn.functional.linear(h, out.weight[:Z], out.bias[:Z])
 
     def decode(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         out = self.dec(torch.cat([z, mask.to(z.dtype)], -1))
@@ -116,6 +148,12 @@ class ActionVAE(nn.Module):
         self._check(x, mask)
         mu, logvar = self.net.encode(x, mask)
         return mu, logvar.clamp(*self.LOGVAR_RANGE)
+
+    def encode_mean(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, H, 128), (B, 128) -> mu (B, Z), equal to ``encode(x, mask)[0]`` (to float
+        rounding) at less cost: what guidance's latent gradient goes through."""
+        self._check(x, mask)
+        return self.net.encode_mean(x, mask)
 
     def decode(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, Z), (B, 128) -> (B, H, 128) normalised reconstruction."""
