@@ -102,14 +102,23 @@ def run_serial(fn: BagFn, jobs: Sequence[Job]) -> list[dict[str, Any]]:
     return [fn(*job) for job in jobs]
 
 
-def run_pool(fn: BagFn, jobs: Sequence[Job], workers: int) -> list[dict[str, Any]]:
-    """Jobs in a local pool of ``workers`` processes; reports in input order."""
+def run_pool(fn: BagFn, jobs: Sequence[Job], workers: int,
+             prepare: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Jobs in a local pool of ``workers`` processes; reports in input order.
+
+    Args:
+        prepare: Run once in this process before a forked pool starts: what each worker
+            would otherwise do on its first job (imports, caches), done once and inherited.
+    """
     from concurrent.futures import ProcessPoolExecutor
 
     workers = min(workers, len(jobs))
     if workers <= 1:
         return run_serial(fn, jobs)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+    ctx = _pool_context()
+    if prepare is not None and ctx.get_start_method() == "fork":
+        prepare()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                              initializer=_limit_threads) as pool:
         futures = {i: pool.submit(fn, *jobs[i]) for i in largest_first(jobs)}
         return [futures[i].result() for i in range(len(jobs))]
