@@ -65,13 +65,10 @@ class _TransformerVAE(nn.Module):
         h = torch.cat([self.stat_tokens.expand(B, -1, -1), tok], 1)
         *first, last = self.encoder.layers
         for layer in first:
-            h = layer(h)
-        # norm_first layer (see __init__), keys/values over all tokens, rows of the mu tokens:
-        # (B, 2K + H, d) -> (B, K, d)
-        hn = last.norm1(h)
-        hk = h[:, : self.K] + last.dropout1(
-            last.self_attn(hn[:, : self.K], hn, hn, need_weights=False)[0])
-        hk = hk + last._ff_block(last.norm2(hk))
+            # without autograd, the layer's fused inference kernel; with it, the same layer
+            # written out (see _layer_forward)
+            h = _layer_forward(layer, h) if torch.is_grad_enabled() else layer(h)
+        hk = _layer_forward(last, h, rows=self.K)               # (B, 2K + H, d) -> (B, K, d)
         if self.encoder.norm is not None:
             hk = self.encoder.norm(hk)
         return self.to_mu(self.enc_norm(hk)).flatten(1)        # (B, Z)
@@ -83,6 +80,34 @@ class _TransformerVAE(nn.Module):
         memory = torch.cat([zt, mt], 1)
         q = (self.queries + mt).contiguous()                       # (B, H, d)
         return self.out_proj(self.dec_norm(self.decoder(q, memory)))
+
+
+def _layer_forward(layer: nn.TransformerEncoderLayer, h: torch.Tensor,
+                   rows: int | None = None) -> torch.Tensor:
+    """A norm_first ``TransformerEncoderLayer`` (as built in ``_TransformerVAE``) on ``h``
+    (B, S, d), written out; with ``rows``, only the first ``rows`` output tokens (their queries
+    attend to all S tokens). Same computation as ``layer(h)[:, :rows]``; unlike
+    ``nn.MultiheadAttention`` it splits the packed q/k/v projection with views, whose backward
+    is one concatenation (MHA's three selects each fill a zero tensor of the packed size)."""
+    attn = layer.self_attn
+    E, nh = attn.embed_dim, attn.num_heads
+    B, S = h.shape[:2]
+    hn = layer.norm1(h)
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    if rows is None:
+        q, k, v = nn.functional.linear(hn, w, b).chunk(3, -1)
+    else:
+        q = nn.functional.linear(hn[:, :rows], w[:E], b[:E])
+        k, v = nn.functional.linear(hn, w[E:], b[E:]).chunk(2, -1)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, n, E) -> (B, heads, n, E / heads)
+        return t.reshape(B, -1, nh, E // nh).transpose(1, 2)
+
+    a = nn.functional.scaled_dot_product_attention(
+        heads(q), heads(k), heads(v), dropout_p=attn.dropout if layer.training else 0.0)
+    a = attn.out_proj(a.transpose(1, 2).reshape(B, -1, E))
+    x = (h if rows is None else h[:, :rows]) + layer.dropout1(a)
+    return x + layer._ff_block(layer.norm2(x))
 
 
 class _MLPVAE(nn.Module):
