@@ -83,6 +83,12 @@ class NormStats:
                     torch.as_tensor(shift, dtype=like.dtype, device=like.device))
         return scale, shift
 
+    def torch_scale_shift(self, dtype: torch.dtype = torch.float32,
+                          device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(D,) ``scale, shift`` tensors: ``normalize(x) == (x - shift) / scale``. For callers
+        that normalise on every step and keep them (no host->device copy per call)."""
+        return self._scale_shift(torch.empty((), dtype=dtype, device=device))
+
     def normalize(self, x):
         """Works on numpy arrays and torch tensors (differentiable) with last dim D."""
         scale, shift = self._scale_shift(x)

@@ -192,6 +192,9 @@ class AlignmentBundle:
         self.config = config
         self._prior, self._adapt = prior.to(device), adapt.to(device)
         self._mask_t = torch.as_tensor(self.mask, device=device)
+        # Guidance encodes twice per fine-tuning step: normalise with tensors kept on the device.
+        self._norm_t = {1: stage1.norm.torch_scale_shift(torch.float32, device),
+                        2: stage2.norm.torch_scale_shift(torch.float32, device)}
 
     # ----- contract -----------------------------------------------------------------------
     @property
@@ -232,6 +235,18 @@ class AlignmentBundle:
         Normalisation happens inside; off-mask slots are ignored; differentiable w.r.t.
         ``chunks`` (the VAE weights are frozen).
         """
+        sm, x, mask = self._encoder_input(chunks, stage)
+        return sm.model.encode(x, mask)
+
+    def encode_mean(self, chunks: torch.Tensor, stage: int = 2) -> torch.Tensor:
+        """``encode(chunks, stage)[0]``, the posterior mean (B, Z), at less cost (see
+        ``ActionVAE.encode_mean``): what guidance differentiates through."""
+        sm, x, mask = self._encoder_input(chunks, stage)
+        return sm.model.encode_mean(x, mask)
+
+    def _encoder_input(self, chunks: torch.Tensor, stage: int
+                       ) -> tuple[StageModel, torch.Tensor, torch.Tensor]:
+        """The stage's model, the normalised chunks and the (B, 128) mask."""
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         sm = self.stage1 if stage == 1 else self.stage2
@@ -239,9 +254,9 @@ class AlignmentBundle:
         if chunks.ndim != 3 or chunks.shape[1] != H or chunks.shape[2] != UNIFIED_DIM:
             raise ValueError(f"stage-{stage} encoder expects chunks (B, {H}, {UNIFIED_DIM}) "
                              f"(chunk_size {H}, unified space), got {tuple(chunks.shape)}")
-        x = sm.norm.normalize(chunks.to(self.device, torch.float32))
-        mask = self._mask_t.expand(x.shape[0], -1)
-        return sm.model.encode(x, mask)
+        scale, shift = self._norm_t[stage]  # as sm.norm.normalize
+        x = (chunks.to(self.device, torch.float32) - shift) / scale
+        return sm, x, self._mask_t.expand(x.shape[0], -1)
 
     @torch.no_grad()
     def ood_score(self, chunks: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,25 @@ class _TransformerVAE(nn.Module):
         logvar = self.to_logvar(h[:, self.K:]).flatten(1)
         return mu, logvar
 
+    def encode_mean(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``encode(x, mask)[0]`` without the work only logvar needs: the last encoder layer
+        runs its queries, feed-forward and norm on the K mu tokens alone (they attend to all
+        tokens, as in :meth:`encode`). The latent gradient of guidance pays for this layer in
+        the forward and the backward on every fine-tuning step."""
+        B = x.shape[0]
+        m = mask.to(x.dtype)[:, None, :].expand_as(x)           # (B, H, 128)
+        tok = self.in_proj(torch.cat([x * m, m], -1)) + self.pos  # (B, H, d)
+        h = torch.cat([self.stat_tokens.expand(B, -1, -1), tok], 1)
+        *first, last = self.encoder.layers
+        for layer in first:
+            # without autograd, the layer's fused inference kernel; with it, the same layer
+            # written out (see _layer_forward)
+            h = _layer_forward(layer, h) if torch.is_grad_enabled() else layer(h)
+        hk = _layer_forward(last, h, rows=self.K)               # (B, 2K + H, d) -> (B, K, d)
+        if self.encoder.norm is not None:
+            hk = self.encoder.norm(hk)
+        return self.to_mu(self.enc_norm(hk)).flatten(1)        # (B, Z)
+
     def decode(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B = z.shape[0]
         zt = self.z_proj(z.view(B, self.K, self.zk)) + self.z_pos  # (B, K, d)
@@ -61,6 +80,34 @@ class _TransformerVAE(nn.Module):
         memory = torch.cat([zt, mt], 1)
         q = (self.queries + mt).contiguous()                       # (B, H, d)
         return self.out_proj(self.dec_norm(self.decoder(q, memory)))
+
+
+def _layer_forward(layer: nn.TransformerEncoderLayer, h: torch.Tensor,
+                   rows: int | None = None) -> torch.Tensor:
+    """A norm_first ``TransformerEncoderLayer`` (as built in ``_TransformerVAE``) on ``h``
+    (B, S, d), written out; with ``rows``, only the first ``rows`` output tokens (their queries
+    attend to all S tokens). Same computation as ``layer(h)[:, :rows]``; unlike
+    ``nn.MultiheadAttention`` it splits the packed q/k/v projection with views, whose backward
+    is one concatenation (MHA's three selects each fill a zero tensor of the packed size)."""
+    attn = layer.self_attn
+    E, nh = attn.embed_dim, attn.num_heads
+    B, S = h.shape[:2]
+    hn = layer.norm1(h)
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    if rows is None:
+        q, k, v = nn.functional.linear(hn, w, b).chunk(3, -1)
+    else:
+        q = nn.functional.linear(hn[:, :rows], w[:E], b[:E])
+        k, v = nn.functional.linear(hn, w[E:], b[E:]).chunk(2, -1)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, n, E) -> (B, heads, n, E / heads)
+        return t.reshape(B, -1, nh, E // nh).transpose(1, 2)
+
+    a = nn.functional.scaled_dot_product_attention(
+        heads(q), heads(k), heads(v), dropout_p=attn.dropout if layer.training else 0.0)
+    a = attn.out_proj(a.transpose(1, 2).reshape(B, -1, E))
+    x = (h if rows is None else h[:, :rows]) + layer.dropout1(a)
+    return x + layer._ff_block(layer.norm2(x))
 
 
 class _MLPVAE(nn.Module):
@@ -83,6 +130,16 @@ class _MLPVAE(nn.Module):
         h = self.enc(torch.cat([(x * m[:, None]).flatten(1), m], -1))
         mu, logvar = h.chunk(2, -1)
         return mu, logvar
+
+    def encode_mean(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``encode(x, mask)[0]``: the last layer computes only the mu half of its outputs."""
+        m = mask.to(x.dtype)
+        *body, out = self.enc
+        h = torch.cat([(x * m[:, None]).flatten(1), m], -1)
+        for layer in body:
+            h = layer(h)
+        Z = out.out_features // 2  # the output is [mu, logvar]
+        return nn.functional.linear(h, out.weight[:Z], out.bias[:Z])
 
     def decode(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         out = self.dec(torch.cat([z, mask.to(z.dtype)], -1))
@@ -116,6 +173,12 @@ class ActionVAE(nn.Module):
         self._check(x, mask)
         mu, logvar = self.net.encode(x, mask)
         return mu, logvar.clamp(*self.LOGVAR_RANGE)
+
+    def encode_mean(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, H, 128), (B, 128) -> mu (B, Z), equal to ``encode(x, mask)[0]`` (to float
+        rounding) at less cost: what guidance's latent gradient goes through."""
+        self._check(x, mask)
+        return self.net.encode_mean(x, mask)
 
     def decode(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, Z), (B, 128) -> (B, H, 128) normalised reconstruction."""

@@ -225,6 +225,7 @@ class LatentGuidance:
         self.to_encoder = to_encoder
         self.horizon = horizon
         self.total_skipped = 0
+        self._mask_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor | None] = {}
 
     @property
     def enabled(self) -> bool:
@@ -249,7 +250,7 @@ class LatentGuidance:
                             self.config.latent_reduction)
         if h < H:
             g = torch.cat([g, g.new_zeros((g.shape[0], H - h) + tuple(g.shape[2:]))], 1)
-        m = _expand_mask(self.mask, g)
+        m = self._mask_for(g)
         return g * m if m is not None else g
 
     def guidance_term(self, noisy: torch.Tensor, clean: torch.Tensor, level: torch.Tensor,
@@ -258,32 +259,38 @@ class LatentGuidance:
         cfg = self.config
         g = self.gradient(noisy, clean, offset)
         B = g.shape[0]
-        flat = g.reshape(B, -1)
-        finite = torch.isfinite(flat).all(1)  # (B,)
-        g = torch.where(finite.view(B, 1, 1), g, torch.zeros_like(g))
         c = guidance_coefficient(self.parameterization, level.reshape(B).to(g.device),
                                  cfg.min_denominator).view(B, 1, 1)
         scaled = c * g
-        finite_c = torch.isfinite(scaled.reshape(B, -1)).all(1)
-        scaled = torch.where(finite_c.view(B, 1, 1), scaled, torch.zeros_like(scaled))
-        ok = finite & finite_c
-        m = _expand_mask(self.mask, scaled)
-        n_used = (m.expand_as(scaled).reshape(B, -1).sum(1) if m is not None
-                  else torch.full((B,), float(scaled[0].numel()), device=g.device))
-        rms = (scaled.pow(2).reshape(B, -1).sum(1) / n_used.clamp_min(1)).sqrt()  # (B,)
+        # A sample gets no guidance where g or c * g has a NaN/inf: c * g is non-finite then,
+        # and x * 0 sums to exactly 0 over finite x only (one cheap pass instead of isfinite).
+        ok = (scaled * 0).reshape(B, -1).sum(1) == 0  # (B,)
+        scaled = torch.where(ok.view(B, 1, 1), scaled, 0.0)
+        n_used = self._used_count(g)  # (B,) or (1,), >= 1
+        rms = (scaled.pow(2).reshape(B, -1).sum(1) / n_used).sqrt()  # (B,)
+        sign = -1.0 if cfg.direction == "classifier" else 1.0
         clamped = torch.zeros(B, dtype=torch.bool, device=g.device)
-        if cfg.clamp > 0 and cfg.clamp_mode == "norm":
-            clamped = rms > cfg.clamp
-            factor = torch.where(clamped, cfg.clamp / rms.clamp_min(1e-12), torch.ones_like(rms))
-            scaled = scaled * factor.view(B, 1, 1)
-        elif cfg.clamp > 0 and cfg.clamp_mode == "element":
+        if cfg.clamp > 0 and cfg.clamp_mode == "element":
             clamped = (scaled.abs() > cfg.clamp).reshape(B, -1).any(1)
-            scaled = scaled.clamp(-cfg.clamp, cfg.clamp)
-        term = cfg.scale * scaled
-        if cfg.direction == "classifier":
-            term = -term
-        term_rms = (term.pow(2).reshape(B, -1).sum(1) / n_used.clamp_min(1)).sqrt()
-        g_rms = (g.pow(2).reshape(B, -1).sum(1) / n_used.clamp_min(1)).sqrt()
+            term = scaled.clamp(-cfg.clamp, cfg.clamp) * (sign * cfg.scale)
+            term_rms = (term.pow(2).reshape(B, -1).sum(1) / n_used).sqrt()
+        else:
+            factor = torch.ones_like(rms)
+            if cfg.clamp > 0 and cfg.clamp_mode == "norm":
+                clamped = rms > cfg.clamp
+                factor = torch.where(clamped, cfg.clamp / rms.clamp_min(1e-12), factor)
+            # scale * (factor * scaled) with the (B,) factors folded first: one full-size mul
+            term = scaled * (factor * (sign * cfg.scale)).view(B, 1, 1)
+            term_rms = rms * factor * cfg.scale
+        g_rms = (torch.where(ok.view(B, 1, 1), g, 0.0).pow(2).reshape(B, -1).sum(1)
+                 / n_used).sqrt()
+        return term, self._batch_stats(ok, g_rms, term_rms, clamped)
+
+    def _batch_stats(self, ok: torch.Tensor, g_rms: torch.Tensor, term_rms: torch.Tensor,
+                     clamped: torch.Tensor) -> GuidanceStats:
+        """Means over the guided samples (``ok``) of the (B,) per-sample figures; counts the
+        skipped ones into ``total_skipped``."""
+        B = ok.shape[0]
         okf = ok.to(torch.float32)
         # One device->host copy for all statistics: on a GPU every separate read is a sync that
         # stalls the launch queue of the training step.
@@ -296,9 +303,25 @@ class LatentGuidance:
         if skipped:
             logger.debug("guidance skipped for %d/%d samples (non-finite gradient)", skipped, B)
         n_ok = max(1, applied)
-        stats = GuidanceStats(applied=applied, skipped_nonfinite=skipped, grad_rms=g_sum / n_ok,
-                              term_rms=t_sum / n_ok, clamped_fraction=c_sum / n_ok)
-        return term, stats
+        return GuidanceStats(applied=applied, skipped_nonfinite=skipped, grad_rms=g_sum / n_ok,
+                             term_rms=t_sum / n_ok, clamped_fraction=c_sum / n_ok)
+
+    def _mask_for(self, like: torch.Tensor) -> torch.Tensor | None:
+        """The embodiment mask as a float tensor broadcastable to ``like``, converted once per
+        device and dtype (not on every step)."""
+        if self.mask is None:
+            return None
+        key = (like.device, like.dtype)
+        if key not in self._mask_cache:
+            self._mask_cache[key] = _expand_mask(self.mask, like)
+        return self._mask_cache[key]
+
+    def _used_count(self, g: torch.Tensor) -> torch.Tensor:
+        """(B,) or (1,) masked elements per sample of a (B, H, D) tensor, at least 1."""
+        m = self._mask_for(g)
+        if m is None:
+            return torch.full((1,), float(g[0].numel()), device=g.device)
+        return (m.sum((1, 2)) * g.shape[1]).clamp_min(1)
 
     def guided_target(self, target: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor,
                       level: torch.Tensor, offset: torch.Tensor | None = None
@@ -343,6 +366,6 @@ def encoder_from_bundle(bundle, stage: int = 2) -> EncoderFn:
     """The latent-mean encoder of an alignment bundle (``ate_ros.core.align``)."""
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        return bundle.encode(x, stage=stage)[0]
+        return bundle.encode_mean(x, stage=stage)
 
     return encode

@@ -82,6 +82,27 @@ def test_encode_contract(written):
         b.encode(torch.randn(3, 8, 4))
 
 
+
+def test_encode_mean_is_encode_mu_with_its_gradient(written):
+    """What guidance differentiates through: the stage's normalisation and posterior mean."""
+    _, b = written
+    x = torch.randn(4, 8, 128) * 2 + 1
+    for stage in (1, 2):
+        sm = b.stage1 if stage == 1 else b.stage2
+        xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        # the normalisation as saved (NormStats.normalize), then the full encoder
+        mu = sm.model.encode(sm.norm.normalize(xa), torch.from_numpy(b.mask).expand(4, -1))[0]
+        mu_fast = b.encode_mean(xb, stage)
+        torch.testing.assert_close(mu_fast, mu, rtol=0, atol=1e-6)
+        (ga,) = torch.autograd.grad(mu.pow(2).sum(), xa)
+        (gb,) = torch.autograd.grad(mu_fast.pow(2).sum(), xb)
+        assert ga.abs().max() > 1e-3
+        torch.testing.assert_close(gb, ga, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(B, 8, 128\)"):
+        b.encode_mean(torch.randn(3, 7, 128))
+    with pytest.raises(ValueError, match="stage must be"):
+        b.encode_mean(x, stage=3)
+
 def test_ood_score_is_one_in_distribution(tmp_path):
     s = _stage("mlp", 0)
     ada = toy_arm("arm4", 4)

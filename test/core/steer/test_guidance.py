@@ -232,3 +232,105 @@ def test_classifier_direction_flips_only_the_sign() -> None:
     g = -torch.autograd.functional.jacobian(
         lambda x: (enc(x) - enc(clean)).pow(2).mean(-1).sum(), noisy)
     assert ((t_cls - target) * g).sum() > 0
+
+
+# ----- the faster guidance (#31) reproduces the previous formulation -----------------------------
+def _previous_and_current(bundle, param: str, cfg: GuidanceConfig, **kw):
+    from support.previous_guidance import PreviousGuidance, previous_bundle_encoder
+
+    from ate_ros.core.steer.guidance import encoder_from_bundle
+
+    old = PreviousGuidance(previous_bundle_encoder(bundle), param, cfg, mask=bundle.mask, **kw)
+    new = LatentGuidance(encoder_from_bundle(bundle), param, cfg, mask=bundle.mask, **kw)
+    return old, new
+
+
+@pytest.mark.parametrize("param", ["epsilon", "sample", "flow_paper", "flow_openpi"])
+@pytest.mark.parametrize("direction", ["classifier", "paper"])
+@pytest.mark.parametrize("clamp_mode", ["norm", "element", "none"])
+def test_guided_target_equals_previous_formulation(param, direction, clamp_mode):
+    from support.tiny_alignment import random_bundle
+
+    bundle = random_bundle(8)
+    Bn = 6
+    g = torch.Generator().manual_seed(5)
+    mask = torch.as_tensor(bundle.mask)
+    clean = torch.randn(Bn, 8, 128, generator=g) * mask
+    noisy = clean + torch.randn(Bn, 8, 128, generator=g) * mask
+    noisy[4, 2, 1] = float("nan")  # one sample gets no guidance
+    target = torch.randn(Bn, 8, 128, generator=g)
+    level = torch.tensor([0.05, 0.3, 0.5, 0.7, 0.9, 0.99])
+    offset = torch.randn(Bn, 1, 128, generator=g) * mask
+    # a clamp that some samples hit and some do not
+    cfg = GuidanceConfig(scale=2.0, clamp=0.002, clamp_mode=clamp_mode, direction=direction)
+    old, new = _previous_and_current(bundle, param, cfg, to_encoder=lambda x: 3.0 * x - 0.5)
+    g_old, g_new = old.gradient(noisy, clean, offset), new.gradient(noisy, clean, offset)
+    assert torch.equal(torch.isfinite(g_new), torch.isfinite(g_old))
+    assert not torch.isfinite(g_old[4]).all()  # the NaN sample, in both
+    g_old, g_new = g_old[[0, 1, 2, 3, 5]], g_new[[0, 1, 2, 3, 5]]
+    torch.testing.assert_close(g_new, g_old, rtol=0, atol=1e-6)
+    assert (g_new - g_old).abs().max() <= 1e-5 * g_old.abs().max()
+    t_old, s_old = old.guided_target(target, noisy, clean, level, offset)
+    t_new, s_new = new.guided_target(target, noisy, clean, level, offset)
+    assert (t_old - target).abs().max() > 1e-4  # guidance moved the target
+    # Unclamped, c reaches -99 (flow_openpi at t = 0.99) and the term ~10: float32 rounding of
+    # g (~1e-6 relative, above) is compared relative to the term's size there.
+    term_size = float((t_old - target).abs().max())
+    torch.testing.assert_close(t_new, t_old, rtol=0, atol=max(1e-6, 1e-5 * term_size))
+    assert s_new.applied == s_old.applied == Bn - 1 and s_new.skipped_nonfinite == 1
+    assert s_new.as_dict() == pytest.approx(s_old.as_dict(), rel=1e-5, abs=1e-9)
+    if clamp_mode == "norm":
+        assert 0 < s_old.clamped_fraction < 1
+    elif clamp_mode == "element":
+        assert s_old.clamped_fraction > 0
+
+
+@pytest.mark.parametrize("head", [
+    {"head": "diffusion", "prediction_type": "epsilon"},
+    {"head": "diffusion", "prediction_type": "sample"},
+    {"head": "flow", "flow_convention": "openpi"},
+    {"head": "flow", "flow_convention": "paper"},
+], ids=["epsilon", "x0", "flow-openpi", "flow-paper"])
+@pytest.mark.parametrize("direction", ["classifier", "paper"])
+def test_policy_loss_and_gradients_equal_previous_formulation(head, direction):
+    """A fine-tuning step's loss and parameter gradients are those of the previous guidance."""
+    from support.tiny_alignment import random_bundle
+    from support.tiny_policy import TEXT_DIM, tiny_vla_config
+
+    from ate_ros.core.steer.policies import (
+        ACTION,
+        OBS_IMAGES,
+        OBS_MASK,
+        OBS_STATE,
+        OBS_TEXT,
+        VLAPolicy,
+    )
+
+    cfg = tiny_vla_config(**head, action_mode="relative")
+    torch.manual_seed(0)
+    policy = VLAPolicy(cfg).train()
+    bundle = random_bundle(cfg.chunk_size)
+    Bn, g = 5, torch.Generator().manual_seed(2)
+    mask = torch.as_tensor(bundle.mask).expand(Bn, -1)
+    actions = torch.randn(Bn, cfg.chunk_size, 128, generator=g) * mask[:, None]
+    batch = {OBS_IMAGES: torch.randint(0, 255, (Bn, 1, 16, 16, 3), generator=g,
+                                       dtype=torch.uint8),
+             OBS_STATE: actions[:, 0] + 0.1, OBS_MASK: mask.clone(),
+             OBS_TEXT: torch.randn(Bn, TEXT_DIM, generator=g), ACTION: actions}
+    gcfg = GuidanceConfig(scale=2.0, direction=direction)
+    old, new = _previous_and_current(bundle, policy.parameterization, gcfg,
+                                     to_encoder=policy.unnormalize_action)
+    results = []
+    for guide in (old, new, None):
+        policy.zero_grad(set_to_none=True)
+        loss, logs = policy(batch, guidance=guide, generator=torch.Generator().manual_seed(9))
+        loss.backward()
+        results.append((float(loss.detach()), [p.grad.clone() for p in policy.parameters()
+                                      if p.grad is not None], logs))
+    (l_old, g_old, logs_old), (l_new, g_new, logs_new), (l_plain, _, _) = results
+    assert l_old != l_plain  # guidance changed the loss
+    assert l_new == pytest.approx(l_old, rel=1e-6, abs=1e-7)
+    assert len(g_new) == len(g_old) > 0
+    for a, b in zip(g_new, g_old):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert logs_new["guidance/applied"] == logs_old["guidance/applied"] == Bn

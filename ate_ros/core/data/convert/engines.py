@@ -6,11 +6,16 @@ call runs and returns the reports in input order. Scheduling is left to the engi
 (``concurrent.futures`` or Ray); bags are submitted largest first so that a big bag does not
 start last and run alone.
 
-Local pool: a ``forkserver`` context whose server imports the converter once (numpy, rosbags,
-h5py, which ``spawn`` would import again in every process), then forks each worker from it;
-``spawn`` where the platform has no forkserver. Never plain ``fork``: the caller may hold
-threads (rclpy, torch). Each worker limits OpenCV to one thread, since the parallelism is across
-bags.
+Local pool: plain ``fork`` where it is safe, i.e. the caller runs no other Python thread and has
+imported nothing that keeps native threads a forked child cannot use (:data:`FORK_UNSAFE`:
+torch's OpenMP pool, rclpy's DDS threads, ...): the workers start at once with the converter
+already imported (``ate-ros bag2dataset`` is such a caller; numpy's OpenBLAS pool is fork-safe,
+it re-creates its threads through ``pthread_atfork``). Otherwise a ``forkserver`` context whose
+server imports the converter once (numpy, rosbags, h5py, which ``spawn`` would import again in
+every process) and forks each worker from it; ``spawn`` where the platform has neither. The
+forkserver costs about half a second before the first bag starts (a new interpreter importing
+the converter), most of a 2-worker run's fixed cost (``docs/design_notes.md``). Each worker
+limits OpenCV to one thread, since the parallelism is across bags.
 
 Ray (the ``ray`` extra): ``address=None`` starts a local instance for the call and shuts it down
 afterwards; ``"auto"``, ``"ray://host:10001"`` or ``host:6379`` join a running cluster
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,10 @@ FailFn = Callable[[Job, str], dict[str, Any]]
 """Builds the failed report of a job whose call never returned (job, reason)."""
 
 _PRELOAD = ["ate_ros.core.data.convert.pipeline", "rosbags.highlevel", "h5py"]
+
+FORK_UNSAFE = ("torch", "rclpy", "tensorflow", "jax", "ray", "grpc")
+"""Modules whose import (or use) leaves native threads or locks that a forked child may find
+held: with any of them imported the pool uses the forkserver."""
 
 
 def bag_bytes(path: str | Path) -> int:
@@ -67,7 +78,17 @@ def _limit_threads() -> None:
     cv2.setNumThreads(1)
 
 
+def fork_is_safe() -> bool:
+    """Whether this process can fork pool workers: no other Python thread is running and no
+    module of :data:`FORK_UNSAFE` is imported."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    return threading.active_count() == 1 and not any(m in sys.modules for m in FORK_UNSAFE)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
+    if fork_is_safe():
+        return multiprocessing.get_context("fork")
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         # Only read when the server starts (once per process); later calls change nothing.
@@ -81,14 +102,23 @@ def run_serial(fn: BagFn, jobs: Sequence[Job]) -> list[dict[str, Any]]:
     return [fn(*job) for job in jobs]
 
 
-def run_pool(fn: BagFn, jobs: Sequence[Job], workers: int) -> list[dict[str, Any]]:
-    """Jobs in a local pool of ``workers`` processes; reports in input order."""
+def run_pool(fn: BagFn, jobs: Sequence[Job], workers: int,
+             prepare: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Jobs in a local pool of ``workers`` processes; reports in input order.
+
+    Args:
+        prepare: Run once in this process before a forked pool starts: what each worker
+            would otherwise do on its first job (imports, caches), done once and inherited.
+    """
     from concurrent.futures import ProcessPoolExecutor
 
     workers = min(workers, len(jobs))
     if workers <= 1:
         return run_serial(fn, jobs)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+    ctx = _pool_context()
+    if prepare is not None and ctx.get_start_method() == "fork":
+        prepare()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                              initializer=_limit_threads) as pool:
         futures = {i: pool.submit(fn, *jobs[i]) for i in largest_first(jobs)}
         return [futures[i].result() for i in range(len(jobs))]

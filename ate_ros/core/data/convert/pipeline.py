@@ -151,6 +151,22 @@ def _failed_call(call: tuple[Any, ...], reason: str) -> dict[str, Any]:
     return converter.report
 
 
+def _warm_up(spec: ConversionSpec) -> None:
+    """What every bag's first conversion in a process does before its own work: import the
+    readers and writers and build the typestore (code generation) of the spec's distribution
+    (forked workers inherit them)."""
+    import h5py  # noqa: F401
+    import rosbags.highlevel  # noqa: F401
+
+    from ate_ros.core.data.bags import _cached_typestore
+    from ate_ros.core.data.typestores import DEFAULT_DISTRO, TypestoreError
+
+    try:
+        _cached_typestore(spec.ros_distro or DEFAULT_DISTRO, tuple(spec.msg_dirs))
+    except TypestoreError:  # each bag reports it as its error
+        pass
+
+
 def _unique_names(paths: Sequence[Path]) -> list[str]:
     names, seen = [], Counter()
     for p in paths:
@@ -222,7 +238,8 @@ def convert_bags(inputs: Sequence[str | Path], embodiment: str | Path | Embodime
         jobs = list(zip(bags, names, strict=True))
         calls = [(p, n, emb, spec, stage) for p, n in jobs]
         if ray is None or ray is False:
-            reports = engines.run_pool(convert_bag, calls, spec.workers)
+            reports = engines.run_pool(convert_bag, calls, spec.workers,
+                                       prepare=lambda: _warm_up(spec))
         else:
             reports = engines.run_ray(
                 convert_bag, calls, _failed_call, address=None if ray is True else ray,
