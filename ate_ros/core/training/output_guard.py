@@ -25,6 +25,8 @@ from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from ate_ros.core.config_fields import field_default
+
 __all__ = ["RESUME_SUFFIX", "OutputError", "check_output", "data_fingerprint", "describe",
            "differing_settings", "field_defaults", "resume_dir"]
 
@@ -119,11 +121,8 @@ def field_defaults(config_type: type) -> dict[str, Any]:
     compares)."""
     out = {}
     for f in fields(config_type):
-        if f.default is not MISSING:
-            value = f.default
-        elif f.default_factory is not MISSING:
-            value = f.default_factory()
-        else:
+        value = field_default(f)
+        if value is MISSING:
             continue
         out[f.name] = (asdict(value) if is_dataclass(value) and not isinstance(value, type)
                        else value)
