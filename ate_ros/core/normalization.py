@@ -11,7 +11,7 @@ they pass through unchanged instead of dividing by ~0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ class NormStats:
     min: np.ndarray
     max: np.ndarray
     mode: str = "mean_std"
+    _torch: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """(dtype, device) -> the ``scale, shift`` tensors: callers that normalise on every step
+    (guidance encodes twice per fine-tuning step) copy them to the device once."""
 
     def __post_init__(self) -> None:
         if self.mode not in NORM_MODES:
@@ -43,6 +46,10 @@ class NormStats:
         shapes = {a.shape for a in (self.mean, self.std, self.min, self.max)}
         if len(shapes) != 1:
             raise ValueError(f"NormStats arrays differ in shape: {shapes}")
+
+    def __getstate__(self) -> dict:
+        # Device tensors stay in their process (a DataLoader worker re-creates its own).
+        return {**self.__dict__, "_torch": {}}
 
     @property
     def dim(self) -> int:
@@ -79,15 +86,12 @@ class NormStats:
         else:
             scale, shift = (self.max - self.min) / 2.0, (self.max + self.min) / 2.0
         if isinstance(like, torch.Tensor):
-            return (torch.as_tensor(scale, dtype=like.dtype, device=like.device),
-                    torch.as_tensor(shift, dtype=like.dtype, device=like.device))
+            key = (like.dtype, like.device)
+            if key not in self._torch:
+                self._torch[key] = (torch.as_tensor(scale, dtype=like.dtype, device=like.device),
+                                    torch.as_tensor(shift, dtype=like.dtype, device=like.device))
+            return self._torch[key]
         return scale, shift
-
-    def torch_scale_shift(self, dtype: torch.dtype = torch.float32,
-                          device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """(D,) ``scale, shift`` tensors: ``normalize(x) == (x - shift) / scale``. For callers
-        that normalise on every step and keep them (no host->device copy per call)."""
-        return self._scale_shift(torch.empty((), dtype=dtype, device=device))
 
     def normalize(self, x):
         """Works on numpy arrays and torch tensors (differentiable) with last dim D."""

@@ -49,3 +49,18 @@ def test_serialisation_and_validation() -> None:
         NormStats.fit(np.array([[np.nan, 1.0]]))
     with pytest.raises(ValueError, match="mode"):
         NormStats.fit(np.ones((2, 2)), mode="zscore")
+
+
+def test_torch_scale_shift_are_kept_per_dtype_and_device_but_not_pickled():
+    import pickle
+
+    stats = NormStats.fit(np.random.default_rng(0).normal(size=(50, 4)))
+    x = torch.randn(3, 4)
+    first = stats.normalize(x)
+    assert torch.equal(stats.normalize(x), first)
+    assert set(stats._torch) == {(torch.float32, torch.device("cpu"))}
+    stats.normalize(x.double())
+    assert len(stats._torch) == 2
+    copy = pickle.loads(pickle.dumps(stats))
+    assert copy._torch == {}
+    assert torch.equal(copy.normalize(x), first)

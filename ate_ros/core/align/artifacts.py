@@ -192,9 +192,6 @@ class AlignmentBundle:
         self.config = config
         self._prior, self._adapt = prior.to(device), adapt.to(device)
         self._mask_t = torch.as_tensor(self.mask, device=device)
-        # Guidance encodes twice per fine-tuning step: normalise with tensors kept on the device.
-        self._norm_t = {1: stage1.norm.torch_scale_shift(torch.float32, device),
-                        2: stage2.norm.torch_scale_shift(torch.float32, device)}
 
     # ----- contract -----------------------------------------------------------------------
     @property
@@ -254,8 +251,7 @@ class AlignmentBundle:
         if chunks.ndim != 3 or chunks.shape[1] != H or chunks.shape[2] != UNIFIED_DIM:
             raise ValueError(f"stage-{stage} encoder expects chunks (B, {H}, {UNIFIED_DIM}) "
                              f"(chunk_size {H}, unified space), got {tuple(chunks.shape)}")
-        scale, shift = self._norm_t[stage]  # as sm.norm.normalize
-        x = (chunks.to(self.device, torch.float32) - shift) / scale
+        x = sm.norm.normalize(chunks.to(self.device, torch.float32))
         return sm, x, self._mask_t.expand(x.shape[0], -1)
 
     @torch.no_grad()
